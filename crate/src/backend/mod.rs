@@ -1,0 +1,3 @@
+//! Backends: where the matrix work runs. CPU: candle QMatMul plus our own SIMD kernels.
+pub mod linear;
+pub mod q4_1;

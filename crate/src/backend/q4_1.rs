@@ -1,0 +1,952 @@
+//! Q4_1 weight matrix times f32 activations: the decode hot path.
+//!
+//! GGUF layout (input): a matrix of GGUF shape [k, n] is `n` rows of `k / 32` blocks of 20 bytes,
+//! `d: f16, m: f16, qs: [u8; 16]`; element `e < 16` is `qs[e] & 15`, element `e + 16` is
+//! `qs[e] >> 4`, and its value is `d * q + m`.
+//!
+//! Our layout (repacked losslessly at load; values never change). Each row is split into
+//! 32-byte *units* (one unit = the 64 nibbles of two blocks) and two streams:
+//! - `qs`: `ppr` units per row, 32-byte aligned;
+//! - `scales`: the f16 bits of `d` and `m`, 4 per unit.
+//!
+//! The first `8 * groups` blocks of a row form groups of 8 blocks (4 units). Within a group the
+//! nibbles are ordered for AVX2: unpacking unit `u` gives register `j = 2u` (low nibbles) and
+//! `j = 2u + 1` (high nibbles), and byte lane `4b + t` of register `j` holds element `4j + t`
+//! of block `b`. So after `maddubs` every i16 lane belongs to a single block, the 8 registers
+//! of a group add up lane-wise (at most 16 products of 15 * 127 per lane: no i16 overflow), and
+//! one `madd` yields the 8 block sums in block order, with no shuffles or horizontal adds.
+//! The group's scales are `[d0..d7, m0..m7]`, which F16C turns into two f32x8 in one step each.
+//!
+//! The 0 to 4 leftover units (`tail`) keep GGUF's byte order: unit = `qs_A ++ qs_B` of blocks
+//! A, B, scales `[dA, dB, mA, mB]`; a row with an odd block count gets a zero pad block
+//! (`d = m = 0`), which adds exactly zero.
+//!
+//! Why f16 scales rather than pre-converted f32: decode streams every weight once per token and
+//! is memory bound, so we keep GGUF's 20 bytes per block.
+//!
+//! Activations are quantized row by row to Q8_1 exactly like candle's `BlockQ8_1::from_float`
+//! (so results equal candle's up to float summation order; the scalar path sums in candle's
+//! order and matches it bit for bit), then scattered into the same unit order as the weights.
+
+use crate::{AmuletError, Result};
+use half::f16;
+
+const QK: usize = 32;
+const GGUF_BLOCK_BYTES: usize = 20;
+/// Blocks per group.
+const GB: usize = 8;
+
+/// Which kernel `Q41Matrix::matmul` runs in this build (for logs and benchmarks).
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+pub const KERNEL: &str = "avx2";
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub const KERNEL: &str = "simd128";
+#[cfg(not(any(
+    all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"),
+    all(target_arch = "wasm32", target_feature = "simd128")
+)))]
+pub const KERNEL: &str = "scalar";
+
+/// 32 nibble bytes; aligned so a 256-bit load never splits a cache line.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct Unit([u8; 32]);
+
+/// One Q4_1 weight matrix of `rows()` outputs by `cols()` inputs, in the layout above.
+#[derive(Clone)]
+pub struct Q41Matrix {
+    n: usize,
+    k: usize,
+    /// Full 8-block groups per row.
+    groups: usize,
+    /// Units per row after the groups (0..=4).
+    tail: usize,
+    qs: Vec<Unit>,
+    scales: Vec<u16>,
+}
+
+impl std::fmt::Debug for Q41Matrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Q41Matrix").field("rows", &self.n).field("cols", &self.k).finish()
+    }
+}
+
+impl Q41Matrix {
+    /// Takes the raw GGUF tensor bytes of a Q4_1 matrix with `n` rows of `k` columns.
+    pub fn from_gguf_bytes(data: &[u8], n: usize, k: usize) -> Result<Self> {
+        if k == 0 || k % QK != 0 {
+            return Err(AmuletError::BadModel(format!(
+                "Q4_1 matrix {n}x{k}: the column count must be a positive multiple of {QK}"
+            )));
+        }
+        if n == 0 {
+            return Err(AmuletError::BadModel(format!("Q4_1 matrix {n}x{k}: no rows")));
+        }
+        let nb = k / QK;
+        let expected = n.checked_mul(nb).and_then(|b| b.checked_mul(GGUF_BLOCK_BYTES)).ok_or_else(|| {
+            AmuletError::BadModel(format!("Q4_1 matrix {n}x{k}: size overflows"))
+        })?;
+        if data.len() != expected {
+            return Err(AmuletError::BadModel(format!(
+                "Q4_1 matrix {n}x{k}: expected {expected} bytes of data, got {}",
+                data.len()
+            )));
+        }
+        let groups = nb / GB;
+        let tail = (nb - GB * groups).div_ceil(2);
+        let ppr = 4 * groups + tail;
+        let mut qs = vec![Unit([0; 32]); n * ppr];
+        let mut scales = vec![0u16; n * 4 * ppr];
+        for (row, src) in data.chunks_exact(nb * GGUF_BLOCK_BYTES).enumerate() {
+            let units = &mut qs[row * ppr..(row + 1) * ppr];
+            let sc = &mut scales[row * 4 * ppr..(row + 1) * 4 * ppr];
+            for (b, blk) in src.chunks_exact(GGUF_BLOCK_BYTES).enumerate() {
+                let (di, mi) = scale_pos(groups, b);
+                sc[di] = u16::from_le_bytes([blk[0], blk[1]]);
+                sc[mi] = u16::from_le_bytes([blk[2], blk[3]]);
+                let q = &blk[4..GGUF_BLOCK_BYTES];
+                if b < GB * groups {
+                    let (g, bb) = (b / GB, b % GB);
+                    for j in 0..8 {
+                        let u = &mut units[4 * g + j / 2].0[4 * bb..4 * bb + 4];
+                        for (t, dst) in u.iter_mut().enumerate() {
+                            let e = 4 * j + t;
+                            let v = if e < 16 { q[e] & 15 } else { q[e - 16] >> 4 };
+                            *dst |= v << (4 * (j % 2));
+                        }
+                    }
+                } else {
+                    let tb = b - GB * groups;
+                    let h = tb % 2;
+                    units[4 * groups + tb / 2].0[16 * h..16 * h + 16].copy_from_slice(q);
+                }
+            }
+        }
+        Ok(Self { n, k, groups, tail, qs, scales })
+    }
+
+    /// Stacks matrices along the output dimension, so q/k/v (or gate/up) run as one matmul
+    /// that quantizes the activations once.
+    pub fn concat_rows(parts: &[Q41Matrix]) -> Result<Q41Matrix> {
+        let first = parts
+            .first()
+            .ok_or_else(|| AmuletError::BadModel("Q4_1 concat_rows: no matrices given".into()))?;
+        let k = first.k;
+        if let Some(p) = parts.iter().find(|p| p.k != k) {
+            return Err(AmuletError::BadModel(format!(
+                "Q4_1 concat_rows: column counts differ ({k} vs {})",
+                p.k
+            )));
+        }
+        let n = parts.iter().map(|p| p.n).sum();
+        let mut qs = Vec::with_capacity(n * first.ppr());
+        let mut scales = Vec::with_capacity(n * 4 * first.ppr());
+        for p in parts {
+            qs.extend_from_slice(&p.qs);
+            scales.extend_from_slice(&p.scales);
+        }
+        Ok(Q41Matrix { n, k, groups: first.groups, tail: first.tail, qs, scales })
+    }
+
+    /// Output dimension (GGUF `ne[1]`).
+    pub fn rows(&self) -> usize {
+        self.n
+    }
+
+    /// Input dimension (GGUF `ne[0]`).
+    pub fn cols(&self) -> usize {
+        self.k
+    }
+
+    /// Bytes held in memory (quants + scales, including the pad block of odd rows).
+    pub fn storage_bytes(&self) -> usize {
+        self.qs.len() * std::mem::size_of::<Unit>() + self.scales.len() * 2
+    }
+
+    /// Row `i` as f32, computed like candle's `to_float` (`q * d + m`). Panics if `i >= rows()`,
+    /// like slice indexing.
+    pub fn dequantize_row(&self, i: usize) -> Vec<f32> {
+        assert!(i < self.n, "Q4_1 dequantize_row: row {i} out of range ({} rows)", self.n);
+        let mut out = Vec::with_capacity(self.k);
+        let mut q = [0u8; QK];
+        for b in 0..self.k / QK {
+            let (d, m) = self.block(i, b, &mut q);
+            out.extend(q.iter().map(|&v| v as f32 * d + m));
+        }
+        out
+    }
+
+    /// `out[r][i] = dot(row i, x[r])` for `m` activation rows of `cols()` values (row-major);
+    /// `out` is `m` rows of `rows()` values. Runs this build's SIMD kernel (see `KERNEL`).
+    pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
+        self.check_io(x, m, out)?;
+        #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+        {
+            x86::matmul(self, x, m, out);
+            return Ok(());
+        }
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        {
+            wasm::matmul(self, x, m, out);
+            return Ok(());
+        }
+        #[allow(unreachable_code)]
+        {
+            self.scalar_matmul(x, m, out);
+            Ok(())
+        }
+    }
+
+    /// Portable path (the fallback where no SIMD kernel exists); public so tests and tools can
+    /// check the SIMD kernels against it. Sums in candle's order.
+    pub fn matmul_scalar(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
+        self.check_io(x, m, out)?;
+        self.scalar_matmul(x, m, out);
+        Ok(())
+    }
+
+    /// Units (and groups of 4 scale values) per row.
+    fn ppr(&self) -> usize {
+        4 * self.groups + self.tail
+    }
+
+    /// Block `b` of row `i`: its 32 quants in element order, and `(d, m)`.
+    fn block(&self, i: usize, b: usize, q: &mut [u8; QK]) -> (f32, f32) {
+        let ppr = self.ppr();
+        let units = &self.qs[i * ppr..(i + 1) * ppr];
+        let (di, mi) = scale_pos(self.groups, b);
+        let sc = &self.scales[i * 4 * ppr..];
+        if b < GB * self.groups {
+            let (g, bb) = (b / GB, b % GB);
+            for j in 0..8 {
+                let u = &units[4 * g + j / 2].0[4 * bb..4 * bb + 4];
+                for (t, &v) in u.iter().enumerate() {
+                    q[4 * j + t] = (v >> (4 * (j % 2))) & 15;
+                }
+            }
+        } else {
+            let tb = b - GB * self.groups;
+            let u = &units[4 * self.groups + tb / 2].0[16 * (tb % 2)..16 * (tb % 2) + 16];
+            for (e, &v) in u.iter().enumerate() {
+                q[e] = v & 15;
+                q[e + 16] = v >> 4;
+            }
+        }
+        (f16::from_bits(sc[di]).to_f32(), f16::from_bits(sc[mi]).to_f32())
+    }
+
+    fn check_io(&self, x: &[f32], m: usize, out: &[f32]) -> Result<()> {
+        if m.checked_mul(self.k) != Some(x.len()) {
+            return Err(AmuletError::Compute(format!(
+                "Q4_1 matmul: input has {} values, expected {m} rows x {} cols",
+                x.len(),
+                self.k
+            )));
+        }
+        if m.checked_mul(self.n) != Some(out.len()) {
+            return Err(AmuletError::Compute(format!(
+                "Q4_1 matmul: output has {} values, expected {m} rows x {} cols",
+                out.len(),
+                self.n
+            )));
+        }
+        Ok(())
+    }
+
+    fn scalar_matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        let (n, k) = (self.n, self.k);
+        let nb = k / QK;
+        let mut qx = vec![0i8; m * k];
+        let mut dx = vec![0f32; m * nb];
+        let mut sx = vec![0f32; m * nb];
+        for (j, (xb, qb)) in x.as_chunks::<QK>().0.iter().zip(qx.as_chunks_mut::<QK>().0).enumerate() {
+            (dx[j], sx[j]) = quantize_q8_1(xb, qb);
+        }
+        out.fill(0.0);
+        let mut q = [0u8; QK];
+        for i in 0..n {
+            for b in 0..nb {
+                let (dw, mw) = self.block(i, b, &mut q);
+                for r in 0..m {
+                    let j = r * nb + b;
+                    let xq = &qx[j * QK..(j + 1) * QK];
+                    let sumi: i32 = q.iter().zip(xq).map(|(&a, &c)| a as i32 * c as i32).sum();
+                    out[r * n + i] += sumi as f32 * dw * dx[j] + mw * sx[j];
+                }
+            }
+        }
+    }
+}
+
+/// Indices of block `b`'s `d` and `m` within its row's scales.
+fn scale_pos(groups: usize, b: usize) -> (usize, usize) {
+    if b < GB * groups {
+        let base = 16 * (b / GB) + b % GB;
+        (base, base + 8)
+    } else {
+        let tb = b - GB * groups;
+        let base = 16 * groups + 4 * (tb / 2) + tb % 2;
+        (base, base + 2)
+    }
+}
+
+/// Quantizes 32 activations to Q8_1 into `q`, returning `(d, s)` as f32, with the same
+/// arithmetic as candle's `BlockQ8_1::from_float` (`d = amax / 127` as f16, `q = round(x / d)`,
+/// `s = f16(sum q) * d` rounded to f16), which is what makes our outputs match candle's.
+#[inline]
+fn quantize_q8_1(x: &[f32; QK], q: &mut [i8; QK]) -> (f32, f32) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+    {
+        return x86::quantize_block(x, q);
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        return wasm::quantize_block(x, q);
+    }
+    #[allow(unreachable_code)]
+    quantize_q8_1_scalar(x, q)
+}
+
+/// The plain version of `quantize_q8_1`, written like candle's; the SIMD ones must match it.
+fn quantize_q8_1_scalar(x: &[f32; QK], q: &mut [i8; QK]) -> (f32, f32) {
+    let mut amax = 0f32;
+    for &v in x {
+        amax = amax.max(v.abs());
+    }
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut sum = 0i32;
+    for (qv, &v) in q.iter_mut().zip(x) {
+        *qv = (v * id).round() as i8;
+        sum += *qv as i32;
+    }
+    finish_q8_1(d, sum)
+}
+
+/// `(d, s)` from the f32 scale and the quant sum, rounded through f16 as candle does.
+#[inline]
+fn finish_q8_1(d: f32, sum: i32) -> (f32, f32) {
+    let d16 = f16::from_f32(d);
+    (d16.to_f32(), (f16::from_f32(sum as f32) * d16).to_f32())
+}
+
+/// 32 quantized activations lined up with the 32 lanes of one unpacked weight register.
+#[allow(dead_code)]
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct Lane32<T>([T; 32]);
+
+/// Activation scales for one group: `[d0..d7, s0..s7]`; for a tail unit:
+/// `[dA x4, dB x4, 0, 0, sA, sB, 0 x4]`, so that slices of it line up with the kernels' lanes.
+#[allow(dead_code)]
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct Scale16([f32; 16]);
+
+/// Quantizes `m` activation rows and scatters them into the unit order of `w`: per row
+/// `2 * ppr` lanes (register `j` of group `g` is lane `8g + j`; tail unit `u` gives lanes `2u`
+/// and `2u + 1`) and `groups + tail` scale entries.
+#[allow(dead_code)]
+fn prepare_x<T: Copy + Default + From<i8>>(w: &Q41Matrix, x: &[f32], m: usize) -> (Vec<Lane32<T>>, Vec<Scale16>) {
+    let (k, groups, ppr) = (w.k, w.groups, w.ppr());
+    let nsc = groups + w.tail;
+    let mut xq = vec![Lane32([T::default(); 32]); m * 2 * ppr];
+    let mut xs = vec![Scale16([0.0; 16]); m * nsc];
+    let mut q = [0i8; QK];
+    for r in 0..m {
+        let lanes = &mut xq[r * 2 * ppr..(r + 1) * 2 * ppr];
+        for (b, xb) in x[r * k..(r + 1) * k].as_chunks::<QK>().0.iter().enumerate() {
+            let (d, s) = quantize_q8_1(xb, &mut q);
+            if b < GB * groups {
+                let (g, bb) = (b / GB, b % GB);
+                for j in 0..8 {
+                    let dst = &mut lanes[8 * g + j].0[4 * bb..4 * bb + 4];
+                    for (t, v) in dst.iter_mut().enumerate() {
+                        *v = T::from(q[4 * j + t]);
+                    }
+                }
+                let sc = &mut xs[r * nsc + g].0;
+                sc[bb] = d;
+                sc[8 + bb] = s;
+            } else {
+                let tb = b - GB * groups;
+                let (u, h) = (4 * groups + tb / 2, tb % 2);
+                for e in 0..16 {
+                    lanes[2 * u].0[16 * h + e] = T::from(q[e]);
+                    lanes[2 * u + 1].0[16 * h + e] = T::from(q[16 + e]);
+                }
+                let sc = &mut xs[r * nsc + groups + tb / 2].0;
+                sc[4 * h..4 * h + 4].fill(d);
+                sc[10 + h] = s;
+            }
+        }
+    }
+    (xq, xs)
+}
+
+/// Rows of weights processed per pass over the quantized activations when `m` is large:
+/// about 16 KiB of weights, so a tile stays in L1 while every group of activation rows
+/// streams past it (prefill).
+const TILE_BYTES: usize = 16 * 1024;
+
+/// Activation rows sharing one read of each weight unit.
+const ROWS_PER_PASS: usize = 4;
+
+/// Calls `f(i0, i1, r0, rows)` over weight-row tiles x activation-row groups of at most
+/// `ROWS_PER_PASS`, weights outermost so each weight tile is read once per group.
+#[allow(dead_code)]
+fn for_each_tile(w: &Q41Matrix, m: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
+    let tile = (TILE_BYTES / (w.ppr() * 40)).max(1);
+    let mut i0 = 0;
+    while i0 < w.n {
+        let i1 = (i0 + tile).min(w.n);
+        let mut r0 = 0;
+        while r0 < m {
+            let rows = (m - r0).min(ROWS_PER_PASS);
+            f(i0, i1, r0, rows);
+            r0 += rows;
+        }
+        i0 = i1;
+    }
+}
+
+/// Runs `dot_rows::<R>` for weight row `i` and activation rows `r0..r0 + rows`, writing `out`.
+/// A macro so that each kernel module instantiates it with its own `dot_rows` and lane type.
+#[allow(unused_macros)]
+macro_rules! run_tiles {
+    ($w:expr, $x:expr, $m:expr, $out:expr, $lane:ty) => {{
+        let (w, m, out) = ($w, $m, $out);
+        let (n, ppr, nsc) = (w.n, w.ppr(), w.groups + w.tail);
+        let (xq, xs) = prepare_x::<$lane>(w, $x, m);
+        for_each_tile(w, m, |i0, i1, r0, rows| {
+            // SAFETY: r0 + rows <= m and i < n, so every pointer below starts a whole row.
+            let q = |r: usize| unsafe { xq.as_ptr().add((r0 + r) * 2 * ppr) };
+            let s = |r: usize| unsafe { xs.as_ptr().add((r0 + r) * nsc) };
+            for i in i0..i1 {
+                let mut put = |v: &[f32]| {
+                    for (j, &a) in v.iter().enumerate() {
+                        out[(r0 + j) * n + i] = a;
+                    }
+                };
+                unsafe {
+                    match rows {
+                        1 => put(&dot_rows::<1>(w, i, [q(0)], [s(0)])),
+                        2 => put(&dot_rows::<2>(w, i, [q(0), q(1)], [s(0), s(1)])),
+                        3 => put(&dot_rows::<3>(w, i, [q(0), q(1), q(2)], [s(0), s(1), s(2)])),
+                        _ => put(&dot_rows::<4>(w, i, [q(0), q(1), q(2), q(3)], [s(0), s(1), s(2), s(3)])),
+                    }
+                }
+            }
+        });
+    }};
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+mod x86 {
+    use super::{finish_q8_1, for_each_tile, prepare_x, Lane32, Q41Matrix, Scale16, QK};
+    use core::arch::x86_64::*;
+
+    /// Dot products of weight row `i` against `R` activation rows, reading each weight unit once.
+    ///
+    /// # Safety
+    /// `i < w.n`; each `xq[r]` / `xs[r]` starts a full row from `prepare_x` for `w`.
+    #[inline(always)]
+    unsafe fn dot_rows<const R: usize>(
+        w: &Q41Matrix,
+        i: usize,
+        xq: [*const Lane32<i8>; R],
+        xs: [*const Scale16; R],
+    ) -> [f32; R] {
+        let (groups, ppr) = (w.groups, w.ppr());
+        let qs = w.qs.as_ptr().add(i * ppr) as *const __m256i;
+        let sc = w.scales.as_ptr().add(i * 4 * ppr);
+        let mask = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut accm = [_mm256_setzero_ps(); R];
+        for g in 0..groups {
+            let u = qs.add(4 * g);
+            let mut wr = [_mm256_setzero_si256(); 8];
+            for l in 0..4 {
+                let v = _mm256_load_si256(u.add(l));
+                wr[2 * l] = _mm256_and_si256(v, mask);
+                wr[2 * l + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
+            }
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(sc.add(16 * g) as *const __m128i));
+            let mw = _mm256_cvtph_ps(_mm_loadu_si128(sc.add(16 * g + 8) as *const __m128i));
+            for r in 0..R {
+                let y = xq[r].add(8 * g) as *const __m256i;
+                let p = |j: usize| _mm256_maddubs_epi16(wr[j], _mm256_load_si256(y.add(j)));
+                // Each i16 lane: 16 products of at most 15 * 127, below i16::MAX.
+                let s = _mm256_add_epi16(
+                    _mm256_add_epi16(_mm256_add_epi16(p(0), p(1)), _mm256_add_epi16(p(2), p(3))),
+                    _mm256_add_epi16(_mm256_add_epi16(p(4), p(5)), _mm256_add_epi16(p(6), p(7))),
+                );
+                let f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s, ones));
+                let xsc = (*xs[r].add(g)).0.as_ptr();
+                acc[r] = _mm256_fmadd_ps(f, _mm256_mul_ps(dw, _mm256_load_ps(xsc)), acc[r]);
+                accm[r] = _mm256_fmadd_ps(mw, _mm256_load_ps(xsc.add(8)), accm[r]);
+            }
+        }
+        // Tail units: each 128-bit lane holds one block; scales [dA, dB, mA, mB].
+        let spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+        let mut acct = [_mm_setzero_ps(); R];
+        for t in 0..w.tail {
+            let v = _mm256_load_si256(qs.add(4 * groups + t));
+            let lo = _mm256_and_si256(v, mask);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
+            let w4 = _mm_cvtph_ps(_mm_loadl_epi64(sc.add(16 * groups + 4 * t) as *const __m128i));
+            let wd = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(w4), spread);
+            for r in 0..R {
+                let y = xq[r].add(8 * groups + 2 * t) as *const __m256i;
+                let s = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(lo, _mm256_load_si256(y)),
+                    _mm256_maddubs_epi16(hi, _mm256_load_si256(y.add(1))),
+                );
+                let f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s, ones));
+                let xsc = (*xs[r].add(groups + t)).0.as_ptr();
+                acc[r] = _mm256_fmadd_ps(f, _mm256_mul_ps(wd, _mm256_load_ps(xsc)), acc[r]);
+                // [0, 0, mA * sA, mB * sB]
+                acct[r] = _mm_fmadd_ps(w4, _mm_load_ps(xsc.add(8)), acct[r]);
+            }
+        }
+        let mut res = [0f32; R];
+        for r in 0..R {
+            let a = _mm256_add_ps(acc[r], accm[r]);
+            let a = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+            let a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+            let a = _mm_add_ps(a, _mm_movehl_ps(acct[r], acct[r]));
+            let a = _mm_add_ss(a, _mm_shuffle_ps::<1>(a, a));
+            res[r] = _mm_cvtss_f32(a);
+        }
+        res
+    }
+
+    pub(super) fn matmul(w: &Q41Matrix, x: &[f32], m: usize, out: &mut [f32]) {
+        run_tiles!(w, x, m, out, i8)
+    }
+
+    /// `quantize_q8_1` for AVX2; bit-identical to the scalar one (tested), about 10x faster,
+    /// which matters because for m = 1 quantizing was a fifth of the whole matmul.
+    #[inline]
+    pub(super) fn quantize_block(x: &[f32; QK], q: &mut [i8; QK]) -> (f32, f32) {
+        // SAFETY: x and q hold exactly 32 values; AVX2/FMA/F16C are enabled at compile time.
+        unsafe {
+            let p = x.as_ptr();
+            let v = [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24))];
+            let sign = _mm256_set1_ps(-0.0);
+            let mut amax = _mm256_setzero_ps();
+            for &vi in &v {
+                // maxps returns its second operand when the first is NaN: NaNs are skipped like
+                // f32::max does.
+                amax = _mm256_max_ps(_mm256_andnot_ps(sign, vi), amax);
+            }
+            let m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps::<1>(amax));
+            let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps::<1>(m2, m2)));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let idv = _mm256_set1_ps(id);
+            let (half, one) = (_mm256_set1_ps(0.5), _mm256_set1_ps(1.0));
+            let (lo, hi) = (_mm256_set1_ps(-128.0), _mm256_set1_ps(127.0));
+            let mut iv = [_mm256_setzero_si256(); 4];
+            for (o, &vi) in iv.iter_mut().zip(&v) {
+                let t = _mm256_mul_ps(vi, idv);
+                // f32::round (half away from zero) = trunc, plus sign(t) if |t - trunc| >= 0.5.
+                let tr = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(t);
+                let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(t, tr));
+                let step = _mm256_or_ps(_mm256_and_ps(t, sign), one);
+                let r = _mm256_add_ps(tr, _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(frac, half), step));
+                // `as i8`: NaN -> 0, saturate (t is infinite when d is subnormal).
+                let r = _mm256_and_ps(r, _mm256_cmp_ps::<_CMP_ORD_Q>(t, t));
+                *o = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
+            }
+            let packed = _mm256_packs_epi16(_mm256_packs_epi32(iv[0], iv[1]), _mm256_packs_epi32(iv[2], iv[3]));
+            // packs works per 128-bit lane: put the 4-byte groups back in order.
+            let packed = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, packed);
+            let s = _mm256_add_epi32(_mm256_add_epi32(iv[0], iv[1]), _mm256_add_epi32(iv[2], iv[3]));
+            let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+            let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<1>(s));
+            finish_q8_1(d, _mm_cvtsi128_si32(s))
+        }
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm {
+    use super::{finish_q8_1, for_each_tile, prepare_x, Lane32, Q41Matrix, Scale16, QK};
+    use core::arch::wasm32::*;
+
+    /// Four f16 (as bits) to f32 without F16C: shift into an f32 and rescale by 2^112, which is
+    /// exact for normals and subnormals; infinities and NaNs get the f32 exponent forced.
+    #[inline(always)]
+    unsafe fn f16x4_to_f32x4(p: *const u16) -> v128 {
+        let h = u32x4_extend_low_u16x8(v128_load64_zero(p as *const u64));
+        let mag = i32x4_shl(v128_and(h, u32x4_splat(0x7fff)), 13);
+        let finite = f32x4_mul(mag, f32x4_splat(f32::from_bits(0x7780_0000)));
+        let special = i32x4_eq(v128_and(h, u32x4_splat(0x7c00)), u32x4_splat(0x7c00));
+        let v = v128_bitselect(v128_or(mag, u32x4_splat(0x7f80_0000)), finite, special);
+        v128_or(v, i32x4_shl(v128_and(h, u32x4_splat(0x8000)), 16))
+    }
+
+    /// Dot products of weight row `i` against `R` activation rows, reading each weight unit once.
+    /// simd128 has no u8 x i8 dot, so the weights are widened to i16 (once for all rows) and
+    /// the activations come pre-widened: `i32x4.dot_i16x8_s` is a single `pmaddwd` on x86 hosts.
+    ///
+    /// # Safety
+    /// `i < w.n`; each `xq[r]` / `xs[r]` starts a full row from `prepare_x` for `w`.
+    #[inline(always)]
+    unsafe fn dot_rows<const R: usize>(
+        w: &Q41Matrix,
+        i: usize,
+        xq: [*const Lane32<i16>; R],
+        xs: [*const Scale16; R],
+    ) -> [f32; R] {
+        let (groups, ppr) = (w.groups, w.ppr());
+        let qs = w.qs.as_ptr().add(i * ppr) as *const v128;
+        let sc = w.scales.as_ptr().add(i * 4 * ppr);
+        let mask = u8x16_splat(0x0F);
+        let zero = i32x4_splat(0);
+        let mut acc = [f32x4_splat(0.0); R];
+        for g in 0..groups {
+            // Quarter c of a register covers blocks (2c, 2c + 1) as i32 lanes [b, b, b+1, b+1].
+            let mut part = [[zero; 4]; R];
+            for j in 0..8 {
+                for h in 0..2 {
+                    let v = v128_load(qs.add(8 * g + 2 * (j / 2) + h));
+                    let wv = if j % 2 == 0 { v128_and(v, mask) } else { u8x16_shr(v, 4) };
+                    let (w0, w1) = (u16x8_extend_low_u8x16(wv), u16x8_extend_high_u8x16(wv));
+                    for r in 0..R {
+                        let y = xq[r].add(8 * g + j) as *const v128;
+                        part[r][2 * h] = i32x4_add(part[r][2 * h], i32x4_dot_i16x8(w0, v128_load(y.add(2 * h))));
+                        part[r][2 * h + 1] =
+                            i32x4_add(part[r][2 * h + 1], i32x4_dot_i16x8(w1, v128_load(y.add(2 * h + 1))));
+                    }
+                }
+            }
+            let s = sc.add(16 * g);
+            let (d03, d47) = (f16x4_to_f32x4(s), f16x4_to_f32x4(s.add(4)));
+            let (m03, m47) = (f16x4_to_f32x4(s.add(8)), f16x4_to_f32x4(s.add(12)));
+            for r in 0..R {
+                let p = part[r];
+                let b03 = i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(p[0], p[1]), i32x4_shuffle::<1, 3, 5, 7>(p[0], p[1]));
+                let b47 = i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(p[2], p[3]), i32x4_shuffle::<1, 3, 5, 7>(p[2], p[3]));
+                let x4 = (*xs[r].add(g)).0.as_ptr() as *const v128;
+                let a = f32x4_add(
+                    f32x4_mul(f32x4_convert_i32x4(b03), f32x4_mul(d03, v128_load(x4))),
+                    f32x4_mul(f32x4_convert_i32x4(b47), f32x4_mul(d47, v128_load(x4.add(1)))),
+                );
+                let mt = f32x4_add(f32x4_mul(m03, v128_load(x4.add(2))), f32x4_mul(m47, v128_load(x4.add(3))));
+                acc[r] = f32x4_add(acc[r], f32x4_add(a, mt));
+            }
+        }
+        // Tail units: bytes 0..16 are block A's GGUF quants, 16..32 block B's.
+        let mut acct = [f32x4_splat(0.0); R];
+        for t in 0..w.tail {
+            let u = qs.add(8 * groups + 2 * t);
+            let (va, vb) = (v128_load(u), v128_load(u.add(1)));
+            let (la, ha) = (v128_and(va, mask), u8x16_shr(va, 4));
+            let (lb, hb) = (v128_and(vb, mask), u8x16_shr(vb, 4));
+            let wa = [u16x8_extend_low_u8x16(la), u16x8_extend_high_u8x16(la), u16x8_extend_low_u8x16(ha), u16x8_extend_high_u8x16(ha)];
+            let wb = [u16x8_extend_low_u8x16(lb), u16x8_extend_high_u8x16(lb), u16x8_extend_low_u8x16(hb), u16x8_extend_high_u8x16(hb)];
+            // [dA, dB, mA, mB]
+            let w4 = f16x4_to_f32x4(sc.add(16 * groups + 4 * t));
+            let wd = i32x4_shuffle::<0, 0, 1, 1>(w4, w4);
+            for r in 0..R {
+                // Low-nibble lane: A0..15 then B0..15; high-nibble lane: A16..31 then B16..31.
+                let lo = xq[r].add(8 * groups + 2 * t) as *const v128;
+                let hi = lo.add(4);
+                let dot = |a: v128, p: *const v128| i32x4_dot_i16x8(a, v128_load(p));
+                let da = i32x4_add(i32x4_add(dot(wa[0], lo), dot(wa[1], lo.add(1))), i32x4_add(dot(wa[2], hi), dot(wa[3], hi.add(1))));
+                let db = i32x4_add(
+                    i32x4_add(dot(wb[0], lo.add(2)), dot(wb[1], lo.add(3))),
+                    i32x4_add(dot(wb[2], hi.add(2)), dot(wb[3], hi.add(3))),
+                );
+                // [A, A, B, B]
+                let sum = i32x4_add(i32x4_shuffle::<0, 1, 4, 5>(da, db), i32x4_shuffle::<2, 3, 6, 7>(da, db));
+                let xsc = (*xs[r].add(groups + t)).0.as_ptr();
+                // xsc[2..6] = [dA, dA, dB, dB]; xsc[8..12] = [0, 0, sA, sB]
+                let dd = f32x4_mul(wd, v128_load(xsc.add(2) as *const v128));
+                acc[r] = f32x4_add(acc[r], f32x4_mul(f32x4_convert_i32x4(sum), dd));
+                acct[r] = f32x4_add(acct[r], f32x4_mul(w4, v128_load(xsc.add(8) as *const v128)));
+            }
+        }
+        let mut res = [0f32; R];
+        for r in 0..R {
+            let (a, t) = (acc[r], acct[r]);
+            res[r] = (f32x4_extract_lane::<0>(a) + f32x4_extract_lane::<1>(a))
+                + (f32x4_extract_lane::<2>(a) + f32x4_extract_lane::<3>(a))
+                + (f32x4_extract_lane::<2>(t) + f32x4_extract_lane::<3>(t));
+        }
+        res
+    }
+
+    pub(super) fn matmul(w: &Q41Matrix, x: &[f32], m: usize, out: &mut [f32]) {
+        run_tiles!(w, x, m, out, i16)
+    }
+
+    /// `quantize_q8_1` for simd128; bit-identical to the scalar one (tested).
+    #[inline]
+    pub(super) fn quantize_block(x: &[f32; QK], q: &mut [i8; QK]) -> (f32, f32) {
+        // SAFETY: x and q hold exactly 32 values (unaligned v128 loads/stores are allowed).
+        unsafe {
+            let p = x.as_ptr() as *const v128;
+            let mut v = [f32x4_splat(0.0); 8];
+            let mut amax = f32x4_splat(0.0);
+            for (i, vi) in v.iter_mut().enumerate() {
+                *vi = v128_load(p.add(i));
+                // pmax(a, b) = a < b ? b : a keeps `a` when b is NaN, like f32::max.
+                amax = f32x4_pmax(amax, f32x4_abs(*vi));
+            }
+            let amax = f32x4_extract_lane::<0>(amax)
+                .max(f32x4_extract_lane::<1>(amax))
+                .max(f32x4_extract_lane::<2>(amax).max(f32x4_extract_lane::<3>(amax)));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let idv = f32x4_splat(id);
+            let (sign, half, one) = (f32x4_splat(-0.0), f32x4_splat(0.5), f32x4_splat(1.0));
+            let mut iv = [i32x4_splat(0); 8];
+            let mut sum = i32x4_splat(0);
+            for (o, &vi) in iv.iter_mut().zip(&v) {
+                let t = f32x4_mul(vi, idv);
+                // f32::round (half away from zero) = trunc, plus sign(t) if |t - trunc| >= 0.5.
+                let tr = f32x4_trunc(t);
+                let step = v128_or(v128_and(t, sign), one);
+                let r = f32x4_add(tr, v128_and(f32x4_ge(f32x4_abs(f32x4_sub(t, tr)), half), step));
+                // `as i8`: NaN -> 0 (trunc_sat), saturate to the i8 range.
+                *o = i32x4_max(i32x4_min(i32x4_trunc_sat_f32x4(r), i32x4_splat(127)), i32x4_splat(-128));
+                sum = i32x4_add(sum, *o);
+            }
+            let qp = q.as_mut_ptr() as *mut v128;
+            for h in 0..2 {
+                let a = i16x8_narrow_i32x4(iv[4 * h], iv[4 * h + 1]);
+                let b = i16x8_narrow_i32x4(iv[4 * h + 2], iv[4 * h + 3]);
+                v128_store(qp.add(h), i8x16_narrow_i16x8(a, b));
+            }
+            let s = i32x4_extract_lane::<0>(sum)
+                + i32x4_extract_lane::<1>(sum)
+                + i32x4_extract_lane::<2>(sum)
+                + i32x4_extract_lane::<3>(sum);
+            finish_q8_1(d, s)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+    use candle_core::{Device, Module, Tensor};
+
+    struct Rng(u64);
+    impl Rng {
+        fn next_f32(&mut self) -> f32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        }
+        fn vec(&mut self, len: usize, scale: f32) -> Vec<f32> {
+            (0..len).map(|_| self.next_f32() * scale).collect()
+        }
+    }
+
+    /// Random weights quantized by candle: (ours, candle's QTensor, candle's bytes).
+    fn weights(n: usize, k: usize, seed: u64) -> (Q41Matrix, QTensor, Vec<u8>) {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        // Per-row offsets so that m (the min) varies in sign and size.
+        let mut w = rng.vec(n * k, 0.1);
+        for (i, row) in w.chunks_mut(k).enumerate() {
+            let off = ((i % 7) as f32 - 3.0) * 0.02;
+            row.iter_mut().for_each(|v| *v += off);
+        }
+        let t = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
+        let qt = QTensor::quantize(&t, GgmlDType::Q4_1).unwrap();
+        let bytes = qt.data().unwrap().into_owned();
+        let ours = Q41Matrix::from_gguf_bytes(&bytes, n, k).unwrap();
+        (ours, qt, bytes)
+    }
+
+    fn activations(m: usize, k: usize, seed: u64) -> Vec<f32> {
+        let mut rng = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
+        let mut x = rng.vec(m * k, 2.0);
+        // An outlier, and an all-zero block (d = 0) when there is room.
+        x[0] = 40.0;
+        if m * k >= 96 {
+            x[32..64].fill(0.0);
+        }
+        x
+    }
+
+    fn candle_matmul(mm: &QMatMul, x: &[f32], m: usize, k: usize) -> Vec<f32> {
+        let xt = Tensor::from_vec(x.to_vec(), (m, k), &Device::Cpu).unwrap();
+        mm.forward(&xt).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    const SHAPES: [(usize, usize); 5] = [(576, 576), (192, 576), (1536, 576), (576, 1536), (49, 64)];
+    const MS: [usize; 6] = [1, 2, 3, 4, 7, 33];
+
+    #[test]
+    fn q4_1_matches_candle_simd_and_scalar() {
+        for (si, &(n, k)) in SHAPES.iter().enumerate() {
+            let (ours, qt, _) = weights(n, k, si as u64 + 1);
+            let mm = QMatMul::from_qtensor(qt).unwrap();
+            for &m in &MS {
+                let x = activations(m, k, (si * 100 + m) as u64);
+                let want = candle_matmul(&mm, &x, m, k);
+                let mut simd = vec![0f32; m * n];
+                let mut scalar = vec![0f32; m * n];
+                ours.matmul(&x, m, &mut simd).unwrap();
+                ours.matmul_scalar(&x, m, &mut scalar).unwrap();
+                let mag = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let tol = 1e-4 * mag + 1e-5;
+                let d_simd = max_abs_diff(&simd, &want);
+                let d_scalar = max_abs_diff(&scalar, &want);
+                assert!(d_simd < tol, "{KERNEL} vs candle {n}x{k} m={m}: {d_simd} (max |out| {mag})");
+                // The scalar path sums in candle's order: identical results.
+                assert!(d_scalar == 0.0, "scalar vs candle {n}x{k} m={m}: {d_scalar}");
+                assert!(max_abs_diff(&simd, &scalar) < tol);
+            }
+        }
+    }
+
+    /// Odd block counts get a pad block; check against a plain f64 evaluation of the Q4_1 x Q8_1
+    /// formula (candle's own vec_dot debug-asserts on odd block counts).
+    #[test]
+    fn q4_1_odd_block_counts() {
+        for &(n, k) in &[(5usize, 32usize), (7, 96), (3, 160), (3, 288), (4, 480), (2, 544)] {
+            let (ours, _, bytes) = weights(n, k, (n * k) as u64);
+            for &m in &[1usize, 2, 5] {
+                let x = activations(m, k, (m + k) as u64);
+                let mut want = vec![0f32; m * n];
+                let mut q = [0i8; QK];
+                for r in 0..m {
+                    for i in 0..n {
+                        let mut acc = 0f64;
+                        for b in 0..k / QK {
+                            let xb = x[r * k + b * QK..r * k + (b + 1) * QK].as_chunks::<QK>().0[0];
+                            let (dx, sx) = quantize_q8_1_scalar(&xb, &mut q);
+                            let blk = &bytes[(i * (k / QK) + b) * 20..][..20];
+                            let dw = f16::from_le_bytes([blk[0], blk[1]]).to_f64();
+                            let mw = f16::from_le_bytes([blk[2], blk[3]]).to_f64();
+                            let mut sumi = 0i64;
+                            for j in 0..16 {
+                                sumi += (blk[4 + j] & 15) as i64 * q[j] as i64;
+                                sumi += (blk[4 + j] >> 4) as i64 * q[j + 16] as i64;
+                            }
+                            acc += sumi as f64 * dw * dx as f64 + mw * sx as f64;
+                        }
+                        want[r * n + i] = acc as f32;
+                    }
+                }
+                let mut simd = vec![0f32; m * n];
+                let mut scalar = vec![0f32; m * n];
+                ours.matmul(&x, m, &mut simd).unwrap();
+                ours.matmul_scalar(&x, m, &mut scalar).unwrap();
+                let mag = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let tol = 1e-5 * mag + 1e-6;
+                assert!(max_abs_diff(&simd, &want) < tol, "{KERNEL} odd {n}x{k} m={m}");
+                assert!(max_abs_diff(&scalar, &want) < tol, "scalar odd {n}x{k} m={m}");
+            }
+        }
+    }
+
+    /// The SIMD quantizer must be bit-identical to the candle-style scalar one, including
+    /// rounding ties, NaN, infinities, zeros and subnormal scales.
+    #[test]
+    fn q4_1_quantizer_matches_scalar() {
+        let mut rng = Rng(42);
+        let mut blocks: Vec<[f32; QK]> = (0..2000)
+            .map(|i| {
+                let scale = [1e-3f32, 1.0, 30.0, 1e4][i % 4];
+                std::array::from_fn(|_| rng.next_f32() * scale)
+            })
+            .collect();
+        // amax = 127 gives d = 1: exact .5 ties both ways.
+        blocks.push(std::array::from_fn(|e| if e == 0 { 127.0 } else { (e as f32 - 16.0) + 0.5 }));
+        blocks.push([0.0; QK]);
+        blocks.push(std::array::from_fn(|e| [f32::NAN, 1.0, -3.0, 0.0][e % 4]));
+        blocks.push(std::array::from_fn(|e| [f32::INFINITY, 1.0, -3.0, 0.0][e % 4]));
+        blocks.push(std::array::from_fn(|e| [f32::NEG_INFINITY, 1.0, f32::NAN, -0.0][e % 4]));
+        // d subnormal: 1 / d overflows to infinity and `as i8` saturates.
+        blocks.push(std::array::from_fn(|e| (e as f32 - 16.0) * 1e-41));
+        blocks.push(std::array::from_fn(|e| (e as f32 - 16.0) * 1e-39));
+        for (bi, xb) in blocks.iter().enumerate() {
+            let (mut q1, mut q2) = ([0i8; QK], [0i8; QK]);
+            let a = quantize_q8_1(xb, &mut q1);
+            let b = quantize_q8_1_scalar(xb, &mut q2);
+            assert_eq!(q1, q2, "quants of block {bi}: {xb:?}");
+            assert_eq!((a.0.to_bits(), a.1.to_bits()), (b.0.to_bits(), b.1.to_bits()), "scales of block {bi}");
+        }
+    }
+
+    #[test]
+    fn q4_1_concat_rows_equals_separate() {
+        let k = 576;
+        let parts: Vec<Q41Matrix> = [(576, 11u64), (192, 12), (192, 13)].iter().map(|&(n, s)| weights(n, k, s).0).collect();
+        let fused = Q41Matrix::concat_rows(&parts).unwrap();
+        assert_eq!((fused.rows(), fused.cols()), (960, k));
+        assert_eq!(fused.storage_bytes(), parts.iter().map(|p| p.storage_bytes()).sum::<usize>());
+        for &m in &[1usize, 3, 6] {
+            let x = activations(m, k, 77 + m as u64);
+            let mut all = vec![0f32; m * 960];
+            fused.matmul(&x, m, &mut all).unwrap();
+            let mut off = 0;
+            for p in &parts {
+                let mut o = vec![0f32; m * p.rows()];
+                p.matmul(&x, m, &mut o).unwrap();
+                for r in 0..m {
+                    assert_eq!(&all[r * 960 + off..r * 960 + off + p.rows()], &o[r * p.rows()..(r + 1) * p.rows()]);
+                }
+                off += p.rows();
+            }
+        }
+        let other = weights(4, 64, 5).0;
+        assert!(matches!(Q41Matrix::concat_rows(&[parts[0].clone(), other]), Err(AmuletError::BadModel(_))));
+        assert!(matches!(Q41Matrix::concat_rows(&[]), Err(AmuletError::BadModel(_))));
+    }
+
+    #[test]
+    fn q4_1_dequantize_matches_candle() {
+        for &(n, k) in &[(49usize, 64usize), (7, 96), (192, 576)] {
+            let (ours, qt, _) = weights(n, k, 3);
+            let want = qt.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for i in 0..n {
+                assert_eq!(ours.dequantize_row(i), &want[i * k..(i + 1) * k], "row {i} of {n}x{k}");
+            }
+            assert_eq!(ours.storage_bytes(), n * k.div_ceil(64) * 40);
+        }
+    }
+
+    #[test]
+    fn q4_1_bad_inputs_are_errors() {
+        let (ours, _, bytes) = weights(8, 64, 9);
+        let bad = |r: Result<Q41Matrix>| match r {
+            Err(AmuletError::BadModel(msg)) => msg,
+            other => panic!("expected BadModel, got {other:?}"),
+        };
+        let msg = bad(Q41Matrix::from_gguf_bytes(&bytes[..bytes.len() - 1], 8, 64));
+        assert!(msg.contains("expected 320") && msg.contains("got 319"), "{msg}");
+        bad(Q41Matrix::from_gguf_bytes(&bytes, 8, 60));
+        bad(Q41Matrix::from_gguf_bytes(&bytes, 8, 0));
+        bad(Q41Matrix::from_gguf_bytes(&bytes, 0, 64));
+        bad(Q41Matrix::from_gguf_bytes(&bytes, usize::MAX / 8, 64));
+        let x = vec![0.5f32; 2 * 64];
+        let mut out = vec![0f32; 2 * 8];
+        assert!(ours.matmul(&x, 2, &mut out).is_ok());
+        assert!(matches!(ours.matmul(&x[1..], 2, &mut out), Err(AmuletError::Compute(_))));
+        assert!(matches!(ours.matmul(&x, 3, &mut out), Err(AmuletError::Compute(_))));
+        assert!(matches!(ours.matmul(&x, 2, &mut out[1..]), Err(AmuletError::Compute(_))));
+        assert!(matches!(ours.matmul_scalar(&x, 1, &mut out), Err(AmuletError::Compute(_))));
+        assert!(matches!(ours.matmul(&x, usize::MAX, &mut out), Err(AmuletError::Compute(_))));
+        // m = 0 is an empty product, not an error.
+        assert!(ours.matmul(&[], 0, &mut []).is_ok());
+    }
+}

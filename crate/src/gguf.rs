@@ -1,0 +1,610 @@
+//! GGUF reader with full validation: the single source of truth for every model fact.
+//!
+//! The whole file is parsed from a byte slice (native: read from disk; browser: an
+//! ArrayBuffer), so every length and offset is checked against the real size before use:
+//! a truncated or hostile file gives `AmuletError::BadModel` naming the key or tensor,
+//! never a panic or a huge allocation.
+
+use std::collections::BTreeMap;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::Device;
+
+use crate::error::{AmuletError, Result};
+
+const MAGIC: &[u8; 4] = b"GGUF";
+const DEFAULT_ALIGNMENT: u64 = 32;
+/// No real model has more; a larger count means a corrupt header, not a big model.
+const MAX_COUNT: u64 = 1 << 24;
+const MAX_DIMS: u32 = 4;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetaValue {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    F32(f32),
+    Bool(bool),
+    Str(String),
+    Array(Vec<MetaValue>),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+}
+
+impl MetaValue {
+    fn as_u64(&self) -> Option<u64> {
+        match *self {
+            MetaValue::U8(v) => Some(v as u64),
+            MetaValue::U16(v) => Some(v as u64),
+            MetaValue::U32(v) => Some(v as u64),
+            MetaValue::U64(v) => Some(v),
+            MetaValue::I8(v) if v >= 0 => Some(v as u64),
+            MetaValue::I16(v) if v >= 0 => Some(v as u64),
+            MetaValue::I32(v) if v >= 0 => Some(v as u64),
+            MetaValue::I64(v) if v >= 0 => Some(v as u64),
+            _ => None,
+        }
+    }
+
+    fn as_f64(&self) -> Option<f64> {
+        match *self {
+            MetaValue::F32(v) => Some(v as f64),
+            MetaValue::F64(v) => Some(v),
+            _ => self.as_u64().map(|v| v as f64),
+        }
+    }
+
+    fn as_i64(&self) -> Option<i64> {
+        match *self {
+            MetaValue::I8(v) => Some(v as i64),
+            MetaValue::I16(v) => Some(v as i64),
+            MetaValue::I32(v) => Some(v as i64),
+            MetaValue::I64(v) => Some(v),
+            _ => self.as_u64().and_then(|v| i64::try_from(v).ok()),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            MetaValue::U8(_) => "u8",
+            MetaValue::I8(_) => "i8",
+            MetaValue::U16(_) => "u16",
+            MetaValue::I16(_) => "i16",
+            MetaValue::U32(_) => "u32",
+            MetaValue::I32(_) => "i32",
+            MetaValue::F32(_) => "f32",
+            MetaValue::Bool(_) => "bool",
+            MetaValue::Str(_) => "string",
+            MetaValue::Array(_) => "array",
+            MetaValue::U64(_) => "u64",
+            MetaValue::I64(_) => "i64",
+            MetaValue::F64(_) => "f64",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TensorInfo {
+    pub name: String,
+    /// GGUF order: `dims[0]` is the fastest-varying (row length).
+    pub dims: Vec<usize>,
+    pub dtype: GgmlDType,
+    /// Absolute byte offset of the data in the file.
+    pub offset: usize,
+    pub byte_len: usize,
+}
+
+impl TensorInfo {
+    pub fn elem_count(&self) -> usize {
+        self.dims.iter().product()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Gguf {
+    pub version: u32,
+    pub metadata: BTreeMap<String, MetaValue>,
+    pub tensors: Vec<TensorInfo>,
+    index: BTreeMap<String, usize>,
+}
+
+/// The quantization types the engine implements (candle kernels or ours).
+pub fn ggml_dtype_from_id(id: u32) -> Option<GgmlDType> {
+    Some(match id {
+        0 => GgmlDType::F32,
+        1 => GgmlDType::F16,
+        2 => GgmlDType::Q4_0,
+        3 => GgmlDType::Q4_1,
+        6 => GgmlDType::Q5_0,
+        7 => GgmlDType::Q5_1,
+        8 => GgmlDType::Q8_0,
+        10 => GgmlDType::Q2K,
+        11 => GgmlDType::Q3K,
+        12 => GgmlDType::Q4K,
+        13 => GgmlDType::Q5K,
+        14 => GgmlDType::Q6K,
+        30 => GgmlDType::BF16,
+        _ => return None,
+    })
+}
+
+fn ggml_type_name(id: u32) -> String {
+    let known = [
+        (4, "Q4_2 (removed)"),
+        (5, "Q4_3 (removed)"),
+        (9, "Q8_1"),
+        (15, "Q8_K"),
+        (16, "IQ2_XXS"),
+        (17, "IQ2_XS"),
+        (18, "IQ3_XXS"),
+        (19, "IQ1_S"),
+        (20, "IQ4_NL"),
+        (21, "IQ3_S"),
+        (22, "IQ2_S"),
+        (23, "IQ4_XS"),
+        (24, "I8"),
+        (25, "I16"),
+        (26, "I32"),
+        (27, "I64"),
+        (28, "F64"),
+        (29, "IQ1_M"),
+    ];
+    known
+        .iter()
+        .find(|(k, _)| *k == id)
+        .map(|(_, n)| n.to_string())
+        .unwrap_or_else(|| format!("type id {id}"))
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize, what: &dyn Fn() -> String) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
+        match end {
+            Some(end) => {
+                let s = &self.bytes[self.pos..end];
+                self.pos = end;
+                Ok(s)
+            }
+            None => Err(AmuletError::BadModel(format!(
+                "file truncated while reading {} (needs {} bytes at offset {}, file has {})",
+                what(),
+                n,
+                self.pos,
+                self.bytes.len()
+            ))),
+        }
+    }
+
+    fn array<const N: usize>(&mut self, what: &dyn Fn() -> String) -> Result<[u8; N]> {
+        let s = self.take(N, what)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    fn u32(&mut self, what: &dyn Fn() -> String) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+
+    fn u64(&mut self, what: &dyn Fn() -> String) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+
+    fn count(&mut self, what: &dyn Fn() -> String) -> Result<u64> {
+        let n = self.u64(what)?;
+        if n > MAX_COUNT {
+            return Err(AmuletError::BadModel(format!("{} is {n}, which is not plausible", what())));
+        }
+        Ok(n)
+    }
+
+    fn string(&mut self, what: &dyn Fn() -> String) -> Result<String> {
+        let len = self.u64(what)?;
+        let len = usize::try_from(len)
+            .map_err(|_| AmuletError::BadModel(format!("{}: string length {len} too large", what())))?;
+        let s = self.take(len, what)?;
+        String::from_utf8(s.to_vec())
+            .map_err(|_| AmuletError::BadModel(format!("{} is not valid UTF-8", what())))
+    }
+
+    fn value(&mut self, ty: u32, what: &dyn Fn() -> String, depth: u32) -> Result<MetaValue> {
+        Ok(match ty {
+            0 => MetaValue::U8(self.array::<1>(what)?[0]),
+            1 => MetaValue::I8(self.array::<1>(what)?[0] as i8),
+            2 => MetaValue::U16(u16::from_le_bytes(self.array(what)?)),
+            3 => MetaValue::I16(i16::from_le_bytes(self.array(what)?)),
+            4 => MetaValue::U32(self.u32(what)?),
+            5 => MetaValue::I32(i32::from_le_bytes(self.array(what)?)),
+            6 => MetaValue::F32(f32::from_le_bytes(self.array(what)?)),
+            7 => match self.array::<1>(what)?[0] {
+                0 => MetaValue::Bool(false),
+                1 => MetaValue::Bool(true),
+                b => return Err(AmuletError::BadModel(format!("{}: bool byte {b}", what()))),
+            },
+            8 => MetaValue::Str(self.string(what)?),
+            9 => {
+                if depth > 2 {
+                    return Err(AmuletError::BadModel(format!("{}: arrays nested too deep", what())));
+                }
+                let elem_ty = self.u32(what)?;
+                let n = self.count(what)?;
+                // Each element takes at least one byte: reject counts the file cannot hold.
+                if n as usize > self.bytes.len() - self.pos {
+                    return Err(AmuletError::BadModel(format!(
+                        "{}: array of {n} elements does not fit in the file",
+                        what()
+                    )));
+                }
+                let mut items = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    items.push(self.value(elem_ty, what, depth + 1)?);
+                }
+                MetaValue::Array(items)
+            }
+            10 => MetaValue::U64(self.u64(what)?),
+            11 => MetaValue::I64(i64::from_le_bytes(self.array(what)?)),
+            12 => MetaValue::F64(f64::from_le_bytes(self.array(what)?)),
+            t => return Err(AmuletError::BadModel(format!("{}: unknown value type {t}", what()))),
+        })
+    }
+}
+
+impl Gguf {
+    /// Parses and validates the header, metadata and tensor table of a GGUF file.
+    pub fn parse(bytes: &[u8]) -> Result<Gguf> {
+        let mut c = Cursor { bytes, pos: 0 };
+        let magic = c.array::<4>(&|| "the magic number".into())?;
+        if &magic != MAGIC {
+            return Err(AmuletError::BadModel(format!(
+                "not a GGUF file (magic {:?}, expected \"GGUF\")",
+                String::from_utf8_lossy(&magic)
+            )));
+        }
+        let version = c.u32(&|| "the version".into())?;
+        if !(2..=3).contains(&version) {
+            return Err(AmuletError::BadModel(format!(
+                "GGUF version {version} is not supported (2 or 3 expected)"
+            )));
+        }
+        let n_tensors = c.count(&|| "the tensor count".into())?;
+        let n_kv = c.count(&|| "the metadata count".into())?;
+
+        let mut metadata = BTreeMap::new();
+        for i in 0..n_kv {
+            let key = c.string(&|| format!("metadata key #{i}"))?;
+            let what = || format!("metadata `{key}`");
+            let ty = c.u32(&what)?;
+            let value = c.value(ty, &what, 0)?;
+            metadata.insert(key, value);
+        }
+
+        let mut raw = Vec::with_capacity(n_tensors.min(4096) as usize);
+        for i in 0..n_tensors {
+            let name = c.string(&|| format!("the name of tensor #{i}"))?;
+            let what = || format!("tensor `{name}`");
+            let n_dims = c.u32(&what)?;
+            if n_dims == 0 || n_dims > MAX_DIMS {
+                return Err(AmuletError::BadModel(format!("tensor `{name}` has {n_dims} dimensions")));
+            }
+            let mut dims = Vec::with_capacity(n_dims as usize);
+            for _ in 0..n_dims {
+                let d = c.u64(&what)?;
+                if d == 0 || d > (1 << 32) {
+                    return Err(AmuletError::BadModel(format!("tensor `{name}` has a dimension of {d}")));
+                }
+                dims.push(d as usize);
+            }
+            let type_id = c.u32(&what)?;
+            let offset = c.u64(&what)?;
+            raw.push((name, dims, type_id, offset));
+        }
+
+        let alignment = match metadata.get("general.alignment") {
+            None => DEFAULT_ALIGNMENT,
+            Some(v) => match v.as_u64() {
+                Some(a) if a > 0 && a <= 1 << 16 && a.is_power_of_two() => a,
+                _ => return Err(AmuletError::BadModel(format!("general.alignment is {v:?}"))),
+            },
+        };
+        let data_start = (c.pos as u64).div_ceil(alignment) * alignment;
+
+        let mut tensors = Vec::with_capacity(raw.len());
+        let mut index = BTreeMap::new();
+        for (name, dims, type_id, rel) in raw {
+            let dtype = ggml_dtype_from_id(type_id).ok_or_else(|| {
+                AmuletError::Unsupported(format!(
+                    "tensor `{name}` uses quantization {} which this engine does not implement \
+                     (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K)",
+                    ggml_type_name(type_id)
+                ))
+            })?;
+            let elems = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            let elems = elems.ok_or_else(|| AmuletError::BadModel(format!("tensor `{name}` is too large")))?;
+            if dims[0] % dtype.block_size() != 0 {
+                return Err(AmuletError::BadModel(format!(
+                    "tensor `{name}` has rows of {} elements, not a multiple of the {dtype:?} block size {}",
+                    dims[0],
+                    dtype.block_size()
+                )));
+            }
+            let byte_len = elems / dtype.block_size() * dtype.type_size();
+            if rel % alignment != 0 {
+                return Err(AmuletError::BadModel(format!(
+                    "tensor `{name}` data offset {rel} is not aligned to {alignment}"
+                )));
+            }
+            let offset = data_start + rel;
+            let end = offset.checked_add(byte_len as u64);
+            if end.is_none_or(|e| e > bytes.len() as u64) {
+                return Err(AmuletError::BadModel(format!(
+                    "tensor `{name}` has {} bytes at offset {offset}, but the file ends at {} \
+                     (truncated download?)",
+                    byte_len,
+                    bytes.len()
+                )));
+            }
+            if index.insert(name.clone(), tensors.len()).is_some() {
+                return Err(AmuletError::BadModel(format!("tensor `{name}` appears twice")));
+            }
+            tensors.push(TensorInfo { name, dims, dtype, offset: offset as usize, byte_len });
+        }
+        Ok(Gguf { version, metadata, tensors, index })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&MetaValue> {
+        self.metadata.get(key)
+    }
+
+    fn missing(key: &str) -> AmuletError {
+        AmuletError::BadModel(format!("metadata key `{key}` is missing"))
+    }
+
+    fn wrong(key: &str, want: &str, got: &MetaValue) -> AmuletError {
+        AmuletError::BadModel(format!("metadata `{key}` should be {want}, found {}", got.kind()))
+    }
+
+    pub fn opt_str(&self, key: &str) -> Option<&str> {
+        match self.get(key) {
+            Some(MetaValue::Str(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn get_str(&self, key: &str) -> Result<&str> {
+        match self.get(key) {
+            Some(MetaValue::Str(s)) => Ok(s),
+            Some(v) => Err(Self::wrong(key, "a string", v)),
+            None => Err(Self::missing(key)),
+        }
+    }
+
+    pub fn opt_u32(&self, key: &str) -> Result<Option<u32>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|x| u32::try_from(x).ok())
+                .map(Some)
+                .ok_or_else(|| Self::wrong(key, "a non-negative 32-bit integer", v)),
+        }
+    }
+
+    pub fn get_u32(&self, key: &str) -> Result<u32> {
+        self.opt_u32(key)?.ok_or_else(|| Self::missing(key))
+    }
+
+    pub fn opt_f32(&self, key: &str) -> Result<Option<f32>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .filter(|x| x.is_finite())
+                .map(|x| Some(x as f32))
+                .ok_or_else(|| Self::wrong(key, "a finite number", v)),
+        }
+    }
+
+    pub fn get_f32(&self, key: &str) -> Result<f32> {
+        self.opt_f32(key)?.ok_or_else(|| Self::missing(key))
+    }
+
+    pub fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(MetaValue::Bool(b)) => Ok(Some(*b)),
+            Some(v) => Err(Self::wrong(key, "a bool", v)),
+        }
+    }
+
+    fn array(&self, key: &str) -> Result<&[MetaValue]> {
+        match self.get(key) {
+            Some(MetaValue::Array(a)) => Ok(a),
+            Some(v) => Err(Self::wrong(key, "an array", v)),
+            None => Err(Self::missing(key)),
+        }
+    }
+
+    pub fn str_array(&self, key: &str) -> Result<Vec<String>> {
+        self.array(key)?
+            .iter()
+            .map(|v| match v {
+                MetaValue::Str(s) => Ok(s.clone()),
+                v => Err(Self::wrong(key, "an array of strings", v)),
+            })
+            .collect()
+    }
+
+    pub fn f32_array(&self, key: &str) -> Result<Vec<f32>> {
+        self.array(key)?
+            .iter()
+            .map(|v| v.as_f64().map(|x| x as f32).ok_or_else(|| Self::wrong(key, "an array of numbers", v)))
+            .collect()
+    }
+
+    pub fn i32_array(&self, key: &str) -> Result<Vec<i32>> {
+        self.array(key)?
+            .iter()
+            .map(|v| {
+                v.as_i64()
+                    .and_then(|x| i32::try_from(x).ok())
+                    .ok_or_else(|| Self::wrong(key, "an array of 32-bit integers", v))
+            })
+            .collect()
+    }
+
+    pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
+        self.index.get(name).map(|&i| &self.tensors[i])
+    }
+
+    /// The info and raw bytes of a tensor, checked against the expected shape (GGUF order).
+    pub fn tensor_bytes<'a>(&self, bytes: &'a [u8], name: &str, dims: &[usize]) -> Result<(&TensorInfo, &'a [u8])> {
+        let info = self
+            .tensor_info(name)
+            .ok_or_else(|| AmuletError::BadModel(format!("tensor `{name}` is missing")))?;
+        if info.dims != dims {
+            return Err(AmuletError::BadModel(format!(
+                "tensor `{name}` has shape {:?}, expected {:?} from the metadata",
+                info.dims, dims
+            )));
+        }
+        let data = bytes.get(info.offset..info.offset + info.byte_len).ok_or_else(|| {
+            AmuletError::BadModel(format!("tensor `{name}` lies outside the {} given bytes", bytes.len()))
+        })?;
+        Ok((info, data))
+    }
+
+    /// A candle QTensor for `name`, shape checked; candle's shape is the reverse of GGUF's.
+    pub fn qtensor(&self, bytes: &[u8], name: &str, dims: &[usize]) -> Result<QTensor> {
+        let (info, data) = self.tensor_bytes(bytes, name, dims)?;
+        let align = 4;
+        // candle reinterprets the bytes in place: hand it an aligned copy when needed.
+        let aligned;
+        let data = if (data.as_ptr() as usize) % align == 0 {
+            data
+        } else {
+            aligned = data.to_vec();
+            &aligned[..]
+        };
+        let shape: Vec<usize> = info.dims.iter().rev().copied().collect();
+        Ok(candle_core::quantized::ggml_file::qtensor_from_ggml(info.dtype, data, shape, &Device::Cpu)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(n_tensors: u64, n_kv: u64) -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(n_tensors.to_le_bytes());
+        b.extend(n_kv.to_le_bytes());
+        b
+    }
+
+    fn push_str(b: &mut Vec<u8>, s: &str) {
+        b.extend((s.len() as u64).to_le_bytes());
+        b.extend(s.as_bytes());
+    }
+
+    fn one_tensor_file(type_id: u32, dims: &[u64], data_len: usize) -> Vec<u8> {
+        let mut b = header(1, 1);
+        push_str(&mut b, "general.architecture");
+        b.extend(8u32.to_le_bytes());
+        push_str(&mut b, "llama");
+        push_str(&mut b, "w");
+        b.extend((dims.len() as u32).to_le_bytes());
+        for d in dims {
+            b.extend(d.to_le_bytes());
+        }
+        b.extend(type_id.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        while b.len() % 32 != 0 {
+            b.push(0);
+        }
+        b.extend(vec![0u8; data_len]);
+        b
+    }
+
+    #[test]
+    fn parses_a_minimal_file() {
+        let f = one_tensor_file(0, &[4, 2], 32);
+        let g = Gguf::parse(&f).unwrap();
+        assert_eq!(g.get_str("general.architecture").unwrap(), "llama");
+        let t = g.tensor_info("w").unwrap();
+        assert_eq!(t.dims, vec![4, 2]);
+        assert_eq!(t.byte_len, 32);
+        let q = g.qtensor(&f, "w", &[4, 2]).unwrap();
+        assert_eq!(q.shape().dims(), &[2, 4]);
+    }
+
+    #[test]
+    fn wrong_magic_is_named() {
+        let mut f = one_tensor_file(0, &[4, 2], 32);
+        f[0] = b'X';
+        let e = Gguf::parse(&f).unwrap_err();
+        assert!(matches!(e, AmuletError::BadModel(ref m) if m.contains("magic")), "{e}");
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        let f = one_tensor_file(0, &[4, 2], 32);
+        for n in 0..f.len() {
+            assert!(Gguf::parse(&f[..n]).is_err(), "prefix of {n} bytes parsed");
+        }
+    }
+
+    #[test]
+    fn truncated_tensor_data_names_the_tensor() {
+        let f = one_tensor_file(0, &[4, 2], 32);
+        let e = Gguf::parse(&f[..f.len() - 1]).unwrap_err().to_string();
+        assert!(e.contains("tensor `w`") && e.contains("32 bytes"), "{e}");
+    }
+
+    #[test]
+    fn unsupported_type_is_named() {
+        let f = one_tensor_file(23, &[256, 1], 136);
+        let e = Gguf::parse(&f).unwrap_err();
+        assert!(matches!(e, AmuletError::Unsupported(ref m) if m.contains("IQ4_XS") && m.contains("`w`")), "{e}");
+    }
+
+    #[test]
+    fn shape_mismatch_is_named() {
+        let f = one_tensor_file(0, &[4, 2], 32);
+        let g = Gguf::parse(&f).unwrap();
+        let e = g.qtensor(&f, "w", &[4, 3]).unwrap_err().to_string();
+        assert!(e.contains("`w`") && e.contains("[4, 2]") && e.contains("[4, 3]"), "{e}");
+        let e = g.qtensor(&f, "nope", &[1]).unwrap_err().to_string();
+        assert!(e.contains("`nope` is missing"), "{e}");
+    }
+
+    #[test]
+    fn absurd_counts_are_rejected_without_allocating() {
+        let mut f = header(u64::MAX, 0);
+        f.extend([0u8; 64]);
+        assert!(Gguf::parse(&f).is_err());
+        let mut f = header(0, 1);
+        push_str(&mut f, "k");
+        f.extend(9u32.to_le_bytes()); // array
+        f.extend(4u32.to_le_bytes());
+        f.extend((1u64 << 23).to_le_bytes());
+        assert!(Gguf::parse(&f).unwrap_err().to_string().contains("does not fit"));
+    }
+
+    #[test]
+    fn typed_getters_report_the_key() {
+        let f = one_tensor_file(0, &[4, 2], 32);
+        let g = Gguf::parse(&f).unwrap();
+        assert!(g.get_u32("general.architecture").unwrap_err().to_string().contains("general.architecture"));
+        assert!(g.get_u32("llama.block_count").unwrap_err().to_string().contains("missing"));
+    }
+}

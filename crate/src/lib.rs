@@ -1,0 +1,16 @@
+//! amulet: Amulet test-time preference realignment over quantized GGUF models.
+//! Layers (arrows point down): engine -> prompt/align/sample -> model -> backend <- gguf.
+
+pub mod align;
+pub mod backend;
+pub mod chat_template;
+pub mod engine;
+pub mod fixture;
+pub mod error;
+pub mod gguf;
+pub mod model;
+pub mod prompt;
+pub mod sample;
+pub mod tokenizer;
+
+pub use error::{AmuletError, Result};

@@ -1,0 +1,227 @@
+//! Rotary embeddings, the per-sequence KV cache and causal attention, in plain Rust.
+//!
+//! Every row of a batch carries its own sequence and position (the two Amulet contexts
+//! have different prompt lengths), which candle's batched rope/attention ops cannot
+//! express; on these sizes (a few rows, head size 64-256) plain loops are also faster.
+
+use super::config::RopeLayout;
+
+/// cos/sin of position × frequency, grown on demand.
+pub struct RopeTable {
+    inv_freq: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    layout: RopeLayout,
+}
+
+impl RopeTable {
+    pub fn new(rope_dim: usize, base: f32, layout: RopeLayout) -> Self {
+        // Same f32 arithmetic as candle-transformers, so logits agree tightly.
+        let inv_freq = (0..rope_dim)
+            .step_by(2)
+            .map(|i| 1f32 / base.powf(i as f32 / rope_dim as f32))
+            .collect();
+        RopeTable { inv_freq, cos: Vec::new(), sin: Vec::new(), layout }
+    }
+
+    fn ensure(&mut self, positions: usize) {
+        let half = self.inv_freq.len();
+        let have = self.cos.len() / half;
+        if positions <= have {
+            return;
+        }
+        let target = positions.next_power_of_two().max(64);
+        // Computed with candle's own ops (its cos/sin differ from libm in the last bits),
+        // so our logits reproduce candle-transformers' exactly.
+        let table = || -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
+            let dev = &candle_core::Device::Cpu;
+            let pos = candle_core::Tensor::arange(have as u32, target as u32, dev)?
+                .to_dtype(candle_core::DType::F32)?
+                .reshape((target - have, 1))?;
+            let freq = candle_core::Tensor::new(self.inv_freq.as_slice(), dev)?.reshape((1, half))?;
+            let angle = pos.matmul(&freq)?;
+            Ok((angle.cos()?.flatten_all()?.to_vec1()?, angle.sin()?.flatten_all()?.to_vec1()?))
+        };
+        match table() {
+            Ok((c, s)) => {
+                self.cos.extend(c);
+                self.sin.extend(s);
+            }
+            Err(_) => {
+                for p in have..target {
+                    for &f in &self.inv_freq {
+                        let angle = p as f32 * f;
+                        self.cos.push(angle.cos());
+                        self.sin.push(angle.sin());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rotates every head of `x` ([n_heads * head_dim]) in place for `position`.
+    pub fn apply(&mut self, x: &mut [f32], head_dim: usize, position: usize) {
+        self.ensure(position + 1);
+        let half = self.inv_freq.len();
+        let cos = &self.cos[position * half..(position + 1) * half];
+        let sin = &self.sin[position * half..(position + 1) * half];
+        for head in x.chunks_exact_mut(head_dim) {
+            match self.layout {
+                RopeLayout::Interleaved => {
+                    for i in 0..half {
+                        let (a, b) = (head[2 * i], head[2 * i + 1]);
+                        head[2 * i] = a * cos[i] - b * sin[i];
+                        head[2 * i + 1] = a * sin[i] + b * cos[i];
+                    }
+                }
+                RopeLayout::Halves => {
+                    for i in 0..half {
+                        let (a, b) = (head[i], head[i + half]);
+                        head[i] = a * cos[i] - b * sin[i];
+                        head[i + half] = a * sin[i] + b * cos[i];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Keys and values of one sequence, one layer: `[position][kv_dim]`, appended in order.
+#[derive(Default, Clone)]
+pub struct LayerKv {
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
+/// The whole KV cache of one sequence.
+#[derive(Clone)]
+pub struct KvCache {
+    pub layers: Vec<LayerKv>,
+    pub len: usize,
+}
+
+impl KvCache {
+    pub fn new(n_layer: usize) -> Self {
+        KvCache { layers: vec![LayerKv::default(); n_layer], len: 0 }
+    }
+
+    /// Drops positions >= len (undoes a failed step).
+    pub fn truncate(&mut self, len: usize, kv_dim: usize) {
+        for l in &mut self.layers {
+            l.k.truncate(len * kv_dim);
+            l.v.truncate(len * kv_dim);
+        }
+        self.len = self.len.min(len);
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.layers.iter().map(|l| (l.k.capacity() + l.v.capacity()) * 4).sum()
+    }
+}
+
+pub struct AttentionShape {
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+    pub window: Option<usize>,
+}
+
+/// Attention of one query row (all heads) at `position` over the cache `kv`, which already
+/// holds this position. Writes [n_head * head_dim] into `out`; `scores` is scratch.
+pub fn attend(s: &AttentionShape, q: &[f32], kv: &LayerKv, position: usize, out: &mut [f32], scores: &mut Vec<f32>) {
+    let kv_dim = s.n_kv_head * s.head_dim;
+    let group = s.n_head / s.n_kv_head;
+    let start = match s.window {
+        Some(w) => (position + 1).saturating_sub(w),
+        None => 0,
+    };
+    // Arithmetic in the order candle's gemm and softmax use (sequential fused multiply-adds,
+    // scale applied after the dot product), so logits reproduce candle-transformers'.
+    let scale = s.scale;
+    for h in 0..s.n_head {
+        let g = h / group;
+        let qh = &q[h * s.head_dim..(h + 1) * s.head_dim];
+        scores.clear();
+        let mut max = f32::NEG_INFINITY;
+        for t in start..=position {
+            let kt = &kv.k[t * kv_dim + g * s.head_dim..][..s.head_dim];
+            let dot = qh.iter().zip(kt).fold(0f32, |acc, (&a, &b)| fma(a, b, acc)) * scale;
+            max = max.max(dot);
+            scores.push(dot);
+        }
+        let mut total = 0f32;
+        for x in scores.iter_mut() {
+            *x = (*x - max).exp();
+            total += *x;
+        }
+        for x in scores.iter_mut() {
+            *x /= total;
+        }
+        let oh = &mut out[h * s.head_dim..(h + 1) * s.head_dim];
+        oh.fill(0.0);
+        for (i, &w) in scores.iter().enumerate() {
+            let vt = &kv.v[(start + i) * kv_dim + g * s.head_dim..][..s.head_dim];
+            for (o, &v) in oh.iter_mut().zip(vt) {
+                *o = fma(w, v, *o);
+            }
+        }
+    }
+}
+
+/// A fused multiply-add where the hardware has one (candle's gemm uses it); plain a*b+c on
+/// targets without FMA, where `mul_add` would fall back to a slow software routine.
+#[inline(always)]
+fn fma(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(target_feature = "fma")]
+    {
+        a.mul_add(b, c)
+    }
+    #[cfg(not(target_feature = "fma"))]
+    {
+        a * b + c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rope_keeps_norms_and_is_identity_at_zero() {
+        for layout in [RopeLayout::Interleaved, RopeLayout::Halves] {
+            let mut t = RopeTable::new(8, 10_000.0, layout);
+            let x: Vec<f32> = (0..16).map(|i| i as f32 * 0.1 - 0.7).collect();
+            let mut y = x.clone();
+            t.apply(&mut y, 8, 0);
+            assert_eq!(x, y);
+            t.apply(&mut y, 8, 77);
+            let n = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>();
+            assert!((n(&x[..8]) - n(&y[..8])).abs() < 1e-4);
+            assert_ne!(x, y);
+        }
+    }
+
+    #[test]
+    fn attention_with_one_position_returns_its_value() {
+        let s = AttentionShape { n_head: 4, n_kv_head: 2, head_dim: 2, scale: 1.0, window: None };
+        let kv = LayerKv { k: vec![1.0, 0.0, 0.0, 1.0], v: vec![3.0, 4.0, 5.0, 6.0] };
+        let q = vec![0.3; 8];
+        let mut out = vec![0.0; 8];
+        attend(&s, &q, &kv, 0, &mut out, &mut Vec::new());
+        assert_eq!(out, vec![3.0, 4.0, 3.0, 4.0, 5.0, 6.0, 5.0, 6.0]);
+    }
+
+    #[test]
+    fn window_limits_what_a_query_sees() {
+        let s = AttentionShape { n_head: 1, n_kv_head: 1, head_dim: 1, scale: 1.0, window: Some(1) };
+        let kv = LayerKv { k: vec![0.0, 0.0, 0.0], v: vec![10.0, 20.0, 30.0] };
+        let mut out = vec![0.0];
+        attend(&s, &[1.0], &kv, 2, &mut out, &mut Vec::new());
+        assert_eq!(out, vec![30.0]);
+        let s = AttentionShape { window: None, ..s };
+        attend(&s, &[1.0], &kv, 2, &mut out, &mut Vec::new());
+        assert!((out[0] - 20.0).abs() < 1e-5);
+    }
+}
+

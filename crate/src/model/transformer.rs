@@ -1,0 +1,311 @@
+//! The decoder-only transformer for llama, qwen2 and gemma3 on the CPU backend.
+//! Hidden states are candle tensors [rows, d_model]; the rows of one call belong to any
+//! number of sequences. Matmuls see all rows at once; rope and attention run per row.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+
+use super::attention::{attend, AttentionShape, KvCache, RopeTable};
+use super::config::{Activation, Arch, ModelConfig};
+use super::{LanguageModel, SeqId};
+use crate::backend::linear::Linear;
+use crate::error::{AmuletError, Result};
+use crate::gguf::Gguf;
+
+struct Layer {
+    attn_norm: Tensor,
+    qkv: Linear,
+    qkv_bias: Option<Tensor>,
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    attn_out: Linear,
+    post_attn_norm: Option<Tensor>,
+    ffn_norm: Tensor,
+    gate_up: Linear,
+    down: Linear,
+    post_ffn_norm: Option<Tensor>,
+    window: Option<usize>,
+    rope: usize,
+}
+
+pub struct CpuModel {
+    cfg: ModelConfig,
+    embeddings: Arc<QTensor>,
+    layers: Vec<Layer>,
+    output_norm: Tensor,
+    output: QMatMul,
+    ropes: Vec<RopeTable>,
+    seqs: Vec<Option<KvCache>>,
+    scores: Vec<f32>,
+}
+
+fn vector(g: &Gguf, bytes: &[u8], name: &str, len: usize) -> Result<Tensor> {
+    Ok(g.qtensor(bytes, name, &[len])?.dequantize(&Device::Cpu)?)
+}
+
+impl CpuModel {
+    /// Builds the model from a parsed GGUF and the file's bytes (weights are copied out,
+    /// so the caller may drop `bytes` afterwards).
+    pub fn load(g: &Gguf, bytes: &[u8], mut progress: impl FnMut(usize, usize)) -> Result<Self> {
+        let cfg = ModelConfig::from_gguf(g)?;
+        Self::load_with_config(g, bytes, cfg, &mut progress)
+    }
+
+    /// As `load`, with a config the caller adjusted (tests pin details to a reference).
+    pub fn load_with_config(g: &Gguf, bytes: &[u8], cfg: ModelConfig, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
+        let (d, q, kv, ff) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim(), cfg.d_ff);
+        let embeddings = Arc::new(g.qtensor(bytes, "token_embd.weight", &[d, cfg.vocab_size])?);
+        let output = match g.tensor_info("output.weight") {
+            Some(_) => QMatMul::from_qtensor(g.qtensor(bytes, "output.weight", &[d, cfg.vocab_size])?)?,
+            None => QMatMul::from_arc(embeddings.clone())?,
+        };
+        let output_norm = vector(g, bytes, "output_norm.weight", d)?;
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        let mut bases: Vec<f32> = Vec::new();
+        for i in 0..cfg.n_layer {
+            progress(i, cfg.n_layer);
+            let n = |s: &str| format!("blk.{i}.{s}");
+            let qkv_names = [n("attn_q.weight"), n("attn_k.weight"), n("attn_v.weight")];
+            let qkv_bias = match cfg.arch {
+                Arch::Qwen2 => Some(Tensor::cat(
+                    &[
+                        vector(g, bytes, &n("attn_q.bias"), q)?,
+                        vector(g, bytes, &n("attn_k.bias"), kv)?,
+                        vector(g, bytes, &n("attn_v.bias"), kv)?,
+                    ],
+                    0,
+                )?),
+                _ => None,
+            };
+            let gemma = cfg.arch == Arch::Gemma3;
+            let base = cfg.layer_rope_base(i);
+            let rope = match bases.iter().position(|&b| b == base) {
+                Some(r) => r,
+                None => {
+                    bases.push(base);
+                    bases.len() - 1
+                }
+            };
+            layers.push(Layer {
+                attn_norm: vector(g, bytes, &n("attn_norm.weight"), d)?,
+                qkv: Linear::load(g, bytes, &qkv_names, d, &[q, kv, kv])?,
+                qkv_bias,
+                q_norm: if gemma { Some(vector(g, bytes, &n("attn_q_norm.weight"), cfg.head_dim)?) } else { None },
+                k_norm: if gemma { Some(vector(g, bytes, &n("attn_k_norm.weight"), cfg.head_dim)?) } else { None },
+                attn_out: Linear::load(g, bytes, &[n("attn_output.weight")], q, &[d])?,
+                post_attn_norm: if gemma { Some(vector(g, bytes, &n("post_attention_norm.weight"), d)?) } else { None },
+                ffn_norm: vector(g, bytes, &n("ffn_norm.weight"), d)?,
+                gate_up: Linear::load(g, bytes, &[n("ffn_gate.weight"), n("ffn_up.weight")], d, &[ff, ff])?,
+                down: Linear::load(g, bytes, &[n("ffn_down.weight")], ff, &[d])?,
+                post_ffn_norm: if gemma { Some(vector(g, bytes, &n("post_ffw_norm.weight"), d)?) } else { None },
+                window: cfg.layer_window(i),
+                rope,
+            });
+        }
+        progress(cfg.n_layer, cfg.n_layer);
+        let ropes = bases.iter().map(|&b| RopeTable::new(cfg.rope_dim, b, cfg.rope_layout)).collect();
+        Ok(CpuModel { cfg, embeddings, layers, output_norm, output, ropes, seqs: Vec::new(), scores: Vec::new() })
+    }
+
+    fn rms_norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::rms_norm(x, w, self.cfg.rms_eps)?)
+    }
+
+    /// Runs Q4_1 matmuls through the scalar kernel that sums in candle's order, so logits
+    /// are bit-identical to candle-transformers' (verification; the SIMD kernel differs only
+    /// in float summation order).
+    pub fn set_exact_kernels(&mut self, on: bool) {
+        for l in &mut self.layers {
+            for lin in [&mut l.qkv, &mut l.attn_out, &mut l.gate_up, &mut l.down] {
+                lin.set_exact(on);
+            }
+        }
+    }
+
+    /// Bytes held by all KV caches (for the memory report).
+    pub fn kv_bytes(&self) -> usize {
+        self.seqs.iter().flatten().map(|c| c.bytes()).sum()
+    }
+
+    fn check_batch(&self, batch: &[(SeqId, &[u32])]) -> Result<()> {
+        for (i, (id, tokens)) in batch.iter().enumerate() {
+            let len = self
+                .sequence_len(*id)
+                .ok_or_else(|| AmuletError::Compute(format!("sequence {id} does not exist")))?;
+            if batch[..i].iter().any(|(other, _)| other == id) {
+                return Err(AmuletError::Compute(format!("sequence {id} appears twice in one batch")));
+            }
+            if tokens.is_empty() {
+                return Err(AmuletError::Compute(format!("sequence {id}: no tokens to run")));
+            }
+            if let Some(bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+                return Err(AmuletError::bad_option(
+                    "tokens",
+                    format!("token id {bad} is outside the vocabulary of {}", self.cfg.vocab_size),
+                ));
+            }
+            if len + tokens.len() > self.cfg.context_length {
+                return Err(AmuletError::ContextOverflow(format!(
+                    "{} tokens would exceed the model's context length of {}",
+                    len + tokens.len(),
+                    self.cfg.context_length
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn forward_inner(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
+        let cfg = self.cfg.clone();
+        // Row r of the hidden state belongs to (sequence, position).
+        let mut rows: Vec<(SeqId, usize)> = Vec::new();
+        let mut ids: Vec<u32> = Vec::new();
+        for (id, tokens) in batch {
+            let start = self.seqs[*id].as_ref().map_or(0, |c| c.len);
+            rows.extend((0..tokens.len()).map(|i| (*id, start + i)));
+            ids.extend_from_slice(tokens);
+        }
+        let n_rows = rows.len();
+        let ids = Tensor::from_vec(ids, n_rows, &Device::Cpu)?;
+        let mut x = self.embeddings.embedding(&ids)?;
+        if let Some(s) = cfg.embedding_scale {
+            x = (x * s as f64)?;
+        }
+        let (q_dim, kv_dim, hd) = (cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
+        let mut attn = vec![0f32; n_rows * q_dim];
+        for (li, layer) in self.layers.iter().enumerate() {
+            let h = self.rms_norm_w(&x, &layer.attn_norm)?;
+            let mut qkv = layer.qkv.forward(&h)?;
+            if let Some(b) = &layer.qkv_bias {
+                qkv = qkv.broadcast_add(b)?;
+            }
+            let mut q = qkv.narrow(1, 0, q_dim)?;
+            let mut k = qkv.narrow(1, q_dim, kv_dim)?;
+            let v = qkv.narrow(1, q_dim + kv_dim, kv_dim)?;
+            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+                let eps = cfg.rms_eps;
+                q = candle_nn::ops::rms_norm(&q.contiguous()?.reshape((n_rows * cfg.n_head, hd))?, qn, eps)?;
+                k = candle_nn::ops::rms_norm(&k.contiguous()?.reshape((n_rows * cfg.n_kv_head, hd))?, kn, eps)?;
+            }
+            let mut q = q.flatten_all()?.to_vec1::<f32>()?;
+            let mut k = k.flatten_all()?.to_vec1::<f32>()?;
+            let v = v.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+            let rope = &mut self.ropes[layer.rope];
+            for (r, &(seq, pos)) in rows.iter().enumerate() {
+                rope.apply(&mut q[r * q_dim..(r + 1) * q_dim], hd, pos);
+                rope.apply(&mut k[r * kv_dim..(r + 1) * kv_dim], hd, pos);
+                let cache = self.seqs[seq].as_mut().expect("checked sequence");
+                let lkv = &mut cache.layers[li];
+                lkv.k.extend_from_slice(&k[r * kv_dim..(r + 1) * kv_dim]);
+                lkv.v.extend_from_slice(&v[r * kv_dim..(r + 1) * kv_dim]);
+            }
+            let shape = AttentionShape {
+                n_head: cfg.n_head,
+                n_kv_head: cfg.n_kv_head,
+                head_dim: hd,
+                scale: cfg.attn_scale,
+                window: layer.window,
+            };
+            for (r, &(seq, pos)) in rows.iter().enumerate() {
+                let lkv = &self.seqs[seq].as_ref().expect("checked sequence").layers[li];
+                attend(&shape, &q[r * q_dim..(r + 1) * q_dim], lkv, pos, &mut attn[r * q_dim..(r + 1) * q_dim], &mut self.scores);
+            }
+            let a = Tensor::from_slice(&attn, (n_rows, q_dim), &Device::Cpu)?;
+            let mut a = layer.attn_out.forward(&a)?;
+            if let Some(w) = &layer.post_attn_norm {
+                a = self.rms_norm_w(&a, w)?;
+            }
+            x = (x + a)?;
+            let h = self.rms_norm_w(&x, &layer.ffn_norm)?;
+            let gu = layer.gate_up.forward(&h)?;
+            let gate = gu.narrow(1, 0, cfg.d_ff)?;
+            let up = gu.narrow(1, cfg.d_ff, cfg.d_ff)?;
+            let act = match cfg.activation {
+                Activation::Silu => candle_nn::ops::silu(&gate)?,
+                Activation::GeluTanh => gate.gelu()?,
+            };
+            let mut f = layer.down.forward(&(act * up)?)?;
+            if let Some(w) = &layer.post_ffn_norm {
+                f = self.rms_norm_w(&f, w)?;
+            }
+            x = (x + f)?;
+        }
+        for (id, tokens) in batch {
+            if let Some(c) = self.seqs[*id].as_mut() {
+                c.len += tokens.len();
+            }
+        }
+        // Only each sequence's last row goes through the (vocabulary-sized) output matmul.
+        let mut last = Vec::with_capacity(batch.len());
+        let mut end = 0u32;
+        for (_, tokens) in batch {
+            end += tokens.len() as u32;
+            last.push(end - 1);
+        }
+        let last = Tensor::from_vec(last, batch.len(), &Device::Cpu)?;
+        let x = x.index_select(&last, 0)?;
+        let x = self.rms_norm_w(&x, &self.output_norm)?;
+        let logits = self.output.forward(&x)?;
+        let logits = logits.to_vec2::<f32>()?;
+        Ok(logits)
+    }
+
+    fn rms_norm_w(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        self.rms_norm(&x.contiguous()?, w)
+    }
+}
+
+impl LanguageModel for CpuModel {
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn device(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn new_sequence(&mut self) -> SeqId {
+        let cache = KvCache::new(self.cfg.n_layer);
+        match self.seqs.iter().position(|s| s.is_none()) {
+            Some(i) => {
+                self.seqs[i] = Some(cache);
+                i
+            }
+            None => {
+                self.seqs.push(Some(cache));
+                self.seqs.len() - 1
+            }
+        }
+    }
+
+    fn free_sequence(&mut self, id: SeqId) {
+        if let Some(s) = self.seqs.get_mut(id) {
+            *s = None;
+        }
+    }
+
+    fn sequence_len(&self, id: SeqId) -> Option<usize> {
+        self.seqs.get(id)?.as_ref().map(|c| c.len)
+    }
+
+    fn forward(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
+        self.check_batch(batch)?;
+        let before: Vec<usize> = batch.iter().map(|(id, _)| self.sequence_len(*id).unwrap_or(0)).collect();
+        let result = self.forward_inner(batch);
+        if result.is_err() {
+            let kv_dim = self.cfg.kv_dim();
+            for ((id, _), len) in batch.iter().zip(before) {
+                if let Some(c) = self.seqs[*id].as_mut() {
+                    c.truncate(len, kv_dim);
+                }
+            }
+        }
+        let logits = result?;
+        if logits.iter().any(|row| row.iter().any(|v| !v.is_finite())) {
+            return Err(AmuletError::Compute("the model produced non-finite logits".into()));
+        }
+        Ok(logits)
+    }
+}

@@ -1,0 +1,23 @@
+//! Shared helpers of the integration tests: the real model files live in models/cache
+//! (fetched by `models/fetch.sh`, which `./build.sh test` runs first).
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+pub fn model_path(file: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/cache").join(file);
+    assert!(p.exists(), "{} is missing: run models/fetch.sh (./build.sh test does)", p.display());
+    p
+}
+
+pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+pub fn argmax(a: &[f32]) -> usize {
+    a.iter().enumerate().fold((0, f32::NEG_INFINITY), |m, (i, &v)| if v > m.1 { (i, v) } else { m }).0
+}

@@ -1,0 +1,224 @@
+//! End-to-end: tokenizers and chat templates built from the real GGUF files must reproduce the
+//! Hugging Face reference (transformers' tokenizer loaded from the same GGUF) exactly.
+//! Skips (with a note) when the model files or reference data are not on this machine.
+
+use std::path::PathBuf;
+
+use amulet::chat_template::{ChatMessage, ChatTemplate};
+use amulet::gguf::Gguf;
+use amulet::tokenizer::{StreamDecoder, TextTokenizer, TokenizerSpec};
+use serde_json::Value;
+
+const SMOLLM: (&str, &str) = ("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct-q4_1.json");
+const GEMMA: (&str, &str) = ("gemma-3-270m-q4_k_m.gguf", "gemma-3-270m-q4_k_m.json");
+
+fn manifest() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn reference_path(name: &str) -> Option<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Ok(d) = std::env::var("AMULET_TOKENIZER_REF_DIR") {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs.push(manifest().join("../shared/data/tokenizer"));
+    dirs.push(manifest().join("../../shared/data/tokenizer"));
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.exists())
+}
+
+struct Loaded {
+    gguf: Gguf,
+    tok: TextTokenizer,
+    reference: Value,
+}
+
+fn load((model, reference): (&str, &str)) -> Option<Loaded> {
+    let model_path = manifest().join("../models/cache").join(model);
+    let Ok(bytes) = std::fs::read(&model_path) else {
+        eprintln!("skipping: {} not found", model_path.display());
+        return None;
+    };
+    let Some(ref_path) = reference_path(reference) else {
+        eprintln!("skipping: reference {reference} not found");
+        return None;
+    };
+    let gguf = Gguf::parse(&bytes).expect("parse gguf");
+    let spec = TokenizerSpec::from_gguf(&gguf).expect("tokenizer spec");
+    let tok = TextTokenizer::from_spec(&spec).expect("tokenizer");
+    let reference: Value = serde_json::from_str(&std::fs::read_to_string(ref_path).unwrap()).unwrap();
+    Some(Loaded { gguf, tok, reference })
+}
+
+fn ids_of(v: &Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+fn check_cases(l: &Loaded) {
+    let cases = l.reference["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 39);
+    let mut failures = Vec::new();
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let want = ids_of(&case["ids"]);
+        let got = l.tok.encode(text, false).unwrap();
+        if got != want {
+            failures.push(format!("encode {text:?}: got {got:?}, want {want:?}"));
+        }
+        let decoded = l.tok.decode(&want, false).unwrap();
+        if decoded != case["decoded"].as_str().unwrap() {
+            failures.push(format!("decode {want:?}: got {decoded:?}, want {:?}", case["decoded"]));
+        }
+    }
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+
+    let special = &l.reference["special"];
+    assert_eq!(l.tok.bos_id(), Some(special["bos_id"].as_u64().unwrap() as u32));
+    assert_eq!(l.tok.eos_id(), Some(special["eos_id"].as_u64().unwrap() as u32));
+    assert_eq!(l.tok.bos_token().as_deref(), special["bos"].as_str());
+    assert_eq!(l.tok.eos_token().as_deref(), special["eos"].as_str());
+}
+
+fn check_chat(l: &Loaded) {
+    let template = ChatTemplate::from_gguf(&l.gguf, &l.tok).unwrap();
+    for chat in l.reference["chat"].as_array().unwrap() {
+        let messages: Vec<ChatMessage> = serde_json::from_value(chat["messages"].clone()).unwrap();
+        let agp = chat["add_generation_prompt"].as_bool().unwrap();
+        let rendered = template.render(&messages, agp).unwrap();
+        assert_eq!(rendered, chat["rendered"].as_str().unwrap());
+        assert_eq!(l.tok.encode(&rendered, false).unwrap(), ids_of(&chat["ids"]), "{rendered:?}");
+    }
+}
+
+/// Streams `ids` one by one; the deltas must concatenate to `decode(ids)`.
+fn check_stream(tok: &TextTokenizer, ids: &[u32], skip_special: bool) {
+    let want = tok.decode(ids, skip_special).unwrap();
+    let mut sd = StreamDecoder::new(tok, skip_special);
+    let mut got = String::new();
+    for &id in ids {
+        let delta = sd.push(id).unwrap();
+        // A delta never shows a replacement character the full text does not have.
+        if delta.contains('\u{FFFD}') {
+            assert!(want.contains('\u{FFFD}'), "delta {delta:?} of {want:?}");
+        }
+        got.push_str(&delta);
+    }
+    got.push_str(&sd.finish().unwrap());
+    assert_eq!(got, want, "stream of {ids:?}");
+}
+
+fn check_streams(l: &Loaded) {
+    for case in l.reference["cases"].as_array().unwrap() {
+        let ids = ids_of(&case["ids"]);
+        check_stream(&l.tok, &ids, false);
+        check_stream(&l.tok, &ids, true);
+    }
+    for chat in l.reference["chat"].as_array().unwrap() {
+        let ids = ids_of(&chat["ids"]);
+        check_stream(&l.tok, &ids, false);
+        check_stream(&l.tok, &ids, true);
+    }
+    // Arbitrary id sequences (partial characters, stray continuation bytes, specials) keep the
+    // invariant too: a model can emit anything.
+    let n = l.tok.vocab_size() as u64;
+    let byte_ids: Vec<u32> = (0..=255u8).filter_map(|b| l.tok.token_id(&format!("<0x{b:02X}>"))).collect();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        state >> 33
+    };
+    for round in 0..300 {
+        let len = 1 + (next() % 12) as usize;
+        let ids: Vec<u32> = (0..len)
+            .map(|_| match next() % 4 {
+                0 if !byte_ids.is_empty() => byte_ids[(next() % byte_ids.len() as u64) as usize],
+                1 => (next() % 300) as u32,
+                _ => (next() % n) as u32,
+            })
+            .collect();
+        check_stream(&l.tok, &ids, round % 2 == 0);
+    }
+}
+
+fn check_errors(l: &Loaded) {
+    let n = l.tok.vocab_size() as u32;
+    assert!(l.tok.decode(&[n], false).is_err());
+    assert!(l.tok.token_text(u32::MAX).is_err());
+    let mut sd = StreamDecoder::new(&l.tok, false);
+    assert!(sd.push(n + 5).is_err());
+    assert_eq!(l.tok.encode("", true).unwrap().len(), usize::from(l.tok.inner().get_post_processor().is_some()));
+}
+
+#[test]
+fn smollm2_matches_hf_reference() {
+    let Some(l) = load(SMOLLM) else { return };
+    assert_eq!(l.tok.vocab_size(), 49_152);
+    check_cases(&l);
+    check_chat(&l);
+    check_errors(&l);
+    // add_bos_token is false in this GGUF.
+    assert_eq!(l.tok.encode("hello world", true).unwrap(), vec![28120, 905]);
+    assert_eq!(l.tok.token_id("<|im_end|>"), Some(2));
+    assert!(l.tok.is_special(2) && !l.tok.is_special(905));
+    assert_eq!(l.tok.decode(&[1, 28120, 2], true).unwrap(), "hello");
+    assert_eq!(l.tok.token_text(905).unwrap(), " world");
+}
+
+#[test]
+fn smollm2_streaming() {
+    let Some(l) = load(SMOLLM) else { return };
+    check_streams(&l);
+    // "😀" is four byte-level tokens' worth of bytes: nothing is shown until it is complete.
+    let ids = l.tok.encode("a😀b", false).unwrap();
+    let mut sd = StreamDecoder::new(&l.tok, false);
+    let deltas: Vec<String> = ids.iter().map(|&id| sd.push(id).unwrap()).collect();
+    assert!(deltas.iter().all(|d| !d.contains('\u{FFFD}')), "{deltas:?}");
+    assert_eq!(deltas.concat() + &sd.finish().unwrap(), "a😀b");
+    assert!(deltas.iter().any(|d| d.contains('😀')));
+}
+
+#[test]
+fn gemma3_matches_hf_reference() {
+    let Some(l) = load(GEMMA) else { return };
+    assert_eq!(l.tok.vocab_size(), 262_144);
+    check_cases(&l);
+    check_chat(&l);
+    check_errors(&l);
+    // add_bos_token is true in this GGUF.
+    assert_eq!(l.tok.encode("hello world", true).unwrap(), vec![2, 23391, 1902]);
+
+    // No template in the base model: the Gemma turn fallback, with markers as single tokens.
+    let template = ChatTemplate::from_gguf(&l.gguf, &l.tok).unwrap();
+    assert!(template.is_fallback());
+    let prompt = template
+        .render(&[ChatMessage::new("system", "Be brief."), ChatMessage::new("user", "Hi")], true)
+        .unwrap();
+    assert_eq!(prompt, "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n");
+    let ids = l.tok.encode(&prompt, false).unwrap();
+    let (bos, sot, eot) = (2, l.tok.token_id("<start_of_turn>").unwrap(), l.tok.token_id("<end_of_turn>").unwrap());
+    assert_eq!((sot, eot), (105, 106));
+    assert_eq!(ids.iter().filter(|&&i| i == bos).count(), 1);
+    assert_eq!(ids[0..2], [bos, sot]);
+    assert_eq!(ids.iter().filter(|&&i| i == sot).count(), 2);
+    assert_eq!(ids.iter().filter(|&&i| i == eot).count(), 1);
+    assert_eq!(l.tok.decode(&ids, false).unwrap(), prompt);
+    assert_eq!(l.tok.decode(&ids, true).unwrap(), "user\nBe brief.\n\nHi\nmodel\n");
+}
+
+#[test]
+fn gemma3_streaming() {
+    let Some(l) = load(GEMMA) else { return };
+    check_streams(&l);
+    // Byte-fallback characters (𝔘 is <0xF0><0x9D><0x94><0x98>) appear whole, never as U+FFFD.
+    let text = "free 𝔘𝔫 ok";
+    let ids = l.tok.encode(text, false).unwrap();
+    assert!(ids.iter().any(|&i| l.tok.token_text(i).unwrap() == "\u{FFFD}"), "{ids:?}");
+    let mut sd = StreamDecoder::new(&l.tok, false);
+    let mut out = String::new();
+    for &id in &ids {
+        let d = sd.push(id).unwrap();
+        assert!(!d.contains('\u{FFFD}'), "{d:?}");
+        out.push_str(&d);
+    }
+    out.push_str(&sd.finish().unwrap());
+    assert_eq!(out, text);
+}
