@@ -24,7 +24,10 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        ChatMessage { role: role.into(), content: content.into() }
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -110,7 +113,8 @@ impl ChatTemplate {
         #[cfg(not(target_arch = "wasm32"))]
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
-        env.add_template_owned(TEMPLATE_NAME, source.to_string()).map_err(tpl_err)?;
+        env.add_template_owned(TEMPLATE_NAME, source.to_string())
+            .map_err(tpl_err)?;
         Ok(ChatTemplate {
             env,
             source: source.to_string(),
@@ -135,8 +139,13 @@ impl ChatTemplate {
     /// A template for models that ship none (base models): Gemma turns when the vocabulary
     /// has `<start_of_turn>`/`<end_of_turn>`, ChatML otherwise.
     pub fn fallback_for(tokenizer: &TextTokenizer) -> Result<Self> {
-        let gemma = tokenizer.token_id("<start_of_turn>").is_some() && tokenizer.token_id("<end_of_turn>").is_some();
-        let source = if gemma { GEMMA_FALLBACK_TEMPLATE } else { CHATML_FALLBACK_TEMPLATE };
+        let gemma = tokenizer.token_id("<start_of_turn>").is_some()
+            && tokenizer.token_id("<end_of_turn>").is_some();
+        let source = if gemma {
+            GEMMA_FALLBACK_TEMPLATE
+        } else {
+            CHATML_FALLBACK_TEMPLATE
+        };
         Self::build(
             source,
             &tokenizer.bos_token().unwrap_or_default(),
@@ -159,7 +168,12 @@ impl ChatTemplate {
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         let messages: Vec<Value> = messages
             .iter()
-            .map(|m| Value::from_object(MessageObject { role: Value::from(m.role.as_str()), content: Value::from(m.content.as_str()) }))
+            .map(|m| {
+                Value::from_object(MessageObject {
+                    role: Value::from(m.role.as_str()),
+                    content: Value::from(m.content.as_str()),
+                })
+            })
             .collect();
         let ctx = minijinja::context! {
             messages => messages,
@@ -215,10 +229,30 @@ fn strftime_now(format: String) -> std::result::Result<String, Error> {
 }
 
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-const MONTHS: [&str; 12] =
-    ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-const WEEKDAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+const WEEKDAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
 
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 /// Days since 1970-01-01 to (year, month 1..=12, day 1..=31): Howard Hinnant's algorithm.
@@ -290,7 +324,11 @@ fn strftime(format: &str, unix_secs: i64) -> String {
 
 /// transformers' `tojson`: `json.dumps(x, ensure_ascii=False, indent=indent,
 /// separators=separators, sort_keys=sort_keys)`.
-fn tojson(value: &Value, ensure_ascii: Option<bool>, kwargs: Kwargs) -> std::result::Result<String, Error> {
+fn tojson(
+    value: &Value,
+    ensure_ascii: Option<bool>,
+    kwargs: Kwargs,
+) -> std::result::Result<String, Error> {
     let ensure_ascii = match kwargs.get::<Option<bool>>("ensure_ascii")? {
         Some(v) => v,
         None => ensure_ascii.unwrap_or(false),
@@ -302,7 +340,10 @@ fn tojson(value: &Value, ensure_ascii: Option<bool>, kwargs: Kwargs) -> std::res
         Some(v) => match v.as_str() {
             Some(s) => Some(s.to_string()),
             None => Some(" ".repeat(v.as_usize().ok_or_else(|| {
-                Error::new(ErrorKind::InvalidOperation, "tojson: indent must be a non-negative integer or a string")
+                Error::new(
+                    ErrorKind::InvalidOperation,
+                    "tojson: indent must be a non-negative integer or a string",
+                )
             })?)),
         },
     };
@@ -313,14 +354,28 @@ fn tojson(value: &Value, ensure_ascii: Option<bool>, kwargs: Kwargs) -> std::res
             let b = v.get_item_by_index(1)?;
             match (a.as_str(), b.as_str()) {
                 (Some(a), Some(b)) => (a.to_string(), b.to_string()),
-                _ => return Err(Error::new(ErrorKind::InvalidOperation, "tojson: separators must be two strings")),
+                _ => {
+                    return Err(Error::new(
+                        ErrorKind::InvalidOperation,
+                        "tojson: separators must be two strings",
+                    ))
+                }
             }
         }
-        _ => (if indent.is_some() { "," } else { ", " }.to_string(), ": ".to_string()),
+        _ => (
+            if indent.is_some() { "," } else { ", " }.to_string(),
+            ": ".to_string(),
+        ),
     };
     let sort_keys: bool = kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false);
     kwargs.assert_all_used()?;
-    let opts = JsonOpts { ensure_ascii, indent, item_sep, key_sep, sort_keys };
+    let opts = JsonOpts {
+        ensure_ascii,
+        indent,
+        item_sep,
+        key_sep,
+        sort_keys,
+    };
     let mut out = String::new();
     write_json(&mut out, value, &opts, 0)?;
     Ok(out)
@@ -337,9 +392,17 @@ struct JsonOpts {
 /// Nesting deeper than this is a cycle or an attack, not a chat message.
 const MAX_JSON_DEPTH: usize = 128;
 
-fn write_json(out: &mut String, v: &Value, o: &JsonOpts, depth: usize) -> std::result::Result<(), Error> {
+fn write_json(
+    out: &mut String,
+    v: &Value,
+    o: &JsonOpts,
+    depth: usize,
+) -> std::result::Result<(), Error> {
     if depth > MAX_JSON_DEPTH {
-        return Err(Error::new(ErrorKind::InvalidOperation, "tojson: value nested too deeply"));
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "tojson: value nested too deeply",
+        ));
     }
     match v.kind() {
         ValueKind::Undefined | ValueKind::None => out.push_str("null"),
@@ -354,7 +417,9 @@ fn write_json(out: &mut String, v: &Value, o: &JsonOpts, depth: usize) -> std::r
         ValueKind::String => write_json_str(out, v.as_str().unwrap_or_default(), o.ensure_ascii),
         ValueKind::Seq | ValueKind::Iterable => {
             let items: Vec<Value> = v.try_iter()?.collect();
-            write_container(out, o, depth, '[', ']', items.len(), |out, i| write_json(out, &items[i], o, depth + 1))?;
+            write_container(out, o, depth, '[', ']', items.len(), |out, i| {
+                write_json(out, &items[i], o, depth + 1)
+            })?;
         }
         ValueKind::Map => {
             let mut entries: Vec<(String, Value)> = Vec::new();
@@ -364,7 +429,9 @@ fn write_json(out: &mut String, v: &Value, o: &JsonOpts, depth: usize) -> std::r
                     ValueKind::String => key.as_str().unwrap_or_default().to_string(),
                     ValueKind::None | ValueKind::Undefined => "null".into(),
                     ValueKind::Bool => if key.is_true() { "true" } else { "false" }.into(),
-                    ValueKind::Number if !key.is_integer() => py_float_repr(f64::try_from(key.clone()).unwrap_or(f64::NAN)),
+                    ValueKind::Number if !key.is_integer() => {
+                        py_float_repr(f64::try_from(key.clone()).unwrap_or(f64::NAN))
+                    }
                     _ => key.to_string(),
                 };
                 entries.push((key, val));
@@ -378,10 +445,17 @@ fn write_json(out: &mut String, v: &Value, o: &JsonOpts, depth: usize) -> std::r
                 write_json(out, &entries[i].1, o, depth + 1)
             })?;
         }
-        ValueKind::Bytes => write_json_str(out, &String::from_utf8_lossy(v.as_bytes().unwrap_or_default()), o.ensure_ascii),
+        ValueKind::Bytes => write_json_str(
+            out,
+            &String::from_utf8_lossy(v.as_bytes().unwrap_or_default()),
+            o.ensure_ascii,
+        ),
         ValueKind::Plain | ValueKind::Invalid => {
             if v.kind() == ValueKind::Invalid {
-                return Err(Error::new(ErrorKind::InvalidOperation, "tojson: invalid value"));
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    "tojson: invalid value",
+                ));
             }
             write_json_str(out, &v.to_string(), o.ensure_ascii)
         }
@@ -484,21 +558,35 @@ mod tests {
     use super::*;
 
     fn msgs(pairs: &[(&str, &str)]) -> Vec<ChatMessage> {
-        pairs.iter().map(|(r, c)| ChatMessage::new(*r, *c)).collect()
+        pairs
+            .iter()
+            .map(|(r, c)| ChatMessage::new(*r, *c))
+            .collect()
     }
 
     #[test]
     fn chatml_fallback_renders() {
         let t = ChatTemplate::new(CHATML_FALLBACK_TEMPLATE, "", "").unwrap();
         let out = t.render(&msgs(&[("user", "Hi")]), true).unwrap();
-        assert_eq!(out, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(
+            out,
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     #[test]
     fn gemma_fallback_folds_system_into_first_turn() {
         let t = ChatTemplate::new(GEMMA_FALLBACK_TEMPLATE, "<bos>", "<eos>").unwrap();
         let out = t
-            .render(&msgs(&[("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello!"), ("user", "Joke?")]), true)
+            .render(
+                &msgs(&[
+                    ("system", "Be brief."),
+                    ("user", "Hi"),
+                    ("assistant", "Hello!"),
+                    ("user", "Joke?"),
+                ]),
+                true,
+            )
             .unwrap();
         assert_eq!(
             out,
@@ -506,14 +594,21 @@ mod tests {
              <start_of_turn>user\nJoke?<end_of_turn>\n<start_of_turn>model\n"
         );
         let only_system = t.render(&msgs(&[("system", "Be brief.")]), false).unwrap();
-        assert_eq!(only_system, "<bos><start_of_turn>user\nBe brief.<end_of_turn>\n");
+        assert_eq!(
+            only_system,
+            "<bos><start_of_turn>user\nBe brief.<end_of_turn>\n"
+        );
     }
 
     #[test]
     fn trim_and_lstrip_blocks_like_transformers() {
         let src = "{% for m in messages %}\n    {% if m.role == 'user' %}\n[{{ m.content }}]\n    {% endif %}\n{% endfor %}\n";
         let t = ChatTemplate::new(src, "", "").unwrap();
-        assert_eq!(t.render(&msgs(&[("user", "a"), ("user", "b")]), false).unwrap(), "[a]\n[b]\n");
+        assert_eq!(
+            t.render(&msgs(&[("user", "a"), ("user", "b")]), false)
+                .unwrap(),
+            "[a]\n[b]\n"
+        );
     }
 
     #[test]
@@ -527,7 +622,10 @@ mod tests {
 
     #[test]
     fn syntax_error_at_compile_time() {
-        assert!(matches!(ChatTemplate::new("{% for %}", "", ""), Err(AmuletError::ChatTemplate(_))));
+        assert!(matches!(
+            ChatTemplate::new("{% for %}", "", ""),
+            Err(AmuletError::ChatTemplate(_))
+        ));
     }
 
     #[test]
@@ -535,7 +633,9 @@ mod tests {
         let src = "{% for m in messages %}{% if m['content'].startswith('skip') %}{% continue %}{% endif %}\
                    {{ m['content'].strip().upper() }}|{% endfor %}{% for k, v in messages[0].items() %}{{ k }}={{ v }};{% endfor %}";
         let t = ChatTemplate::new(src, "", "").unwrap();
-        let out = t.render(&msgs(&[("user", "  hi  "), ("user", "skip me")]), false).unwrap();
+        let out = t
+            .render(&msgs(&[("user", "  hi  "), ("user", "skip me")]), false)
+            .unwrap();
         assert_eq!(out, "HI|role=user;content=  hi  ;");
     }
 
@@ -554,16 +654,34 @@ mod tests {
 
     #[test]
     fn python_float_repr() {
-        for (f, s) in [(1.0, "1.0"), (0.1, "0.1"), (1e-5, "1e-05"), (1e16, "1e+16"), (123.456, "123.456"), (-2.5e-7, "-2.5e-07"), (0.0001, "0.0001"), (1234567890123456.0, "1234567890123456.0")] {
+        for (f, s) in [
+            (1.0, "1.0"),
+            (0.1, "0.1"),
+            (1e-5, "1e-05"),
+            (1e16, "1e+16"),
+            (123.456, "123.456"),
+            (-2.5e-7, "-2.5e-07"),
+            (0.0001, "0.0001"),
+            (1234567890123456.0, "1234567890123456.0"),
+        ] {
             assert_eq!(py_float_repr(f), s);
         }
     }
 
     #[test]
     fn strftime_known_dates() {
-        assert_eq!(strftime("%Y-%m-%d %H:%M:%S %a %b %j", 0), "1970-01-01 00:00:00 Thu Jan 001");
-        assert_eq!(strftime("%d %B %Y %A", 1_709_251_200), "01 March 2024 Friday");
-        assert_eq!(strftime("%-d %b %y %I%p %%", 1_709_251_200 + 13 * 3600), "1 Mar 24 01PM %");
+        assert_eq!(
+            strftime("%Y-%m-%d %H:%M:%S %a %b %j", 0),
+            "1970-01-01 00:00:00 Thu Jan 001"
+        );
+        assert_eq!(
+            strftime("%d %B %Y %A", 1_709_251_200),
+            "01 March 2024 Friday"
+        );
+        assert_eq!(
+            strftime("%-d %b %y %I%p %%", 1_709_251_200 + 13 * 3600),
+            "1 Mar 24 01PM %"
+        );
     }
 
     #[test]

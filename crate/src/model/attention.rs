@@ -119,6 +119,8 @@ impl KvCache {
     }
 }
 
+const LANES: usize = 8;
+
 pub struct AttentionShape {
     pub n_head: usize,
     pub n_kv_head: usize,
@@ -144,11 +146,28 @@ pub fn attend(s: &AttentionShape, q: &[f32], kv: &LayerKv, position: usize, out:
         let qh = &q[h * s.head_dim..(h + 1) * s.head_dim];
         scores.clear();
         let mut max = f32::NEG_INFINITY;
-        for t in start..=position {
-            let kt = &kv.k[t * kv_dim + g * s.head_dim..][..s.head_dim];
-            let dot = qh.iter().zip(kt).fold(0f32, |acc, (&a, &b)| fma(a, b, acc)) * scale;
-            max = max.max(dot);
-            scores.push(dot);
+        // Eight positions at a time: each dot product still sums in order (exactness), but
+        // eight independent chains keep the FMA units busy instead of waiting on one.
+        let mut t = start;
+        while t <= position {
+            let lanes = (position + 1 - t).min(LANES);
+            let mut acc = [0f32; LANES];
+            let rows: [&[f32]; LANES] = std::array::from_fn(|i| {
+                let ti = t + i.min(lanes - 1);
+                &kv.k[ti * kv_dim + g * s.head_dim..][..s.head_dim]
+            });
+            for j in 0..s.head_dim {
+                let qj = qh[j];
+                for i in 0..LANES {
+                    acc[i] = fma(qj, rows[i][j], acc[i]);
+                }
+            }
+            for &a in &acc[..lanes] {
+                let dot = a * scale;
+                max = max.max(dot);
+                scores.push(dot);
+            }
+            t += lanes;
         }
         let mut total = 0f32;
         for x in scores.iter_mut() {
