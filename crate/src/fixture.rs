@@ -58,7 +58,7 @@ impl FixtureSpec {
             head_dim: 64,
             d_ff: 512,
             vocab: 512,
-            context_length: 256,
+            context_length: 2048,
             quant,
             embed_quant: if quant == GgmlDType::F32 { GgmlDType::F32 } else { GgmlDType::Q8_0 },
             seed,

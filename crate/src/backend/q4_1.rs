@@ -370,47 +370,65 @@ struct Lane32<T>([T; 32]);
 #[repr(C, align(32))]
 struct Scale16([f32; 16]);
 
-/// Quantizes `m` activation rows and scatters them into the unit order of `w`: per row
-/// `2 * ppr` lanes (register `j` of group `g` is lane `8g + j`; tail unit `u` gives lanes `2u`
-/// and `2u + 1`) and `groups + tail` scale entries.
+/// Buffers for the quantized activations, kept per thread (see `run_tiles!`) so that the
+/// hundreds of matmuls of a decode step do not each allocate.
 #[allow(dead_code)]
-fn prepare_x<T: Copy + Default + From<i8>>(w: &Q41Matrix, x: &[f32], m: usize) -> (Vec<Lane32<T>>, Vec<Scale16>) {
+struct Scratch<T> {
+    xq: Vec<Lane32<T>>,
+    xs: Vec<Scale16>,
+    q: Vec<i8>,
+    d: Vec<f32>,
+    s: Vec<f32>,
+}
+
+#[allow(dead_code)]
+impl<T> Scratch<T> {
+    const fn new() -> Self {
+        Scratch { xq: Vec::new(), xs: Vec::new(), q: Vec::new(), d: Vec::new(), s: Vec::new() }
+    }
+}
+
+/// Quantizes `m` activation rows into `sc.xq` / `sc.xs` in the unit order of `w`: per row
+/// `2 * ppr` lanes (register `j` of group `g` is lane `8g + j`; tail unit `u` gives lanes `2u`
+/// and `2u + 1`) and `groups + tail` scale entries. Everything is rewritten or zeroed, so the
+/// pad block of an odd row sees zeros, never a previous call's values.
+#[allow(dead_code)]
+fn prepare_x<T: Copy + Default + From<i8>>(w: &Q41Matrix, x: &[f32], m: usize, sc: &mut Scratch<T>) {
     let (k, groups, ppr) = (w.k, w.groups, w.ppr());
     let nsc = groups + w.tail;
-    let mut xq = vec![Lane32([T::default(); 32]); m * 2 * ppr];
-    let mut xs = vec![Scale16([0.0; 16]); m * nsc];
     let nb = k / QK;
-    let (mut qrow, mut drow, mut srow) = (vec![0i8; k], vec![0f32; nb], vec![0f32; nb]);
+    sc.xq.clear();
+    sc.xq.resize(m * 2 * ppr, Lane32([T::default(); 32]));
+    sc.xs.clear();
+    sc.xs.resize(m * nsc, Scale16([0.0; 16]));
+    sc.q.resize(k, 0);
+    sc.d.resize(nb, 0.0);
+    sc.s.resize(nb, 0.0);
     for r in 0..m {
-        let lanes = &mut xq[r * 2 * ppr..(r + 1) * 2 * ppr];
-        quantize_row(&x[r * k..(r + 1) * k], &mut qrow, &mut drow, &mut srow);
-        for (b, q) in qrow.as_chunks::<QK>().0.iter().enumerate() {
-            let (d, s) = (drow[b], srow[b]);
+        let lanes = &mut sc.xq[r * 2 * ppr..(r + 1) * 2 * ppr];
+        let scales = &mut sc.xs[r * nsc..(r + 1) * nsc];
+        quantize_row(&x[r * k..(r + 1) * k], &mut sc.q, &mut sc.d, &mut sc.s);
+        for (b, q) in sc.q.as_chunks::<QK>().0.iter().enumerate() {
+            let (d, s) = (sc.d[b], sc.s[b]);
+            let q: [T; QK] = std::array::from_fn(|e| T::from(q[e]));
             if b < GB * groups {
                 let (g, bb) = (b / GB, b % GB);
                 for j in 0..8 {
-                    let dst = &mut lanes[8 * g + j].0[4 * bb..4 * bb + 4];
-                    for (t, v) in dst.iter_mut().enumerate() {
-                        *v = T::from(q[4 * j + t]);
-                    }
+                    lanes[8 * g + j].0[4 * bb..4 * bb + 4].copy_from_slice(&q[4 * j..4 * j + 4]);
                 }
-                let sc = &mut xs[r * nsc + g].0;
-                sc[bb] = d;
-                sc[8 + bb] = s;
+                scales[g].0[bb] = d;
+                scales[g].0[8 + bb] = s;
             } else {
                 let tb = b - GB * groups;
                 let (u, h) = (4 * groups + tb / 2, tb % 2);
-                for e in 0..16 {
-                    lanes[2 * u].0[16 * h + e] = T::from(q[e]);
-                    lanes[2 * u + 1].0[16 * h + e] = T::from(q[16 + e]);
-                }
-                let sc = &mut xs[r * nsc + groups + tb / 2].0;
-                sc[4 * h..4 * h + 4].fill(d);
-                sc[10 + h] = s;
+                lanes[2 * u].0[16 * h..16 * h + 16].copy_from_slice(&q[..16]);
+                lanes[2 * u + 1].0[16 * h..16 * h + 16].copy_from_slice(&q[16..]);
+                let e = &mut scales[groups + tb / 2].0;
+                e[4 * h..4 * h + 4].fill(d);
+                e[10 + h] = s;
             }
         }
     }
-    (xq, xs)
 }
 
 /// Rows of weights processed per pass over the quantized activations when `m` is large:
@@ -444,9 +462,21 @@ fn for_each_tile(w: &Q41Matrix, m: usize, mut f: impl FnMut(usize, usize, usize,
 #[allow(unused_macros)]
 macro_rules! run_tiles {
     ($w:expr, $x:expr, $m:expr, $out:expr, $lane:ty) => {{
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Scratch<$lane>> = const { std::cell::RefCell::new(Scratch::new()) };
+        }
         let (w, m, out) = ($w, $m, $out);
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut sc) => run_tiles!(@run w, $x, m, out, &mut *sc),
+            // Only if a matmul ever ran inside another on the same thread.
+            Err(_) => run_tiles!(@run w, $x, m, out, &mut Scratch::<$lane>::new()),
+        })
+    }};
+    (@run $w:expr, $x:expr, $m:expr, $out:expr, $sc:expr) => {{
+        let (w, m, out, sc) = ($w, $m, $out, $sc);
         let (n, ppr, nsc) = (w.n, w.ppr(), w.groups + w.tail);
-        let (xq, xs) = prepare_x::<$lane>(w, $x, m);
+        prepare_x(w, $x, m, sc);
+        let (xq, xs) = (&sc.xq, &sc.xs);
         for_each_tile(w, m, |i0, i1, r0, rows| {
             // SAFETY: r0 + rows <= m and i < n, so every pointer below starts a whole row.
             let q = |r: usize| unsafe { xq.as_ptr().add((r0 + r) * 2 * ppr) };
@@ -472,7 +502,7 @@ macro_rules! run_tiles {
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
 mod x86 {
-    use super::{finish_q8_1, for_each_tile, prepare_x, Lane32, Q41Matrix, Scale16, QK};
+    use super::{finish_q8_1, for_each_tile, prepare_x, Lane32, Q41Matrix, Scale16, Scratch, QK};
     use core::arch::x86_64::*;
 
     /// Dot products of weight row `i` against `R` activation rows, reading each weight unit once.
@@ -590,18 +620,17 @@ mod x86 {
             let p = x.as_ptr();
             let idv = _mm256_set1_ps(id);
             let sign = _mm256_set1_ps(-0.0);
-            let (half, one) = (_mm256_set1_ps(0.5), _mm256_set1_ps(1.0));
+            let half = _mm256_set1_ps(0.5);
             let (lo, hi) = (_mm256_set1_ps(-128.0), _mm256_set1_ps(127.0));
             let mut iv = [_mm256_setzero_si256(); 4];
             for (i, o) in iv.iter_mut().enumerate() {
                 let t = _mm256_mul_ps(_mm256_loadu_ps(p.add(8 * i)), idv);
-                // Half away from zero = trunc, plus sign(t) if |t - trunc| >= 0.5.
-                let tr = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(t);
-                let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(t, tr));
-                let step = _mm256_or_ps(_mm256_and_ps(t, sign), one);
-                let r = _mm256_add_ps(tr, _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(frac, half), step));
-                // `as i8`: NaN -> 0, saturate (t is infinite when d is subnormal).
-                let r = _mm256_and_ps(r, _mm256_cmp_ps::<_CMP_ORD_Q>(t, t));
+                // Half away from zero: trunc(t +- 0.5) is exact for 0.5 <= |t| < 2^23 (|t| <= 127
+                // here); below 0.5 the answer is 0, and the mask also sends NaN to 0 like `as i8`.
+                let r = _mm256_add_ps(t, _mm256_or_ps(_mm256_and_ps(t, sign), half));
+                let r = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(r);
+                let r = _mm256_and_ps(r, _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_andnot_ps(sign, t), half));
+                // Saturate like `as i8` (t is infinite when d is subnormal).
                 *o = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
             }
             let packed = _mm256_packs_epi16(_mm256_packs_epi32(iv[0], iv[1]), _mm256_packs_epi32(iv[2], iv[3]));
@@ -619,7 +648,7 @@ mod x86 {
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm {
-    use super::{finish_q8_1, for_each_tile, prepare_x, Lane32, Q41Matrix, Scale16, QK};
+    use super::{finish_q8_1, for_each_tile, prepare_x, Lane32, Q41Matrix, Scale16, Scratch, QK};
     use core::arch::wasm32::*;
 
     /// Four f16 (as bits) to f32 without F16C: shift into an f32 and rescale by 2^112, which is
@@ -749,16 +778,16 @@ mod wasm {
             let d = amax / 127.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
             let idv = f32x4_splat(id);
-            let (sign, half, one) = (f32x4_splat(-0.0), f32x4_splat(0.5), f32x4_splat(1.0));
+            let (sign, half) = (f32x4_splat(-0.0), f32x4_splat(0.5));
             let mut iv = [i32x4_splat(0); 8];
             let mut sum = i32x4_splat(0);
             for (o, &vi) in iv.iter_mut().zip(&v) {
                 let t = f32x4_mul(vi, idv);
-                // f32::round (half away from zero) = trunc, plus sign(t) if |t - trunc| >= 0.5.
-                let tr = f32x4_trunc(t);
-                let step = v128_or(v128_and(t, sign), one);
-                let r = f32x4_add(tr, v128_and(f32x4_ge(f32x4_abs(f32x4_sub(t, tr)), half), step));
-                // `as i8`: NaN -> 0 (trunc_sat), saturate to the i8 range.
+                // Half away from zero: trunc(t +- 0.5) is exact for 0.5 <= |t| < 2^23 (|t| <= 127
+                // here); below 0.5 the answer is 0, and the mask also sends NaN to 0 like `as i8`.
+                let r = f32x4_trunc(f32x4_add(t, v128_or(v128_and(t, sign), half)));
+                let r = v128_and(r, f32x4_ge(f32x4_abs(t), half));
+                // Saturate like `as i8` (t is infinite when d is subnormal).
                 *o = i32x4_max(i32x4_min(i32x4_trunc_sat_f32x4(r), i32x4_splat(127)), i32x4_splat(-128));
                 sum = i32x4_add(sum, *o);
             }
@@ -912,7 +941,19 @@ mod tests {
                 std::array::from_fn(|_| rng.next_f32() * scale)
             })
             .collect();
-        // amax = 127 gives d = 1: exact .5 ties both ways.
+        // amax = 127 gives d = 1 and x * id = x: ties both ways and the float just below 0.5.
+        let below_half = f32::from_bits(0.5f32.to_bits() - 1);
+        blocks.push(std::array::from_fn(|e| match e {
+            0 => 127.0,
+            1 => below_half,
+            2 => -below_half,
+            3 => 0.5,
+            4 => -0.5,
+            5 => f32::from_bits(1.5f32.to_bits() - 1),
+            6 => f32::from_bits(0.5f32.to_bits() + 1),
+            7 => -f32::from_bits(2.5f32.to_bits() + 1),
+            _ => (e as f32 - 20.0) * 0.25,
+        }));
         blocks.push(std::array::from_fn(|e| if e == 0 { 127.0 } else { (e as f32 - 16.0) + 0.5 }));
         blocks.push([0.0; QK]);
         blocks.push(std::array::from_fn(|e| [f32::NAN, 1.0, -3.0, 0.0][e % 4]));

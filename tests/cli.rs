@@ -1,0 +1,94 @@
+//! End-to-end tests of the `amulet` binary on the real default model and on fixtures.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn model() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/cache/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(p.exists(), "run models/fetch.sh first (./build.sh test does)");
+    p
+}
+
+fn amulet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_amulet")).args(args).env("RAYON_NUM_THREADS", "1").output().unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn generate_json_reports_text_tokens_and_timings() {
+    let m = model();
+    let out = amulet(&["generate", "--model", m.to_str().unwrap(), "--preference", "concise", "--max-tokens", "12",
+        "--top-logprobs", "3", "--json", "What is the capital of France?"]);
+    let v = json(&out);
+    assert!(v["text"].as_str().unwrap().contains("Paris"), "{v}");
+    assert!(!v["tokens"].as_array().unwrap().is_empty());
+    assert!(["stop", "length"].contains(&v["finish_reason"].as_str().unwrap()));
+    for k in ["load_ms", "prefill_ms", "decode_tokens_per_s"] {
+        assert!(v["timings"][k].as_f64().unwrap() > 0.0, "{k}");
+    }
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), v["tokens"].as_array().unwrap().len());
+    for d in ["base", "pref", "combined"] {
+        assert_eq!(steps[0][d].as_array().unwrap().len(), 3, "{d}");
+    }
+}
+
+#[test]
+fn generate_streams_plain_text() {
+    let m = model();
+    let out = amulet(&["generate", "--model", m.to_str().unwrap(), "--method", "base", "--max-tokens", "10", "Say hello."]);
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+}
+
+#[test]
+fn bad_options_and_files_exit_with_a_typed_message() {
+    let m = model();
+    let m = m.to_str().unwrap();
+    for (args, code) in [
+        (vec!["generate", "--model", m, "--method", "sideways", "hi"], "BAD_OPTION"),
+        (vec!["generate", "--model", m, "--alpha", "NaN", "--preference", "x", "hi"], "BAD_OPTION"),
+        (vec!["generate", "--model", m, "--top-p", "1.5", "--preference", "x", "hi"], "BAD_OPTION"),
+        (vec!["generate", "--model", m, "--placement", "middle", "hi"], "BAD_OPTION"),
+        (vec!["generate", "--model", "/nonexistent.gguf", "hi"], "IO"),
+    ] {
+        let out = amulet(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(code), "{args:?}: {err}");
+    }
+    let dir = std::env::temp_dir().join(format!("amulet-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.gguf");
+    std::fs::write(&bad, b"GGUF\x03\x00\x00\x00garbage").unwrap();
+    let out = amulet(&["generate", "--model", bad.to_str().unwrap(), "hi"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BAD_MODEL"));
+}
+
+#[test]
+fn fixtures_are_written_and_run() {
+    let dir = std::env::temp_dir().join(format!("amulet-fixture-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for arch in ["llama", "qwen2", "gemma3"] {
+        let f = dir.join(format!("{arch}.gguf"));
+        let out = amulet(&["fixture", "--arch", arch, "--quant", "q8_0", f.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v = json(&amulet(&["generate", "--model", f.to_str().unwrap(), "--preference", "terse", "--max-tokens", "5",
+            "--json", "hello"]));
+        assert_eq!(v["model"]["architecture"], arch);
+    }
+}
+
+#[test]
+fn bench_json_has_both_methods_and_their_ratio() {
+    let m = model();
+    let v = json(&amulet(&["bench", "--model", m.to_str().unwrap(), "--tokens", "8", "--runs", "1", "--json"]));
+    let b = v["base"]["decode_tokens_per_s"].as_f64().unwrap();
+    let a = v["amulet"]["decode_tokens_per_s"].as_f64().unwrap();
+    assert!(b > 0.0 && a > 0.0);
+    assert!((v["ratio"].as_f64().unwrap() - a / b).abs() < 1e-9);
+}
