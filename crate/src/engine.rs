@@ -3,6 +3,7 @@
 //! method) and streams each token out through a callback.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::align::{Aligner, Method};
 use crate::chat_template::{ChatMessage, ChatTemplate};
@@ -147,7 +148,7 @@ fn default_clock() -> f64 {
 
 pub struct Engine {
     model: Box<dyn LanguageModel>,
-    tokenizer: TextTokenizer,
+    tokenizer: Arc<TextTokenizer>,
     template: ChatTemplate,
     info: ModelInfo,
     end_ids: Vec<u32>,
@@ -155,12 +156,12 @@ pub struct Engine {
 }
 
 /// Per-method state during a request.
-struct Track<'t> {
+struct Track {
     aligner: Aligner,
     sampler: Sampler,
     base_seq: Option<SeqId>,
     pref_seq: Option<SeqId>,
-    decoder: StreamDecoder<'t>,
+    decoder: StreamDecoder<Arc<TextTokenizer>>,
     text: String,
     /// Text held back because it might be the start of a stop string.
     pending: String,
@@ -168,6 +169,42 @@ struct Track<'t> {
     steps: Vec<StepLogprobs>,
     finish: Option<FinishReason>,
     last: u32,
+}
+
+/// A request in flight: owned state, so a caller (the wasm face) can hold it between steps.
+pub struct Generation {
+    tracks: Vec<Track>,
+    rows: HashMap<SeqId, Vec<f32>>,
+    combined: Vec<f32>,
+    stop: Vec<String>,
+    top_logprobs: usize,
+    ignore_eos: bool,
+    max_tokens: usize,
+    step: usize,
+    cancelled: bool,
+    prompt_tokens_base: usize,
+    prompt_tokens_pref: usize,
+    timings: Timings,
+    decode_start: f64,
+    released: bool,
+}
+
+impl Generation {
+    /// Stops before the next token; `finish` then reports `cancelled`.
+    pub fn cancel(&mut self) {
+        self.cancelled = true;
+        for t in self.tracks.iter_mut().filter(|t| t.finish.is_none()) {
+            t.finish = Some(FinishReason::Cancelled);
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.released || self.tracks.iter().all(|t| t.finish.is_some())
+    }
+
+    pub fn tokens_generated(&self) -> usize {
+        self.tracks.iter().map(|t| t.tokens.len()).max().unwrap_or(0)
+    }
 }
 
 fn quantization_name(file_type: Option<u32>) -> String {
@@ -221,7 +258,7 @@ impl Engine {
             device: model.device().to_string(),
             chat_template_fallback: template.is_fallback(),
         };
-        Ok(Engine { model, tokenizer, template, info, end_ids, clock: default_clock })
+        Ok(Engine { model, tokenizer: Arc::new(tokenizer), template, info, end_ids, clock: default_clock })
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -230,6 +267,11 @@ impl Engine {
 
     pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
+    }
+
+    /// The distribution strength k (amulet) or r (la) a method would use, validated.
+    pub fn strength(method: Method) -> Result<Option<f64>> {
+        Ok(Aligner::new(method)?.strength())
     }
 
     pub fn model_mut(&mut self) -> &mut dyn LanguageModel {
@@ -262,13 +304,39 @@ impl Engine {
         Ok((base, pref))
     }
 
-    /// Runs a request. `on_token` sees every token of every method as it is chosen and
-    /// returns false to cancel (the request then ends with finish reason `cancelled`).
+    /// Runs a request to the end. `on_token` sees every token of every method as it is
+    /// chosen and returns false to cancel (the request then ends with reason `cancelled`).
     pub fn generate(
         &mut self,
         req: &GenerateRequest,
         on_token: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<GenerateOutput> {
+        let mut g = self.start(req)?;
+        loop {
+            let events = match self.step(&mut g) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    self.release(&mut g);
+                    return Err(e);
+                }
+            };
+            if events.is_empty() {
+                break;
+            }
+            let mut keep_going = true;
+            for ev in &events {
+                keep_going &= on_token(ev);
+            }
+            if !keep_going {
+                g.cancel();
+            }
+        }
+        self.finish(g)
+    }
+
+    /// Validates a request, creates its sequences and prefills them as one batch. Drive it
+    /// with `step` until that returns no events, then `finish` (always: it frees the caches).
+    pub fn start(&mut self, req: &GenerateRequest) -> Result<Generation> {
         if req.methods.is_empty() {
             return Err(AmuletError::bad_option("methods", "needs at least one method"));
         }
@@ -284,8 +352,7 @@ impl Engine {
         if req.stop.iter().any(|s| s.is_empty()) {
             return Err(AmuletError::bad_option("stop", "stop strings must not be empty"));
         }
-        let needs_pref = req.methods.iter().any(|m| m.needs_pref());
-        if needs_pref && req.preference.is_none() {
+        if req.methods.iter().any(|m| m.needs_pref()) && req.preference.is_none() {
             return Err(AmuletError::bad_option(
                 "preference",
                 "is required by methods pref, la and amulet (e.g. \"concise\")",
@@ -299,163 +366,187 @@ impl Engine {
                 self.info.context_length
             )));
         }
-
-        let mut seqs: Vec<SeqId> = Vec::new();
-        let result = self.run(req, &base_ids, pref_ids.as_deref(), &mut seqs, on_token);
-        for s in seqs {
-            self.model.free_sequence(s);
-        }
-        let (completions, timings) = result?;
-        Ok(GenerateOutput {
-            completions,
-            prompt_tokens_base: base_ids.len(),
-            prompt_tokens_pref: pref_ids.map_or(0, |p| p.len()),
-            timings,
-        })
-    }
-
-    fn run(
-        &mut self,
-        req: &GenerateRequest,
-        base_ids: &[u32],
-        pref_ids: Option<&[u32]>,
-        seqs: &mut Vec<SeqId>,
-        on_token: &mut dyn FnMut(&TokenEvent) -> bool,
-    ) -> Result<(Vec<Completion>, Timings)> {
         let mut tracks = Vec::with_capacity(req.methods.len());
         for (i, method) in req.methods.iter().enumerate() {
             let aligner = Aligner::new(*method)?;
             // Each method draws its own stream, reproducible from the one seed.
             let sampling = SamplingParams { seed: req.sampling.seed.wrapping_add(i as u64), ..req.sampling.clone() };
             let sampler = Sampler::new(sampling)?;
-            let mut new_seq = |model: &mut Box<dyn LanguageModel>| {
-                let s = model.new_sequence();
-                seqs.push(s);
-                s
-            };
-            let base_seq = aligner.needs_base().then(|| new_seq(&mut self.model));
-            let pref_seq = aligner.needs_pref().then(|| new_seq(&mut self.model));
             tracks.push(Track {
-                aligner,
-                sampler,
-                base_seq,
-                pref_seq,
-                decoder: StreamDecoder::new(&self.tokenizer, true),
+                base_seq: None,
+                pref_seq: None,
+                decoder: StreamDecoder::new(self.tokenizer.clone(), true),
                 text: String::new(),
                 pending: String::new(),
                 tokens: Vec::new(),
                 steps: Vec::new(),
                 finish: None,
                 last: 0,
+                aligner,
+                sampler,
             });
         }
-
+        let mut g = Generation {
+            tracks,
+            rows: HashMap::new(),
+            combined: vec![0f32; self.info.vocab_size],
+            stop: req.stop.clone(),
+            top_logprobs: req.top_logprobs,
+            ignore_eos: req.ignore_eos,
+            max_tokens: req.max_tokens,
+            step: 0,
+            cancelled: false,
+            prompt_tokens_base: base_ids.len(),
+            prompt_tokens_pref: pref_ids.as_ref().map_or(0, |p| p.len()),
+            timings: Timings::default(),
+            decode_start: 0.0,
+            released: false,
+        };
+        for t in &mut g.tracks {
+            if t.aligner.needs_base() {
+                t.base_seq = Some(self.model.new_sequence());
+            }
+            if t.aligner.needs_pref() {
+                t.pref_seq = Some(self.model.new_sequence());
+            }
+        }
         // Prefill: every sequence's prompt in one batched forward.
         let t0 = (self.clock)();
         let mut batch: Vec<(SeqId, &[u32])> = Vec::new();
-        for t in &tracks {
+        for t in &g.tracks {
             if let Some(s) = t.base_seq {
-                batch.push((s, base_ids));
+                batch.push((s, &base_ids));
             }
-            if let (Some(s), Some(p)) = (t.pref_seq, pref_ids) {
+            if let (Some(s), Some(p)) = (t.pref_seq, pref_ids.as_deref()) {
                 batch.push((s, p));
             }
         }
-        let prefill_tokens = batch.iter().map(|(_, t)| t.len()).sum();
-        let logits = self.model.forward(&batch)?;
-        let mut rows: HashMap<SeqId, Vec<f32>> = batch.iter().map(|(s, _)| *s).zip(logits).collect();
-        let mut timings = Timings { prefill_ms: (self.clock)() - t0, prefill_tokens, ..Default::default() };
+        g.timings.prefill_tokens = batch.iter().map(|(_, t)| t.len()).sum();
+        match self.model.forward(&batch) {
+            Ok(logits) => g.rows = batch.iter().map(|(s, _)| *s).zip(logits).collect(),
+            Err(e) => {
+                self.release(&mut g);
+                return Err(e);
+            }
+        }
+        g.timings.prefill_ms = (self.clock)() - t0;
+        g.decode_start = (self.clock)();
+        Ok(g)
+    }
 
-        let vocab = self.info.vocab_size;
-        let mut combined = vec![0f32; vocab];
-        let t1 = (self.clock)();
-        let mut cancelled = false;
-        for step in 0..req.max_tokens {
-            for (mi, track) in tracks.iter_mut().enumerate() {
-                if track.finish.is_some() {
-                    continue;
-                }
-                let base = track.base_seq.and_then(|s| rows.get(&s)).map(|r| r.as_slice());
-                let pref = track.pref_seq.and_then(|s| rows.get(&s)).map(|r| r.as_slice());
-                track.aligner.combine(base, pref, &mut combined)?;
-                let token = track.sampler.sample(&combined)?;
-                let logprobs = (req.top_logprobs > 0)
-                    .then(|| self.step_logprobs(base, pref, &combined, req.top_logprobs))
-                    .transpose()?;
-                track.tokens.push(token);
-                track.last = token;
-                let ended = !req.ignore_eos && self.end_ids.contains(&token);
-                let mut delta = if ended { String::new() } else { track.decoder.push(token)? };
-                if ended {
-                    delta = track.decoder.finish()?;
-                    track.finish = Some(FinishReason::Stop);
-                }
-                let (emit, hit_stop) = apply_stop(&mut track.pending, &delta, &req.stop, track.finish.is_some());
-                track.text.push_str(&emit);
-                if hit_stop {
-                    track.finish = Some(FinishReason::Stop);
-                }
-                if let Some(l) = &logprobs {
-                    track.steps.push(l.clone());
-                }
-                let event = TokenEvent { method: mi, token, text: emit, logprobs };
-                if !on_token(&event) {
-                    cancelled = true;
-                }
+    /// Chooses the next token of every live method and advances their sequences (one
+    /// batched forward). Returns the tokens chosen; empty once the generation is over.
+    pub fn step(&mut self, g: &mut Generation) -> Result<Vec<TokenEvent>> {
+        if g.is_done() {
+            return Ok(Vec::new());
+        }
+        let mut events = Vec::new();
+        for (mi, track) in g.tracks.iter_mut().enumerate() {
+            if track.finish.is_some() {
+                continue;
             }
-            timings.decode_steps = step + 1;
-            if cancelled {
-                for t in tracks.iter_mut().filter(|t| t.finish.is_none()) {
-                    t.finish = Some(FinishReason::Cancelled);
-                }
-                break;
+            let base = track.base_seq.and_then(|s| g.rows.get(&s)).map(|r| r.as_slice());
+            let pref = track.pref_seq.and_then(|s| g.rows.get(&s)).map(|r| r.as_slice());
+            track.aligner.combine(base, pref, &mut g.combined)?;
+            let token = track.sampler.sample(&g.combined)?;
+            let logprobs = (g.top_logprobs > 0)
+                .then(|| self.step_logprobs(base, pref, &g.combined, g.top_logprobs))
+                .transpose()?;
+            track.tokens.push(token);
+            track.last = token;
+            let ended = !g.ignore_eos && self.end_ids.contains(&token);
+            let delta = if ended {
+                track.finish = Some(FinishReason::Stop);
+                track.decoder.finish()?
+            } else {
+                track.decoder.push(token)?
+            };
+            let (emit, hit_stop) = apply_stop(&mut track.pending, &delta, &g.stop, track.finish.is_some());
+            track.text.push_str(&emit);
+            if hit_stop {
+                track.finish = Some(FinishReason::Stop);
             }
-            // Next step: every live sequence advances by its method's token, as one batch.
-            let mut batch: Vec<(SeqId, [u32; 1])> = Vec::new();
-            for t in tracks.iter_mut().filter(|t| t.finish.is_none()) {
-                let full = [t.base_seq, t.pref_seq]
-                    .iter()
-                    .flatten()
-                    .any(|&s| self.model.sequence_len(s).unwrap_or(0) + 1 > self.info.context_length);
-                if full {
-                    t.finish = Some(FinishReason::ContextFull);
-                    continue;
-                }
-                for s in [t.base_seq, t.pref_seq].into_iter().flatten() {
-                    batch.push((s, [t.last]));
-                }
+            if track.tokens.len() >= g.max_tokens && track.finish.is_none() {
+                track.finish = Some(FinishReason::Length);
             }
-            if batch.is_empty() || step + 1 == req.max_tokens {
-                break;
+            if let Some(l) = &logprobs {
+                track.steps.push(l.clone());
             }
+            events.push(TokenEvent { method: mi, token, text: emit, logprobs });
+        }
+        g.step += 1;
+        g.timings.decode_steps = g.step;
+        // Next step's logits: every live sequence advances by its method's token, as one batch.
+        let mut batch: Vec<(SeqId, [u32; 1])> = Vec::new();
+        for t in g.tracks.iter_mut().filter(|t| t.finish.is_none()) {
+            let full = [t.base_seq, t.pref_seq]
+                .iter()
+                .flatten()
+                .any(|&s| self.model.sequence_len(s).unwrap_or(0) + 1 > self.info.context_length);
+            if full {
+                t.finish = Some(FinishReason::ContextFull);
+                continue;
+            }
+            for s in [t.base_seq, t.pref_seq].into_iter().flatten() {
+                batch.push((s, [t.last]));
+            }
+        }
+        g.rows.clear();
+        if !batch.is_empty() {
             let refs: Vec<(SeqId, &[u32])> = batch.iter().map(|(s, t)| (*s, &t[..])).collect();
             let logits = self.model.forward(&refs)?;
-            rows.clear();
-            rows.extend(batch.iter().map(|(s, _)| *s).zip(logits));
+            g.rows.extend(batch.iter().map(|(s, _)| *s).zip(logits));
         }
-        timings.decode_ms = (self.clock)() - t1;
-        let generated: usize = tracks.iter().map(|t| t.tokens.len()).max().unwrap_or(0);
-        timings.decode_tokens_per_s =
-            if timings.decode_ms > 0.0 { generated as f64 / (timings.decode_ms / 1e3) } else { 0.0 };
+        Ok(events)
+    }
 
-        let mut completions = Vec::with_capacity(tracks.len());
-        for t in tracks {
+    /// Ends a generation (done or not), frees its sequences and returns its completions.
+    pub fn finish(&mut self, mut g: Generation) -> Result<GenerateOutput> {
+        self.release(&mut g);
+        g.timings.decode_ms = (self.clock)() - g.decode_start;
+        let generated = g.tracks.iter().map(|t| t.tokens.len()).max().unwrap_or(0);
+        g.timings.decode_tokens_per_s =
+            if g.timings.decode_ms > 0.0 { generated as f64 / (g.timings.decode_ms / 1e3) } else { 0.0 };
+        let cancelled = g.cancelled;
+        let mut completions = Vec::with_capacity(g.tracks.len());
+        for mut t in g.tracks {
             let mut text = t.text;
-            if t.finish.is_none() || t.finish == Some(FinishReason::Cancelled) {
-                // Length or cancel: flush what was held back (incomplete characters, stop prefixes).
-                let mut decoder = t.decoder;
+            if t.finish != Some(FinishReason::Stop) {
+                // Length, context or cancel: flush what was held back.
                 text.push_str(&t.pending);
-                text.push_str(&decoder.finish()?);
+                text.push_str(&t.decoder.finish()?);
             }
+            let finish_reason = match t.finish {
+                Some(r) => r,
+                None if cancelled => FinishReason::Cancelled,
+                None => FinishReason::Length,
+            };
             completions.push(Completion {
                 method: t.aligner.method().name().to_string(),
                 text,
                 tokens: t.tokens,
-                finish_reason: t.finish.unwrap_or(FinishReason::Length),
+                finish_reason,
                 steps: t.steps,
             });
         }
-        Ok((completions, timings))
+        Ok(GenerateOutput {
+            completions,
+            prompt_tokens_base: g.prompt_tokens_base,
+            prompt_tokens_pref: g.prompt_tokens_pref,
+            timings: g.timings,
+        })
+    }
+
+    fn release(&mut self, g: &mut Generation) {
+        if g.released {
+            return;
+        }
+        for t in &g.tracks {
+            for s in [t.base_seq, t.pref_seq].into_iter().flatten() {
+                self.model.free_sequence(s);
+            }
+        }
+        g.released = true;
     }
 
     fn candidates(&self, scores: &[f32], n: usize) -> Result<Vec<Candidate>> {

@@ -10,7 +10,11 @@ pub mod error;
 pub mod gguf;
 pub mod model;
 pub mod prompt;
+pub mod request;
 pub mod sample;
 pub mod tokenizer;
 
 pub use error::{AmuletError, Result};
+
+#[cfg(target_arch = "wasm32")]
+pub mod web;

@@ -694,8 +694,10 @@ impl TextTokenizer {
 /// incomplete UTF-8 sequence (U+FFFD) or inside a run of byte-fallback tokens, which the
 /// decoder converts as a whole. Because every cut is at such a stable point, the deltas
 /// concatenate to exactly `decode(all ids)`.
-pub struct StreamDecoder<'a> {
-    tok: &'a TextTokenizer,
+/// Generic over how it holds the tokenizer: borrowed (`&TextTokenizer`) or shared
+/// (`Arc<TextTokenizer>`, for a generation that outlives any one borrow of the engine).
+pub struct StreamDecoder<T: std::borrow::Borrow<TextTokenizer>> {
+    tok: T,
     skip_special_tokens: bool,
     ids: Vec<u32>,
     /// `ids[..prefix_len]` is context whose text (`prefix_text`) was already emitted.
@@ -703,8 +705,8 @@ pub struct StreamDecoder<'a> {
     prefix_text: String,
 }
 
-impl<'a> StreamDecoder<'a> {
-    pub fn new(tok: &'a TextTokenizer, skip_special_tokens: bool) -> Self {
+impl<T: std::borrow::Borrow<TextTokenizer>> StreamDecoder<T> {
+    pub fn new(tok: T, skip_special_tokens: bool) -> Self {
         StreamDecoder {
             tok,
             skip_special_tokens,
@@ -715,18 +717,18 @@ impl<'a> StreamDecoder<'a> {
     }
 
     pub fn push(&mut self, id: u32) -> Result<String> {
-        self.tok.check_id(id)?;
+        self.tok.borrow().check_id(id)?;
         self.ids.push(id);
         // A skipped special token is invisible to the decoder, so it does not end a byte run.
         let last_visible = self
             .ids
             .iter()
             .rev()
-            .find(|&&i| !(self.skip_special_tokens && self.tok.is_special(i)));
-        if last_visible.is_some_and(|&i| self.tok.is_byte_piece(i)) {
+            .find(|&&i| !(self.skip_special_tokens && self.tok.borrow().is_special(i)));
+        if last_visible.is_some_and(|&i| self.tok.borrow().is_byte_piece(i)) {
             return Ok(String::new());
         }
-        let text = self.tok.decode(&self.ids, self.skip_special_tokens)?;
+        let text = self.tok.borrow().decode(&self.ids, self.skip_special_tokens)?;
         if text.ends_with('\u{FFFD}') {
             return Ok(String::new());
         }
@@ -734,7 +736,7 @@ impl<'a> StreamDecoder<'a> {
         // Next window: the tokens just emitted become the context, unless they decode to
         // nothing (skipped specials), in which case the older context is still needed.
         let tail = &self.ids[self.prefix_len..];
-        let tail_text = self.tok.decode(tail, self.skip_special_tokens)?;
+        let tail_text = self.tok.borrow().decode(tail, self.skip_special_tokens)?;
         if !tail_text.is_empty() && text.ends_with(&tail_text) {
             self.ids.drain(..self.prefix_len);
             self.prefix_text = tail_text;
@@ -749,7 +751,7 @@ impl<'a> StreamDecoder<'a> {
     /// resets the decoder for a new sequence.
     pub fn finish(&mut self) -> Result<String> {
         let out = if self.ids.len() > self.prefix_len {
-            let text = self.tok.decode(&self.ids, self.skip_special_tokens)?;
+            let text = self.tok.borrow().decode(&self.ids, self.skip_special_tokens)?;
             self.delta(&text)?
         } else {
             String::new()

@@ -475,6 +475,9 @@ macro_rules! run_tiles {
     (@run $w:expr, $x:expr, $m:expr, $out:expr, $sc:expr) => {{
         let (w, m, out, sc) = ($w, $m, $out, $sc);
         let (n, ppr, nsc) = (w.n, w.ppr(), w.groups + w.tail);
+        // About 1.5 KiB ahead: far enough to cover DRAM latency at this kernel's speed.
+        const PREFETCH_BYTES: usize = 1536;
+        let ahead = PREFETCH_BYTES.div_ceil(40 * ppr);
         prepare_x(w, $x, m, sc);
         let (xq, xs) = (&sc.xq, &sc.xs);
         for_each_tile(w, m, |i0, i1, r0, rows| {
@@ -482,6 +485,9 @@ macro_rules! run_tiles {
             let q = |r: usize| unsafe { xq.as_ptr().add((r0 + r) * 2 * ppr) };
             let s = |r: usize| unsafe { xs.as_ptr().add((r0 + r) * nsc) };
             for i in i0..i1 {
+                if i + ahead < n {
+                    prefetch_row(w, i + ahead);
+                }
                 let mut put = |v: &[f32]| {
                     for (j, &a) in v.iter().enumerate() {
                         out[(r0 + j) * n + i] = a;
@@ -583,6 +589,23 @@ mod x86 {
 
     pub(super) fn matmul(w: &Q41Matrix, x: &[f32], m: usize, out: &mut [f32]) {
         run_tiles!(w, x, m, out, i8)
+    }
+
+    /// Asks for weight row `i` ahead of use. The hardware prefetcher alone leaves a quarter of
+    /// the DRAM bandwidth unused on the decode path, where each matrix is streamed once.
+    #[inline(always)]
+    fn prefetch_row(w: &Q41Matrix, i: usize) {
+        let ppr = w.ppr();
+        let lines = |start: usize, len: usize| {
+            let mut a = start & !63;
+            while a < start + len {
+                // SAFETY: prefetching is only a hint and never faults.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(a as *const i8) };
+                a += 64;
+            }
+        };
+        lines(w.qs.as_ptr().wrapping_add(i * ppr) as usize, ppr * 32);
+        lines(w.scales.as_ptr().wrapping_add(i * 4 * ppr) as usize, ppr * 8);
     }
 
     /// `quantize_q8_1` for AVX2; bit-identical to the scalar one (tested) and much faster,
@@ -758,6 +781,10 @@ mod wasm {
     pub(super) fn matmul(w: &Q41Matrix, x: &[f32], m: usize, out: &mut [f32]) {
         run_tiles!(w, x, m, out, i16)
     }
+
+    /// simd128 has no prefetch.
+    #[inline(always)]
+    fn prefetch_row(_w: &Q41Matrix, _i: usize) {}
 
     /// `quantize_q8_1` for simd128; bit-identical to the scalar one (tested).
     #[inline]

@@ -1,0 +1,207 @@
+//! The wasm-bindgen face: JS values in, Rust errors out as JS `Error`s with a `code`.
+//! Knows nothing about tensors; everything goes through the engine. Generation is driven
+//! one step per call so the JS side can yield to its event loop (streaming, AbortSignal).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use serde::Serialize;
+use serde_json::Value;
+use wasm_bindgen::prelude::*;
+
+use crate::align::{AmuletParams, Game, Method};
+use crate::engine::{Engine, Generation, StepLogprobs};
+use crate::error::AmuletError;
+use crate::request::parse_request;
+
+fn js_error(e: AmuletError) -> JsValue {
+    let err = js_sys::Error::new(&e.to_string());
+    let _ = js_sys::Reflect::set(&err, &"code".into(), &e.code().into());
+    err.into()
+}
+
+fn to_js<T: Serialize>(v: &T) -> Result<JsValue, JsValue> {
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| js_error(AmuletError::Compute(format!("serialising a result: {e}"))))
+}
+
+/// performance.now() where the global has it (pages, workers, Node), else Date.now().
+fn now_ms() -> f64 {
+    let perf = js_sys::Reflect::get(&js_sys::global(), &"performance".into()).ok();
+    if let Some(p) = perf.filter(|p| p.is_object()) {
+        if let Ok(f) = js_sys::Reflect::get(&p, &"now".into()) {
+            if let Some(f) = f.dyn_ref::<js_sys::Function>() {
+                if let Some(t) = f.call0(&p).ok().and_then(|v| v.as_f64()) {
+                    return t;
+                }
+            }
+        }
+    }
+    js_sys::Date::now()
+}
+
+#[wasm_bindgen]
+pub struct WasmEngine {
+    inner: Rc<RefCell<Engine>>,
+}
+
+#[wasm_bindgen]
+impl WasmEngine {
+    /// Builds the engine from the bytes of a GGUF file. `on_progress(done, total)` is
+    /// called per layer.
+    pub fn load(bytes: &[u8], on_progress: Option<js_sys::Function>) -> Result<WasmEngine, JsValue> {
+        let mut engine = Engine::load(bytes, |done, total| {
+            if let Some(f) = &on_progress {
+                let _ = f.call2(&JsValue::NULL, &(done as f64).into(), &(total as f64).into());
+            }
+        })
+        .map_err(js_error)?;
+        engine.set_clock(now_ms);
+        Ok(WasmEngine { inner: Rc::new(RefCell::new(engine)) })
+    }
+
+    pub fn info(&self) -> Result<JsValue, JsValue> {
+        let e = self.inner.try_borrow().map_err(|_| js_error(busy()))?;
+        let i = e.info();
+        to_js(&serde_json::json!({
+            "name": i.name,
+            "architecture": i.architecture,
+            "quantization": i.quantization,
+            "contextLength": i.context_length,
+            "vocabSize": i.vocab_size,
+            "device": i.device,
+            "chatTemplateFallback": i.chat_template_fallback,
+        }))
+    }
+
+    /// Validates `request` and prefills its contexts; returns the running generation.
+    pub fn start(&self, request: JsValue) -> Result<WasmGeneration, JsValue> {
+        let value: Value = serde_wasm_bindgen::from_value(request)
+            .map_err(|e| js_error(AmuletError::bad_option("request", e.to_string())))?;
+        let req = parse_request(&value).map_err(js_error)?;
+        let methods = req.methods.iter().map(|m| m.name().to_string()).collect();
+        let gen = self.inner.try_borrow_mut().map_err(|_| js_error(busy()))?.start(&req).map_err(js_error)?;
+        Ok(WasmGeneration { engine: self.inner.clone(), gen: Some(gen), methods })
+    }
+}
+
+fn busy() -> AmuletError {
+    AmuletError::bad_option("engine", "is busy with another call")
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsEvent<'a> {
+    method: &'a str,
+    method_index: usize,
+    token: u32,
+    text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<&'a StepLogprobs>,
+}
+
+#[wasm_bindgen]
+pub struct WasmGeneration {
+    engine: Rc<RefCell<Engine>>,
+    gen: Option<Generation>,
+    methods: Vec<String>,
+}
+
+#[wasm_bindgen]
+impl WasmGeneration {
+    /// One token for every live method: an array of events, empty when the generation is over.
+    pub fn step(&mut self) -> Result<JsValue, JsValue> {
+        let Some(gen) = self.gen.as_mut() else { return to_js(&Vec::<()>::new()) };
+        let events = {
+            let mut e = self.engine.try_borrow_mut().map_err(|_| js_error(busy()))?;
+            e.step(gen)
+        };
+        let events = match events {
+            Ok(ev) => ev,
+            Err(err) => {
+                // End the request; the engine stays usable for the next one.
+                self.release();
+                return Err(js_error(err));
+            }
+        };
+        let out: Vec<JsEvent> = events
+            .iter()
+            .map(|ev| JsEvent {
+                method: &self.methods[ev.method],
+                method_index: ev.method,
+                token: ev.token,
+                text: &ev.text,
+                logprobs: ev.logprobs.as_ref(),
+            })
+            .collect();
+        to_js(&out)
+    }
+
+    /// Stops before the next token.
+    pub fn cancel(&mut self) {
+        if let Some(g) = self.gen.as_mut() {
+            g.cancel();
+        }
+    }
+
+    /// Frees the sequences and returns completions, usage and timings.
+    pub fn finish(&mut self) -> Result<JsValue, JsValue> {
+        let gen = self.gen.take().ok_or_else(|| js_error(AmuletError::bad_option("generation", "already finished")))?;
+        let out = self.engine.try_borrow_mut().map_err(|_| js_error(busy()))?.finish(gen).map_err(js_error)?;
+        let completions: Vec<Value> = out
+            .completions
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "method": c.method,
+                    "text": c.text,
+                    "tokens": c.tokens,
+                    "finishReason": c.finish_reason.as_str(),
+                    "usage": {
+                        "promptTokens": if c.method == "base" { out.prompt_tokens_base } else { out.prompt_tokens_pref.max(out.prompt_tokens_base) },
+                        "completionTokens": c.tokens.len(),
+                    },
+                })
+            })
+            .collect();
+        to_js(&serde_json::json!({
+            "completions": completions,
+            "usage": {
+                "promptTokensBase": out.prompt_tokens_base,
+                "promptTokensPref": out.prompt_tokens_pref,
+                "completionTokens": out.completions.iter().map(|c| c.tokens.len()).max().unwrap_or(0),
+            },
+            "timings": {
+                "prefillMs": out.timings.prefill_ms,
+                "prefillTokens": out.timings.prefill_tokens,
+                "decodeMs": out.timings.decode_ms,
+                "decodeTokensPerS": out.timings.decode_tokens_per_s,
+            },
+        }))
+    }
+
+    fn release(&mut self) {
+        if let Some(g) = self.gen.take() {
+            if let Ok(mut e) = self.engine.try_borrow_mut() {
+                let _ = e.finish(g);
+            }
+        }
+    }
+}
+
+impl Drop for WasmGeneration {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// The Amulet strength k for (alpha, lambda, eta, T), validated: the demo's sliders.
+#[wasm_bindgen(js_name = closedFormStrength)]
+pub fn closed_form_strength(alpha: f64, lambda: f64, eta: f64, iterations: f64) -> Result<f64, JsValue> {
+    if !(iterations.is_finite() && iterations >= 1.0 && iterations.fract() == 0.0 && iterations <= u32::MAX as f64) {
+        return Err(js_error(AmuletError::bad_option("iterations", format!("must be a whole number >= 1, got {iterations}"))));
+    }
+    let params = AmuletParams { alpha, lambda, eta, iterations: iterations as u32 };
+    let method = Method::Amulet { params, game: Game::ClosedForm };
+    Engine::strength(method).map(|k| k.unwrap_or(0.0)).map_err(js_error)
+}
