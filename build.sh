@@ -7,10 +7,42 @@ export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-1}"   # one thread is fastest on 
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
 need_models() {
   log "models: default (SmolLM2-135M-Instruct Q4_1) and gemma-3-270m (Q4_K_M)"
   models/fetch.sh >/dev/null
   models/fetch.sh gemma-3-270m-q4_k_m >/dev/null
+}
+
+need_wasm_toolchain() {
+  if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+    log "rustup target add wasm32-unknown-unknown"
+    rustup target add wasm32-unknown-unknown
+  fi
+  if ! wasm-bindgen --version 2>/dev/null | grep -q ' 0.2.130'; then
+    log "cargo install wasm-bindgen-cli 0.2.130 (a few minutes, once)"
+    cargo install wasm-bindgen-cli --version 0.2.130
+  fi
+}
+
+need_chromium() {
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    log "apt-get install chromium chromium-driver"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+  fi
+}
+
+need_node_modules() {
+  local dir
+  for dir in "$@"; do
+    if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
+      log "npm ci in $dir"
+      (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+  done
 }
 
 build_native() {
@@ -18,29 +50,46 @@ build_native() {
   cargo build --release --bin amulet
 }
 
+build_wasm() {
+  need_wasm_toolchain
+  log "cargo build --release --target wasm32-unknown-unknown (simd128) + wasm-bindgen -> www/pkg"
+  cargo build --release --lib --target wasm32-unknown-unknown
+  wasm-bindgen --target web --out-dir www/pkg --out-name amulet \
+    target/wasm32-unknown-unknown/release/amulet.wasm
+}
+
 cmd_build() {
   build_native
+  build_wasm
 }
 
 cmd_serve() {
-  # The browser build lands with the browser issue; until then the main job is the CLI demo.
-  build_native
+  build_wasm
   models/fetch.sh >/dev/null
-  local q="${1:-How can I improve my eating habits without compromising on taste?}"
-  log "base answer"
-  ./target/release/amulet generate --method base --max-tokens 96 "$q"
-  log "amulet answer, preference: concise"
-  ./target/release/amulet generate --method amulet --preference concise --max-tokens 96 "$q"
-  log "amulet answer, preference: uplifting"
-  ./target/release/amulet generate --method amulet --preference uplifting --max-tokens 96 "$q"
+  log "serving the demo on http://127.0.0.1:${PORT:-8080}/demo/ (Ctrl-C to stop)"
+  exec node www/demo/serve.mjs "${PORT:-8080}"
 }
 
 cmd_test() {
   need_models
-  log "cargo test --release (unit tests, real-model tests, CLI tests)"
-  cargo test --release --workspace 2>&1 | tee /tmp/amulet-cargo-test.log
-  local rc=${PIPESTATUS[0]}
-  [ "$rc" -eq 0 ] || { log "tests failed"; exit "$rc"; }
+  need_chromium
+  build_wasm
+  log "native: cargo test --release (unit, real-model, fixture, CLI tests)"
+  cargo test --release --workspace
+
+  log "wasm: wasm-bindgen-test in Node, then in headless Chromium"
+  export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
+  export WASM_BINDGEN_TEST_TIMEOUT=300
+  cargo test --release --target wasm32-unknown-unknown --test wasm_api
+  WASM_BINDGEN_USE_BROWSER=1 CHROMEDRIVER="$(command -v chromedriver)" \
+    WASM_BINDGEN_TEST_WEBDRIVER_JSON="$PWD/crate/webdriver.json" \
+    cargo test --release --target wasm32-unknown-unknown --test wasm_api
+
+  need_node_modules tests tests/browser
+  log "node: the npm package on the real model, TypeScript types, Vite build"
+  (cd tests && node --test node/)
+  log "browser: the demo page in headless Chromium (Playwright)"
+  (cd tests/browser && node --test)
 }
 
 cmd_bench() {
@@ -48,8 +97,7 @@ cmd_bench() {
   models/fetch.sh >/dev/null
   log "native bench: base vs amulet, SmolLM2-135M Q4_1, 128 new tokens, RAYON_NUM_THREADS=$RAYON_NUM_THREADS"
   mkdir -p target/bench
-  ./target/release/amulet bench --runs "${BENCH_RUNS:-5}" --json > target/bench/native.json
-  ./target/release/amulet bench --runs "${BENCH_RUNS:-5}"
+  ./target/release/amulet bench --runs "${BENCH_RUNS:-5}" --out target/bench/native.json
   log "JSON: target/bench/native.json"
 }
 

@@ -528,7 +528,6 @@ mod x86 {
         let mask = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); R];
-        let mut accm = [_mm256_setzero_ps(); R];
         for g in 0..groups {
             let u = qs.add(4 * g);
             let mut wr = [_mm256_setzero_si256(); 8];
@@ -550,7 +549,9 @@ mod x86 {
                 let f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s, ones));
                 let xsc = (*xs[r].add(g)).0.as_ptr();
                 acc[r] = _mm256_fmadd_ps(f, _mm256_mul_ps(dw, _mm256_load_ps(xsc)), acc[r]);
-                accm[r] = _mm256_fmadd_ps(mw, _mm256_load_ps(xsc.add(8)), accm[r]);
+                // The m * s terms share the accumulator: every lane is summed at the end anyway,
+                // and one accumulator per row keeps R = 4 within the 16 registers.
+                acc[r] = _mm256_fmadd_ps(mw, _mm256_load_ps(xsc.add(8)), acc[r]);
             }
         }
         // Tail units: each 128-bit lane holds one block; scales [dA, dB, mA, mB].
@@ -577,8 +578,7 @@ mod x86 {
         }
         let mut res = [0f32; R];
         for r in 0..R {
-            let a = _mm256_add_ps(acc[r], accm[r]);
-            let a = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+            let a = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps::<1>(acc[r]));
             let a = _mm_add_ps(a, _mm_movehl_ps(a, a));
             let a = _mm_add_ps(a, _mm_movehl_ps(acct[r], acct[r]));
             let a = _mm_add_ss(a, _mm_shuffle_ps::<1>(a, a));

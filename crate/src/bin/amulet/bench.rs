@@ -25,6 +25,9 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the table
     #[arg(long)]
     json: bool,
+    /// Also write the JSON object to this file
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(serde::Serialize)]
@@ -60,8 +63,8 @@ fn peak_rss_mib() -> Option<f64> {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
-    let path = super::model_path::resolve(a.model.as_deref())?;
-    let (mut engine, load_ms) = super::load_engine(&path, a.json)?;
+    let path = crate::model_path::resolve(a.model.as_deref())?;
+    let (mut engine, load_ms) = crate::cli::load_engine(&path, a.json)?;
     let mut req = GenerateRequest::new(&a.prompt);
     req.preference = Some(a.preference.clone());
     req.max_tokens = a.tokens;
@@ -98,6 +101,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "amulet": m,
         "ratio": ratio,
     });
+    if let Some(path) = &a.out {
+        std::fs::write(path, format!("{result:#}\n")).map_err(|e| amulet::AmuletError::Io(format!("{}: {e}", path.display())))?;
+    }
     if a.json {
         println!("{result}");
     } else {

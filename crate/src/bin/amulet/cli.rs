@@ -1,0 +1,219 @@
+//! The command line: generate, bench, fixture.
+
+use crate::{bench, model_path};
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use amulet::align::{AmuletParams, Game, Method};
+use amulet::engine::{Engine, GenerateRequest};
+use amulet::prompt::Placement;
+use amulet::sample::SamplingParams;
+use amulet::{AmuletError, Result};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "amulet", version, about = "Amulet test-time preference realignment for GGUF models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate an answer that follows a preference, streaming text to stdout.
+    Generate(GenerateArgs),
+    /// Decode speed of base vs amulet on the same prompt (interleaved runs, medians).
+    Bench(bench::BenchArgs),
+    /// Write a random-weight GGUF fixture (tests, and speed runs with real shapes).
+    Fixture(amulet_fixture_args::FixtureArgs),
+}
+
+mod amulet_fixture_args {
+    use clap::Args;
+    #[derive(Args)]
+    pub struct FixtureArgs {
+        /// llama | qwen2 | gemma3
+        #[arg(long, default_value = "llama")]
+        pub arch: String,
+        /// tiny | smollm2-135m (the real model's exact shapes)
+        #[arg(long, default_value = "tiny")]
+        pub shape: String,
+        /// Weight quantization: f32, f16, q4_0, q4_1, q8_0, q4k, q5k, q6k
+        #[arg(long, default_value = "q4_1")]
+        pub quant: String,
+        #[arg(long, default_value_t = 0)]
+        pub seed: u64,
+        /// Output file
+        pub out: std::path::PathBuf,
+    }
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// GGUF model file (default: the manifest's default model, fetched when missing)
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// amulet | la | pref | base
+    #[arg(long, default_value = "amulet")]
+    method: String,
+    /// The preference in plain words, e.g. "concise", "uplifting", "for a ten-year-old"
+    #[arg(long)]
+    preference: Option<String>,
+    /// System prompt (default: the paper's)
+    #[arg(long)]
+    system: Option<String>,
+    /// Where the preference sentence goes: system | user
+    #[arg(long, default_value = "system")]
+    placement: String,
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// 0 = greedy (the paper's choice)
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    #[arg(long)]
+    top_p: Option<f64>,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 2.0)]
+    alpha: f64,
+    #[arg(long, default_value_t = 2.0)]
+    lambda: f64,
+    #[arg(long, default_value_t = 10.0)]
+    eta: f64,
+    /// T, the number of game iterations
+    #[arg(long, default_value_t = 60)]
+    iterations: u32,
+    /// Linear-alignment ratio r (method la)
+    #[arg(long, default_value_t = 2.0)]
+    ratio: f64,
+    /// iterative | closed-form
+    #[arg(long, default_value = "closed-form")]
+    game: String,
+    /// Stop string (repeatable)
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Record the top N candidates per token under base, pref and combined (with --json)
+    #[arg(long, default_value_t = 0)]
+    top_logprobs: usize,
+    /// Print one JSON object at the end instead of streaming text
+    #[arg(long)]
+    json: bool,
+    /// The question
+    prompt: String,
+}
+
+pub fn parse_method(name: &str, params: AmuletParams, ratio: f64, game: Game) -> Result<Method> {
+    let method: Method = name.parse()?;
+    let method = match method {
+        Method::LinearAlignment { .. } => Method::LinearAlignment { ratio },
+        Method::Amulet { .. } => Method::Amulet { params, game },
+        m => m,
+    };
+    method.validate()?;
+    Ok(method)
+}
+
+/// Loads a model file with a progress bar on stderr; returns the engine and load time.
+pub fn load_engine(path: &std::path::Path, quiet: bool) -> Result<(Engine, f64)> {
+    let t0 = std::time::Instant::now();
+    let bytes = std::fs::read(path).map_err(|e| AmuletError::Io(format!("{}: {e}", path.display())))?;
+    let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(1) };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("loading {msg} [{bar:30}] {pos}/{len} layers")
+            .map_err(|e| AmuletError::Io(e.to_string()))?
+            .progress_chars("=> "),
+    );
+    bar.set_message(path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default());
+    let engine = Engine::load(&bytes, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    Ok((engine, t0.elapsed().as_secs_f64() * 1e3))
+}
+
+fn generate(args: GenerateArgs) -> Result<()> {
+    let params = AmuletParams { alpha: args.alpha, lambda: args.lambda, eta: args.eta, iterations: args.iterations };
+    let game: Game = args.game.parse()?;
+    let method = parse_method(&args.method, params, args.ratio, game)?;
+    let placement: Placement = args.placement.parse()?;
+    let sampling = SamplingParams { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
+    sampling.validate()?;
+    let path = model_path::resolve(args.model.as_deref())?;
+    let (mut engine, load_ms) = load_engine(&path, args.json)?;
+
+    let mut req = GenerateRequest::new(&args.prompt);
+    req.conversation.system = args.system;
+    req.preference = args.preference;
+    req.placement = placement;
+    req.methods = vec![method];
+    req.sampling = sampling;
+    req.max_tokens = args.max_tokens;
+    req.stop = args.stop;
+    req.top_logprobs = args.top_logprobs;
+
+    let json = args.json;
+    let mut stdout = std::io::stdout();
+    let out = engine.generate(&req, &mut |ev| {
+        if !json {
+            let _ = stdout.write_all(ev.text.as_bytes());
+            let _ = stdout.flush();
+        }
+        true
+    })?;
+    let c = &out.completions[0];
+    if json {
+        let mut obj = serde_json::json!({
+            "text": c.text,
+            "tokens": c.tokens,
+            "finish_reason": c.finish_reason.as_str(),
+            "method": c.method,
+            "model": engine.info(),
+            "usage": {
+                "prompt_tokens_base": out.prompt_tokens_base,
+                "prompt_tokens_pref": out.prompt_tokens_pref,
+                "completion_tokens": c.tokens.len(),
+            },
+            "timings": {
+                "load_ms": load_ms,
+                "prefill_ms": out.timings.prefill_ms,
+                "decode_tokens_per_s": out.timings.decode_tokens_per_s,
+            },
+        });
+        if req.top_logprobs > 0 {
+            obj["steps"] = serde_json::to_value(&c.steps).map_err(|e| AmuletError::Io(e.to_string()))?;
+        }
+        println!("{obj}");
+    } else {
+        println!();
+    }
+    Ok(())
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(a) => generate(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Fixture(a) => fixture(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error [{}]: {e}", e.code());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn fixture(a: amulet_fixture_args::FixtureArgs) -> Result<()> {
+    let spec = amulet::fixture::FixtureSpec::parse(&a.arch, &a.shape, &a.quant, a.seed)?;
+    let bytes = amulet::fixture::write_gguf(&spec)?;
+    std::fs::write(&a.out, &bytes).map_err(|e| AmuletError::Io(format!("{}: {e}", a.out.display())))?;
+    eprintln!("wrote {} ({} bytes)", a.out.display(), bytes.len());
+    Ok(())
+}

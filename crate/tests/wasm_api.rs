@@ -1,0 +1,95 @@
+//! The wasm-bindgen face, run by wasm-bindgen-test in Node and in headless Chromium
+//! (`./build.sh test` runs both). Uses a random-weight fixture made in the test, so it
+//! needs no file access and also exercises the simd128 Q4_1 kernel.
+#![cfg(target_arch = "wasm32")]
+
+use amulet::fixture::{write_gguf, FixtureSpec};
+use amulet::model::Arch;
+use amulet::web::{closed_form_strength, WasmEngine};
+use candle_core::quantized::GgmlDType;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_test::*;
+
+fn get(v: &JsValue, k: &str) -> JsValue {
+    js_sys::Reflect::get(v, &k.into()).unwrap()
+}
+
+fn code(e: JsValue) -> String {
+    get(&e, "code").as_string().unwrap_or_default()
+}
+
+fn request(json: &str) -> JsValue {
+    js_sys::JSON::parse(json).unwrap()
+}
+
+fn engine(arch: Arch) -> WasmEngine {
+    let bytes = write_gguf(&FixtureSpec::tiny(arch, GgmlDType::Q4_1, 3)).unwrap();
+    WasmEngine::load(&bytes, None).map_err(|e| format!("{e:?}")).unwrap()
+}
+
+fn run(e: &WasmEngine, json: &str) -> (String, JsValue) {
+    let mut g = e.start(request(json)).map_err(|e| format!("{e:?}")).unwrap();
+    let mut text = String::new();
+    loop {
+        let events: js_sys::Array = g.step().unwrap().dyn_into().unwrap();
+        if events.length() == 0 {
+            break;
+        }
+        for ev in events.iter() {
+            text.push_str(&get(&ev, "text").as_string().unwrap());
+        }
+    }
+    (text, g.finish().unwrap())
+}
+
+#[wasm_bindgen_test]
+fn strength_matches_the_paper_defaults() {
+    let k = closed_form_strength(2.0, 2.0, 10.0, 60.0).unwrap();
+    assert!((k - 4.6487).abs() < 1e-4, "{k}");
+    assert_eq!(code(closed_form_strength(f64::NAN, 2.0, 10.0, 60.0).unwrap_err()), "BAD_OPTION");
+    assert_eq!(code(closed_form_strength(2.0, 2.0, 10.0, 0.5).unwrap_err()), "BAD_OPTION");
+}
+
+#[wasm_bindgen_test]
+fn every_architecture_generates_and_streams_its_text() {
+    for arch in [Arch::Llama, Arch::Qwen2, Arch::Gemma3] {
+        let e = engine(arch);
+        assert_eq!(get(&e.info().unwrap(), "architecture").as_string().unwrap(), arch.name());
+        let (text, out) = run(&e, r#"{"prompt":"hello","preference":"terse","methods":["base","amulet"],"maxTokens":6,"ignoreEos":true}"#);
+        let completions: js_sys::Array = get(&out, "completions").dyn_into().unwrap();
+        assert_eq!(completions.length(), 2);
+        let joined: String = completions.iter().map(|c| get(&c, "text").as_string().unwrap()).collect();
+        assert_eq!(text, joined, "streamed deltas must add up to the completions");
+        let tokens: js_sys::Array = get(&completions.get(1), "tokens").dyn_into().unwrap();
+        assert_eq!(tokens.length(), 6);
+    }
+}
+
+#[wasm_bindgen_test]
+fn bad_input_is_a_typed_error_and_the_engine_survives() {
+    assert_eq!(code(WasmEngine::load(b"GGUF\x03\x00\x00\x00junk", None).err().unwrap()), "BAD_MODEL");
+    assert_eq!(code(WasmEngine::load(b"not a model", None).err().unwrap()), "BAD_MODEL");
+    let e = engine(Arch::Llama);
+    for bad in [
+        r#"{"prompt":"x","bogus":1}"#,
+        r#"{"prompt":"x","preference":"  "}"#,
+        r#"{"prompt":"x","preference":"a","alpha":"2"}"#,
+        r#"{"prompt":"x","method":"base","maxTokens":0}"#,
+        r#"{"prompt":"x","method":"base","temperature":-1}"#,
+        r#"{"prompt":"x","method":"nope"}"#,
+        r#"[]"#,
+    ] {
+        assert_eq!(code(e.start(request(bad)).err().unwrap()), "BAD_OPTION", "{bad}");
+    }
+    let mut g = e.start(request(r#"{"prompt":"x","method":"base","maxTokens":50,"ignoreEos":true}"#)).unwrap();
+    g.step().unwrap();
+    g.cancel();
+    let events: js_sys::Array = g.step().unwrap().dyn_into().unwrap();
+    assert_eq!(events.length(), 0, "no token after cancel");
+    let out = g.finish().unwrap();
+    let c = js_sys::Array::from(&get(&out, "completions")).get(0);
+    assert_eq!(get(&c, "finishReason").as_string().unwrap(), "cancelled");
+    assert_eq!(code(g.finish().err().unwrap()), "BAD_OPTION", "finishing twice is an error, not a panic");
+    let (_, out) = run(&e, r#"{"prompt":"x","method":"base","maxTokens":3,"ignoreEos":true}"#);
+    assert!(get(&out, "timings").is_object());
+}

@@ -1,0 +1,354 @@
+// The demo page end to end: real headless Chromium (playwright-core), the real default model
+// (SmolLM2-135M Q4_1), the page served by www/demo/serve.mjs on a free port. The tests share
+// one page and run in order: load, stream, inspect, compare, layout, stop, errors.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { launchBrowser, missingPrerequisite, outFile, startServer, until } from './helpers.mjs';
+
+const missing = missingPrerequisite();
+const opts = (timeout) => ({ timeout, skip: missing ?? false });
+
+let server;
+let browser;
+let page;
+const pageErrors = [];
+const consoleLines = [];
+
+before(async () => {
+  if (missing) return;
+  server = await startServer();
+  browser = await launchBrowser();
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  page = await context.newPage();
+  page.setDefaultTimeout(60_000);
+  page.on('pageerror', (e) => pageErrors.push(e));
+  page.on('console', (m) => consoleLines.push(`[${m.type()}] ${m.text()}`));
+  await page.goto(server.url);
+  await page.waitForFunction(() => !document.getElementById('load').disabled, null, { timeout: 30_000 });
+});
+
+after(async () => {
+  if (process.env.AMULET_TEST_VERBOSE) console.log(consoleLines.join('\n'));
+  await browser?.close();
+  await server?.close();
+});
+
+// ---------------------------------------------------------------- helpers
+
+const state = () => page.evaluate(() => document.getElementById('app').dataset.state);
+
+async function setValue(selector, value) {
+  await page.fill(selector, String(value));
+}
+
+async function setRange(id, value) {
+  await page.evaluate(([id, value]) => {
+    const el = document.getElementById(id);
+    el.value = String(value);
+    el.dispatchEvent(new Event('input', { bubbles: true }));
+  }, [id, value]);
+}
+
+/** Token counts of every answer panel, e.g. { amulet: 12 }. */
+const tokenCounts = () =>
+  page.evaluate(() => Object.fromEntries([...document.querySelectorAll('#answers .answer')].map((a) => [a.dataset.method, Number(a.dataset.tokens)])));
+
+const answerTexts = () =>
+  page.evaluate(() => Object.fromEntries([...document.querySelectorAll('#answers .answer')].map((a) => [a.dataset.method, a.querySelector('.text').textContent])));
+
+async function waitDone(timeout = 90_000) {
+  await page.waitForFunction(() => document.getElementById('answers').dataset.done === 'true' && document.getElementById('app').dataset.state === 'ready', null, { timeout });
+  return page.evaluate(() => document.getElementById('answers').dataset.outcome);
+}
+
+async function errorBox() {
+  return page.evaluate(() => {
+    const box = document.getElementById('error');
+    return { hidden: box.hidden, visible: !box.hidden && box.getBoundingClientRect().height > 0, code: document.getElementById('error-code').textContent, message: document.getElementById('error-message').textContent };
+  });
+}
+
+// ---------------------------------------------------------------- tests
+
+test('WebGPU: Chromium with --enable-unsafe-webgpu gives an adapter (recorded)', opts(30_000), async (t) => {
+  const adapter = await page.evaluate(async () => {
+    if (!navigator.gpu) return { navigatorGpu: false };
+    const a = await navigator.gpu.requestAdapter();
+    if (!a) return { navigatorGpu: true, adapter: null };
+    const i = a.info ?? {};
+    return {
+      navigatorGpu: true,
+      adapter: { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description, isFallbackAdapter: a.isFallbackAdapter ?? i.isFallbackAdapter },
+      features: [...a.features].sort(),
+      maxBufferSize: a.limits.maxBufferSize,
+      maxStorageBufferBindingSize: a.limits.maxStorageBufferBindingSize,
+      shaderF16: a.features.has('shader-f16'),
+    };
+  });
+  fs.writeFileSync(outFile('webgpu-adapter.json'), JSON.stringify(adapter, null, 2) + '\n');
+  t.diagnostic(`WebGPU adapter: ${JSON.stringify(adapter.adapter)}`);
+  assert.equal(adapter.navigatorGpu, true, 'navigator.gpu exists');
+  assert.ok(adapter.adapter, 'requestAdapter() gave an adapter');
+});
+
+test('the default model loads with a moving progress bar; info shows device cpu (device auto)', opts(120_000), async () => {
+  assert.equal(await page.inputValue('#device'), 'auto');
+  assert.equal(await page.inputValue('#model-url'), '/models/SmolLM2-135M-Instruct.Q4_1.gguf');
+  await page.evaluate(() => {
+    const bar = document.getElementById('progress');
+    window.__progress = [];
+    new MutationObserver(() => window.__progress.push(bar.value)).observe(bar, { attributes: true, attributeFilter: ['value'] });
+  });
+  const t0 = Date.now();
+  await page.click('#load');
+  await page.waitForFunction(() => document.getElementById('app').dataset.state === 'ready', null, { timeout: 110_000 });
+  const loadMs = Date.now() - t0;
+  const samples = await page.evaluate(() => window.__progress);
+  assert.ok(samples.some((v) => v > 0 && v < 100), `progress passed through intermediate values: ${samples.slice(0, 20)}`);
+  assert.equal(await page.evaluate(() => document.getElementById('progress').value), 100);
+  assert.ok(samples.length >= 3, `several progress updates (${samples.length})`);
+  const info = await page.evaluate(() => ({
+    hidden: document.getElementById('model-info').hidden,
+    device: document.getElementById('info-device').textContent,
+    name: document.getElementById('info-name').textContent,
+    arch: document.getElementById('info-arch').textContent,
+    quant: document.getElementById('info-quant').textContent,
+    thread: document.getElementById('info-thread').textContent,
+    badge: document.getElementById('device-badge').textContent,
+    text: document.getElementById('progress-text').textContent,
+  }));
+  assert.equal(info.hidden, false);
+  assert.equal(info.device, 'cpu');
+  assert.equal(info.badge, 'cpu');
+  assert.equal(info.arch, 'llama');
+  assert.match(info.quant, /Q4_1/i);
+  assert.match(info.text, /^Loaded /);
+  assert.equal(info.thread, 'Web Worker');
+  assert.equal((await errorBox()).hidden, true);
+  console.log(`# model loaded in ${loadMs} ms (${info.thread}): ${JSON.stringify(info)}`);
+});
+
+test('text streams on the CPU path and tokens/s shows', opts(90_000), async () => {
+  await setValue('#max-tokens', 40);
+  await page.check('input[name="method"][value="amulet"]');
+  await page.click('#generate');
+  const series = [];
+  const t0 = Date.now();
+  while (Date.now() - t0 < 80_000) {
+    const s = await page.evaluate(() => ({
+      n: Number(document.querySelector('#answers .answer')?.dataset.tokens ?? 0),
+      len: document.querySelector('#answers .answer .text')?.textContent.length ?? 0,
+      done: document.getElementById('answers').dataset.done === 'true',
+    }));
+    series.push(s);
+    if (s.done) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(await waitDone(), 'done');
+  const lengths = [...new Set(series.filter((s) => !s.done && s.len > 0).map((s) => s.len))];
+  assert.ok(lengths.length >= 3, `the answer grew in steps while generating: ${lengths.join(',')}`);
+  for (let i = 1; i < lengths.length; i++) assert.ok(lengths[i] > lengths[i - 1], 'the answer only grows');
+  const n = (await tokenCounts()).amulet;
+  assert.ok(n > 5 && n <= 40, `tokens: ${n}`);
+  const tps = Number(await page.textContent('#tps'));
+  assert.ok(tps > 0, `tokens/s shown: ${tps}`);
+  assert.match(await page.textContent('#run-status'), /^Done: /);
+  assert.equal(await page.textContent('#device-badge'), 'cpu');
+  console.log(`# streamed ${n} amulet tokens, ${tps} tok/s`);
+});
+
+test('hovering (and focusing) a token shows its candidate chart under base, pref and amulet', opts(30_000), async () => {
+  const span = page.locator('#answers .answer[data-method="amulet"] .tok').nth(2);
+  await span.hover();
+  await page.waitForSelector('#inspector:not([hidden])');
+  const chart = await page.evaluate(() => {
+    const ins = document.getElementById('inspector');
+    return {
+      title: ins.querySelector('.ins-title').textContent,
+      charts: [...ins.querySelectorAll('figure.chart')].map((f) => ({
+        name: f.querySelector('figcaption').textContent,
+        rows: f.querySelectorAll('li').length,
+        chosen: f.querySelectorAll('li.chosen').length,
+        pcts: [...f.querySelectorAll('.pct')].map((p) => p.textContent),
+        widths: [...f.querySelectorAll('.bar span')].map((b) => parseFloat(b.style.width)),
+      })),
+      box: ins.getBoundingClientRect().toJSON(),
+    };
+  });
+  assert.match(chart.title, /^amulet token 3: /);
+  assert.deepEqual(chart.charts.map((c) => c.name), ['base', 'pref', 'amulet']);
+  for (const c of chart.charts) {
+    assert.equal(c.rows, 5, `${c.name}: top 5 candidates`);
+    assert.ok(c.pcts.every((p) => /^\d+\.\d%$/.test(p)), `${c.name}: percentages ${c.pcts}`);
+    assert.ok(c.widths.every((w, i) => i === 0 || w <= c.widths[i - 1] + 1e-9), `${c.name}: bars sorted`);
+  }
+  assert.equal(chart.charts[2].chosen, 1, 'the chosen token is marked in the amulet chart (greedy: its top candidate)');
+  assert.ok(chart.box.width > 100 && chart.box.height > 50, 'the chart has a size');
+  await page.mouse.move(5, 5);
+  await page.waitForSelector('#inspector', { state: 'hidden' });
+
+  // Keyboard: the first token is a tab stop, arrows move through the tokens.
+  await page.focus('#answers .answer[data-method="amulet"] .tok[data-i="0"]');
+  await page.waitForSelector('#inspector:not([hidden])');
+  await page.keyboard.press('ArrowRight');
+  assert.match(await page.textContent('#inspector .ins-title'), /^amulet token 2: /);
+  assert.equal(await page.evaluate(() => document.activeElement.dataset.i), '1');
+  await page.keyboard.press('Escape');
+  await page.waitForSelector('#inspector', { state: 'hidden' });
+});
+
+test('compare streams three different answers side by side (base | pref | amulet)', opts(90_000), async () => {
+  await page.fill('#preference', 'uplifting');
+  await setValue('#max-tokens', 16);
+  await page.click('#compare');
+  await page.waitForFunction(() => document.querySelectorAll('#answers .answer').length === 3);
+  const outcome = await waitDone();
+  assert.equal(outcome, 'done');
+  const texts = await answerTexts();
+  assert.deepEqual(Object.keys(texts), ['base', 'pref', 'amulet']);
+  for (const [m, s] of Object.entries(texts)) assert.ok(s.trim().length > 0, `${m} answered`);
+  assert.notEqual(texts.base, texts.pref);
+  assert.notEqual(texts.base, texts.amulet);
+  assert.notEqual(texts.pref, texts.amulet);
+  const counts = await tokenCounts();
+  for (const [m, n] of Object.entries(counts)) assert.ok(n > 0 && n <= 16, `${m}: ${n} tokens`);
+  // Side by side at desktop width: three columns on one row.
+  const boxes = await page.$$eval('#answers .answer', (els) => els.map((e) => e.getBoundingClientRect().toJSON()));
+  assert.ok(boxes[0].x < boxes[1].x && boxes[1].x < boxes[2].x, 'three columns');
+  assert.ok(Math.abs(boxes[0].y - boxes[2].y) < 2, 'on one row');
+  assert.ok(Number(await page.textContent('#tps')) > 0);
+  console.log(`# compare: ${JSON.stringify(texts)}`);
+
+  // A screenshot with the candidate chart of one amulet token open.
+  await page.locator('#answers .answer[data-method="amulet"] .tok').nth(1).hover();
+  await page.waitForSelector('#inspector:not([hidden])');
+  await page.screenshot({ path: outFile('compare.png'), fullPage: true });
+  await page.mouse.move(5, 5);
+});
+
+test('on a phone-sized screen the compare columns stack', opts(30_000), async () => {
+  await page.setViewportSize({ width: 390, height: 844 });
+  try {
+    const boxes = await page.$$eval('#answers .answer', (els) => els.map((e) => e.getBoundingClientRect().toJSON()));
+    assert.equal(boxes.length, 3);
+    assert.ok(Math.abs(boxes[0].x - boxes[1].x) < 2 && Math.abs(boxes[1].x - boxes[2].x) < 2, 'same column');
+    assert.ok(boxes[0].y < boxes[1].y && boxes[1].y < boxes[2].y, 'stacked');
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    assert.ok(overflow <= 0, `no horizontal scrolling (${overflow}px)`);
+    await page.screenshot({ path: outFile('phone.png'), fullPage: true });
+  } finally {
+    await page.setViewportSize({ width: 1280, height: 900 });
+  }
+});
+
+test('stop ends a generation early, the UI is usable again, a second generation works', opts(120_000), async () => {
+  await setValue('#max-tokens', 400);
+  await page.check('input[name="method"][value="amulet"]');
+  // Enter in the question box generates.
+  await page.focus('#prompt');
+  await page.keyboard.press('End');
+  await page.keyboard.press('Enter');
+  await until(async () => (await tokenCounts()).amulet >= 4, { timeout: 60_000, what: 'a few tokens' });
+  assert.equal(await state(), 'generating');
+  assert.equal(await page.isEnabled('#stop'), true);
+  assert.equal(await page.isEnabled('#generate'), false);
+  await page.click('#stop');
+  assert.equal(await waitDone(10_000), 'stopped');
+  const stoppedAt = (await tokenCounts()).amulet;
+  assert.ok(stoppedAt < 400, `stopped early at ${stoppedAt}`);
+  assert.match(await page.textContent('#run-status'), /^Stopped after /);
+  await new Promise((r) => setTimeout(r, 700));
+  assert.equal((await tokenCounts()).amulet, stoppedAt, 'no token after stop');
+  assert.equal(await page.isEnabled('#generate'), true);
+  assert.equal(await page.isEnabled('#compare'), true);
+  assert.equal(await page.isEnabled('#stop'), false);
+  assert.equal((await errorBox()).hidden, true, 'a stop is not an error');
+  // The prompt still says what it said (Enter did not add a newline).
+  assert.doesNotMatch(await page.inputValue('#prompt'), /\n/);
+
+  await setValue('#max-tokens', 8);
+  await page.check('input[name="method"][value="la"]');
+  await page.click('#generate');
+  assert.equal(await waitDone(), 'done');
+  const c = await tokenCounts();
+  assert.ok(c.la > 0 && c.la <= 8, `second generation: ${JSON.stringify(c)}`);
+  await page.check('input[name="method"][value="amulet"]');
+});
+
+test('a bad option shows its code on the page', opts(30_000), async () => {
+  await setValue('#max-tokens', '2.5');
+  await page.click('#generate');
+  await page.waitForSelector('#error:not([hidden])', { timeout: 20_000 });
+  const box = await errorBox();
+  assert.equal(box.visible, true);
+  assert.equal(box.code, 'BAD_OPTION');
+  assert.match(box.message, /maxTokens/);
+  await waitDone();
+  assert.equal(await page.isEnabled('#generate'), true);
+  await page.click('#error-close');
+  assert.equal((await errorBox()).hidden, true);
+  await setValue('#max-tokens', 16);
+});
+
+test('a bad model file (local file and URL) shows the error on the page', opts(60_000), async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'amulet-bad-'));
+  try {
+    const bad = path.join(dir, 'garbage.gguf');
+    fs.writeFileSync(bad, Buffer.concat([Buffer.from('GGUF'), Buffer.alloc(60, 0xab)]));
+    await page.setInputFiles('#model-file', bad);
+    await page.waitForSelector('#error:not([hidden])', { timeout: 30_000 });
+    await page.waitForFunction(() => document.getElementById('app').dataset.state === 'idle');
+    const box = await errorBox();
+    assert.equal(box.visible, true);
+    assert.equal(box.code, 'BAD_MODEL');
+    assert.match(box.message, /garbage\.gguf/);
+    assert.match(await page.textContent('#progress-text'), /Could not load garbage\.gguf/);
+    assert.equal(await page.isEnabled('#generate'), false, 'no engine, no generate');
+    assert.equal(await page.isEnabled('#load'), true, 'another model can be loaded');
+
+    // A URL that does not exist.
+    await page.fill('#model-url', '/models/no-such-model.gguf');
+    await page.click('#load');
+    await page.waitForFunction(() => document.getElementById('app').dataset.state === 'idle' && !document.getElementById('error').hidden);
+    const box2 = await errorBox();
+    assert.ok(box2.code.length > 0, `a code: ${box2.code}`);
+    assert.match(box2.message, /no-such-model\.gguf/);
+    console.log(`# bad file -> ${box.code}: ${box.message}\n# missing URL -> ${box2.code}: ${box2.message}`);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('when the worker cannot start, the page falls back to the main thread', opts(90_000), async () => {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 800 } });
+  try {
+    // A worker script that 404s: the Worker fires `error`, the facade rejects with WORKER.
+    await context.route('**/src/worker.js', (route) => route.fulfill({ status: 404, body: 'gone' }));
+    const p2 = await context.newPage();
+    const errors = [];
+    p2.on('pageerror', (e) => errors.push(e));
+    await p2.goto(`${server.url}?autoload=1`);
+    await p2.waitForFunction(() => ['ready', 'idle'].includes(document.getElementById('app').dataset.state) && document.getElementById('progress').value === 100, null, { timeout: 60_000 });
+    assert.equal(await p2.textContent('#info-thread'), 'main thread');
+    assert.equal(await p2.textContent('#info-device'), 'cpu');
+    assert.equal(await p2.evaluate(() => document.getElementById('error').hidden), true);
+    await p2.fill('#max-tokens', '6');
+    await p2.click('#compare');
+    await p2.waitForFunction(() => document.getElementById('answers').dataset.done === 'true', null, { timeout: 60_000 });
+    assert.equal(await p2.evaluate(() => document.getElementById('answers').dataset.outcome), 'done');
+    const n = await p2.$$eval('#answers .answer', (els) => els.map((e) => Number(e.dataset.tokens)));
+    assert.deepEqual(n.length, 3);
+    assert.ok(n.every((x) => x > 0 && x <= 6), `tokens: ${n}`);
+    assert.deepEqual(errors.map(String), []);
+  } finally {
+    await context.close();
+  }
+});
+
+test('no uncaught errors on the page', opts(5_000), () => {
+  assert.deepEqual(pageErrors.map(String), []);
+});

@@ -1,0 +1,277 @@
+// AmuletEngine: one loaded model in this realm (page, worker or Node process).
+//
+// Generation is driven one batched decode step at a time; between steps the loop gives the
+// event loop a turn, so the page stays responsive and an AbortSignal is seen within one
+// token. One engine runs one generation at a time: further generate/compare/chat calls wait
+// in a FIFO queue and start when the previous one has finished.
+
+import { AmuletError, abortError, badOption, disposedError, toAmuletError } from './errors.js';
+import { initWasm, WasmEngine } from './wasm.js';
+import { readSource, sourceName } from './source.js';
+import { prepareRequest } from './options.js';
+import { Fifo, yieldToEventLoop } from './schedule.js';
+import { createChat } from './openai.js';
+
+const DEVICES = ['auto', 'webgpu', 'cpu'];
+const LOAD_OPTIONS = ['device', 'onProgress', 'cache', 'signal', 'model', 'wasm', 'fetchOptions'];
+const PRIVATE = Symbol('AmuletEngine');
+
+/** Share of the progress bar given to download when there is one (the rest: building). */
+const DOWNLOAD_SHARE = 0.9;
+
+export function checkLoadOptions(options) {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw badOption('options', 'must be an object');
+  }
+  for (const k of Object.keys(options)) {
+    if (!LOAD_OPTIONS.includes(k)) throw badOption(k, `is not a load option (known: ${LOAD_OPTIONS.join(', ')})`);
+  }
+  const device = options.device ?? 'auto';
+  if (!DEVICES.includes(device)) throw badOption('device', `must be one of ${DEVICES.join(', ')}, got ${String(device)}`);
+  if (options.onProgress != null && typeof options.onProgress !== 'function') {
+    throw badOption('onProgress', 'must be a function');
+  }
+  if (options.cache != null && typeof options.cache !== 'boolean' && typeof options.cache !== 'string') {
+    throw badOption('cache', 'must be a boolean or a cache name');
+  }
+  if (options.model != null && typeof options.model !== 'string') throw badOption('model', 'must be a string');
+  if (device === 'webgpu') {
+    throw new AmuletError('NO_WEBGPU', "the WebGPU backend is not built yet: use device 'cpu' or 'auto'");
+  }
+  return device;
+}
+
+function checkSignal(signal) {
+  if (signal?.aborted) throw abortError(signal.reason);
+}
+
+export class AmuletEngine {
+  #wasm;
+  #info;
+  #lock = new Fifo();
+  #disposed = false;
+  #disposing = null;
+
+  /** @private Use `AmuletEngine.load`. */
+  constructor(token, wasm, info) {
+    if (token !== PRIVATE) throw new TypeError('use `await AmuletEngine.load(source, options)`');
+    this.#wasm = wasm;
+    this.#info = Object.freeze(info);
+    /** OpenAI-shaped twin of generate(): `engine.chat.completions.create({ messages, stream, amulet })`. */
+    this.chat = createChat((opts) => this.generate(opts), () => this.#info.model);
+  }
+
+  /**
+   * Downloads (or reads) a GGUF model and builds the engine.
+   * @param {string | URL | Array<string | URL> | ArrayBuffer | ArrayBufferView | Blob} source
+   * @param {{ device?: 'auto' | 'webgpu' | 'cpu', onProgress?: Function, cache?: boolean | string,
+   *           signal?: AbortSignal, model?: string, wasm?: any, fetchOptions?: RequestInit }} [options]
+   */
+  static async load(source, options = {}) {
+    checkLoadOptions(options);
+    const { onProgress, signal } = options;
+    const report = (p) => {
+      if (!onProgress) return;
+      try {
+        onProgress(p);
+      } catch {
+        // A throwing progress callback must not break loading.
+      }
+    };
+    checkSignal(signal);
+    await initWasm(options.wasm);
+
+    let downloaded = false;
+    const { bytes, fetched } = await readSource(source, {
+      signal,
+      cache: options.cache,
+      fetchOptions: options.fetchOptions,
+      onProgress(loaded, total, text) {
+        downloaded = true;
+        const frac = total > 0 ? Math.min(1, loaded / total) : 0;
+        const mb = (n) => (n / 1e6).toFixed(1);
+        const detail = total > 0 ? `${mb(loaded)} / ${mb(total)} MB` : `${mb(loaded)} MB`;
+        report({ phase: 'download', loaded, total, progress: frac * DOWNLOAD_SHARE, text: `${text} ${detail}` });
+      },
+    });
+    const base = fetched && downloaded ? DOWNLOAD_SHARE : 0;
+    checkSignal(signal);
+    // Let the last download progress paint before the synchronous build.
+    await yieldToEventLoop();
+    checkSignal(signal);
+
+    let wasm;
+    try {
+      wasm = WasmEngine.load(bytes, (done, total) => {
+        const frac = total > 0 ? done / total : 1;
+        report({
+          phase: 'load',
+          loaded: done,
+          total,
+          progress: base + (1 - base) * frac,
+          text: `Building the model: layer ${done} / ${total}`,
+        });
+      });
+    } catch (e) {
+      throw toAmuletError(e);
+    }
+    let raw;
+    try {
+      raw = wasm.info();
+    } catch (e) {
+      wasm.free();
+      throw toAmuletError(e);
+    }
+    const info = {
+      model: options.model ?? sourceName(source) ?? raw.name,
+      name: raw.name,
+      architecture: raw.architecture,
+      quantization: raw.quantization,
+      contextLength: raw.contextLength,
+      vocabSize: raw.vocabSize,
+      device: raw.device ?? 'cpu',
+      chatTemplateFallback: raw.chatTemplateFallback,
+    };
+    return new AmuletEngine(PRIVATE, wasm, info);
+  }
+
+  /** `{ model, name, architecture, quantization, contextLength, vocabSize, device, chatTemplateFallback }` */
+  get info() {
+    return this.#info;
+  }
+
+  /** True once dispose() has been called. */
+  get disposed() {
+    return this.#disposed;
+  }
+
+  /**
+   * Streams one method's answer: chunks `{ token, text, logprobs? }`, then one
+   * `{ done: true, text, finishReason, usage, timings, ... }`. Nothing runs until the first
+   * `next()`; errors (BAD_OPTION, ABORTED, ...) are thrown from the iteration.
+   */
+  generate(options = {}) {
+    return this.#iterate('generate', options);
+  }
+
+  /**
+   * Several methods on the same question in ONE batched generation (the weights are read once
+   * per step for all of them): chunks `{ method, token, text, logprobs? }`, then
+   * `{ done: true, results: { [method]: { text, finishReason, tokens, usage } }, usage, timings }`.
+   */
+  compare(options = {}) {
+    return this.#iterate('compare', options);
+  }
+
+  async *#iterate(kind, options) {
+    const { request, signal } = prepareRequest(options, kind);
+    yield* this.#run(kind, request, signal);
+  }
+
+  async *#run(kind, request, signal) {
+    if (this.#disposed) throw disposedError();
+    const release = await this.#lock.acquire(signal);
+    let gen = null;
+    try {
+      if (this.#disposed) throw disposedError();
+      checkSignal(signal);
+      try {
+        gen = this.#wasm.start(request);
+      } catch (e) {
+        throw toAmuletError(e);
+      }
+      for (;;) {
+        await yieldToEventLoop();
+        if (this.#disposed) throw disposedError();
+        checkSignal(signal);
+        let events;
+        try {
+          events = gen.step();
+        } catch (e) {
+          throw toAmuletError(e);
+        }
+        if (events.length === 0) break;
+        for (const ev of events) yield toChunk(ev, kind);
+      }
+      let result;
+      try {
+        result = gen.finish();
+      } catch (e) {
+        throw toAmuletError(e);
+      }
+      gen.free();
+      gen = null;
+      // Hand the engine to the next caller before the last chunk, so a consumer that stops
+      // reading at `done` does not hold the queue.
+      release();
+      this.#afterRelease();
+      yield kind === 'generate' ? finalGenerate(result) : finalCompare(result);
+    } finally {
+      if (gen) {
+        // Aborted, broken out of, or failed: free the KV caches now.
+        try {
+          gen.cancel();
+          gen.finish();
+        } catch {
+          // Already released by a failed step.
+        }
+        gen.free();
+      }
+      release();
+      this.#afterRelease();
+    }
+  }
+
+  #afterRelease() {
+    if (this.#disposed && !this.#lock.busy && this.#wasm) {
+      this.#wasm.free();
+      this.#wasm = null;
+    }
+  }
+
+  /**
+   * Frees the model. Waiting generations reject with DISPOSED; a running one stops at its
+   * next step with DISPOSED. Later calls reject with DISPOSED. Idempotent.
+   */
+  dispose() {
+    if (!this.#disposing) {
+      this.#disposed = true;
+      this.#lock.rejectWaiting(disposedError());
+      this.#disposing = this.#lock.whenIdle().then(() => this.#afterRelease());
+    }
+    return this.#disposing;
+  }
+}
+
+function toChunk(ev, kind) {
+  const chunk = kind === 'compare' ? { method: ev.method, token: ev.token, text: ev.text } : { token: ev.token, text: ev.text };
+  if (ev.logprobs) chunk.logprobs = ev.logprobs;
+  return chunk;
+}
+
+function finalGenerate(result) {
+  const c = result.completions[0];
+  return {
+    done: true,
+    method: c.method,
+    text: c.text,
+    tokens: c.tokens,
+    finishReason: c.finishReason,
+    usage: {
+      promptTokens: c.usage.promptTokens,
+      completionTokens: c.usage.completionTokens,
+      totalTokens: c.usage.promptTokens + c.usage.completionTokens,
+      promptTokensBase: result.usage.promptTokensBase,
+      promptTokensPref: result.usage.promptTokensPref,
+    },
+    timings: result.timings,
+  };
+}
+
+function finalCompare(result) {
+  const results = {};
+  for (const c of result.completions) {
+    results[c.method] = { text: c.text, tokens: c.tokens, finishReason: c.finishReason, usage: c.usage };
+  }
+  return { done: true, results, usage: result.usage, timings: result.timings };
+}

@@ -1,0 +1,102 @@
+// Worker entry (a module worker): runs an AmuletEngine off the page's thread.
+//
+//   new Worker(new URL('amulet-web/worker', import.meta.url), { type: 'module' })
+//
+// and drive it with `createWorkerEngine(worker, source, options)` from the main entry.
+// Protocol (every message carries the `id` of its request):
+//   page -> worker  { type: 'load', id, source, options }      -> progress*, loaded | error
+//                   { type: 'generate' | 'compare', id, options } -> chunk*, end | error
+//                   { type: 'strength', id, args }              -> result | error
+//                   { type: 'abort', id }   (a load or a generation; also sent on early break)
+//                   { type: 'dispose', id }                     -> disposed
+// The engine loop yields between decode steps, so an abort message is handled within one token.
+
+import { AmuletEngine } from './engine.js';
+import { serializeError } from './errors.js';
+import { strength } from './wasm.js';
+
+const scope = globalThis;
+let engine = null;
+const controllers = new Map(); // request id -> AbortController
+
+function post(message, transfer) {
+  scope.postMessage(message, transfer ?? []);
+}
+
+function fail(id, e) {
+  post({ type: 'error', id, error: serializeError(e) });
+}
+
+async function load(id, source, options) {
+  const ac = new AbortController();
+  controllers.set(id, ac);
+  try {
+    if (engine) {
+      await engine.dispose();
+      engine = null;
+    }
+    engine = await AmuletEngine.load(source, {
+      ...options,
+      signal: ac.signal,
+      onProgress: (progress) => post({ type: 'progress', id, progress }),
+    });
+    post({ type: 'loaded', id, info: engine.info });
+  } catch (e) {
+    fail(id, e);
+  } finally {
+    controllers.delete(id);
+  }
+}
+
+async function run(id, kind, options) {
+  const ac = new AbortController();
+  controllers.set(id, ac);
+  try {
+    if (!engine) throw Object.assign(new Error('no model is loaded in this worker'), { code: 'NOT_READY' });
+    const chunks = kind === 'compare' ? engine.compare({ ...options, signal: ac.signal }) : engine.generate({ ...options, signal: ac.signal });
+    for await (const chunk of chunks) post({ type: 'chunk', id, chunk });
+    post({ type: 'end', id });
+  } catch (e) {
+    fail(id, e);
+  } finally {
+    controllers.delete(id);
+  }
+}
+
+async function dispose(id) {
+  try {
+    await engine?.dispose();
+    engine = null;
+    post({ type: 'disposed', id });
+  } catch (e) {
+    fail(id, e);
+  }
+}
+
+async function computeStrength(id, args) {
+  try {
+    post({ type: 'result', id, value: await strength(...args) });
+  } catch (e) {
+    fail(id, e);
+  }
+}
+
+scope.addEventListener('message', (event) => {
+  const msg = event.data;
+  if (!msg || typeof msg !== 'object' || typeof msg.type !== 'string') return;
+  switch (msg.type) {
+    case 'load':
+      return void load(msg.id, msg.source, msg.options ?? {});
+    case 'generate':
+    case 'compare':
+      return void run(msg.id, msg.type, msg.options ?? {});
+    case 'abort':
+      return void controllers.get(msg.id)?.abort();
+    case 'dispose':
+      return void dispose(msg.id);
+    case 'strength':
+      return void computeStrength(msg.id, msg.args ?? []);
+    default:
+      return fail(msg.id, Object.assign(new Error(`unknown message type ${msg.type}`), { code: 'WORKER' }));
+  }
+});
