@@ -40,8 +40,9 @@ fn gguf_bytes(n: usize, k: usize, rng: &mut Rng) -> Vec<u8> {
     QTensor::quantize(&t, GgmlDType::Q4_1).unwrap().data().unwrap().into_owned()
 }
 
-/// Mean seconds per call of `f`, after a warm-up, over at least `min_s` seconds.
-fn time(min_s: f64, mut f: impl FnMut()) -> f64 {
+/// Seconds per call of `f` after a warm-up: the best of 7 batches of at least `batch_s` each,
+/// so that other processes on the machine inflate the figure as little as possible.
+fn time(batch_s: f64, mut f: impl FnMut()) -> f64 {
     for _ in 0..3 {
         f();
     }
@@ -51,19 +52,27 @@ fn time(min_s: f64, mut f: impl FnMut()) -> f64 {
         for _ in 0..iters {
             f();
         }
-        let s = t.elapsed().as_secs_f64();
-        if s >= min_s {
-            return s / iters as f64;
+        if t.elapsed().as_secs_f64() >= batch_s {
+            break;
         }
-        iters = (iters * 2).max((iters as f64 * min_s / s.max(1e-9) * 1.1) as usize);
+        iters *= 2;
     }
+    (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            t.elapsed().as_secs_f64() / iters as f64
+        })
+        .fold(f64::INFINITY, f64::min)
 }
 
 fn main() {
     let dev = Device::Cpu;
     let mut rng = Rng(0x1234_5678_9abc_def1);
     println!("kernel: {KERNEL}; RAYON_NUM_THREADS={:?}", std::env::var("RAYON_NUM_THREADS").ok());
-    println!("GB/s counts GGUF weight bytes (20 per 32 weights) once per call.\n");
+    println!("GB/s counts GGUF weight bytes (20 per 32 weights) once per call; times are best of 7.\n");
     println!("{:<16} {:>2} {:>11} {:>9} {:>11} {:>9} {:>8}", "hot", "m", "ours us", "ours GB/s", "candle us", "cand GB/s", "speedup");
     let bytes: Vec<Vec<u8>> = SHAPES.iter().map(|&(_, n, k)| gguf_bytes(n, k, &mut rng)).collect();
     for (&(name, n, k), b) in SHAPES.iter().zip(&bytes) {
@@ -73,8 +82,8 @@ fn main() {
             let x = rng.vec(m * k, 1.0);
             let xt = Tensor::from_vec(x.clone(), (m, k), &dev).unwrap();
             let mut out = vec![0f32; m * n];
-            let t_ours = time(0.3, || ours.matmul(&x, m, &mut out).unwrap());
-            let t_candle = time(0.3, || {
+            let t_ours = time(0.05, || ours.matmul(&x, m, &mut out).unwrap());
+            let t_candle = time(0.05, || {
                 qmm.forward(&xt).unwrap();
             });
             let gb = b.len() as f64 / 1e9;
@@ -119,7 +128,7 @@ fn main() {
         let x576 = rng.vec(m * 576, 1.0);
         let x1536 = rng.vec(m * 1536, 1.0);
         let mut out = vec![0f32; m * 1536 * 2];
-        let t = time(1.0, || {
+        let t = time(0.1, || {
             for layer in &ours_layers {
                 for w in layer {
                     let x = if w.cols() == 576 { &x576 } else { &x1536 };
@@ -128,7 +137,7 @@ fn main() {
             }
         });
         println!("{:<16} {:>2} {:>11.3} {:>9.2}", "ours", m, t * 1e3, total as f64 / 1e9 / t);
-        let t = time(1.0, || {
+        let t = time(0.1, || {
             for layer in &fused_layers {
                 for w in layer {
                     let x = if w.cols() == 576 { &x576 } else { &x1536 };
@@ -139,7 +148,7 @@ fn main() {
         println!("{:<16} {:>2} {:>11.3} {:>9.2}", "ours fused", m, t * 1e3, total as f64 / 1e9 / t);
         let xt576 = Tensor::from_vec(x576.clone(), (m, 576), &dev).unwrap();
         let xt1536 = Tensor::from_vec(x1536.clone(), (m, 1536), &dev).unwrap();
-        let t = time(1.0, || {
+        let t = time(0.1, || {
             for layer in &candle_layers {
                 for (j, w) in layer.iter().enumerate() {
                     w.forward(if j == 6 { &xt1536 } else { &xt576 }).unwrap();

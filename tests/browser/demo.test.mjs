@@ -95,7 +95,7 @@ test('WebGPU: Chromium with --enable-unsafe-webgpu gives an adapter (recorded)',
   assert.ok(adapter.adapter, 'requestAdapter() gave an adapter');
 });
 
-test('the default model loads with a moving progress bar; info shows device cpu (device auto)', opts(120_000), async () => {
+test('the default model loads with a moving progress bar; info shows device cpu (device auto)', opts(120_000), async (t) => {
   assert.equal(await page.inputValue('#device'), 'auto');
   assert.equal(await page.inputValue('#model-url'), '/models/SmolLM2-135M-Instruct.Q4_1.gguf');
   await page.evaluate(() => {
@@ -129,10 +129,30 @@ test('the default model loads with a moving progress bar; info shows device cpu 
   assert.match(info.text, /^Loaded /);
   assert.equal(info.thread, 'Web Worker');
   assert.equal((await errorBox()).hidden, true);
-  console.log(`# model loaded in ${loadMs} ms (${info.thread}): ${JSON.stringify(info)}`);
+  t.diagnostic(`model loaded in ${loadMs} ms (${info.thread}): ${JSON.stringify(info)}`);
 });
 
-test('text streams on the CPU path and tokens/s shows', opts(90_000), async () => {
+test('the sliders show the Amulet strength k live; presets fill the preference', opts(20_000), async () => {
+  const k = () => page.evaluate(() => document.getElementById('strength').value);
+  assert.equal(await k(), 'k = 4.649'); // alpha 2, lambda 2, eta 10, T 60
+  await setRange('iterations', 1);
+  await page.waitForFunction(() => document.getElementById('strength').value === 'k = 0.952');
+  await setRange('iterations', 10);
+  await page.waitForFunction(() => document.getElementById('strength').value === 'k = 2.898');
+  assert.equal(await page.textContent('#iterations-out'), '10');
+  await setRange('iterations', 60);
+  await page.waitForFunction(() => document.getElementById('strength').value === 'k = 4.649');
+
+  await page.click('.chip[data-preset="concise"]');
+  assert.equal(await page.inputValue('#preference'), 'concise');
+  assert.equal(await page.getAttribute('.chip[data-preset="concise"]', 'aria-pressed'), 'true');
+  assert.equal(await page.getAttribute('.chip[data-preset="uplifting"]', 'aria-pressed'), 'false');
+  await page.fill('#preference', 'like a pirate');
+  assert.equal(await page.locator('.chip[aria-pressed="true"]').count(), 0);
+  await page.click('.chip[data-preset="uplifting"]');
+});
+
+test('text streams on the CPU path and tokens/s shows', opts(90_000), async (t) => {
   await setValue('#max-tokens', 40);
   await page.check('input[name="method"][value="amulet"]');
   await page.click('#generate');
@@ -158,7 +178,7 @@ test('text streams on the CPU path and tokens/s shows', opts(90_000), async () =
   assert.ok(tps > 0, `tokens/s shown: ${tps}`);
   assert.match(await page.textContent('#run-status'), /^Done: /);
   assert.equal(await page.textContent('#device-badge'), 'cpu');
-  console.log(`# streamed ${n} amulet tokens, ${tps} tok/s`);
+  t.diagnostic(`streamed ${n} amulet tokens, ${tps} tok/s`);
 });
 
 test('hovering (and focusing) a token shows its candidate chart under base, pref and amulet', opts(30_000), async () => {
@@ -201,7 +221,7 @@ test('hovering (and focusing) a token shows its candidate chart under base, pref
   await page.waitForSelector('#inspector', { state: 'hidden' });
 });
 
-test('compare streams three different answers side by side (base | pref | amulet)', opts(90_000), async () => {
+test('compare streams three different answers side by side (base | pref | amulet)', opts(90_000), async (t) => {
   await page.fill('#preference', 'uplifting');
   await setValue('#max-tokens', 16);
   await page.click('#compare');
@@ -221,10 +241,12 @@ test('compare streams three different answers side by side (base | pref | amulet
   assert.ok(boxes[0].x < boxes[1].x && boxes[1].x < boxes[2].x, 'three columns');
   assert.ok(Math.abs(boxes[0].y - boxes[2].y) < 2, 'on one row');
   assert.ok(Number(await page.textContent('#tps')) > 0);
-  console.log(`# compare: ${JSON.stringify(texts)}`);
+  t.diagnostic(`compare: ${JSON.stringify(texts)}`);
 
   // A screenshot with the candidate chart of one amulet token open.
-  await page.locator('#answers .answer[data-method="amulet"] .tok').nth(1).hover();
+  const moved = page.locator('#answers .answer[data-method="amulet"] .tok.moved');
+  assert.ok((await moved.count()) > 0, 'some amulet tokens differ from the base model\'s first choice');
+  await moved.first().hover();
   await page.waitForSelector('#inspector:not([hidden])');
   await page.screenshot({ path: outFile('compare.png'), fullPage: true });
   await page.mouse.move(5, 5);
@@ -294,7 +316,7 @@ test('a bad option shows its code on the page', opts(30_000), async () => {
   await setValue('#max-tokens', 16);
 });
 
-test('a bad model file (local file and URL) shows the error on the page', opts(60_000), async () => {
+test('a bad model file (local file and URL) shows the error on the page', opts(60_000), async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'amulet-bad-'));
   try {
     const bad = path.join(dir, 'garbage.gguf');
@@ -306,6 +328,7 @@ test('a bad model file (local file and URL) shows the error on the page', opts(6
     assert.equal(box.visible, true);
     assert.equal(box.code, 'BAD_MODEL');
     assert.match(box.message, /garbage\.gguf/);
+    await page.screenshot({ path: outFile('bad-model.png') });
     assert.match(await page.textContent('#progress-text'), /Could not load garbage\.gguf/);
     assert.equal(await page.isEnabled('#generate'), false, 'no engine, no generate');
     assert.equal(await page.isEnabled('#load'), true, 'another model can be loaded');
@@ -317,7 +340,8 @@ test('a bad model file (local file and URL) shows the error on the page', opts(6
     const box2 = await errorBox();
     assert.ok(box2.code.length > 0, `a code: ${box2.code}`);
     assert.match(box2.message, /no-such-model\.gguf/);
-    console.log(`# bad file -> ${box.code}: ${box.message}\n# missing URL -> ${box2.code}: ${box2.message}`);
+    t.diagnostic(`bad file -> ${box.code}: ${box.message}`);
+    t.diagnostic(`missing URL -> ${box2.code}: ${box2.message}`);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -91,8 +91,10 @@ async function updateStrength() {
     if (seq !== strengthSeq) return;
     ui.strength.value = `k = ${k.toFixed(3)}`;
     ui.strength.dataset.k = String(k);
-    ui.strength.classList.toggle('diverging', num(ui.alpha) > num(ui.lambda));
-    ui.strength.title = num(ui.alpha) > num(ui.lambda) ? 'α > λ: k grows without bound as T grows' : `k → α/(λ−α) as T grows`;
+    const a = num(ui.alpha);
+    const l = num(ui.lambda);
+    ui.strength.classList.toggle('diverging', a >= l);
+    ui.strength.title = a >= l ? 'α ≥ λ: k grows without bound as T grows' : `k → α/(λ−α) = ${(a / (l - a)).toFixed(3)} as T grows`;
   } catch (e) {
     if (seq !== strengthSeq) return;
     ui.strength.value = `k: ${e?.code ?? 'error'}`;

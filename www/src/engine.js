@@ -6,7 +6,7 @@
 // in a FIFO queue and start when the previous one has finished.
 
 import { AmuletError, abortError, badOption, disposedError, toAmuletError } from './errors.js';
-import { initWasm, WasmEngine } from './wasm.js';
+import { initWasm, strength, WasmEngine } from './wasm.js';
 import { readSource, sourceName } from './source.js';
 import { prepareRequest } from './options.js';
 import { Fifo, yieldToEventLoop } from './schedule.js';
@@ -161,6 +161,11 @@ export class AmuletEngine {
    */
   compare(options = {}) {
     return this.#iterate('compare', options);
+  }
+
+  /** closedFormStrength(alpha, lambda, eta, iterations), as a promise (same as the worker proxy's). */
+  async strength(alpha, lambda, eta, iterations) {
+    return strength(alpha, lambda, eta, iterations);
   }
 
   async *#iterate(kind, options) {

@@ -485,7 +485,8 @@ macro_rules! run_tiles {
             let q = |r: usize| unsafe { xq.as_ptr().add((r0 + r) * 2 * ppr) };
             let s = |r: usize| unsafe { xs.as_ptr().add((r0 + r) * nsc) };
             for i in i0..i1 {
-                if i + ahead < n {
+                // Later passes over a tile (m > 4) find it in cache already.
+                if r0 == 0 && i + ahead < n {
                     prefetch_row(w, i + ahead);
                 }
                 let mut put = |v: &[f32]| {
@@ -703,21 +704,30 @@ mod wasm {
         let qs = w.qs.as_ptr().add(i * ppr) as *const v128;
         let sc = w.scales.as_ptr().add(i * 4 * ppr);
         let mask = u8x16_splat(0x0F);
+        let mask16 = u16x8_splat(0x0F);
         let zero = i32x4_splat(0);
         let mut acc = [f32x4_splat(0.0); R];
         for g in 0..groups {
             // Quarter c of a register covers blocks (2c, 2c + 1) as i32 lanes [b, b, b+1, b+1].
             let mut part = [[zero; 4]; R];
-            for j in 0..8 {
+            for l in 0..4 {
                 for h in 0..2 {
-                    let v = v128_load(qs.add(8 * g + 2 * (j / 2) + h));
-                    let wv = if j % 2 == 0 { v128_and(v, mask) } else { u8x16_shr(v, 4) };
-                    let (w0, w1) = (u16x8_extend_low_u8x16(wv), u16x8_extend_high_u8x16(wv));
-                    for r in 0..R {
-                        let y = xq[r].add(8 * g + j) as *const v128;
-                        part[r][2 * h] = i32x4_add(part[r][2 * h], i32x4_dot_i16x8(w0, v128_load(y.add(2 * h))));
-                        part[r][2 * h + 1] =
-                            i32x4_add(part[r][2 * h + 1], i32x4_dot_i16x8(w1, v128_load(y.add(2 * h + 1))));
+                    // Widen the bytes first, then split the nibbles in 16-bit lanes: cheaper
+                    // than splitting bytes (u8x16_shr needs a mask on x86 hosts) and widening twice.
+                    let v = v128_load(qs.add(8 * g + 2 * l + h));
+                    let (e0, e1) = (u16x8_extend_low_u8x16(v), u16x8_extend_high_u8x16(v));
+                    for nib in 0..2 {
+                        let (w0, w1) = if nib == 0 {
+                            (v128_and(e0, mask16), v128_and(e1, mask16))
+                        } else {
+                            (u16x8_shr(e0, 4), u16x8_shr(e1, 4))
+                        };
+                        for r in 0..R {
+                            let y = xq[r].add(8 * g + 2 * l + nib) as *const v128;
+                            part[r][2 * h] = i32x4_add(part[r][2 * h], i32x4_dot_i16x8(w0, v128_load(y.add(2 * h))));
+                            part[r][2 * h + 1] =
+                                i32x4_add(part[r][2 * h + 1], i32x4_dot_i16x8(w1, v128_load(y.add(2 * h + 1))));
+                        }
                     }
                 }
             }

@@ -1,0 +1,372 @@
+// Types of amulet-web's public API (hand-written; the implementation is plain ESM JavaScript).
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/** Every code an AmuletError can carry. */
+export type AmuletErrorCode =
+  | 'BAD_MODEL' // not a readable GGUF file
+  | 'UNSUPPORTED_MODEL' // a GGUF the engine cannot run (architecture, quantization)
+  | 'BAD_OPTION' // a wrong, unknown or out-of-range option; `option` names it
+  | 'TOKENIZER'
+  | 'CHAT_TEMPLATE'
+  | 'CONTEXT_OVERFLOW' // the prompt does not fit the context
+  | 'ABORTED' // an AbortSignal fired (error.name is 'AbortError')
+  | 'COMPUTE'
+  | 'IO' // download / file / cache failures, and a .wasm that could not be loaded
+  | 'NO_WEBGPU' // device: 'webgpu' (the WebGPU backend is not built yet)
+  | 'DISPOSED' // the engine has been disposed
+  | 'NOT_READY' // closedFormStrength before the wasm module was initialised
+  | 'WORKER'; // the worker failed or a message could not cross
+
+export declare const ERROR_CODES: readonly AmuletErrorCode[];
+
+export declare class AmuletError extends Error {
+  constructor(code: AmuletErrorCode, message: string, extra?: { option?: string; cause?: unknown });
+  /** 'AbortError' for code 'ABORTED', else 'AmuletError'. */
+  name: 'AmuletError' | 'AbortError';
+  code: AmuletErrorCode;
+  /** The option at fault, for BAD_OPTION. */
+  option?: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+
+export type Device = 'auto' | 'webgpu' | 'cpu';
+
+/** A GGUF model: a URL, shard URLs (concatenated in order), a Blob/File, or its bytes.
+ *  In Node a string without a URL scheme is a file path, and file: URLs are read from disk. */
+export type ModelSource = string | URL | ReadonlyArray<string | URL> | ArrayBuffer | ArrayBufferView | Blob;
+
+export interface LoadProgress {
+  /** 'download': bytes arriving (network, cache, file); 'load': layers being built. */
+  phase: 'download' | 'load';
+  /** Bytes (download) or layers (load) done. */
+  loaded: number;
+  /** Bytes (0 when unknown) or layers in all. */
+  total: number;
+  /** The whole load, 0..1, monotonic (download takes 0..0.9 when there is one). */
+  progress: number;
+  /** A human-readable line, e.g. 'Downloading 12.0 / 98.4 MB'. */
+  text: string;
+}
+
+export interface LoadOptions {
+  /** 'auto' (default) and 'cpu' run the wasm CPU path; 'webgpu' rejects with NO_WEBGPU for now. */
+  device?: Device;
+  onProgress?: (progress: LoadProgress) => void;
+  /** Keep downloaded files in the Cache API (true: cache 'amulet-web-models', or a cache name)
+   *  and read them from there next time. Ignored where `caches` does not exist. */
+  cache?: boolean | string;
+  /** Aborts the download (rejects with ABORTED). */
+  signal?: AbortSignal;
+  /** The model id reported in info.model and OpenAI responses (default: the file name). */
+  model?: string;
+  /** Where the .wasm comes from, when not next to the package (only the first load of a realm uses it). */
+  wasm?: WasmInput;
+  /** Extra fetch() options for URL sources (headers, credentials, ...). */
+  fetchOptions?: RequestInit;
+}
+
+export type WasmInput = string | URL | Response | BufferSource | WebAssembly.Module;
+
+export interface EngineInfo {
+  /** Model id: LoadOptions.model, else the source file name, else the GGUF name. */
+  model: string;
+  /** general.name from the GGUF. */
+  name: string;
+  architecture: string;
+  quantization: string;
+  contextLength: number;
+  vocabSize: number;
+  device: 'cpu' | 'webgpu';
+  /** True when the GGUF had no usable chat template and a generic one is used. */
+  chatTemplateFallback: boolean;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generation
+
+export type Method = 'base' | 'pref' | 'la' | 'amulet';
+export declare const METHODS: readonly Method[];
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant';
+  content: string;
+}
+
+/** Options shared by generate() and compare(). Give `messages` or `prompt`. */
+export interface RequestOptions {
+  messages?: ChatMessage[];
+  /** One user turn. */
+  prompt?: string;
+  /** System prompt; default: the paper's. '' for none. A system message in `messages` replaces it. */
+  system?: string;
+  /** The user's preference in plain words: 'concise', 'uplifting', 'explain like I'm five', ... */
+  preference?: string;
+  /** Where the preference sentence goes: 'system' (the paper's, default) or 'user'. */
+  placement?: 'system' | 'user';
+  /** Amulet game parameters (defaults: alpha 2, lambda 2, eta 10, iterations 60). */
+  alpha?: number;
+  lambda?: number;
+  eta?: number;
+  iterations?: number;
+  /** Linear Alignment ratio r for method 'la' (default 2). */
+  ratio?: number;
+  /** 'closed-form' (default, exact and fast) or 'iterative' (the T-step game, for verification). */
+  game?: 'closed-form' | 'iterative';
+  /** New tokens at most. */
+  maxTokens?: number;
+  /** 0 (default) is greedy. */
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  seed?: number;
+  /** Adds the n most likely candidates of each step to every chunk. */
+  topLogprobs?: number;
+  stop?: string | string[];
+  /** Keep going past the end-of-sequence token (benchmarks). */
+  ignoreEos?: boolean;
+  /** Stops the generation within one token; the iteration throws an AbortError (code ABORTED). */
+  signal?: AbortSignal;
+}
+
+export interface GenerateOptions extends RequestOptions {
+  /** Default: 'amulet' when a preference is given, else 'base'. */
+  method?: Method;
+}
+
+export interface CompareOptions extends RequestOptions {
+  /** Default ['base', 'pref', 'amulet']; no repeats. */
+  methods?: Method[];
+}
+
+export interface Candidate {
+  id: number;
+  text: string;
+  prob: number;
+}
+
+export interface StepLogprobs {
+  base: Candidate[] | null;
+  pref: Candidate[] | null;
+  combined: Candidate[];
+}
+
+export interface TokenChunk {
+  done?: undefined;
+  token: number;
+  /** New text (whole characters; may be '' while a character is split over tokens). */
+  text: string;
+  logprobs?: StepLogprobs;
+}
+
+export type FinishReason = 'stop' | 'length' | 'context_full' | 'cancelled';
+
+export interface Timings {
+  prefillMs: number;
+  prefillTokens: number;
+  decodeMs: number;
+  decodeTokensPerS: number;
+}
+
+export interface GenerateUsage {
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+  /** Prompt tokens of the base context and of the preference context. */
+  promptTokensBase: number;
+  promptTokensPref: number;
+}
+
+export interface GenerateDone {
+  done: true;
+  method: Method;
+  /** The whole answer. */
+  text: string;
+  tokens: number[];
+  finishReason: FinishReason;
+  usage: GenerateUsage;
+  timings: Timings;
+}
+
+export type GenerateChunk = TokenChunk | GenerateDone;
+
+export interface CompareTokenChunk extends TokenChunk {
+  method: Method;
+}
+
+export interface MethodResult {
+  text: string;
+  tokens: number[];
+  finishReason: FinishReason;
+  usage: { promptTokens: number; completionTokens: number };
+}
+
+export interface CompareDone {
+  done: true;
+  results: Partial<Record<Method, MethodResult>>;
+  usage: { promptTokensBase: number; promptTokensPref: number; completionTokens: number };
+  timings: Timings;
+}
+
+export type CompareChunk = CompareTokenChunk | CompareDone;
+
+// ---------------------------------------------------------------------------------------------
+// OpenAI-shaped chat completions
+
+export interface AmuletParams {
+  preference?: string;
+  method?: Method;
+  alpha?: number;
+  lambda?: number;
+  eta?: number;
+  iterations?: number;
+  ratio?: number;
+  placement?: 'system' | 'user';
+  game?: 'closed-form' | 'iterative';
+  system?: string;
+}
+
+export interface ChatCompletionParams {
+  messages: ChatMessage[];
+  stream?: boolean;
+  /** Accepted and ignored (one model per engine). */
+  model?: string;
+  max_tokens?: number;
+  max_completion_tokens?: number;
+  temperature?: number;
+  top_p?: number;
+  top_k?: number;
+  seed?: number;
+  stop?: string | string[];
+  /** Only 1. */
+  n?: 1;
+  stream_options?: { include_usage?: boolean };
+  user?: string;
+  amulet?: AmuletParams;
+}
+
+export interface ChatCompletionRequestOptions {
+  signal?: AbortSignal;
+}
+
+export type ChatFinishReason = 'stop' | 'length';
+
+export interface CompletionUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: 'chat.completion';
+  created: number;
+  model: string;
+  choices: Array<{
+    index: 0;
+    message: { role: 'assistant'; content: string };
+    logprobs: null;
+    finish_reason: ChatFinishReason;
+  }>;
+  usage: CompletionUsage;
+  /** Non-standard: the engine's timings. */
+  timings: Timings;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: 'chat.completion.chunk';
+  created: number;
+  model: string;
+  choices: Array<{
+    index: 0;
+    delta: { role?: 'assistant'; content?: string };
+    logprobs: null;
+    finish_reason: ChatFinishReason | null;
+  }>;
+  /** On the last chunk only. */
+  usage?: CompletionUsage;
+  timings?: Timings;
+}
+
+export interface Chat {
+  completions: {
+    create(params: ChatCompletionParams & { stream: true }, options?: ChatCompletionRequestOptions): Promise<AsyncIterable<ChatCompletionChunk>>;
+    create(params: ChatCompletionParams & { stream?: false }, options?: ChatCompletionRequestOptions): Promise<ChatCompletion>;
+    create(params: ChatCompletionParams, options?: ChatCompletionRequestOptions): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>>;
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Engines
+
+/** What AmuletEngine and the worker proxy have in common. */
+export interface Engine {
+  readonly info: EngineInfo;
+  readonly disposed: boolean;
+  /** One method's answer, streamed. Calls on one engine are queued (FIFO). */
+  generate(options: GenerateOptions): AsyncGenerator<GenerateChunk, void, undefined>;
+  /** Several methods in one batched generation. Queued like generate(). */
+  compare(options: CompareOptions): AsyncGenerator<CompareChunk, void, undefined>;
+  readonly chat: Chat;
+  /** closedFormStrength, in the engine's realm. */
+  strength(alpha?: number, lambda?: number, eta?: number, iterations?: number): Promise<number>;
+  /** Frees the model; queued and later calls reject with DISPOSED. Idempotent. */
+  dispose(): Promise<void>;
+}
+
+export declare class AmuletEngine implements Engine {
+  private constructor();
+  static load(source: ModelSource, options?: LoadOptions): Promise<AmuletEngine>;
+  readonly info: EngineInfo;
+  readonly disposed: boolean;
+  generate(options: GenerateOptions): AsyncGenerator<GenerateChunk, void, undefined>;
+  compare(options: CompareOptions): AsyncGenerator<CompareChunk, void, undefined>;
+  readonly chat: Chat;
+  strength(alpha?: number, lambda?: number, eta?: number, iterations?: number): Promise<number>;
+  dispose(): Promise<void>;
+}
+
+export interface WorkerEngine extends Engine {
+  /** The Worker the engine runs in. */
+  readonly worker: WorkerLike;
+}
+
+/** What createWorkerEngine needs of a Worker. */
+export interface WorkerLike {
+  postMessage(message: unknown, transfer: Transferable[]): void;
+  addEventListener(type: 'message' | 'error' | 'messageerror', listener: (event: any) => void): void;
+  terminate(): void;
+}
+
+/**
+ * Loads the model in a module Worker running 'amulet-web/worker' and returns the same API,
+ * proxied. `worker` null/undefined: one is created from the package and terminated by dispose().
+ * ArrayBuffer / Uint8Array sources are transferred (detached on the page).
+ */
+export declare function createWorkerEngine(
+  worker: WorkerLike | null | undefined,
+  source: ModelSource,
+  options?: Omit<LoadOptions, 'wasm'>,
+): Promise<WorkerEngine>;
+
+// ---------------------------------------------------------------------------------------------
+// The wasm module and the Amulet strength
+
+/** Instantiates the wasm module of this realm (once; later calls share the promise). */
+export declare function initWasm(input?: WasmInput): Promise<void>;
+
+/**
+ * The Amulet strength k(alpha, lambda, eta, T): log π = z_p + k·(z_p − z_b). Synchronous;
+ * needs the wasm initialised (initWasm or any AmuletEngine.load), else throws NOT_READY.
+ * Defaults: 2, 2, 10, 60 (k = 4.6487).
+ */
+export declare function closedFormStrength(alpha?: number, lambda?: number, eta?: number, iterations?: number): number;
+
+/** closedFormStrength after initialising the wasm when needed. */
+export declare function strength(alpha?: number, lambda?: number, eta?: number, iterations?: number): Promise<number>;
+
+export declare const DEFAULT_CACHE_NAME: 'amulet-web-models';
