@@ -9,8 +9,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { launchBrowser, missingPrerequisite, outFile, startServer, until } from './helpers.mjs';
 
+// A missing prerequisite fails the suite: a browser test that skips itself proves nothing.
 const missing = missingPrerequisite();
-const opts = (timeout) => ({ timeout, skip: missing ?? false });
+if (missing) throw new Error(`browser tests cannot run: ${missing}`);
+const opts = (timeout) => ({ timeout });
 
 let server;
 let browser;
@@ -19,7 +21,6 @@ const pageErrors = [];
 const consoleLines = [];
 
 before(async () => {
-  if (missing) return;
   server = await startServer();
   browser = await launchBrowser();
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });

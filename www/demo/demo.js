@@ -53,6 +53,7 @@ function showError(e, context) {
   ui.errorMessage.textContent = context ? `${context}: ${message}` : message;
   ui.error.dataset.code = code;
   ui.error.hidden = false;
+  ui.error.scrollIntoView({ block: 'nearest' });
   console.error(context ?? 'amulet-web demo', e);
 }
 
@@ -93,7 +94,7 @@ async function updateStrength() {
     ui.strength.dataset.k = String(k);
     const a = num(ui.alpha);
     const l = num(ui.lambda);
-    ui.strength.classList.toggle('diverging', a >= l);
+    ui.strength.classList.toggle('diverging', a > l);
     ui.strength.title = a >= l ? 'α ≥ λ: k grows without bound as T grows' : `k → α/(λ−α) = ${(a / (l - a)).toFixed(3)} as T grows`;
   } catch (e) {
     if (seq !== strengthSeq) return;
@@ -319,6 +320,13 @@ function renderInspector(panel, step, i) {
       ol.append(li);
     }
     fig.append(cap, ol);
+    if (!cands.some((c) => c.id === step.token)) {
+      const note = document.createElement('p');
+      note.className = 'absent';
+      const least = cands.length ? cands[cands.length - 1].prob : 0;
+      note.textContent = `${visible(step.text)} is not in its top ${cands.length}${cands.length ? ` (< ${(least * 100).toFixed(1)}%)` : ''}`;
+      fig.append(note);
+    }
     grid.append(fig);
   }
   ins.append(grid);
@@ -466,7 +474,7 @@ async function run(mode) {
     } else {
       outcome = 'error';
       showError(e, mode === 'compare' ? 'compare' : 'generate');
-      ui.runStatus.textContent = 'Failed.';
+      ui.runStatus.textContent = `Failed: ${e?.code ?? 'error'} (see the message above).`;
       for (const p of panels.values()) p.foot.textContent = `${p.steps.length} tokens · error`;
     }
   } finally {
@@ -505,7 +513,8 @@ ui.stop.addEventListener('click', () => controller?.abort());
 ui.prompt.addEventListener('keydown', (ev) => {
   if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
     ev.preventDefault();
-    if (!busy && engine) run('single');
+    if (!engine && !busy) ui.runStatus.textContent = 'Load a model first (step 1).';
+    else if (!busy) run('single');
   }
 });
 

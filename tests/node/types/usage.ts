@@ -69,7 +69,7 @@ export async function main(url: string): Promise<void> {
   }
   await engine.dispose();
 
-  const worker = new Worker(new URL('amulet-web/worker', import.meta.url), { type: 'module' });
+  const worker = new Worker('/node_modules/amulet-web/src/worker.js', { type: 'module' });
   const remote: Engine = await createWorkerEngine(worker, [url, url + '.2'], { onProgress: (p) => p.progress });
   for await (const c of remote.generate({ prompt: 'Hi' })) if (!c.done) console.log(c.text);
   await remote.dispose();
