@@ -187,6 +187,8 @@ pub struct Generation {
     timings: Timings,
     decode_start: f64,
     released: bool,
+    /// The shared-prefix sequence while prefill runs.
+    root: Option<SeqId>,
 }
 
 impl Generation {
@@ -401,33 +403,12 @@ impl Engine {
             timings: Timings::default(),
             decode_start: 0.0,
             released: false,
+            root: None,
         };
-        for t in &mut g.tracks {
-            if t.aligner.needs_base() {
-                t.base_seq = Some(self.model.new_sequence());
-            }
-            if t.aligner.needs_pref() {
-                t.pref_seq = Some(self.model.new_sequence());
-            }
-        }
-        // Prefill: every sequence's prompt in one batched forward.
         let t0 = (self.clock)();
-        let mut batch: Vec<(SeqId, &[u32])> = Vec::new();
-        for t in &g.tracks {
-            if let Some(s) = t.base_seq {
-                batch.push((s, &base_ids));
-            }
-            if let (Some(s), Some(p)) = (t.pref_seq, pref_ids.as_deref()) {
-                batch.push((s, p));
-            }
-        }
-        g.timings.prefill_tokens = batch.iter().map(|(_, t)| t.len()).sum();
-        match self.model.forward(&batch) {
-            Ok(logits) => g.rows = batch.iter().map(|(s, _)| *s).zip(logits).collect(),
-            Err(e) => {
-                self.release(&mut g);
-                return Err(e);
-            }
+        if let Err(e) = self.prefill(&mut g, &base_ids, pref_ids.as_deref()) {
+            self.release(&mut g);
+            return Err(e);
         }
         g.timings.prefill_ms = (self.clock)() - t0;
         g.decode_start = (self.clock)();
@@ -537,6 +518,67 @@ impl Engine {
         })
     }
 
+    /// Creates every track's sequences and runs their prompts. The base and preference
+    /// contexts share a long prefix (the chat template and system prompt), and compare mode
+    /// repeats whole prompts: that prefix is computed once and its cache forked.
+    fn prefill(&mut self, g: &mut Generation, base_ids: &[u32], pref_ids: Option<&[u32]>) -> Result<()> {
+        let mut wanted: Vec<(usize, bool)> = Vec::new(); // (track, is_pref)
+        for (i, t) in g.tracks.iter().enumerate() {
+            if t.aligner.needs_base() {
+                wanted.push((i, false));
+            }
+            if t.aligner.needs_pref() {
+                wanted.push((i, true));
+            }
+        }
+        let prompt = |is_pref: bool| if is_pref { pref_ids.unwrap_or(base_ids) } else { base_ids };
+        // Each sequence keeps at least its last token to run: that step yields its logits.
+        let shortest = wanted.iter().map(|&(_, p)| prompt(p).len()).min().unwrap_or(0);
+        let mut shared = shortest.saturating_sub(1);
+        if let Some(p) = pref_ids {
+            if wanted.iter().any(|&(_, is_pref)| is_pref) && wanted.iter().any(|&(_, is_pref)| !is_pref) {
+                let common = base_ids.iter().zip(p).take_while(|(a, b)| a == b).count();
+                shared = shared.min(common);
+            }
+        }
+        if wanted.len() < 2 {
+            shared = 0;
+        }
+        let root = if shared > 0 {
+            let root = self.model.new_sequence();
+            g.root = Some(root);
+            self.model.forward(&[(root, &base_ids[..shared])])?;
+            Some(root)
+        } else {
+            None
+        };
+        let mut batch: Vec<(SeqId, &[u32])> = Vec::with_capacity(wanted.len());
+        for &(i, is_pref) in &wanted {
+            let seq = match root {
+                Some(r) => self
+                    .model
+                    .fork_sequence(r)
+                    .ok_or_else(|| AmuletError::Compute("the shared prefix sequence vanished".into()))?,
+                None => self.model.new_sequence(),
+            };
+            let t = &mut g.tracks[i];
+            if is_pref {
+                t.pref_seq = Some(seq);
+            } else {
+                t.base_seq = Some(seq);
+            }
+            batch.push((seq, &prompt(is_pref)[shared..]));
+        }
+        if let Some(r) = root {
+            self.model.free_sequence(r);
+            g.root = None;
+        }
+        g.timings.prefill_tokens = shared + batch.iter().map(|(_, t)| t.len()).sum::<usize>();
+        let logits = self.model.forward(&batch)?;
+        g.rows = batch.iter().map(|(s, _)| *s).zip(logits).collect();
+        Ok(())
+    }
+
     fn release(&mut self, g: &mut Generation) {
         if g.released {
             return;
@@ -545,6 +587,9 @@ impl Engine {
             for s in [t.base_seq, t.pref_seq].into_iter().flatten() {
                 self.model.free_sequence(s);
             }
+        }
+        if let Some(r) = g.root.take() {
+            self.model.free_sequence(r);
         }
         g.released = true;
     }

@@ -5,13 +5,19 @@
 use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{Module, Tensor};
 
+use std::sync::Arc;
+
 use super::q4_1::Q41Matrix;
+use super::q8_0::Q80Matrix;
 use crate::error::{AmuletError, Result};
 use crate::gguf::Gguf;
 
 pub enum Linear {
     /// `exact`: use the scalar kernel, which sums in candle's order (bit-exact reference runs).
     Q41 { w: Q41Matrix, exact: bool },
+    /// Q8_0 through our multi-row kernel (bit-identical to candle's); shared with the
+    /// embedding lookup when the output projection is tied.
+    Q80(Arc<Q80Matrix>),
     Candle(QMatMul),
     /// Parts that could not be fused into one matrix; outputs are concatenated.
     Split(Vec<Linear>),
@@ -35,7 +41,12 @@ impl Linear {
         }
         let mut parts = Vec::with_capacity(names.len());
         for (name, &n) in names.iter().zip(outs) {
-            parts.push(Linear::Candle(QMatMul::from_qtensor(g.qtensor(bytes, name, &[k, n])?)?));
+            let (info, data) = g.tensor_bytes(bytes, name, &[k, n])?;
+            parts.push(if info.dtype == GgmlDType::Q8_0 {
+                Linear::Q80(Arc::new(Q80Matrix::from_gguf_bytes(data, n, k)?))
+            } else {
+                Linear::Candle(QMatMul::from_qtensor(g.qtensor(bytes, name, &[k, n])?)?)
+            });
         }
         Ok(if parts.len() == 1 { parts.pop().expect("one part") } else { Linear::Split(parts) })
     }
@@ -45,7 +56,7 @@ impl Linear {
         match self {
             Linear::Q41 { exact, .. } => *exact = on,
             Linear::Split(parts) => parts.iter_mut().for_each(|p| p.set_exact(on)),
-            Linear::Candle(_) => {}
+            Linear::Candle(_) | Linear::Q80(_) => {}
         }
     }
 
@@ -65,6 +76,16 @@ impl Linear {
                 } else {
                     w.matmul(&xs, m, &mut out)?;
                 }
+                Ok(Tensor::from_vec(out, (m, w.rows()), x.device())?)
+            }
+            Linear::Q80(w) => {
+                let (m, k) = x.dims2()?;
+                let xs = x.flatten_all()?.to_vec1::<f32>()?;
+                let mut out = vec![0f32; m * w.rows()];
+                if k != w.cols() {
+                    return Err(AmuletError::Compute(format!("matmul: input has {k} columns, weights {}", w.cols())));
+                }
+                w.matmul(&xs, m, &mut out)?;
                 Ok(Tensor::from_vec(out, (m, w.rows()), x.device())?)
             }
             Linear::Split(parts) => {

@@ -86,11 +86,42 @@ impl RopeTable {
     }
 }
 
-/// Keys and values of one sequence, one layer: `[position][kv_dim]`, appended in order.
+/// Positions per key block.
+const LANES: usize = 8;
+
+/// Keys and values of one sequence, one layer, appended in position order.
+/// Keys are stored in blocks of eight positions, `[block][kv_head][head_dim][lane]`, so
+/// one vector FMA advances eight dot products by one dimension (each still summed in
+/// order, hence exact); values stay `[position][kv_dim]`.
 #[derive(Default, Clone)]
 pub struct LayerKv {
-    pub k: Vec<f32>,
+    k: Vec<f32>,
     pub v: Vec<f32>,
+    len: usize,
+}
+
+impl LayerKv {
+    pub fn push(&mut self, k: &[f32], v: &[f32]) {
+        let kv_dim = k.len();
+        let (block, lane) = (self.len / LANES, self.len % LANES);
+        if lane == 0 {
+            self.k.resize((block + 1) * LANES * kv_dim, 0.0);
+        }
+        let base = block * LANES * kv_dim;
+        for (i, &x) in k.iter().enumerate() {
+            self.k[base + i * LANES + lane] = x;
+        }
+        self.v.extend_from_slice(v);
+        self.len += 1;
+    }
+
+    fn truncate(&mut self, len: usize, kv_dim: usize) {
+        if len < self.len {
+            self.len = len;
+            self.k.truncate(len.div_ceil(LANES) * LANES * kv_dim);
+            self.v.truncate(len * kv_dim);
+        }
+    }
 }
 
 /// The whole KV cache of one sequence.
@@ -108,8 +139,7 @@ impl KvCache {
     /// Drops positions >= len (undoes a failed step).
     pub fn truncate(&mut self, len: usize, kv_dim: usize) {
         for l in &mut self.layers {
-            l.k.truncate(len * kv_dim);
-            l.v.truncate(len * kv_dim);
+            l.truncate(len, kv_dim);
         }
         self.len = self.len.min(len);
     }
@@ -118,8 +148,6 @@ impl KvCache {
         self.layers.iter().map(|l| (l.k.capacity() + l.v.capacity()) * 4).sum()
     }
 }
-
-const LANES: usize = 8;
 
 pub struct AttentionShape {
     pub n_head: usize,
@@ -140,34 +168,28 @@ pub fn attend(s: &AttentionShape, q: &[f32], kv: &LayerKv, position: usize, out:
     };
     // Arithmetic in the order candle's gemm and softmax use (sequential fused multiply-adds,
     // scale applied after the dot product), so logits reproduce candle-transformers'.
-    let scale = s.scale;
     for h in 0..s.n_head {
         let g = h / group;
         let qh = &q[h * s.head_dim..(h + 1) * s.head_dim];
         scores.clear();
         let mut max = f32::NEG_INFINITY;
-        // Eight positions at a time: each dot product still sums in order (exactness), but
-        // eight independent chains keep the FMA units busy instead of waiting on one.
-        let mut t = start;
-        while t <= position {
-            let lanes = (position + 1 - t).min(LANES);
+        for block in start / LANES..=position / LANES {
+            let kb = &kv.k[(block * s.n_kv_head + g) * s.head_dim * LANES..][..s.head_dim * LANES];
             let mut acc = [0f32; LANES];
-            let rows: [&[f32]; LANES] = std::array::from_fn(|i| {
-                let ti = t + i.min(lanes - 1);
-                &kv.k[ti * kv_dim + g * s.head_dim..][..s.head_dim]
-            });
-            for j in 0..s.head_dim {
-                let qj = qh[j];
+            for (j, &qj) in qh.iter().enumerate() {
+                let kj = &kb[j * LANES..(j + 1) * LANES];
                 for i in 0..LANES {
-                    acc[i] = fma(qj, rows[i][j], acc[i]);
+                    acc[i] = fma(qj, kj[i], acc[i]);
                 }
             }
-            for &a in &acc[..lanes] {
-                let dot = a * scale;
-                max = max.max(dot);
-                scores.push(dot);
+            for (i, &a) in acc.iter().enumerate() {
+                let t = block * LANES + i;
+                if t >= start && t <= position {
+                    let dot = a * s.scale;
+                    max = max.max(dot);
+                    scores.push(dot);
+                }
             }
-            t += lanes;
         }
         let mut total = 0f32;
         for x in scores.iter_mut() {
@@ -224,7 +246,8 @@ mod tests {
     #[test]
     fn attention_with_one_position_returns_its_value() {
         let s = AttentionShape { n_head: 4, n_kv_head: 2, head_dim: 2, scale: 1.0, window: None };
-        let kv = LayerKv { k: vec![1.0, 0.0, 0.0, 1.0], v: vec![3.0, 4.0, 5.0, 6.0] };
+        let mut kv = LayerKv::default();
+        kv.push(&[1.0, 0.0, 0.0, 1.0], &[3.0, 4.0, 5.0, 6.0]);
         let q = vec![0.3; 8];
         let mut out = vec![0.0; 8];
         attend(&s, &q, &kv, 0, &mut out, &mut Vec::new());
@@ -234,7 +257,10 @@ mod tests {
     #[test]
     fn window_limits_what_a_query_sees() {
         let s = AttentionShape { n_head: 1, n_kv_head: 1, head_dim: 1, scale: 1.0, window: Some(1) };
-        let kv = LayerKv { k: vec![0.0, 0.0, 0.0], v: vec![10.0, 20.0, 30.0] };
+        let mut kv = LayerKv::default();
+        for v in [10.0, 20.0, 30.0] {
+            kv.push(&[0.0], &[v]);
+        }
         let mut out = vec![0.0];
         attend(&s, &[1.0], &kv, 2, &mut out, &mut Vec::new());
         assert_eq!(out, vec![30.0]);

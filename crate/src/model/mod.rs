@@ -23,6 +23,9 @@ pub trait LanguageModel {
     fn device(&self) -> &'static str;
     /// Starts an empty sequence with its own KV cache.
     fn new_sequence(&mut self) -> SeqId;
+    /// A new sequence whose cache is a copy of `source`'s (a shared prompt prefix is then
+    /// computed once). None if `source` does not exist.
+    fn fork_sequence(&mut self, source: SeqId) -> Option<SeqId>;
     /// Releases a sequence's cache; unknown ids are ignored.
     fn free_sequence(&mut self, id: SeqId);
     /// Tokens already in the sequence's cache (its next position), None if unknown.

@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{Device, Module, Tensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Tensor};
 
 use super::attention::{attend, AttentionShape, KvCache, RopeTable};
 use super::config::{Activation, Arch, ModelConfig};
 use super::{LanguageModel, SeqId};
 use crate::backend::linear::Linear;
+use crate::backend::q8_0::Q80Matrix;
 use crate::error::{AmuletError, Result};
 use crate::gguf::Gguf;
 
@@ -30,12 +31,33 @@ struct Layer {
     rope: usize,
 }
 
+/// The token embedding matrix; a Q8_0 one is shared with the tied output projection.
+enum Embeddings {
+    Q80(Arc<Q80Matrix>),
+    Candle(Arc<QTensor>),
+}
+
+impl Embeddings {
+    fn lookup(&self, ids: &[u32], d: usize) -> Result<Tensor> {
+        match self {
+            Embeddings::Candle(q) => Ok(q.embedding(&Tensor::new(ids, &Device::Cpu)?)?),
+            Embeddings::Q80(w) => {
+                let mut out = vec![0f32; ids.len() * d];
+                for (row, &id) in out.chunks_exact_mut(d).zip(ids) {
+                    w.dequantize_row_into(id as usize, row)?;
+                }
+                Ok(Tensor::from_vec(out, (ids.len(), d), &Device::Cpu)?)
+            }
+        }
+    }
+}
+
 pub struct CpuModel {
     cfg: ModelConfig,
-    embeddings: Arc<QTensor>,
+    embeddings: Embeddings,
     layers: Vec<Layer>,
     output_norm: Tensor,
-    output: QMatMul,
+    output: Linear,
     ropes: Vec<RopeTable>,
     seqs: Vec<Option<KvCache>>,
     scores: Vec<f32>,
@@ -56,10 +78,16 @@ impl CpuModel {
     /// As `load`, with a config the caller adjusted (tests pin details to a reference).
     pub fn load_with_config(g: &Gguf, bytes: &[u8], cfg: ModelConfig, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
         let (d, q, kv, ff) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim(), cfg.d_ff);
-        let embeddings = Arc::new(g.qtensor(bytes, "token_embd.weight", &[d, cfg.vocab_size])?);
-        let output = match g.tensor_info("output.weight") {
-            Some(_) => QMatMul::from_qtensor(g.qtensor(bytes, "output.weight", &[d, cfg.vocab_size])?)?,
-            None => QMatMul::from_arc(embeddings.clone())?,
+        let (info, data) = g.tensor_bytes(bytes, "token_embd.weight", &[d, cfg.vocab_size])?;
+        let embeddings = if info.dtype == GgmlDType::Q8_0 {
+            Embeddings::Q80(Arc::new(Q80Matrix::from_gguf_bytes(data, cfg.vocab_size, d)?))
+        } else {
+            Embeddings::Candle(Arc::new(g.qtensor(bytes, "token_embd.weight", &[d, cfg.vocab_size])?))
+        };
+        let output = match (g.tensor_info("output.weight"), &embeddings) {
+            (Some(_), _) => Linear::load(g, bytes, &["output.weight".to_string()], d, &[cfg.vocab_size])?,
+            (None, Embeddings::Q80(w)) => Linear::Q80(w.clone()),
+            (None, Embeddings::Candle(q)) => Linear::Candle(QMatMul::from_arc(q.clone())?),
         };
         let output_norm = vector(g, bytes, "output_norm.weight", d)?;
         let mut layers = Vec::with_capacity(cfg.n_layer);
@@ -168,8 +196,7 @@ impl CpuModel {
             ids.extend_from_slice(tokens);
         }
         let n_rows = rows.len();
-        let ids = Tensor::from_vec(ids, n_rows, &Device::Cpu)?;
-        let mut x = self.embeddings.embedding(&ids)?;
+        let mut x = self.embeddings.lookup(&ids, cfg.d_model)?;
         if let Some(s) = cfg.embedding_scale {
             x = (x * s as f64)?;
         }
@@ -197,9 +224,7 @@ impl CpuModel {
                 rope.apply(&mut q[r * q_dim..(r + 1) * q_dim], hd, pos);
                 rope.apply(&mut k[r * kv_dim..(r + 1) * kv_dim], hd, pos);
                 let cache = self.seqs[seq].as_mut().expect("checked sequence");
-                let lkv = &mut cache.layers[li];
-                lkv.k.extend_from_slice(&k[r * kv_dim..(r + 1) * kv_dim]);
-                lkv.v.extend_from_slice(&v[r * kv_dim..(r + 1) * kv_dim]);
+                cache.layers[li].push(&k[r * kv_dim..(r + 1) * kv_dim], &v[r * kv_dim..(r + 1) * kv_dim]);
             }
             let shape = AttentionShape {
                 n_head: cfg.n_head,
@@ -278,6 +303,13 @@ impl LanguageModel for CpuModel {
                 self.seqs.len() - 1
             }
         }
+    }
+
+    fn fork_sequence(&mut self, source: SeqId) -> Option<SeqId> {
+        let cache = self.seqs.get(source)?.as_ref()?.clone();
+        let id = self.new_sequence();
+        self.seqs[id] = Some(cache);
+        Some(id)
     }
 
     fn free_sequence(&mut self, id: SeqId) {
