@@ -88,6 +88,8 @@ impl RopeTable {
 
 /// Positions per key block.
 const LANES: usize = 8;
+/// Key blocks scored together.
+const GROUP: usize = 4;
 
 /// Keys and values of one sequence, one layer, appended in position order.
 /// Keys are stored in blocks of eight positions, `[block][kv_head][head_dim][lane]`, so
@@ -173,23 +175,36 @@ pub fn attend(s: &AttentionShape, q: &[f32], kv: &LayerKv, position: usize, out:
         let qh = &q[h * s.head_dim..(h + 1) * s.head_dim];
         scores.clear();
         let mut max = f32::NEG_INFINITY;
-        for block in start / LANES..=position / LANES {
-            let kb = &kv.k[(block * s.n_kv_head + g) * s.head_dim * LANES..][..s.head_dim * LANES];
-            let mut acc = [0f32; LANES];
+        // Four key blocks at a time: four independent FMA chains hide the FMA latency.
+        let (first, last) = (start / LANES, position / LANES);
+        let kstride = s.n_kv_head * s.head_dim * LANES;
+        let mut block = first;
+        while block <= last {
+            let nblk = (last + 1 - block).min(GROUP);
+            let mut acc = [[0f32; LANES]; GROUP];
+            let kb: [&[f32]; GROUP] = std::array::from_fn(|b| {
+                let blk = block + b.min(nblk - 1);
+                &kv.k[blk * kstride + g * s.head_dim * LANES..][..s.head_dim * LANES]
+            });
             for (j, &qj) in qh.iter().enumerate() {
-                let kj = &kb[j * LANES..(j + 1) * LANES];
-                for i in 0..LANES {
-                    acc[i] = fma(qj, kj[i], acc[i]);
+                for b in 0..GROUP {
+                    let kj = &kb[b][j * LANES..(j + 1) * LANES];
+                    for i in 0..LANES {
+                        acc[b][i] = fma(qj, kj[i], acc[b][i]);
+                    }
                 }
             }
-            for (i, &a) in acc.iter().enumerate() {
-                let t = block * LANES + i;
-                if t >= start && t <= position {
-                    let dot = a * s.scale;
-                    max = max.max(dot);
-                    scores.push(dot);
+            for (b, lanes) in acc.iter().enumerate().take(nblk) {
+                for (i, &a) in lanes.iter().enumerate() {
+                    let t = (block + b) * LANES + i;
+                    if t >= start && t <= position {
+                        let dot = a * s.scale;
+                        max = max.max(dot);
+                        scores.push(dot);
+                    }
                 }
             }
+            block += nblk;
         }
         let mut total = 0f32;
         for x in scores.iter_mut() {
