@@ -94,11 +94,16 @@ cmd_test() {
 
 cmd_bench() {
   build_native
+  build_wasm
   models/fetch.sh >/dev/null
-  log "native bench: base vs amulet, SmolLM2-135M Q4_1, 128 new tokens, RAYON_NUM_THREADS=$RAYON_NUM_THREADS"
   mkdir -p target/bench
+  log "native bench: base vs amulet, SmolLM2-135M Q4_1, 128 new tokens, RAYON_NUM_THREADS=$RAYON_NUM_THREADS"
   ./target/release/amulet bench --runs "${BENCH_RUNS:-5}" --out target/bench/native.json
-  log "JSON: target/bench/native.json"
+  need_chromium
+  need_node_modules tests/bench
+  log "browser bench: our CPU path (base, amulet) next to wllama, headless Chromium"
+  (cd tests/bench && node browser-bench.mjs --runs "${BENCH_RUNS:-3}" --tokens 128 --out ../../target/bench/browser.json)
+  log "JSON: target/bench/native.json, target/bench/browser.json"
 }
 
 case "${1:-}" in

@@ -1,0 +1,403 @@
+#!/usr/bin/env node
+// Browser benchmark of amulet-web in real headless Chromium, with wllama (llama.cpp in wasm)
+// on the same GGUF as the peer.
+//
+//   cd tests/bench && npm ci && node browser-bench.mjs [--runs 3] [--tokens 128]
+//        [--out ../../target/bench/browser.json] [--model PATH] [--no-wllama] [--no-mt]
+//
+// Measures, all in one browser and, for every comparison, interleaved in the same run:
+// - ours (main thread, CPU wasm): decode tok/s of method `base` and `amulet`, their ratio,
+//   time to first token (generate() call -> first chunk), prefill ms;
+// - load time: first load (download + Cache API store + build; the cache is cleared before)
+//   and load from the Cache API (a fresh page each time), `runs` of each, interleaved;
+// - wasm Memory byteLength after load and after all generations (grow-only: the peak), over
+//   the model file size;
+// - wllama, single-thread (plain origin) and 2 threads (COOP/COEP origin): decode tok/s
+//   on the same prompt, greedy, ignore_eos, cache_prompt off;
+// - the WebGPU adapter (navigator.gpu.requestAdapter()) for the record.
+// Prints a table and writes JSON. Needs www/pkg (./build.sh build) and the model.
+
+import http from 'node:http';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { createServer as createDemoServer } from '../../www/demo/serve.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(here, '..', '..');
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+export const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-quic',
+  '--enable-unsafe-webgpu',
+];
+const PROMPT = 'How can I improve my eating habits without compromising on taste?';
+const PREFERENCE = 'concise';
+// The `pref` context of our engine (crate/src/prompt.rs: the paper's system prompt plus the
+// preference sentence), given to wllama as plain chat messages.
+const SYSTEM =
+  'You are an AI designed to provide the most helpful, clear, and concise responses. Focus on giving actionable ' +
+  'information, ensuring accuracy and detail without overwhelming the user. You should also be patient, polite, ' +
+  'and calm. Avoid unnecessary complexity and always prioritize practical, user-friendly advice.';
+const WLLAMA_MESSAGES = [
+  { role: 'system', content: `${SYSTEM} Your answer should be ${PREFERENCE} as much as possible.` },
+  { role: 'user', content: PROMPT },
+];
+
+// ---------------------------------------------------------------------------------------
+// arguments
+
+function parseArgs(argv) {
+  const o = {
+    runs: 3,
+    tokens: 128,
+    warmupTokens: 8,
+    out: path.join(REPO, 'target', 'bench', 'browser.json'),
+    model: path.join(REPO, 'models', 'cache', 'SmolLM2-135M-Instruct.Q4_1.gguf'),
+    wllama: true,
+    mt: true,
+    threads: 2,
+    budgetS: 330,
+    mtRuns: 1,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const val = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    if (a === '--runs') o.runs = Number(val());
+    else if (a === '--tokens') o.tokens = Number(val());
+    else if (a === '--warmup-tokens') o.warmupTokens = Number(val());
+    else if (a === '--out') o.out = path.resolve(val());
+    else if (a === '--model') o.model = path.resolve(val());
+    else if (a === '--threads') o.threads = Number(val());
+    else if (a === '--budget-s') o.budgetS = Number(val());
+    else if (a === '--mt-runs') o.mtRuns = Number(val());
+    else if (a === '--no-wllama') o.wllama = false;
+    else if (a === '--no-mt') o.mt = false;
+    else if (a === '--help' || a === '-h') {
+      console.log('usage: node browser-bench.mjs [--runs 3] [--tokens 128] [--warmup-tokens 8] [--out FILE] [--model GGUF]\n' +
+        '         [--threads 2] [--mt-runs 1] [--budget-s 330] [--no-wllama] [--no-mt]\n' +
+        '--mt-runs: wllama multi-thread takes part in the first N rounds only (it is slow on a loaded 2-core machine)\n' +
+        '--budget-s: no generation round starts once the elapsed time plus the next round\'s expected duration passes it\n' +
+        '(the figures then come from fewer, still complete and interleaved, rounds: see n).');
+      process.exit(0);
+    } else throw new Error(`unknown argument ${a}`);
+  }
+  for (const k of ['runs', 'tokens', 'threads', 'budgetS', 'mtRuns']) {
+    if (!Number.isInteger(o[k]) || o[k] < 1) throw new Error(`--${k} must be a whole number >= 1`);
+  }
+  return o;
+}
+
+// ---------------------------------------------------------------------------------------
+// server: serve.mjs's handler (www/ at /, the model folder at /models/) plus /bench/ (this
+// folder's page) and /wllama/ (wllama's ESM build: index.js and wasm/wllama.wasm).
+
+const EXTRA_MIME = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.wasm': 'application/wasm' };
+
+export function startServer({ isolate, modelsDir }) {
+  const demo = createDemoServer({ isolate, models: modelsDir });
+  const demoHandler = demo.listeners('request')[0];
+  const headers = { 'X-Content-Type-Options': 'nosniff', 'Cache-Control': 'no-cache' };
+  if (isolate) {
+    headers['Cross-Origin-Opener-Policy'] = 'same-origin';
+    headers['Cross-Origin-Embedder-Policy'] = 'require-corp';
+    headers['Cross-Origin-Resource-Policy'] = 'same-origin';
+  }
+  const extra = [
+    ['/bench/', here, new Set(['page.html', 'page.js'])],
+    ['/wllama/', path.join(here, 'node_modules', '@wllama', 'wllama', 'esm'), null],
+  ];
+  const server = http.createServer((req, res) => {
+    const pathname = new URL(req.url, 'http://localhost').pathname;
+    for (const [prefix, root, allow] of extra) {
+      if (!pathname.startsWith(prefix)) continue;
+      const rel = decodeURIComponent(pathname.slice(prefix.length));
+      const file = path.resolve(root, rel);
+      if ((allow && !allow.has(rel)) || !file.startsWith(root + path.sep) || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
+        res.writeHead(404, { ...headers, 'Content-Type': 'text/plain' });
+        return res.end('not found\n');
+      }
+      const st = fs.statSync(file);
+      res.writeHead(200, { ...headers, 'Content-Type': EXTRA_MIME[path.extname(file)] ?? 'application/octet-stream', 'Content-Length': st.size });
+      if (req.method === 'HEAD') return res.end();
+      return fs.createReadStream(file).pipe(res);
+    }
+    return demoHandler(req, res);
+  });
+  return new Promise((resolve, reject) => {
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const origin = `http://127.0.0.1:${server.address().port}`;
+      resolve({
+        origin,
+        close: () => new Promise((done) => {
+          server.close(() => done());
+          server.closeAllConnections();
+        }),
+      });
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// statistics and printing
+
+function stats(xs) {
+  const v = xs.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
+  if (!v.length) return null;
+  const m = v.length >> 1;
+  const median = v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+  return { median, min: v[0], max: v[v.length - 1], n: v.length, values: xs };
+}
+
+const fmt = (x, d = 1) => (x == null ? '-' : x.toFixed(d));
+const fmtS = (s, d = 1) => (s ? `${fmt(s.median, d)} (${fmt(s.min, d)}-${fmt(s.max, d)})` : '-');
+const MB = (b) => b / 1e6;
+
+function table(rows) {
+  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
+  return rows.map((r, j) => {
+    const line = r.map((c, i) => (i === 0 ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join('  ');
+    return j === 0 ? `${line}\n${w.map((n) => '-'.repeat(n)).join('  ')}` : line;
+  }).join('\n');
+}
+
+// ---------------------------------------------------------------------------------------
+// main
+
+async function openBenchPage(context, origin) {
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.error(`  [page error] ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error') console.error(`  [console.error] ${m.text()}`);
+  });
+  await page.goto(`${origin}/bench/page.html`);
+  await page.waitForFunction(() => window.benchReady === true, null, { timeout: 30_000 });
+  return page;
+}
+
+async function freshPage(page) {
+  await page.reload();
+  await page.waitForFunction(() => window.benchReady === true, null, { timeout: 30_000 });
+}
+
+async function main() {
+  const o = parseArgs(process.argv.slice(2));
+  const started = Date.now();
+  const log = (s) => console.log(`[${((Date.now() - started) / 1e3).toFixed(0).padStart(4)} s] ${s}`);
+
+  const wasmFile = path.join(REPO, 'www', 'pkg', 'amulet_bg.wasm');
+  if (!fs.existsSync(wasmFile)) throw new Error('www/pkg is missing: run ./build.sh build');
+  if (!fs.existsSync(o.model)) throw new Error(`no model at ${o.model}`);
+  if (!fs.existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM} (set CHROMIUM_PATH)`);
+  const wllamaDir = path.join(here, 'node_modules', '@wllama', 'wllama');
+  if (o.wllama && !fs.existsSync(path.join(wllamaDir, 'esm', 'wasm', 'wllama.wasm'))) {
+    throw new Error('node_modules/@wllama/wllama is missing: run npm ci in tests/bench');
+  }
+  const modelSize = fs.statSync(o.model).size;
+  const modelUrlPath = `/models/${encodeURIComponent(path.basename(o.model))}`;
+  const wasmBytes = fs.readFileSync(wasmFile);
+
+  const plain = await startServer({ isolate: false, modelsDir: path.dirname(o.model) });
+  const isolated = await startServer({ isolate: true, modelsDir: path.dirname(o.model) });
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+  const result = {
+    date: new Date().toISOString(),
+    command: `node browser-bench.mjs ${process.argv.slice(2).join(' ')}`.trim(),
+    machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memGiB: +(os.totalmem() / 2 ** 30).toFixed(1), loadavgAtStart: os.loadavg() },
+    browser: { version: browser.version(), path: CHROMIUM, args: CHROMIUM_ARGS, headless: true },
+    config: { runs: o.runs, budgetS: o.budgetS, wllamaMtRuns: o.mtRuns, tokens: o.tokens, warmupTokens: o.warmupTokens, prompt: PROMPT, preference: PREFERENCE, greedy: true, ignoreEos: true, wllamaThreadsMt: o.threads },
+    model: { path: path.relative(REPO, o.model), bytes: modelSize },
+    ours: { thread: 'main', wasm: { bytes: wasmBytes.length, sha256: crypto.createHash('sha256').update(wasmBytes).digest('hex').slice(0, 16), mtime: fs.statSync(wasmFile).mtime.toISOString() } },
+    wllama: null,
+  };
+  try {
+    const context = await browser.newContext();
+    const page = await openBenchPage(context, plain.origin);
+    result.env = await page.evaluate(() => window.bench.env());
+    result.webgpu = await page.evaluate(() => window.bench.gpuInfo());
+    log(`Chromium ${browser.version()}, ${result.env.hardwareConcurrency} cores seen by the page; WebGPU: ${result.webgpu.available ? `${result.webgpu.vendor} ${result.webgpu.architecture} ${result.webgpu.description ?? ''}` : result.webgpu.reason}`);
+
+    // ---- loads: first (cache cleared: download + store + build) and from the Cache API,
+    // alternating, each on a fresh page (a fresh wasm realm).
+    const loads = { first: [], cached: [] };
+    for (let r = 0; r < o.runs; r++) {
+      await freshPage(page);
+      await page.evaluate(() => window.bench.clearCache());
+      await freshPage(page);
+      const first = await page.evaluate((a) => window.bench.oursLoad(a), { url: modelUrlPath, cache: true });
+      loads.first.push(first);
+      await freshPage(page);
+      const cached = await page.evaluate((a) => window.bench.oursLoad(a), { url: modelUrlPath, cache: true });
+      loads.cached.push(cached);
+      log(`load ${r + 1}/${o.runs}: first ${fmt(first.totalMs, 0)} ms (${first.source}), cached ${fmt(cached.totalMs, 0)} ms (${cached.source}); wasm memory ${fmt(MB(cached.wasmMemoryBytes))} MB`);
+    }
+
+    // ---- generation: ours (base, amulet) + wllama single-thread on the plain page, wllama
+    // multi-thread on the isolated page; interleaved, the order rotated each run.
+    await freshPage(page);
+    const genLoad = await page.evaluate((a) => window.bench.oursLoad(a), { url: modelUrlPath, cache: true });
+    const memAfterLoad = genLoad.wasmMemoryBytes;
+    const configs = [
+      { key: 'ours.base', run: (t) => page.evaluate((a) => window.bench.oursGen(a), { prompt: PROMPT, preference: PREFERENCE, method: 'base', tokens: t }) },
+      { key: 'ours.amulet', run: (t) => page.evaluate((a) => window.bench.oursGen(a), { prompt: PROMPT, preference: PREFERENCE, method: 'amulet', tokens: t }) },
+    ];
+    let wllamaInfo = null;
+    let mtPage = null;
+    if (o.wllama) {
+      wllamaInfo = { version: JSON.parse(fs.readFileSync(path.join(wllamaDir, 'package.json'), 'utf8')).version, messages: WLLAMA_MESSAGES };
+      try {
+        wllamaInfo.st = { load: await page.evaluate((a) => window.bench.wllamaLoad(a), { url: modelUrlPath, threads: 1 }) };
+        log(`wllama ${wllamaInfo.version} single-thread loaded in ${fmt(wllamaInfo.st.load.totalMs, 0)} ms (multithread: ${wllamaInfo.st.load.isMultithread}, threads: ${wllamaInfo.st.load.numThreads})`);
+        configs.push({ key: 'wllama.st', run: (t) => page.evaluate((a) => window.bench.wllamaGen(a), { messages: WLLAMA_MESSAGES, tokens: t }) });
+      } catch (e) {
+        wllamaInfo.st = { error: String(e?.message ?? e) };
+        log(`wllama single-thread failed: ${wllamaInfo.st.error}`);
+      }
+      if (o.mt) {
+        try {
+          mtPage = await openBenchPage(context, isolated.origin);
+          const env = await mtPage.evaluate(() => window.bench.env());
+          const load = await mtPage.evaluate((a) => window.bench.wllamaLoad(a), { url: modelUrlPath, threads: o.threads });
+          wllamaInfo.mt = { env, load };
+          log(`wllama ${o.threads} threads (crossOriginIsolated: ${env.crossOriginIsolated}) loaded in ${fmt(load.totalMs, 0)} ms (multithread: ${load.isMultithread}, threads: ${load.numThreads})`);
+          configs.push({ key: 'wllama.mt', run: (t) => mtPage.evaluate((a) => window.bench.wllamaGen(a), { messages: WLLAMA_MESSAGES, tokens: t }) });
+        } catch (e) {
+          wllamaInfo.mt = { error: String(e?.message ?? e) };
+          log(`wllama multi-thread failed: ${wllamaInfo.mt.error}`);
+        }
+      }
+    }
+
+    // warm-up (wasm tier-up, first allocations), not counted
+    for (const c of configs) {
+      const w = await c.run(o.warmupTokens);
+      log(`warm-up ${c.key}: ${w.tokens} tokens, ${fmt(w.decodeTps)} tok/s`);
+    }
+    const samples = Object.fromEntries(configs.map((c) => [c.key, []]));
+    const rounds = [];
+    for (let r = 0; r < o.runs; r++) {
+      const active = configs.filter((c) => c.key !== 'wllama.mt' || r < o.mtRuns);
+      // the round's expected duration: each config's last sample
+      const expectS = active.reduce((t, c) => t + (samples[c.key].at(-1)?.totalMs ?? 0) / 1e3, 0);
+      const elapsedS = (Date.now() - started) / 1e3;
+      if (r > 0 && elapsedS + expectS > o.budgetS) {
+        log(`budget: ${fmt(elapsedS, 0)} s elapsed + ~${fmt(expectS, 0)} s for the next round > --budget-s ${o.budgetS}: stopping after ${r} round(s)`);
+        break;
+      }
+      const roundStart = Date.now();
+      const order = active.map((_, i) => active[(i + r) % active.length]);
+      for (const c of order) {
+        const s = await c.run(o.tokens);
+        if (s.tokens !== o.tokens) log(`  note: ${c.key} streamed ${s.tokens} chunks (completion tokens ${s.completionTokens}) for ${o.tokens} asked`);
+        samples[c.key].push(s);
+        log(`run ${r + 1}/${o.runs} ${c.key.padEnd(11)}: ${fmt(s.decodeTps)} tok/s (wall ${fmt(s.wallTps)}), TTFT ${fmt(s.ttftMs, 0)} ms, prefill ${fmt(s.prefillMs, 0)} ms / ${s.prefillTokens} tok`);
+      }
+      rounds.push({ order: order.map((c) => c.key), seconds: (Date.now() - roundStart) / 1e3, loadavg: os.loadavg() });
+    }
+    const memAfterGen = await page.evaluate(() => window.bench.wasmMemoryBytes());
+
+    // ---- summary
+    const sum = (key, f) => stats(samples[key]?.map(f) ?? []);
+    const per = {};
+    for (const c of configs) {
+      per[c.key] = {
+        decodeTps: sum(c.key, (s) => s.decodeTps),
+        wallTps: sum(c.key, (s) => s.wallTps),
+        ttftMs: sum(c.key, (s) => s.ttftMs),
+        prefillMs: sum(c.key, (s) => s.prefillMs),
+        prefillTokens: samples[c.key][0]?.prefillTokens ?? null,
+        completionTokens: samples[c.key].map((s) => s.completionTokens),
+        finishReasons: samples[c.key].map((s) => s.finishReason),
+        textStart: samples[c.key][0]?.text?.slice(0, 160),
+      };
+    }
+    // ratios within each run (same round of the interleaving), then their median
+    const ratio = (a, b, f = (s) => s.decodeTps) => {
+      if (!samples[a]?.length || !samples[b]?.length) return null;
+      const n = Math.min(samples[a].length, samples[b].length); // rounds that ran both
+      return stats(samples[a].slice(0, n).map((s, i) => f(s) / f(samples[b][i])));
+    };
+    const ratios = {
+      amuletOverBase: ratio('ours.amulet', 'ours.base'),
+      baseOverWllamaSt: ratio('ours.base', 'wllama.st'),
+      baseOverWllamaMt: ratio('ours.base', 'wllama.mt'),
+      amuletOverWllamaSt: ratio('ours.amulet', 'wllama.st'),
+      amuletOverWllamaMt: ratio('ours.amulet', 'wllama.mt'),
+      wallBaseOverWllamaSt: ratio('ours.base', 'wllama.st', (s) => s.wallTps),
+      wallBaseOverWllamaMt: ratio('ours.base', 'wllama.mt', (s) => s.wallTps),
+      ttftBaseOverWllamaSt: ratio('ours.base', 'wllama.st', (s) => s.ttftMs),
+    };
+    result.ours.loads = {
+      first: { totalMs: stats(loads.first.map((l) => l.totalMs)), readMs: stats(loads.first.map((l) => l.readMs)), storeMs: stats(loads.first.map((l) => l.betweenMs)), buildMs: stats(loads.first.map((l) => l.buildMs)), source: loads.first.map((l) => l.source) },
+      cached: { totalMs: stats(loads.cached.map((l) => l.totalMs)), readMs: stats(loads.cached.map((l) => l.readMs)), buildMs: stats(loads.cached.map((l) => l.buildMs)), source: loads.cached.map((l) => l.source) },
+      raw: loads,
+    };
+    result.ours.info = genLoad.info;
+    result.ours.memory = {
+      modelBytes: modelSize,
+      baselineBytes: genLoad.wasmMemoryBaselineBytes,
+      atBuildStartBytes: genLoad.wasmMemoryAtBuildStartBytes,
+      afterLoadBytes: memAfterLoad,
+      afterGenerationBytes: memAfterGen,
+      afterLoadOverModel: memAfterLoad / modelSize,
+      peakOverModel: memAfterGen / modelSize,
+      target: 1.5,
+      withinTarget: memAfterGen / modelSize <= 1.5,
+      note: 'WebAssembly.Memory buffer byteLength (grow-only, so the value after all generations is the peak); baseline: module up, no model; atBuildStart: first build progress callback (the model bytes copied in)',
+    };
+    result.generation = per;
+    result.ratios = ratios;
+    result.samples = samples;
+    result.rounds = rounds;
+    result.wllama = wllamaInfo;
+    result.machine.loadavgAtEnd = os.loadavg();
+    result.durationS = (Date.now() - started) / 1e3;
+
+    // ---- print
+    console.log(`\nChromium ${browser.version()} headless, ${result.machine.cpus} cores (${result.machine.cpuModel}); model ${path.basename(o.model)} ${fmt(MB(modelSize))} MB; ${o.tokens} tokens greedy ignoreEos, ${rounds.length} interleaved round(s) of ${o.runs} asked (wllama ${o.threads} threads: first ${o.mtRuns}); median (min-max), n = samples`);
+    const names = { 'ours.base': 'ours base (main thread)', 'ours.amulet': 'ours amulet (main thread)', 'wllama.st': 'wllama 1 thread (worker)', 'wllama.mt': `wllama ${o.threads} threads (COOP/COEP)` };
+    const rows = [['engine', 'n', 'decode tok/s', 'wall tok/s', 'TTFT ms', 'prefill ms', 'prompt tok']];
+    for (const c of configs) {
+      const p = per[c.key];
+      rows.push([names[c.key], String(p.decodeTps?.n ?? 0), fmtS(p.decodeTps), fmtS(p.wallTps), fmtS(p.ttftMs, 0), fmtS(p.prefillMs, 0), String(p.prefillTokens ?? '-')]);
+    }
+    console.log(table(rows));
+    const rr = [['ratio (within each round, then median)', 'n', 'value']];
+    for (const [k, v] of Object.entries(ratios)) if (v) rr.push([k, String(v.n), `${fmt(v.median, 3)} (${fmt(v.min, 3)}-${fmt(v.max, 3)})`]);
+    console.log(`\n${table(rr)}`);
+    const L = result.ours.loads;
+    console.log(`\nload (ours): first ${fmtS(L.first.totalMs, 0)} ms = read ${fmtS(L.first.readMs, 0)} + cache put & copy into wasm ${fmtS(L.first.storeMs, 0)} + build ${fmtS(L.first.buildMs, 0)}; from Cache API ${fmtS(L.cached.totalMs, 0)} ms = read ${fmtS(L.cached.readMs, 0)} + build ${fmtS(L.cached.buildMs, 0)}`);
+    if (wllamaInfo?.st?.load) console.log(`load (wllama 1 thread): ${fmt(wllamaInfo.st.load.totalMs, 0)} ms = fetch blob ${fmt(wllamaInfo.st.load.readMs, 0)} + load ${fmt(wllamaInfo.st.load.buildMs, 0)} (one sample)`);
+    const M = result.ours.memory;
+    console.log(`wasm memory (ours): baseline ${fmt(MB(M.baselineBytes))} MB, at build start ${fmt(MB(M.atBuildStartBytes))} MB (bytes copied in), after load ${fmt(MB(M.afterLoadBytes))} MB (${fmt(M.afterLoadOverModel, 2)}x model), after generations ${fmt(MB(M.afterGenerationBytes))} MB (${fmt(M.peakOverModel, 2)}x model; target <= 1.5x: ${M.withinTarget ? 'met' : 'NOT met'})`);
+    console.log(`WebGPU adapter: ${JSON.stringify(result.webgpu)}`);
+    console.log(`duration ${fmt(result.durationS, 0)} s; load average ${result.machine.loadavgAtStart.map((x) => x.toFixed(2)).join(' ')} -> ${result.machine.loadavgAtEnd.map((x) => x.toFixed(2)).join(' ')}`);
+
+    fs.mkdirSync(path.dirname(o.out), { recursive: true });
+    fs.writeFileSync(o.out, JSON.stringify(result, null, 2) + '\n');
+    console.log(`wrote ${path.relative(process.cwd(), o.out)}`);
+  } finally {
+    await browser.close().catch(() => {});
+    await plain.close();
+    await isolated.close();
+  }
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().catch((e) => {
+    console.error(`browser-bench: ${e?.stack ?? e}`);
+    process.exit(1);
+  });
+}
