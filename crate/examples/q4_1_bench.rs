@@ -73,7 +73,11 @@ fn main() {
     let mut rng = Rng(0x1234_5678_9abc_def1);
     println!("kernel: {KERNEL}; RAYON_NUM_THREADS={:?}", std::env::var("RAYON_NUM_THREADS").ok());
     println!("GB/s counts GGUF weight bytes (20 per 32 weights) once per call; times are best of 7.\n");
-    println!("{:<16} {:>2} {:>11} {:>9} {:>11} {:>9} {:>8}", "hot", "m", "ours us", "ours GB/s", "candle us", "cand GB/s", "speedup");
+    println!("`exact` is matmul_scalar (candle's summation order, bit-identical to candle).\n");
+    println!(
+        "{:<16} {:>2} {:>9} {:>9} {:>9} {:>10} {:>9} {:>8}",
+        "hot", "m", "ours us", "ours GB/s", "exact us", "candle us", "cand GB/s", "speedup"
+    );
     let bytes: Vec<Vec<u8>> = SHAPES.iter().map(|&(_, n, k)| gguf_bytes(n, k, &mut rng)).collect();
     for (&(name, n, k), b) in SHAPES.iter().zip(&bytes) {
         let ours = Q41Matrix::from_gguf_bytes(b, n, k).unwrap();
@@ -83,16 +87,18 @@ fn main() {
             let xt = Tensor::from_vec(x.clone(), (m, k), &dev).unwrap();
             let mut out = vec![0f32; m * n];
             let t_ours = time(0.05, || ours.matmul(&x, m, &mut out).unwrap());
+            let t_exact = time(0.05, || ours.matmul_scalar(&x, m, &mut out).unwrap());
             let t_candle = time(0.05, || {
                 qmm.forward(&xt).unwrap();
             });
             let gb = b.len() as f64 / 1e9;
             println!(
-                "{:<16} {:>2} {:>11.2} {:>9.2} {:>11.2} {:>9.2} {:>7.2}x",
+                "{:<16} {:>2} {:>9.2} {:>9.2} {:>9.2} {:>10.2} {:>9.2} {:>7.2}x",
                 name,
                 m,
                 t_ours * 1e6,
                 gb / t_ours,
+                t_exact * 1e6,
                 t_candle * 1e6,
                 gb / t_candle,
                 t_candle / t_ours

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::align::{Aligner, Method};
 use crate::chat_template::{ChatMessage, ChatTemplate};
 use crate::error::{AmuletError, Result};
-use crate::gguf::Gguf;
+use crate::gguf::{Gguf, TensorSource};
 use crate::model::{CpuModel, LanguageModel, SeqId};
 use crate::prompt::{encode_context, validate_preference, Conversation, Placement};
 use crate::sample::{top_candidates, Sampler, SamplingParams};
@@ -226,8 +226,13 @@ impl Engine {
     /// called while the layers are built.
     pub fn load(bytes: &[u8], progress: impl FnMut(usize, usize)) -> Result<Engine> {
         let gguf = Gguf::parse(bytes)?;
-        let model = CpuModel::load(&gguf, bytes, progress)?;
-        Self::with_model(&gguf, Box::new(model))
+        Self::load_from(&gguf, bytes, progress)
+    }
+
+    /// As `load`, reading tensors from `src` one at a time (the file need not be in memory).
+    pub fn load_from<S: TensorSource + ?Sized>(gguf: &Gguf, src: &S, progress: impl FnMut(usize, usize)) -> Result<Engine> {
+        let model = CpuModel::load(gguf, src, progress)?;
+        Self::with_model(gguf, Box::new(model))
     }
 
     /// Wraps an already built model (any backend) with the tokenizer and template of `gguf`.

@@ -5,6 +5,7 @@
 //! a truncated or hostile file gives `AmuletError::BadModel` naming the key or tensor,
 //! never a panic or a huge allocation.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -17,6 +18,27 @@ const DEFAULT_ALIGNMENT: u64 = 32;
 /// No real model has more; a larger count means a corrupt header, not a big model.
 const MAX_COUNT: u64 = 1 << 24;
 const MAX_DIMS: u32 = 4;
+
+/// Where tensor bytes come from: the whole file in memory, or a reader that hands out one
+/// tensor at a time (the browser keeps the file in JS, so wasm memory never holds it whole).
+pub trait TensorSource {
+    /// `len` bytes at absolute file `offset`; callers only ask for ranges `parse` validated.
+    fn read(&self, offset: usize, len: usize) -> Result<Cow<'_, [u8]>>;
+}
+
+impl TensorSource for [u8] {
+    fn read(&self, offset: usize, len: usize) -> Result<Cow<'_, [u8]>> {
+        self.get(offset..offset + len).map(Cow::Borrowed).ok_or_else(|| {
+            AmuletError::BadModel(format!("bytes {offset}..{} lie outside the {} given", offset + len, self.len()))
+        })
+    }
+}
+
+impl TensorSource for Vec<u8> {
+    fn read(&self, offset: usize, len: usize) -> Result<Cow<'_, [u8]>> {
+        self.as_slice().read(offset, len)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetaValue {
@@ -163,6 +185,10 @@ fn ggml_type_name(id: u32) -> String {
 struct Cursor<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// The real file length; `bytes` may be only its first part (header parsing).
+    file_len: usize,
+    /// Set when a read ran past `bytes` but not past the file: more prefix is needed.
+    short: bool,
 }
 
 impl<'a> Cursor<'a> {
@@ -174,13 +200,18 @@ impl<'a> Cursor<'a> {
                 self.pos = end;
                 Ok(s)
             }
-            None => Err(AmuletError::BadModel(format!(
+            None => {
+                if self.bytes.len() < self.file_len {
+                    self.short = true;
+                }
+                Err(AmuletError::BadModel(format!(
                 "file truncated while reading {} (needs {} bytes at offset {}, file has {})",
                 what(),
                 n,
                 self.pos,
-                self.bytes.len()
-            ))),
+                self.file_len
+            )))
+            }
         }
     }
 
@@ -238,7 +269,7 @@ impl<'a> Cursor<'a> {
                 let elem_ty = self.u32(what)?;
                 let n = self.count(what)?;
                 // Each element takes at least one byte: reject counts the file cannot hold.
-                if n as usize > self.bytes.len() - self.pos {
+                if n as usize > self.file_len - self.pos {
                     return Err(AmuletError::BadModel(format!(
                         "{}: array of {n} elements does not fit in the file",
                         what()
@@ -261,7 +292,30 @@ impl<'a> Cursor<'a> {
 impl Gguf {
     /// Parses and validates the header, metadata and tensor table of a GGUF file.
     pub fn parse(bytes: &[u8]) -> Result<Gguf> {
-        let mut c = Cursor { bytes, pos: 0 };
+        Self::parse_inner(bytes, bytes.len()).map_err(|(e, _)| e)
+    }
+
+    /// Parses from the first bytes of a file of `file_len` bytes. `Ok(None)`: the header is
+    /// longer than `prefix`; call again with more.
+    pub fn parse_prefix(prefix: &[u8], file_len: usize) -> Result<Option<Gguf>> {
+        if prefix.len() > file_len {
+            return Err(AmuletError::bad_option("file_len", "is shorter than the bytes given"));
+        }
+        match Self::parse_inner(prefix, file_len) {
+            Ok(g) => Ok(Some(g)),
+            Err((_, true)) => Ok(None),
+            Err((e, false)) => Err(e),
+        }
+    }
+
+    fn parse_inner(bytes: &[u8], file_len: usize) -> std::result::Result<Gguf, (AmuletError, bool)> {
+        let mut c = Cursor { bytes, pos: 0, file_len, short: false };
+        let r = Self::parse_cursor(&mut c);
+        r.map_err(|e| (e, c.short))
+    }
+
+    fn parse_cursor(c: &mut Cursor) -> Result<Gguf> {
+        let file_len = c.file_len;
         let magic = c.array::<4>(&|| "the magic number".into())?;
         if &magic != MAGIC {
             return Err(AmuletError::BadModel(format!(
@@ -344,12 +398,11 @@ impl Gguf {
             }
             let offset = data_start + rel;
             let end = offset.checked_add(byte_len as u64);
-            if end.is_none_or(|e| e > bytes.len() as u64) {
+            if end.is_none_or(|e| e > file_len as u64) {
                 return Err(AmuletError::BadModel(format!(
                     "tensor `{name}` has {} bytes at offset {offset}, but the file ends at {} \
                      (truncated download?)",
-                    byte_len,
-                    bytes.len()
+                    byte_len, file_len
                 )));
             }
             if index.insert(name.clone(), tensors.len()).is_some() {
@@ -466,7 +519,12 @@ impl Gguf {
     }
 
     /// The info and raw bytes of a tensor, checked against the expected shape (GGUF order).
-    pub fn tensor_bytes<'a>(&self, bytes: &'a [u8], name: &str, dims: &[usize]) -> Result<(&TensorInfo, &'a [u8])> {
+    pub fn tensor_bytes<'s, S: TensorSource + ?Sized>(
+        &self,
+        src: &'s S,
+        name: &str,
+        dims: &[usize],
+    ) -> Result<(&TensorInfo, Cow<'s, [u8]>)> {
         let info = self
             .tensor_info(name)
             .ok_or_else(|| AmuletError::BadModel(format!("tensor `{name}` is missing")))?;
@@ -476,26 +534,24 @@ impl Gguf {
                 info.dims, dims
             )));
         }
-        let data = bytes.get(info.offset..info.offset + info.byte_len).ok_or_else(|| {
-            AmuletError::BadModel(format!("tensor `{name}` lies outside the {} given bytes", bytes.len()))
-        })?;
+        let data = src.read(info.offset, info.byte_len)?;
+        if data.len() != info.byte_len {
+            return Err(AmuletError::BadModel(format!(
+                "tensor `{name}`: read {} bytes, expected {}",
+                data.len(),
+                info.byte_len
+            )));
+        }
         Ok((info, data))
     }
 
     /// A candle QTensor for `name`, shape checked; candle's shape is the reverse of GGUF's.
-    pub fn qtensor(&self, bytes: &[u8], name: &str, dims: &[usize]) -> Result<QTensor> {
-        let (info, data) = self.tensor_bytes(bytes, name, dims)?;
-        let align = 4;
+    pub fn qtensor<S: TensorSource + ?Sized>(&self, src: &S, name: &str, dims: &[usize]) -> Result<QTensor> {
+        let (info, data) = self.tensor_bytes(src, name, dims)?;
         // candle reinterprets the bytes in place: hand it an aligned copy when needed.
-        let aligned;
-        let data = if (data.as_ptr() as usize) % align == 0 {
-            data
-        } else {
-            aligned = data.to_vec();
-            &aligned[..]
-        };
+        let data: Cow<[u8]> = if (data.as_ptr() as usize) % 4 == 0 { data } else { Cow::Owned(data.to_vec()) };
         let shape: Vec<usize> = info.dims.iter().rev().copied().collect();
-        Ok(candle_core::quantized::ggml_file::qtensor_from_ggml(info.dtype, data, shape, &Device::Cpu)?)
+        Ok(candle_core::quantized::ggml_file::qtensor_from_ggml(info.dtype, &data, shape, &Device::Cpu)?)
     }
 }
 
@@ -598,6 +654,22 @@ mod tests {
         f.extend(4u32.to_le_bytes());
         f.extend((1u64 << 23).to_le_bytes());
         assert!(Gguf::parse(&f).unwrap_err().to_string().contains("does not fit"));
+    }
+
+    #[test]
+    fn a_prefix_parses_once_it_holds_the_header() {
+        let f = one_tensor_file(0, &[4, 2], 32);
+        let header = f.len() - 32; // tensor data starts here (after alignment padding)
+        let first = (0..=header).find(|&n| Gguf::parse_prefix(&f[..n], f.len()).unwrap().is_some()).unwrap();
+        assert!(first > 100, "the header is 110 bytes, parsed from {first}");
+        let g = Gguf::parse_prefix(&f[..first], f.len()).unwrap().unwrap();
+        assert_eq!(g.tensor_info("w").unwrap().offset, header);
+        // A wrong magic is an error at once, not a request for more bytes.
+        let mut bad = f.clone();
+        bad[1] = b'X';
+        assert!(Gguf::parse_prefix(&bad[..8], bad.len()).is_err());
+        // Tensors past the announced end are still caught.
+        assert!(Gguf::parse_prefix(&f[..header], f.len() - 1).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod align;
 pub mod backend;
 pub mod chat_template;
 pub mod engine;
+pub mod eval;
 pub mod fixture;
 pub mod error;
 pub mod gguf;

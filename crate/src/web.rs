@@ -2,6 +2,7 @@
 //! Knows nothing about tensors; everything goes through the engine. Generation is driven
 //! one step per call so the JS side can yield to its event loop (streaming, AbortSignal).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -12,6 +13,7 @@ use wasm_bindgen::prelude::*;
 use crate::align::{AmuletParams, Game, Method};
 use crate::engine::{Engine, Generation, StepLogprobs};
 use crate::error::AmuletError;
+use crate::gguf::{Gguf, TensorSource};
 use crate::request::parse_request;
 
 fn js_error(e: AmuletError) -> JsValue {
@@ -60,6 +62,37 @@ impl WasmEngine {
         Ok(WasmEngine { inner: Rc::new(RefCell::new(engine)) })
     }
 
+    /// Builds the engine while the file stays in JS: `read(offset, length)` returns a
+    /// Uint8Array of the file's bytes, asked for the header and then one tensor at a time,
+    /// so wasm memory never holds the whole file next to the weights.
+    #[wasm_bindgen(js_name = loadStreaming)]
+    pub fn load_streaming(
+        file_len: f64,
+        read: js_sys::Function,
+        on_progress: Option<js_sys::Function>,
+    ) -> Result<WasmEngine, JsValue> {
+        if !(file_len.is_finite() && file_len >= 0.0 && file_len.fract() == 0.0 && file_len <= usize::MAX as f64) {
+            return Err(js_error(AmuletError::bad_option("fileLength", format!("{file_len} is not a byte count"))));
+        }
+        let src = JsSource { read, file_len: file_len as usize };
+        let mut prefix_len = (1usize << 20).min(src.file_len);
+        let gguf = loop {
+            let prefix = src.read(0, prefix_len).map_err(js_error)?;
+            match Gguf::parse_prefix(&prefix, src.file_len).map_err(js_error)? {
+                Some(g) => break g,
+                None => prefix_len = (prefix_len * 4).min(src.file_len),
+            }
+        };
+        let mut engine = Engine::load_from(&gguf, &src, |done, total| {
+            if let Some(f) = &on_progress {
+                let _ = f.call2(&JsValue::NULL, &(done as f64).into(), &(total as f64).into());
+            }
+        })
+        .map_err(js_error)?;
+        engine.set_clock(now_ms);
+        Ok(WasmEngine { inner: Rc::new(RefCell::new(engine)) })
+    }
+
     pub fn info(&self) -> Result<JsValue, JsValue> {
         let e = self.inner.try_borrow().map_err(|_| js_error(busy()))?;
         let i = e.info();
@@ -82,6 +115,31 @@ impl WasmEngine {
         let methods = req.methods.iter().map(|m| m.name().to_string()).collect();
         let gen = self.inner.try_borrow_mut().map_err(|_| js_error(busy()))?.start(&req).map_err(js_error)?;
         Ok(WasmGeneration { engine: self.inner.clone(), gen: Some(gen), methods })
+    }
+}
+
+/// The model file held by JS, read through a callback.
+struct JsSource {
+    read: js_sys::Function,
+    file_len: usize,
+}
+
+impl TensorSource for JsSource {
+    fn read(&self, offset: usize, len: usize) -> crate::Result<Cow<'_, [u8]>> {
+        if offset.checked_add(len).is_none_or(|end| end > self.file_len) {
+            return Err(AmuletError::BadModel(format!("read of {len} bytes at {offset} is past the file's {}", self.file_len)));
+        }
+        let v = self
+            .read
+            .call2(&JsValue::NULL, &(offset as f64).into(), &(len as f64).into())
+            .map_err(|e| AmuletError::Io(format!("reading the model file: {e:?}")))?;
+        let arr = v
+            .dyn_into::<js_sys::Uint8Array>()
+            .map_err(|_| AmuletError::Io("the model reader must return a Uint8Array".into()))?;
+        if arr.length() as usize != len {
+            return Err(AmuletError::BadModel(format!("asked for {len} bytes at {offset}, got {}", arr.length())));
+        }
+        Ok(Cow::Owned(arr.to_vec()))
     }
 }
 

@@ -7,6 +7,7 @@ use amulet::fixture::{write_gguf, FixtureSpec};
 use amulet::model::Arch;
 use amulet::web::{closed_form_strength, WasmEngine};
 use candle_core::quantized::GgmlDType;
+use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_test::*;
 
@@ -92,4 +93,29 @@ fn bad_input_is_a_typed_error_and_the_engine_survives() {
     assert_eq!(code(g.finish().err().unwrap()), "BAD_OPTION", "finishing twice is an error, not a panic");
     let (_, out) = run(&e, r#"{"prompt":"x","method":"base","maxTokens":3,"ignoreEos":true}"#);
     assert!(get(&out, "timings").is_object());
+}
+
+#[wasm_bindgen_test]
+fn streaming_load_reads_the_file_through_a_callback() {
+    let bytes = write_gguf(&FixtureSpec::tiny(Arch::Llama, GgmlDType::Q8_0, 5)).unwrap();
+    let file = js_sys::Uint8Array::from(&bytes[..]);
+    let reader = {
+        let file = file.clone();
+        Closure::<dyn Fn(f64, f64) -> js_sys::Uint8Array>::new(move |o: f64, l: f64| file.subarray(o as u32, (o + l) as u32))
+    };
+    let read: js_sys::Function = reader.as_ref().unchecked_ref::<js_sys::Function>().clone();
+    let e = WasmEngine::load_streaming(bytes.len() as f64, read, None).map_err(|e| format!("{e:?}")).unwrap();
+    let (text, _) = run(&e, r#"{"prompt":"hi","preference":"terse","maxTokens":4,"ignoreEos":true}"#);
+    let whole = WasmEngine::load(&bytes, None).unwrap();
+    let (same, _) = run(&whole, r#"{"prompt":"hi","preference":"terse","maxTokens":4,"ignoreEos":true}"#);
+    assert_eq!(text, same, "streaming and whole-file loads build the same model");
+
+    // A reader returning the wrong length, or not bytes, is a typed error.
+    let short = Closure::<dyn Fn(f64, f64) -> js_sys::Uint8Array>::new(move |_o: f64, _l: f64| js_sys::Uint8Array::new_with_length(3));
+    let f: js_sys::Function = short.as_ref().unchecked_ref::<js_sys::Function>().clone();
+    assert_eq!(code(WasmEngine::load_streaming(bytes.len() as f64, f, None).err().unwrap()), "BAD_MODEL");
+    let junk = Closure::<dyn Fn(f64, f64) -> JsValue>::new(move |_o: f64, _l: f64| JsValue::from_str("nope"));
+    let f: js_sys::Function = junk.as_ref().unchecked_ref::<js_sys::Function>().clone();
+    assert_eq!(code(WasmEngine::load_streaming(bytes.len() as f64, f, None).err().unwrap()), "IO");
+    assert_eq!(code(WasmEngine::load_streaming(-1.0, js_sys::Function::new_no_args(""), None).err().unwrap()), "BAD_OPTION");
 }

@@ -102,7 +102,10 @@ export class AmuletEngine {
 
     let wasm;
     try {
-      wasm = WasmEngine.load(bytes, (done, total) => {
+      // The file stays in JS memory; wasm reads the header, then one tensor at a time, so
+      // wasm memory (which never shrinks) holds the weights once, not the file as well.
+      const view = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
+      wasm = WasmEngine.loadStreaming(view.byteLength, (offset, length) => view.subarray(offset, offset + length), (done, total) => {
         const frac = total > 0 ? done / total : 1;
         report({
           phase: 'load',

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::q4_1::Q41Matrix;
 use super::q8_0::Q80Matrix;
 use crate::error::{AmuletError, Result};
-use crate::gguf::Gguf;
+use crate::gguf::{Gguf, TensorSource};
 
 pub enum Linear {
     /// `exact`: use the scalar kernel, which sums in candle's order (bit-exact reference runs).
@@ -26,7 +26,7 @@ pub enum Linear {
 impl Linear {
     /// Loads `names` (each of GGUF shape [k, n_i]) as one matrix with sum(n_i) outputs, fused
     /// when they are all Q4_1 so q/k/v or gate/up cost one pass over the activations.
-    pub fn load(g: &Gguf, bytes: &[u8], names: &[String], k: usize, outs: &[usize]) -> Result<Linear> {
+    pub fn load<S: TensorSource + ?Sized>(g: &Gguf, bytes: &S, names: &[String], k: usize, outs: &[usize]) -> Result<Linear> {
         let all_q41 = names
             .iter()
             .all(|n| g.tensor_info(n).is_some_and(|t| t.dtype == GgmlDType::Q4_1));
@@ -34,7 +34,7 @@ impl Linear {
             let mut parts = Vec::with_capacity(names.len());
             for (name, &n) in names.iter().zip(outs) {
                 let (_, data) = g.tensor_bytes(bytes, name, &[k, n])?;
-                parts.push(Q41Matrix::from_gguf_bytes(data, n, k)?);
+                parts.push(Q41Matrix::from_gguf_bytes(&data, n, k)?);
             }
             let m = if parts.len() == 1 { parts.pop().expect("one part") } else { Q41Matrix::concat_rows(&parts)? };
             return Ok(Linear::Q41 { w: m, exact: false });

@@ -7,7 +7,7 @@
 //! Our layout (repacked losslessly at load; values never change). Each row is split into
 //! 32-byte *units* (one unit = the 64 nibbles of two blocks) and two streams:
 //! - `qs`: `ppr` units per row, 32-byte aligned;
-//! - `scales`: the f16 bits of `d` and `m`, 4 per unit.
+//! - `scales`: `d` and `m`, 4 per unit (f16 bits; f32 on wasm, see `Scale`).
 //!
 //! The first `8 * groups` blocks of a row form groups of 8 blocks (4 units). Within a group the
 //! nibbles are ordered for AVX2: unpacking unit `u` gives register `j = 2u` (low nibbles) and
@@ -21,12 +21,18 @@
 //! A, B, scales `[dA, dB, mA, mB]`; a row with an odd block count gets a zero pad block
 //! (`d = m = 0`), which adds exactly zero.
 //!
-//! Why f16 scales rather than pre-converted f32: decode streams every weight once per token and
-//! is memory bound, so we keep GGUF's 20 bytes per block.
+//! Why f16 scales rather than pre-converted f32 on x86: decode streams every weight once per
+//! token and is memory bound, so we keep GGUF's 20 bytes per block. wasm has no f16 conversion
+//! and is compute bound, so there the scales are converted once at load (24 bytes per block).
 //!
 //! Activations are quantized row by row to Q8_1 exactly like candle's `BlockQ8_1::from_float`
 //! (so results equal candle's up to float summation order; the scalar path sums in candle's
 //! order and matches it bit for bit), then scattered into the same unit order as the weights.
+//!
+//! Kernels: AVX2 (x86_64 with AVX2 + FMA + F16C, i.e. x86-64-v3), simd128 (wasm32), and a
+//! portable scalar one (everywhere else, and always reachable as `matmul_scalar`). Each weight
+//! row is read once for up to 4 activation rows; more rows are tiled so a block of weight rows
+//! stays in L1 while the activation rows pass over it.
 
 use crate::{AmuletError, Result};
 use half::f16;
@@ -47,6 +53,30 @@ pub const KERNEL: &str = "simd128";
 )))]
 pub const KERNEL: &str = "scalar";
 
+/// How a block's `d` / `m` are stored: f16 bits where F16C converts 8 of them in one step; f32
+/// on wasm, which would spend about a quarter of the kernel converting them (measured under
+/// Node) while its 4 extra bytes per block cost nothing there, the kernel being compute bound.
+#[cfg(not(target_arch = "wasm32"))]
+type Scale = u16;
+#[cfg(target_arch = "wasm32")]
+type Scale = f32;
+
+#[inline]
+fn scale_from_f16_bits(bits: u16) -> Scale {
+    #[cfg(not(target_arch = "wasm32"))]
+    return bits;
+    #[cfg(target_arch = "wasm32")]
+    return f16::from_bits(bits).to_f32();
+}
+
+#[inline]
+fn scale_to_f32(s: Scale) -> f32 {
+    #[cfg(not(target_arch = "wasm32"))]
+    return f16::from_bits(s).to_f32();
+    #[cfg(target_arch = "wasm32")]
+    return s;
+}
+
 /// 32 nibble bytes; aligned so a 256-bit load never splits a cache line.
 #[derive(Clone, Copy)]
 #[repr(C, align(32))]
@@ -62,7 +92,7 @@ pub struct Q41Matrix {
     /// Units per row after the groups (0..=4).
     tail: usize,
     qs: Vec<Unit>,
-    scales: Vec<u16>,
+    scales: Vec<Scale>,
 }
 
 impl std::fmt::Debug for Q41Matrix {
@@ -74,7 +104,7 @@ impl std::fmt::Debug for Q41Matrix {
 impl Q41Matrix {
     /// Takes the raw GGUF tensor bytes of a Q4_1 matrix with `n` rows of `k` columns.
     pub fn from_gguf_bytes(data: &[u8], n: usize, k: usize) -> Result<Self> {
-        if k == 0 || k % QK != 0 {
+        if k == 0 || !k.is_multiple_of(QK) {
             return Err(AmuletError::BadModel(format!(
                 "Q4_1 matrix {n}x{k}: the column count must be a positive multiple of {QK}"
             )));
@@ -96,14 +126,14 @@ impl Q41Matrix {
         let tail = (nb - GB * groups).div_ceil(2);
         let ppr = 4 * groups + tail;
         let mut qs = vec![Unit([0; 32]); n * ppr];
-        let mut scales = vec![0u16; n * 4 * ppr];
+        let mut scales = vec![scale_from_f16_bits(0); n * 4 * ppr];
         for (row, src) in data.chunks_exact(nb * GGUF_BLOCK_BYTES).enumerate() {
             let units = &mut qs[row * ppr..(row + 1) * ppr];
             let sc = &mut scales[row * 4 * ppr..(row + 1) * 4 * ppr];
             for (b, blk) in src.chunks_exact(GGUF_BLOCK_BYTES).enumerate() {
                 let (di, mi) = scale_pos(groups, b);
-                sc[di] = u16::from_le_bytes([blk[0], blk[1]]);
-                sc[mi] = u16::from_le_bytes([blk[2], blk[3]]);
+                sc[di] = scale_from_f16_bits(u16::from_le_bytes([blk[0], blk[1]]));
+                sc[mi] = scale_from_f16_bits(u16::from_le_bytes([blk[2], blk[3]]));
                 let q = &blk[4..GGUF_BLOCK_BYTES];
                 if b < GB * groups {
                     let (g, bb) = (b / GB, b % GB);
@@ -160,20 +190,17 @@ impl Q41Matrix {
 
     /// Bytes held in memory (quants + scales, including the pad block of odd rows).
     pub fn storage_bytes(&self) -> usize {
-        self.qs.len() * std::mem::size_of::<Unit>() + self.scales.len() * 2
+        self.qs.len() * std::mem::size_of::<Unit>() + self.scales.len() * std::mem::size_of::<Scale>()
     }
 
     /// Row `i` as f32, computed like candle's `to_float` (`q * d + m`). Panics if `i >= rows()`,
     /// like slice indexing.
     pub fn dequantize_row(&self, i: usize) -> Vec<f32> {
         assert!(i < self.n, "Q4_1 dequantize_row: row {i} out of range ({} rows)", self.n);
-        let mut out = Vec::with_capacity(self.k);
-        let mut q = [0u8; QK];
-        for b in 0..self.k / QK {
-            let (d, m) = self.block(i, b, &mut q);
-            out.extend(q.iter().map(|&v| v as f32 * d + m));
-        }
-        out
+        let nb = self.k / QK;
+        let (mut q, mut dm) = (vec![[0u8; QK]; nb], vec![(0f32, 0f32); nb]);
+        self.unpack_row(i, &mut q, &mut dm);
+        q.iter().zip(&dm).flat_map(|(qb, &(d, m))| qb.iter().map(move |&v| v as f32 * d + m)).collect()
     }
 
     /// `out[r][i] = dot(row i, x[r])` for `m` activation rows of `cols()` values (row-major);
@@ -210,29 +237,36 @@ impl Q41Matrix {
         4 * self.groups + self.tail
     }
 
-    /// Block `b` of row `i`: its 32 quants in element order, and `(d, m)`.
-    fn block(&self, i: usize, b: usize, q: &mut [u8; QK]) -> (f32, f32) {
-        let ppr = self.ppr();
+    /// Row `i` back in GGUF terms: each block's 32 quants in element order and its `(d, m)`.
+    /// Works on 4-byte words (4 elements of one block, in both layouts) to stay cheap.
+    fn unpack_row(&self, i: usize, q: &mut [[u8; QK]], dm: &mut [(f32, f32)]) {
+        let (groups, ppr) = (self.groups, self.ppr());
         let units = &self.qs[i * ppr..(i + 1) * ppr];
-        let (di, mi) = scale_pos(self.groups, b);
-        let sc = &self.scales[i * 4 * ppr..];
-        if b < GB * self.groups {
-            let (g, bb) = (b / GB, b % GB);
-            for j in 0..8 {
-                let u = &units[4 * g + j / 2].0[4 * bb..4 * bb + 4];
-                for (t, &v) in u.iter().enumerate() {
-                    q[4 * j + t] = (v >> (4 * (j % 2))) & 15;
+        let sc = &self.scales[i * 4 * ppr..(i + 1) * 4 * ppr];
+        const LO: u32 = 0x0F0F_0F0F;
+        for (b, dmb) in dm.iter_mut().enumerate() {
+            let (di, mi) = scale_pos(groups, b);
+            *dmb = (scale_to_f32(sc[di]), scale_to_f32(sc[mi]));
+        }
+        for (qg, ug) in q.chunks_mut(GB).zip(units.as_chunks::<4>().0).take(groups) {
+            for (l, u) in ug.iter().enumerate() {
+                // Word bb of unit l: elements 8l..8l+4 (low nibbles) and 8l+4..8l+8 (high) of block bb.
+                for (bb, word) in u.0.as_chunks::<4>().0.iter().enumerate() {
+                    let w = u32::from_le_bytes(*word);
+                    qg[bb][8 * l..8 * l + 4].copy_from_slice(&(w & LO).to_le_bytes());
+                    qg[bb][8 * l + 4..8 * l + 8].copy_from_slice(&((w >> 4) & LO).to_le_bytes());
                 }
             }
-        } else {
-            let tb = b - GB * self.groups;
-            let u = &units[4 * self.groups + tb / 2].0[16 * (tb % 2)..16 * (tb % 2) + 16];
-            for (e, &v) in u.iter().enumerate() {
-                q[e] = v & 15;
-                q[e + 16] = v >> 4;
+        }
+        for (b, qb) in q.iter_mut().enumerate().skip(GB * groups) {
+            let tb = b - GB * groups;
+            let u = &units[4 * groups + tb / 2].0[16 * (tb % 2)..16 * (tb % 2) + 16];
+            for (c, word) in u.as_chunks::<4>().0.iter().enumerate() {
+                let w = u32::from_le_bytes(*word);
+                qb[4 * c..4 * c + 4].copy_from_slice(&(w & LO).to_le_bytes());
+                qb[16 + 4 * c..16 + 4 * c + 4].copy_from_slice(&((w >> 4) & LO).to_le_bytes());
             }
         }
-        (f16::from_bits(sc[di]).to_f32(), f16::from_bits(sc[mi]).to_f32())
     }
 
     fn check_io(&self, x: &[f32], m: usize, out: &[f32]) -> Result<()> {
@@ -262,17 +296,21 @@ impl Q41Matrix {
         for (j, (xb, qb)) in x.as_chunks::<QK>().0.iter().zip(qx.as_chunks_mut::<QK>().0).enumerate() {
             (dx[j], sx[j]) = quantize_q8_1(xb, qb);
         }
-        out.fill(0.0);
-        let mut q = [0u8; QK];
+        let qx = qx.as_chunks::<QK>().0;
+        // One weight row unpacked once, then dotted with every activation row.
+        let mut wq = vec![[0u8; QK]; nb];
+        let mut wdm = vec![(0f32, 0f32); nb];
         for i in 0..n {
-            for b in 0..nb {
-                let (dw, mw) = self.block(i, b, &mut q);
-                for r in 0..m {
+            self.unpack_row(i, &mut wq, &mut wdm);
+            for r in 0..m {
+                // Candle's order: one running f32 sum over the blocks, same expression per block.
+                let mut sumf = 0f32;
+                for (b, (q, &(dw, mw))) in wq.iter().zip(&wdm).enumerate() {
                     let j = r * nb + b;
-                    let xq = &qx[j * QK..(j + 1) * QK];
-                    let sumi: i32 = q.iter().zip(xq).map(|(&a, &c)| a as i32 * c as i32).sum();
-                    out[r * n + i] += sumi as f32 * dw * dx[j] + mw * sx[j];
+                    let sumi: i32 = q.iter().zip(&qx[j]).map(|(&a, &c)| a as i32 * c as i32).sum();
+                    sumf += sumi as f32 * dw * dx[j] + mw * sx[j];
                 }
+                out[r * n + i] = sumf;
             }
         }
     }
@@ -475,9 +513,6 @@ macro_rules! run_tiles {
     (@run $w:expr, $x:expr, $m:expr, $out:expr, $sc:expr) => {{
         let (w, m, out, sc) = ($w, $m, $out, $sc);
         let (n, ppr, nsc) = (w.n, w.ppr(), w.groups + w.tail);
-        // About 1.5 KiB ahead: far enough to cover DRAM latency at this kernel's speed.
-        const PREFETCH_BYTES: usize = 1536;
-        let ahead = PREFETCH_BYTES.div_ceil(40 * ppr);
         prepare_x(w, $x, m, sc);
         let (xq, xs) = (&sc.xq, &sc.xs);
         for_each_tile(w, m, |i0, i1, r0, rows| {
@@ -485,10 +520,6 @@ macro_rules! run_tiles {
             let q = |r: usize| unsafe { xq.as_ptr().add((r0 + r) * 2 * ppr) };
             let s = |r: usize| unsafe { xs.as_ptr().add((r0 + r) * nsc) };
             for i in i0..i1 {
-                // Later passes over a tile (m > 4) find it in cache already.
-                if r0 == 0 && i + ahead < n {
-                    prefetch_row(w, i + ahead);
-                }
                 let mut put = |v: &[f32]| {
                     for (j, &a) in v.iter().enumerate() {
                         out[(r0 + j) * n + i] = a;
@@ -512,6 +543,9 @@ mod x86 {
     use super::{finish_q8_1, for_each_tile, prepare_x, Lane32, Q41Matrix, Scale16, Scratch, QK};
     use core::arch::x86_64::*;
 
+    /// Prefetch distance in bytes of the quant stream.
+    const PREFETCH: usize = 4096;
+
     /// Dot products of weight row `i` against `R` activation rows, reading each weight unit once.
     ///
     /// # Safety
@@ -531,6 +565,13 @@ mod x86 {
         let mut acc = [_mm256_setzero_ps(); R];
         for g in 0..groups {
             let u = qs.add(4 * g);
+            // On the decode path every matrix streams once from DRAM and the hardware prefetcher
+            // alone left 15-20% of the bandwidth unused. 4 KiB ahead in the quants (1 KiB in the
+            // scales, which advance 4x slower) runs into the next rows; past the end of the
+            // matrix the hints are harmless (prefetches never fault, hence wrapping_add).
+            _mm_prefetch::<_MM_HINT_T0>((u as *const i8).wrapping_add(PREFETCH));
+            _mm_prefetch::<_MM_HINT_T0>((u as *const i8).wrapping_add(PREFETCH + 64));
+            _mm_prefetch::<_MM_HINT_T0>((sc.add(16 * g) as *const i8).wrapping_add(PREFETCH / 4));
             let mut wr = [_mm256_setzero_si256(); 8];
             for l in 0..4 {
                 let v = _mm256_load_si256(u.add(l));
@@ -590,23 +631,6 @@ mod x86 {
 
     pub(super) fn matmul(w: &Q41Matrix, x: &[f32], m: usize, out: &mut [f32]) {
         run_tiles!(w, x, m, out, i8)
-    }
-
-    /// Asks for weight row `i` ahead of use. The hardware prefetcher alone leaves a quarter of
-    /// the DRAM bandwidth unused on the decode path, where each matrix is streamed once.
-    #[inline(always)]
-    fn prefetch_row(w: &Q41Matrix, i: usize) {
-        let ppr = w.ppr();
-        let lines = |start: usize, len: usize| {
-            let mut a = start & !63;
-            while a < start + len {
-                // SAFETY: prefetching is only a hint and never faults.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(a as *const i8) };
-                a += 64;
-            }
-        };
-        lines(w.qs.as_ptr().wrapping_add(i * ppr) as usize, ppr * 32);
-        lines(w.scales.as_ptr().wrapping_add(i * 4 * ppr) as usize, ppr * 8);
     }
 
     /// `quantize_q8_1` for AVX2; bit-identical to the scalar one (tested) and much faster,
@@ -675,21 +699,6 @@ mod wasm {
     use super::{finish_q8_1, for_each_tile, prepare_x, Lane32, Q41Matrix, Scale16, Scratch, QK};
     use core::arch::wasm32::*;
 
-    /// Four f16 (as bits) to f32 without F16C: shift into an f32 and rescale by 2^112, which is
-    /// exact for normals and subnormals; infinities and NaNs get the f32 exponent forced (and
-    /// NaNs the quiet bit, as `half` does). Bit-identical to `half` on all 65536 inputs (checked
-    /// under Node).
-    #[inline(always)]
-    unsafe fn f16x4_to_f32x4(p: *const u16) -> v128 {
-        let h = u32x4_extend_low_u16x8(v128_load64_zero(p as *const u64));
-        let mag = i32x4_shl(v128_and(h, u32x4_splat(0x7fff)), 13);
-        let finite = f32x4_mul(mag, f32x4_splat(f32::from_bits(0x7780_0000)));
-        let special = i32x4_eq(v128_and(h, u32x4_splat(0x7c00)), u32x4_splat(0x7c00));
-        let quiet = v128_andnot(u32x4_splat(0x0040_0000), i32x4_eq(v128_and(h, u32x4_splat(0x03ff)), u32x4_splat(0)));
-        let v = v128_bitselect(v128_or(v128_or(mag, u32x4_splat(0x7f80_0000)), quiet), finite, special);
-        v128_or(v, i32x4_shl(v128_and(h, u32x4_splat(0x8000)), 16))
-    }
-
     /// Dot products of weight row `i` against `R` activation rows, reading each weight unit once.
     /// simd128 has no u8 x i8 dot, so the weights are widened to i16 (once for all rows) and
     /// the activations come pre-widened: `i32x4.dot_i16x8_s` is a single `pmaddwd` on x86 hosts.
@@ -734,9 +743,9 @@ mod wasm {
                     }
                 }
             }
-            let s = sc.add(16 * g);
-            let (d03, d47) = (f16x4_to_f32x4(s), f16x4_to_f32x4(s.add(4)));
-            let (m03, m47) = (f16x4_to_f32x4(s.add(8)), f16x4_to_f32x4(s.add(12)));
+            let s = sc.add(16 * g) as *const v128;
+            let (d03, d47) = (v128_load(s), v128_load(s.add(1)));
+            let (m03, m47) = (v128_load(s.add(2)), v128_load(s.add(3)));
             for r in 0..R {
                 let p = part[r];
                 let b03 = i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(p[0], p[1]), i32x4_shuffle::<1, 3, 5, 7>(p[0], p[1]));
@@ -760,7 +769,7 @@ mod wasm {
             let wa = [u16x8_extend_low_u8x16(la), u16x8_extend_high_u8x16(la), u16x8_extend_low_u8x16(ha), u16x8_extend_high_u8x16(ha)];
             let wb = [u16x8_extend_low_u8x16(lb), u16x8_extend_high_u8x16(lb), u16x8_extend_low_u8x16(hb), u16x8_extend_high_u8x16(hb)];
             // [dA, dB, mA, mB]
-            let w4 = f16x4_to_f32x4(sc.add(16 * groups + 4 * t));
+            let w4 = v128_load(sc.add(16 * groups + 4 * t) as *const v128);
             let wd = i32x4_shuffle::<0, 0, 1, 1>(w4, w4);
             for r in 0..R {
                 // Low-nibble lane: A0..15 then B0..15; high-nibble lane: A16..31 then B16..31.
@@ -795,9 +804,6 @@ mod wasm {
         run_tiles!(w, x, m, out, i16)
     }
 
-    /// simd128 has no prefetch.
-    #[inline(always)]
-    fn prefetch_row(_w: &Q41Matrix, _i: usize) {}
 
     /// `quantize_q8_1` for simd128; bit-identical to the scalar one (tested).
     #[inline]
@@ -1063,7 +1069,7 @@ mod tests {
             for i in 0..n {
                 assert_eq!(ours.dequantize_row(i), &want[i * k..(i + 1) * k], "row {i} of {n}x{k}");
             }
-            assert_eq!(ours.storage_bytes(), n * k.div_ceil(64) * 40);
+            assert_eq!(ours.storage_bytes(), n * k.div_ceil(64) * (32 + 4 * std::mem::size_of::<Scale>()));
         }
     }
 

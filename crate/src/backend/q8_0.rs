@@ -25,7 +25,10 @@ pub struct Q80Matrix {
 }
 
 impl Q80Matrix {
-    pub fn from_gguf_bytes(data: &[u8], n: usize, k: usize) -> Result<Self> {
+    /// Takes the bytes as they are (owned bytes are kept without a copy: the 30 MB
+    /// embedding read from JS would otherwise exist twice at the load peak).
+    pub fn from_gguf_bytes<'a>(data: impl Into<std::borrow::Cow<'a, [u8]>>, n: usize, k: usize) -> Result<Self> {
+        let data = data.into();
         if k % QK != 0 {
             return Err(AmuletError::BadModel(format!("Q8_0 rows of {k} are not a multiple of {QK}")));
         }
@@ -33,7 +36,7 @@ impl Q80Matrix {
         if data.len() != want {
             return Err(AmuletError::BadModel(format!("Q8_0 matrix {n}x{k} has {} bytes, expected {want}", data.len())));
         }
-        Ok(Q80Matrix { n, k, data: data.to_vec() })
+        Ok(Q80Matrix { n, k, data: data.into_owned() })
     }
 
     pub fn rows(&self) -> usize {
@@ -177,7 +180,7 @@ mod tests {
         let (n, k) = (200, 576);
         let w = Tensor::from_vec(data(n * k, 1), (n, k), &Device::Cpu).unwrap();
         let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
-        let ours = Q80Matrix::from_gguf_bytes(&q.data().unwrap(), n, k).unwrap();
+        let ours = Q80Matrix::from_gguf_bytes(q.data().unwrap(), n, k).unwrap();
         let theirs = QMatMul::from_qtensor(q).unwrap();
         for m in [1, 2, 3, 4, 5, 9] {
             let x = data(m * k, 7 + m as u32);
@@ -195,7 +198,7 @@ mod tests {
         let w = Tensor::from_vec(data(n * k, 3), (n, k), &Device::Cpu).unwrap();
         let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
         let want = q.dequantize(&Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
-        let ours = Q80Matrix::from_gguf_bytes(&q.data().unwrap(), n, k).unwrap();
+        let ours = Q80Matrix::from_gguf_bytes(q.data().unwrap(), n, k).unwrap();
         let mut row = vec![0f32; k];
         for (i, w) in want.iter().enumerate() {
             ours.dequantize_row_into(i, &mut row).unwrap();
@@ -206,9 +209,9 @@ mod tests {
 
     #[test]
     fn bad_shapes_are_errors() {
-        assert!(Q80Matrix::from_gguf_bytes(&[0; 33], 1, 32).is_err());
-        assert!(Q80Matrix::from_gguf_bytes(&[0; 34], 1, 31).is_err());
-        let m = Q80Matrix::from_gguf_bytes(&[0; 34], 1, 32).unwrap();
+        assert!(Q80Matrix::from_gguf_bytes(&[0u8; 33][..], 1, 32).is_err());
+        assert!(Q80Matrix::from_gguf_bytes(&[0u8; 34][..], 1, 31).is_err());
+        let m = Q80Matrix::from_gguf_bytes(&[0u8; 34][..], 1, 32).unwrap();
         assert!(m.matmul(&[0.0; 31], 1, &mut [0.0]).is_err());
     }
 }

@@ -13,7 +13,7 @@ use super::{LanguageModel, SeqId};
 use crate::backend::linear::Linear;
 use crate::backend::q8_0::Q80Matrix;
 use crate::error::{AmuletError, Result};
-use crate::gguf::Gguf;
+use crate::gguf::{Gguf, TensorSource};
 
 struct Layer {
     attn_norm: Tensor,
@@ -63,20 +63,25 @@ pub struct CpuModel {
     scores: Vec<f32>,
 }
 
-fn vector(g: &Gguf, bytes: &[u8], name: &str, len: usize) -> Result<Tensor> {
+fn vector<S: TensorSource + ?Sized>(g: &Gguf, bytes: &S, name: &str, len: usize) -> Result<Tensor> {
     Ok(g.qtensor(bytes, name, &[len])?.dequantize(&Device::Cpu)?)
 }
 
 impl CpuModel {
-    /// Builds the model from a parsed GGUF and the file's bytes (weights are copied out,
-    /// so the caller may drop `bytes` afterwards).
-    pub fn load(g: &Gguf, bytes: &[u8], mut progress: impl FnMut(usize, usize)) -> Result<Self> {
+    /// Builds the model from a parsed GGUF and its tensor bytes (the whole file in memory,
+    /// or a reader); weights are copied out, so the source may go afterwards.
+    pub fn load<S: TensorSource + ?Sized>(g: &Gguf, bytes: &S, mut progress: impl FnMut(usize, usize)) -> Result<Self> {
         let cfg = ModelConfig::from_gguf(g)?;
         Self::load_with_config(g, bytes, cfg, &mut progress)
     }
 
     /// As `load`, with a config the caller adjusted (tests pin details to a reference).
-    pub fn load_with_config(g: &Gguf, bytes: &[u8], cfg: ModelConfig, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
+    pub fn load_with_config<S: TensorSource + ?Sized>(
+        g: &Gguf,
+        bytes: &S,
+        cfg: ModelConfig,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
         let (d, q, kv, ff) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim(), cfg.d_ff);
         let (info, data) = g.tensor_bytes(bytes, "token_embd.weight", &[d, cfg.vocab_size])?;
         let embeddings = if info.dtype == GgmlDType::Q8_0 {

@@ -28,6 +28,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Write a random-weight GGUF fixture (tests, and speed runs with real shapes).
     Fixture(amulet_fixture_args::FixtureArgs),
+    /// Offline evaluation over a prompt set: base, pref, la and amulet, scored and charted.
+    Eval(crate::eval::EvalArgs),
 }
 
 mod amulet_fixture_args {
@@ -200,6 +202,7 @@ pub fn main() -> ExitCode {
         Command::Generate(a) => generate(a),
         Command::Bench(a) => bench::run(a),
         Command::Fixture(a) => fixture(a),
+        Command::Eval(a) => crate::eval::run_eval(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

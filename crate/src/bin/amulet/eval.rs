@@ -1,0 +1,151 @@
+//! `amulet eval`: base, pref, LA and Amulet over a prompt set, scored offline (AMULET.md
+//! §6), with a progress bar; the work itself lives in the library (`amulet::eval`).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use amulet::align::{AmuletParams, Game, Method};
+use amulet::eval::report::{write_report, RunInfo};
+use amulet::eval::{load_prompts, run, EvalConfig, Progress};
+use amulet::prompt::Placement;
+use amulet::{AmuletError, Result};
+use clap::Args;
+
+use crate::cli::{load_engine, parse_method};
+use crate::model_path;
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Prompt set: one JSON object a line, {"id": .., "question": ".."}
+    #[arg(long)]
+    prompts: PathBuf,
+    /// Use only the first N prompts
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Comma-separated preferences (concise, verbose, uplifting and creative have offline metrics)
+    #[arg(long, default_value = "creative,verbose,concise,uplifting")]
+    preferences: String,
+    /// Comma-separated methods: base, pref, la, amulet
+    #[arg(long, default_value = "base,pref,la,amulet")]
+    methods: String,
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Output folder (default: eval-out/<prompt file name>)
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// GGUF model file (default: the manifest's default model, fetched when missing)
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long, default_value_t = 2.0)]
+    alpha: f64,
+    #[arg(long, default_value_t = 2.0)]
+    lambda: f64,
+    #[arg(long, default_value_t = 10.0)]
+    eta: f64,
+    /// T, the number of game iterations of the compared Amulet
+    #[arg(long, default_value_t = 60)]
+    iterations: u32,
+    /// Linear-alignment ratio r (method la)
+    #[arg(long, default_value_t = 2.0)]
+    ratio: f64,
+    /// Comma-separated values of T for the strength sweep ("" for none)
+    #[arg(long, default_value = "1,5,10,30,60,100")]
+    sweep_iterations: String,
+    /// Comma-separated preferences the sweep runs for (those evaluated)
+    #[arg(long, default_value = "concise,uplifting")]
+    sweep_preferences: String,
+    /// Where the preference sentence goes: system (the paper's) | user
+    #[arg(long, default_value = "system")]
+    placement: String,
+}
+
+fn list(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_string).collect()
+}
+
+fn config(a: &EvalArgs) -> Result<EvalConfig> {
+    let params = AmuletParams { alpha: a.alpha, lambda: a.lambda, eta: a.eta, iterations: a.iterations };
+    let methods = list(&a.methods)
+        .iter()
+        .map(|m| parse_method(m, params, a.ratio, Game::ClosedForm))
+        .collect::<Result<Vec<Method>>>()?;
+    let sweep_iterations = list(&a.sweep_iterations)
+        .iter()
+        .map(|t| {
+            t.parse::<u32>()
+                .map_err(|_| AmuletError::bad_option("sweep-iterations", format!("`{t}` is not a whole number")))
+        })
+        .collect::<Result<Vec<u32>>>()?;
+    let cfg = EvalConfig {
+        preferences: list(&a.preferences),
+        methods,
+        amulet: params,
+        sweep_iterations,
+        sweep_preferences: list(&a.sweep_preferences),
+        max_tokens: a.max_tokens,
+        placement: a.placement.parse::<Placement>()?,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+pub fn run_eval(a: EvalArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let cfg = config(&a)?;
+    // The prompt file is checked before the (slower) model load.
+    let prompts = load_prompts(&a.prompts, a.limit)?;
+    let out = match &a.out {
+        Some(o) => o.clone(),
+        None => PathBuf::from("eval-out").join(a.prompts.file_stem().unwrap_or_default()),
+    };
+    let path = model_path::resolve(a.model.as_deref())?;
+    let (mut engine, _) = load_engine(&path, false)?;
+    let info = engine.info().clone();
+
+    let bar = indicatif::ProgressBar::new(1);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} requests  {msg}  ETA {eta_precise}",
+        )
+        .map_err(|e| AmuletError::Io(e.to_string()))?
+        .progress_chars("=> "),
+    );
+    let records = run(&mut engine, &prompts, &cfg, &mut |p: Progress| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        let secs = t0.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!(
+            "prompt {}/{}, {} tokens ({:.0} tok/s)",
+            (p.prompt + 1).min(p.prompts),
+            p.prompts,
+            p.generated_tokens,
+            p.generated_tokens as f64 / secs
+        ));
+    })?;
+    bar.finish_and_clear();
+
+    let run_info = RunInfo {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        prompts_source: a.prompts.display().to_string(),
+        model: format!(
+            "`{}`: {} ({}, {})",
+            path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
+            info.name,
+            info.quantization,
+            info.device
+        ),
+        wall_s: t0.elapsed().as_secs_f64(),
+    };
+    let files = write_report(&out, &records, &cfg, &run_info)?;
+    eprintln!(
+        "{} prompts, {} responses in {:.0} s; wrote {}",
+        prompts.len(),
+        records.len(),
+        run_info.wall_s,
+        out.display()
+    );
+    for f in files {
+        println!("{}", f.display());
+    }
+    Ok(())
+}
