@@ -103,7 +103,23 @@ cmd_bench() {
   need_node_modules tests/bench
   log "browser bench: our CPU path (base, amulet) next to wllama, headless Chromium"
   (cd tests/bench && node browser-bench.mjs --runs "${BENCH_RUNS:-3}" --tokens 128 --out ../../target/bench/browser.json)
-  log "JSON: target/bench/native.json, target/bench/browser.json"
+  if [ "${BENCH_LLAMA_CPP:-0}" = "1" ]; then
+    # Opt-in: llama.cpp (llama-cpp-python) next to our native path, interleaved, same task.
+    if ! python3 -c "import llama_cpp" 2>/dev/null; then
+      log "installing llama-cpp-python (compiles llama.cpp: several minutes), portable CPU flags"
+      # GGML_NATIVE=OFF: the default -march=native build crashes on this CPU; pick AVX2/FMA/F16C.
+      if ! CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_BLAS=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+          CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" python3 -m pip install llama-cpp-python; then
+        echo "build.sh bench: BENCH_LLAMA_CPP=1 but llama-cpp-python did not install (see pip's output above)." >&2
+        echo "  It needs a C/C++ compiler and builds cmake/ninja through pip; unset BENCH_LLAMA_CPP to skip." >&2
+        exit 1
+      fi
+    fi
+    log "native vs llama.cpp: ours (amulet bench --runs 1) and llama-cpp-python alternated ${BENCH_LLAMA_ROUNDS:-3} rounds, 1 thread"
+    python3 tests/bench/llamacpp_bench.py --interleave ./target/release/amulet --rounds "${BENCH_LLAMA_ROUNDS:-3}" \
+      --out target/bench/native-vs-llamacpp.json
+  fi
+  log "JSON: target/bench/native.json, target/bench/browser.json$([ "${BENCH_LLAMA_CPP:-0}" = "1" ] && echo ", target/bench/native-vs-llamacpp.json")"
 }
 
 case "${1:-}" in

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { launchBrowser, missingPrerequisite, outFile, startServer, until } from './helpers.mjs';
+import { REPO, launchBrowser, missingPrerequisite, outFile, startServer, until } from './helpers.mjs';
 
 // A missing prerequisite fails the suite: a browser test that skips itself proves nothing.
 const missing = missingPrerequisite();
@@ -372,6 +372,51 @@ test('when the worker cannot start, the page falls back to the main thread', opt
   } finally {
     await context.close();
   }
+});
+
+test('the Results view shows the evaluation charts (or says plainly that there are none)', opts(30_000), async (t) => {
+  // The directory state first, so that neither branch can pass vacuously.
+  const dir = path.join(REPO, 'docs', 'eval', 'personal');
+  const svgs = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.toLowerCase().endsWith('.svg')) : [];
+  t.diagnostic(`docs/eval/personal: ${fs.existsSync(dir) ? `${svgs.length} svg` : 'missing'}`);
+  const toggle = page.locator('#results-toggle');
+  assert.equal(await toggle.getAttribute('aria-expanded'), 'false');
+  assert.equal(await page.locator('#results-view').isHidden(), true);
+  // Keyboard: focus the button and press Enter.
+  await toggle.focus();
+  await page.keyboard.press('Enter');
+  assert.equal(await toggle.getAttribute('aria-expanded'), 'true');
+  await page.waitForFunction(() => ['shown', 'empty', 'error'].includes(document.getElementById('results-view').dataset.state));
+  const viewState = await page.evaluate(() => document.getElementById('results-view').dataset.state);
+  const statusText = await page.textContent('#results-status');
+  if (svgs.length > 0) {
+    assert.equal(viewState, 'shown', statusText);
+    const imgs = page.locator('.results-folder[data-folder="personal"] .results-charts img');
+    assert.equal(await imgs.count(), svgs.length);
+    await page.waitForFunction(() => [...document.querySelectorAll('.results-folder[data-folder="personal"] img')].some((i) => i.complete && i.naturalWidth > 0), null, { timeout: 15_000 });
+    const widths = await imgs.evaluateAll((list) => list.map((i) => i.naturalWidth));
+    t.diagnostic(`chart naturalWidths: ${widths.join(', ')}`);
+    assert.ok(widths.some((w) => w > 0), `no chart image loaded: ${widths}`);
+  } else if (!fs.existsSync(dir)) {
+    // No personal results: the page must say so (when no other folder has results either).
+    const others = await page.locator('.results-folder').count();
+    if (others === 0) {
+      assert.equal(viewState, 'empty');
+      assert.match(statusText, /No evaluation results yet/);
+    } else {
+      assert.equal(await page.locator('.results-folder[data-folder="personal"]').count(), 0);
+    }
+  } else {
+    // docs/eval/personal exists without charts: its folder says so.
+    const folder = page.locator('.results-folder[data-folder="personal"]');
+    if (await folder.count()) assert.match(await folder.textContent(), /No charts/);
+    else if (viewState === 'empty') assert.match(statusText, /No evaluation results yet/);
+    else assert.equal(viewState, 'shown');
+  }
+  // The regeneration command is shown either way; the button closes the view again.
+  assert.match(await page.textContent('#results-view'), /amulet eval --prompts \.\.\/shared\/data\/prompts\/personal\.jsonl --limit 20 --out docs\/eval\/personal/);
+  await toggle.press('Enter');
+  assert.equal(await page.locator('#results-view').isHidden(), true);
 });
 
 test('no uncaught errors on the page', opts(5_000), () => {

@@ -4,7 +4,9 @@
 //   node www/demo/serve.mjs [PORT] [--port N] [--isolate] [--models DIR] [--quiet]
 //
 // Serves the repository's www/ at / (page: /demo/, package: /src/, wasm: /pkg/) and the
-// model cache (models/cache/, or --models DIR) at /models/. Binds 127.0.0.1 only.
+// model cache (models/cache/, or --models DIR) at /models/, and the evaluation results
+// (docs/eval/, or --results DIR) at /results/, with /results/index.json generated on the fly
+// (every subfolder's .svg charts, summary.md and responses.jsonl). Binds 127.0.0.1 only.
 // PORT comes from the argument, else $PORT, else 8080; 0 picks a free port. --isolate (or
 // AMULET_ISOLATE=1) adds COOP/COEP headers (cross-origin isolation: SharedArrayBuffer).
 // Prints "amulet-web demo: http://127.0.0.1:PORT/demo/" once listening.
@@ -29,6 +31,7 @@ const MIME = {
   '.bin': 'application/octet-stream',
   '.ts': 'text/plain; charset=utf-8',
   '.md': 'text/markdown; charset=utf-8',
+  '.jsonl': 'application/x-ndjson; charset=utf-8',
   '.txt': 'text/plain; charset=utf-8',
   '.svg': 'image/svg+xml',
   '.png': 'image/png',
@@ -40,6 +43,7 @@ function parseArgs(argv) {
     port: process.env.PORT ?? '8080',
     isolate: process.env.AMULET_ISOLATE === '1',
     models: path.join(repo, 'models', 'cache'),
+    results: path.join(repo, 'docs', 'eval'),
     quiet: false,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -49,9 +53,11 @@ function parseArgs(argv) {
     else if (a === '--isolate' || a === '--coop-coep') o.isolate = true;
     else if (a === '--models') o.models = path.resolve(argv[++i]);
     else if (a.startsWith('--models=')) o.models = path.resolve(a.slice(9));
+    else if (a === '--results') o.results = path.resolve(argv[++i]);
+    else if (a.startsWith('--results=')) o.results = path.resolve(a.slice(10));
     else if (a === '--quiet' || a === '-q') o.quiet = true;
     else if (a === '--help' || a === '-h') {
-      console.log('usage: node www/demo/serve.mjs [PORT] [--port N] [--isolate] [--models DIR] [--quiet]');
+      console.log('usage: node www/demo/serve.mjs [PORT] [--port N] [--isolate] [--models DIR] [--results DIR] [--quiet]');
       process.exit(0);
     } else if (/^\d+$/.test(a)) o.port = a;
     else {
@@ -84,10 +90,39 @@ export function resolvePath(urlPath, roots) {
   if (segments[0] === 'models') {
     root = roots.models;
     segments = segments.slice(1);
+  } else if (segments[0] === 'results' && roots.results) {
+    root = roots.results;
+    segments = segments.slice(1);
   }
   const file = path.resolve(root, ...segments);
   if (file !== root && !file.startsWith(root + path.sep)) return null;
   return file;
+}
+
+/// The evaluation results under `dir` (docs/eval/): one entry per subfolder (sorted) that
+/// holds any of *.svg, summary.md, responses.jsonl; URLs relative to /results/.
+export function resultsIndex(dir) {
+  const folders = [];
+  let names = [];
+  try {
+    names = fs.readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return { exists: false, folders };
+  }
+  for (const d of names.filter((e) => e.isDirectory() && !e.name.startsWith('.')).sort((a, b) => a.name.localeCompare(b.name))) {
+    let files = [];
+    try {
+      files = fs.readdirSync(path.join(dir, d.name), { withFileTypes: true }).filter((e) => e.isFile() && !e.name.startsWith('.')).map((e) => e.name).sort();
+    } catch {
+      continue;
+    }
+    const url = (f) => `/results/${encodeURIComponent(d.name)}/${encodeURIComponent(f)}`;
+    const charts = files.filter((f) => f.toLowerCase().endsWith('.svg')).map((f) => ({ name: f, url: url(f) }));
+    const summary = files.includes('summary.md') ? url('summary.md') : null;
+    const responses = files.includes('responses.jsonl') ? url('responses.jsonl') : null;
+    if (charts.length || summary || responses) folders.push({ name: d.name, charts, summary, responses });
+  }
+  return { exists: true, folders };
 }
 
 function send(res, status, body, headers = {}) {
@@ -95,8 +130,13 @@ function send(res, status, body, headers = {}) {
   res.end(body);
 }
 
-export function createServer({ isolate = false, models = path.join(repo, 'models', 'cache'), www = path.join(repo, 'www') } = {}) {
-  const roots = { www: path.resolve(www), models: path.resolve(models) };
+export function createServer({
+  isolate = false,
+  models = path.join(repo, 'models', 'cache'),
+  www = path.join(repo, 'www'),
+  results = path.join(repo, 'docs', 'eval'),
+} = {}) {
+  const roots = { www: path.resolve(www), models: path.resolve(models), results: path.resolve(results) };
   const common = { 'X-Content-Type-Options': 'nosniff', 'Cache-Control': 'no-cache' };
   if (isolate) {
     common['Cross-Origin-Opener-Policy'] = 'same-origin';
@@ -114,6 +154,10 @@ export function createServer({ isolate = false, models = path.join(repo, 'models
       return send(res, 400, 'bad request\n', common);
     }
     if (pathname === '/') return send(res, 302, 'see /demo/\n', { ...common, Location: '/demo/' });
+    if (pathname === '/results/index.json') {
+      const body = JSON.stringify(resultsIndex(roots.results), null, 1) + '\n';
+      return send(res, 200, req.method === 'HEAD' ? '' : body, { ...common, 'Content-Type': MIME['.json'] });
+    }
     const file = resolvePath(pathname, roots);
     if (!file) return send(res, 404, 'not found\n', common);
     fs.stat(file, (err, st) => {
@@ -139,7 +183,7 @@ export function createServer({ isolate = false, models = path.join(repo, 'models
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const o = parseArgs(process.argv.slice(2));
-  const server = createServer({ isolate: o.isolate, models: o.models });
+  const server = createServer({ isolate: o.isolate, models: o.models, results: o.results });
   server.on('error', (e) => {
     console.error(`serve.mjs: ${e.message}`);
     process.exit(1);
