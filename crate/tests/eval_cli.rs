@@ -36,8 +36,20 @@ fn a_small_run_writes_a_report_that_parses() {
     .unwrap();
     let out_dir = dir.join("out");
     let out = amulet(&[
-        "eval", "--model", m.to_str().unwrap(), "--prompts", prompts.to_str().unwrap(), "--limit", "2",
-        "--max-tokens", "8", "--preferences", "concise", "--sweep-iterations", "1,60", "--out",
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--limit",
+        "2",
+        "--max-tokens",
+        "8",
+        "--preferences",
+        "concise",
+        "--sweep-iterations",
+        "1,60",
+        "--out",
         out_dir.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
@@ -83,7 +95,15 @@ fn a_bad_prompt_line_is_named_before_the_model_loads() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("BAD_OPTION") && err.contains("line 2") && err.contains("question"), "{err}");
 
-    let out = amulet(&["eval", "--model", "/nonexistent.gguf", "--prompts", prompts.to_str().unwrap(), "--methods", "base,sideways"]);
+    let out = amulet(&[
+        "eval",
+        "--model",
+        "/nonexistent.gguf",
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--methods",
+        "base,sideways",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("sideways"));
     let _ = std::fs::remove_dir_all(&dir);

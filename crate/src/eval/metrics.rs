@@ -161,9 +161,8 @@ pub fn bootstrap_mean_ci(xs: &[f64], resamples: usize, level: f64, seed: u64) ->
         return Some(Estimate { mean: m, lo: m, hi: m, n: xs.len() });
     }
     let mut rng = SplitMix64::new(seed);
-    let mut means: Vec<f64> = (0..resamples)
-        .map(|_| (0..xs.len()).map(|_| xs[rng.below(xs.len())]).sum::<f64>() / xs.len() as f64)
-        .collect();
+    let mut means: Vec<f64> =
+        (0..resamples).map(|_| (0..xs.len()).map(|_| xs[rng.below(xs.len())]).sum::<f64>() / xs.len() as f64).collect();
     means.sort_by(f64::total_cmp);
     let tail = (1.0 - level.clamp(0.0, 1.0)) / 2.0;
     let q = |p: f64| {

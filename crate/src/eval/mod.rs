@@ -42,8 +42,12 @@ impl EvalConfig {
         if self.preferences.is_empty() {
             return Err(AmuletError::bad_option("preferences", "needs at least one preference"));
         }
-        for p in &self.preferences {
+        for (i, p) in self.preferences.iter().enumerate() {
             validate_preference(p)?;
+            // A repeat would pair each prompt's responses twice in the report.
+            if self.preferences[..i].iter().any(|o| o.trim().eq_ignore_ascii_case(p.trim())) {
+                return Err(AmuletError::bad_option("preferences", format!("`{}` is listed twice", p.trim())));
+            }
         }
         if self.methods.is_empty() {
             return Err(AmuletError::bad_option("methods", "needs at least one method"));
@@ -166,10 +170,15 @@ pub fn plan_requests(cfg: &EvalConfig) -> Vec<(String, Vec<Method>)> {
             cfg.methods.iter().copied().filter(|m| pi == 0 || !matches!(m, Method::Base)).collect();
         if swept.contains(&pref.as_str()) {
             for &t in &cfg.sweep_iterations {
-                if main_t == Some(t) || ms.iter().any(|m| matches!(m, Method::Amulet { params, .. } if params.iterations == t)) {
+                if main_t == Some(t)
+                    || ms.iter().any(|m| matches!(m, Method::Amulet { params, .. } if params.iterations == t))
+                {
                     continue; // the main amulet response doubles as this sweep point
                 }
-                ms.push(Method::Amulet { params: AmuletParams { iterations: t, ..cfg.amulet }, game: Game::ClosedForm });
+                ms.push(Method::Amulet {
+                    params: AmuletParams { iterations: t, ..cfg.amulet },
+                    game: Game::ClosedForm,
+                });
             }
         }
         if !ms.is_empty() {
@@ -189,7 +198,8 @@ pub fn run(
     cfg.validate()?;
     let plan = plan_requests(cfg);
     let per_prompt = plan.len() + 1;
-    let mut p = Progress { done: 0, total: per_prompt * prompts.len(), prompt: 0, prompts: prompts.len(), generated_tokens: 0 };
+    let mut p =
+        Progress { done: 0, total: per_prompt * prompts.len(), prompt: 0, prompts: prompts.len(), generated_tokens: 0 };
     progress(p);
     let mut records = Vec::new();
     for (index, item) in prompts.iter().enumerate() {
@@ -332,4 +342,63 @@ fn walk_prefix_tree(
         depth += 1;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> EvalConfig {
+        let a = AmuletParams::default();
+        EvalConfig {
+            preferences: vec!["creative".into(), "concise".into()],
+            methods: vec![
+                Method::Base,
+                Method::Pref,
+                Method::LinearAlignment { ratio: 2.0 },
+                Method::Amulet { params: a, game: Game::ClosedForm },
+            ],
+            amulet: a,
+            sweep_iterations: vec![1, 60],
+            sweep_preferences: vec!["Concise".into(), "uplifting".into()],
+            max_tokens: 8,
+            placement: Placement::System,
+        }
+    }
+
+    #[test]
+    fn base_runs_once_per_prompt_and_the_sweep_reuses_the_main_amulet() {
+        let plan = plan_requests(&cfg());
+        let names = |ms: &[Method]| ms.iter().map(|m| m.name()).collect::<Vec<_>>();
+        assert_eq!(plan.len(), 2);
+        assert_eq!(plan[0].0, "creative");
+        assert_eq!(names(&plan[0].1), ["base", "pref", "la", "amulet"]);
+        assert_eq!(plan[1].0, "concise");
+        assert_eq!(names(&plan[1].1), ["pref", "la", "amulet", "amulet"]);
+        assert!(matches!(plan[1].1[3], Method::Amulet { params, .. } if params.iterations == 1));
+        assert_eq!(cfg().swept_preferences(), vec!["concise"]);
+        // Base alone: one request per prompt, none for the other preferences.
+        let only_base = EvalConfig { methods: vec![Method::Base], sweep_iterations: vec![], ..cfg() };
+        assert_eq!(plan_requests(&only_base).len(), 1);
+    }
+
+    fn bad_option(c: EvalConfig) -> String {
+        match c.validate() {
+            Err(AmuletError::BadOption { option, .. }) => option,
+            other => panic!("expected a bad option, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_configurations_name_the_option() {
+        assert!(cfg().validate().is_ok());
+        assert_eq!(bad_option(EvalConfig { preferences: vec![], ..cfg() }), "preferences");
+        assert_eq!(
+            bad_option(EvalConfig { preferences: vec!["concise".into(), " CONCISE".into()], ..cfg() }),
+            "preferences"
+        );
+        assert_eq!(bad_option(EvalConfig { methods: vec![Method::Pref, Method::Pref], ..cfg() }), "methods");
+        assert_eq!(bad_option(EvalConfig { sweep_iterations: vec![0], ..cfg() }), "sweep-iterations");
+        assert_eq!(bad_option(EvalConfig { max_tokens: 0, ..cfg() }), "max_tokens");
+    }
 }

@@ -26,7 +26,8 @@ pub fn parse_prompts(text: &str, source: &str, limit: Option<usize>) -> Result<V
         if line.trim().is_empty() {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad_line(source, n, format!("not JSON: {e}")))?;
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| bad_line(source, n, format!("not JSON: {e}")))?;
         let obj = v.as_object().ok_or_else(|| bad_line(source, n, "must be a JSON object"))?;
         let id = match obj.get("id") {
             Some(id @ (serde_json::Value::Number(_) | serde_json::Value::String(_))) => id.clone(),
@@ -72,11 +73,15 @@ mod tests {
 
     #[test]
     fn good_lines_parse_and_blank_lines_are_skipped() {
-        let p = parse_prompts("{\"id\": 0, \"question\": \"Hi?\"}\n\n{\"id\": \"b\", \"question\": \"Yo\"}\n", "f", None)
-            .unwrap();
+        let p =
+            parse_prompts("{\"id\": 0, \"question\": \"Hi?\"}\n\n{\"id\": \"b\", \"question\": \"Yo\"}\n", "f", None)
+                .unwrap();
         assert_eq!(p.len(), 2);
         assert_eq!(p[1].id, serde_json::json!("b"));
-        assert_eq!(parse_prompts("{\"id\":1,\"question\":\"a\"}\n{\"id\":2,\"question\":\"b\"}", "f", Some(1)).unwrap().len(), 1);
+        assert_eq!(
+            parse_prompts("{\"id\":1,\"question\":\"a\"}\n{\"id\":2,\"question\":\"b\"}", "f", Some(1)).unwrap().len(),
+            1
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::metrics::{bootstrap_mean_ci, corpus_distinct_n, mean, median, pairwise_scores, words, Direction, Estimate, Metrics};
+use super::metrics::{
+    bootstrap_mean_ci, corpus_distinct_n, mean, median, pairwise_scores, words, Direction, Estimate, Metrics,
+};
 use super::svg::{bar_chart, line_chart, Bar, BarPanel, LinePanel, RefLine, Series};
 use super::{EvalConfig, Record};
 use crate::align::{closed_form_strength, AmuletParams, Method};
@@ -22,7 +24,9 @@ pub const SEED: u64 = 20250227;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OwnMetric {
     /// Words; `fewer` for concise, more for verbose.
-    Words { fewer: bool },
+    Words {
+        fewer: bool,
+    },
     VaderCompound,
     Distinct2,
 }
@@ -93,12 +97,8 @@ fn color(method: &str) -> &'static str {
 
 /// A name safe for a file: lower-case letters, digits and '-'.
 fn file_stem(preference: &str) -> String {
-    let s: String = preference
-        .trim()
-        .to_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
+    let s: String =
+        preference.trim().to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
     let s = s.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-");
     if s.is_empty() {
         "preference".into()
@@ -151,7 +151,9 @@ fn method_label(m: &Method) -> String {
     match m {
         Method::Base | Method::Pref => m.name().to_string(),
         Method::LinearAlignment { ratio } => format!("la (r={ratio})"),
-        Method::Amulet { params, .. } => format!("amulet (T={}, k={:.2})", params.iterations, closed_form_strength(params)),
+        Method::Amulet { params, .. } => {
+            format!("amulet (T={}, k={:.2})", params.iterations, closed_form_strength(params))
+        }
     }
 }
 
@@ -240,7 +242,8 @@ pub fn build(records: &[Record], cfg: &EvalConfig, info: &RunInfo) -> (String, V
          perplexity is the model's own, of the response under the BASE context (fluency cost)\n"
     );
 
-    let known: Vec<(&String, OwnMetric)> = cfg.preferences.iter().filter_map(|p| OwnMetric::of(p).map(|m| (p, m))).collect();
+    let known: Vec<(&String, OwnMetric)> =
+        cfg.preferences.iter().filter_map(|p| OwnMetric::of(p).map(|m| (p, m))).collect();
     let unknown: Vec<&String> = cfg.preferences.iter().filter(|p| OwnMetric::of(p).is_none()).collect();
 
     // --- own metric and fluency ---
@@ -267,7 +270,11 @@ pub fn build(records: &[Record], cfg: &EvalConfig, info: &RunInfo) -> (String, V
             &format!("Preference \"{pref}\": {} prompts, mean with 95% CI", n_prompts),
             &[
                 BarPanel { title: metric.name().into(), note: metric.better().into(), bars: panel_own },
-                BarPanel { title: "perplexity under base context".into(), note: "lower is more fluent".into(), bars: panel_ppl },
+                BarPanel {
+                    title: "perplexity under base context".into(),
+                    note: "lower is more fluent".into(),
+                    bars: panel_ppl,
+                },
             ],
         );
         charts.push((format!("{}.svg", file_stem(pref)), svg));
@@ -337,7 +344,8 @@ pub fn build(records: &[Record], cfg: &EvalConfig, info: &RunInfo) -> (String, V
     let swept = cfg.swept_preferences();
     if !swept.is_empty() {
         let ts = &cfg.sweep_iterations;
-        let ks: Vec<f64> = ts.iter().map(|&t| closed_form_strength(&AmuletParams { iterations: t, ..cfg.amulet })).collect();
+        let ks: Vec<f64> =
+            ts.iter().map(|&t| closed_form_strength(&AmuletParams { iterations: t, ..cfg.amulet })).collect();
         let _ = writeln!(md, "\n## Amulet strength sweep\n");
         let _ = writeln!(
             md,
@@ -354,7 +362,8 @@ pub fn build(records: &[Record], cfg: &EvalConfig, info: &RunInfo) -> (String, V
                 let rs = responses(records, pref, "amulet", Some(t));
                 let own = estimate(&rs.iter().map(|r| metric.value(&r.metrics)).collect::<Vec<_>>());
                 let ppl = estimate(&perplexities(&rs));
-                let _ = writeln!(md, "| {pref} | {t} | {k:.3} | {} {} | {} |", metric.name(), fmt_est(&own), fmt_est(&ppl));
+                let _ =
+                    writeln!(md, "| {pref} | {t} | {k:.3} | {} {} | {} |", metric.name(), fmt_est(&own), fmt_est(&ppl));
                 own_pts.push(own);
                 ppl_pts.push(ppl);
             }
@@ -373,7 +382,8 @@ pub fn build(records: &[Record], cfg: &EvalConfig, info: &RunInfo) -> (String, V
                     ppl_refs.push(RefLine { label, value: v, color: color(b.name()).into() });
                 }
             }
-            let x_labels: Vec<(String, String)> = ts.iter().zip(&ks).map(|(t, k)| (format!("T={t}"), format!("k={k:.2}"))).collect();
+            let x_labels: Vec<(String, String)> =
+                ts.iter().zip(&ks).map(|(t, k)| (format!("T={t}"), format!("k={k:.2}"))).collect();
             let svg = line_chart(
                 &format!("Amulet strength sweep, \"{pref}\": {} prompts, mean with 95% CI", n_prompts),
                 &x_labels,
@@ -408,7 +418,9 @@ pub fn build(records: &[Record], cfg: &EvalConfig, info: &RunInfo) -> (String, V
             if rs.is_empty() {
                 continue;
             }
-            let col = |f: &dyn Fn(&Record) -> f64| fmt_num(mean(&rs.iter().map(|r| f(r)).collect::<Vec<_>>()).unwrap_or(f64::NAN));
+            let col = |f: &dyn Fn(&Record) -> f64| {
+                fmt_num(mean(&rs.iter().map(|r| f(r)).collect::<Vec<_>>()).unwrap_or(f64::NAN))
+            };
             let word_lists: Vec<Vec<String>> = rs.iter().map(|r| words(&r.text)).collect();
             let corpus = corpus_distinct_n(word_lists.iter().map(|w| w.as_slice()), 2);
             let ended = rs.iter().filter(|r| r.finish_reason == "stop").count() as f64 / rs.len() as f64;
@@ -460,7 +472,10 @@ mod tests {
 
     #[test]
     fn the_summary_judges_each_preference_on_its_own_metric() {
-        let am = |t| Method::Amulet { params: AmuletParams { iterations: t, ..AmuletParams::default() }, game: Game::ClosedForm };
+        let am = |t| Method::Amulet {
+            params: AmuletParams { iterations: t, ..AmuletParams::default() },
+            game: Game::ClosedForm,
+        };
         let methods = vec![Method::Base, Method::Pref, Method::LinearAlignment { ratio: 2.0 }, am(60)];
         let cfg = EvalConfig {
             preferences: vec!["concise".into(), "formal".into()],
@@ -481,7 +496,8 @@ mod tests {
             }
             records.push(rec(i, Some("concise"), &am(1), 35, "a"));
         }
-        let info = RunInfo { command: "amulet eval".into(), prompts_source: "p.jsonl".into(), model: "m".into(), wall_s: 1.0 };
+        let info =
+            RunInfo { command: "amulet eval".into(), prompts_source: "p.jsonl".into(), model: "m".into(), wall_s: 1.0 };
         let (md, charts) = build(&records, &cfg, &info);
         assert!(md.contains("| concise | amulet (T=60, k=4.65) | words 12.5 ["), "{md}");
         assert!(md.contains("amulet **beats** base (win rate 1.00"), "{md}");

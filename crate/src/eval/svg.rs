@@ -32,7 +32,7 @@ pub fn escape(s: &str) -> String {
 
 /// A round step (1, 2 or 5 × 10^k) giving about `target` intervals over `range`.
 fn nice_step(range: f64, target: f64) -> f64 {
-    if !(range > 0.0) || !range.is_finite() {
+    if range.is_nan() || range <= 0.0 || !range.is_finite() {
         return 1.0;
     }
     let raw = range / target;
@@ -166,8 +166,18 @@ fn panel_frame(out: &mut String, index: usize, title: &str, note: &str, lo: f64,
         hi: b,
     };
     let cx = f.x0 + f.w / 2.0;
-    let _ = writeln!(out, "<text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"13\">{}</text>", TOP - 26.0, escape(title));
-    let _ = writeln!(out, "<text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#666\">{}</text>", TOP - 10.0, escape(note));
+    let _ = writeln!(
+        out,
+        "<text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"13\">{}</text>",
+        TOP - 26.0,
+        escape(title)
+    );
+    let _ = writeln!(
+        out,
+        "<text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#666\">{}</text>",
+        TOP - 10.0,
+        escape(note)
+    );
     for t in ticks {
         let y = f.y(t);
         let _ = writeln!(
@@ -204,7 +214,7 @@ fn error_bar(out: &mut String, x: f64, f: &Frame, e: &Estimate) {
 /// Panels of bars (mean, with the interval as an error bar) side by side.
 pub fn bar_chart(title: &str, panels: &[BarPanel]) -> String {
     let width = PANEL_W * panels.len().max(1) as f64;
-    let height = PANEL_H + 20.0;
+    let height = PANEL_H - 16.0;
     let mut out = String::new();
     header(&mut out, width, height, title);
     for (pi, p) in panels.iter().enumerate() {
@@ -239,7 +249,12 @@ pub fn bar_chart(title: &str, panels: &[BarPanel]) -> String {
                 fmt_tick(b.estimate.mean)
             );
         }
-        let _ = writeln!(out, "<line x1=\"{:.1}\" y1=\"{zero:.1}\" x2=\"{:.1}\" y2=\"{zero:.1}\" stroke=\"#555\"/>", f.x0, f.x0 + f.w);
+        let _ = writeln!(
+            out,
+            "<line x1=\"{:.1}\" y1=\"{zero:.1}\" x2=\"{:.1}\" y2=\"{zero:.1}\" stroke=\"#555\"/>",
+            f.x0,
+            f.x0 + f.w
+        );
     }
     out.push_str("</svg>\n");
     out
@@ -249,7 +264,7 @@ pub fn bar_chart(title: &str, panels: &[BarPanel]) -> String {
 /// (e.g. "T=10" over "k=2.90").
 pub fn line_chart(title: &str, x_labels: &[(String, String)], x_title: &str, panels: &[LinePanel]) -> String {
     let width = PANEL_W * panels.len().max(1) as f64;
-    let height = PANEL_H + 64.0;
+    let height = PANEL_H + 24.0;
     let mut out = String::new();
     header(&mut out, width, height, title);
     for (pi, p) in panels.iter().enumerate() {
@@ -334,7 +349,8 @@ pub fn line_chart(title: &str, x_labels: &[(String, String)], x_title: &str, pan
 /// labels inside the plot would collide when baselines lie close together.
 fn legend(out: &mut String, width: f64, y: f64, panel: Option<&LinePanel>) {
     let Some(p) = panel else { return };
-    let mut items: Vec<(&str, &str, bool)> = p.series.iter().map(|s| (s.label.as_str(), s.color.as_str(), false)).collect();
+    let mut items: Vec<(&str, &str, bool)> =
+        p.series.iter().map(|s| (s.label.as_str(), s.color.as_str(), false)).collect();
     items.extend(p.refs.iter().map(|r| (r.label.as_str(), r.color.as_str(), true)));
     // About 7 px a character at font size 12, plus the 28 px sample and a gap.
     let widths: Vec<f64> = items.iter().map(|(l, _, _)| 28.0 + 7.0 * l.chars().count() as f64 + 18.0).collect();
@@ -350,7 +366,13 @@ fn legend(out: &mut String, width: f64, y: f64, panel: Option<&LinePanel>) {
             escape(color)
         );
         if !dashed {
-            let _ = write!(out, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{}\"/>", x + 11.0, y - 4.0, escape(color));
+            let _ = write!(
+                out,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{}\"/>",
+                x + 11.0,
+                y - 4.0,
+                escape(color)
+            );
         }
         let _ = writeln!(out, "<text x=\"{:.1}\" y=\"{y:.1}\">{}</text>", x + 28.0, escape(label));
         x += w;
@@ -402,7 +424,11 @@ mod tests {
             &[LinePanel {
                 title: "words".into(),
                 note: String::new(),
-                series: vec![Series { label: "amulet".into(), color: "red".into(), points: vec![Some(est(3.0)), None] }],
+                series: vec![Series {
+                    label: "amulet".into(),
+                    color: "red".into(),
+                    points: vec![Some(est(3.0)), None],
+                }],
                 refs: vec![RefLine { label: "pref".into(), value: 2.0, color: "blue".into() }],
             }],
         );
