@@ -80,18 +80,8 @@ struct GenerateArgs {
     top_k: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long, default_value_t = 2.0)]
-    alpha: f64,
-    #[arg(long, default_value_t = 2.0)]
-    lambda: f64,
-    #[arg(long, default_value_t = 10.0)]
-    eta: f64,
-    /// T, the number of game iterations
-    #[arg(long, default_value_t = 60)]
-    iterations: u32,
-    /// Linear-alignment ratio r (method la)
-    #[arg(long, default_value_t = 2.0)]
-    ratio: f64,
+    #[command(flatten)]
+    strength: StrengthArgs,
     /// iterative | closed-form
     #[arg(long, default_value = "closed-form")]
     game: String,
@@ -106,6 +96,29 @@ struct GenerateArgs {
     json: bool,
     /// The question
     prompt: String,
+}
+
+/// The Amulet game's parameters and the LA ratio, shared by `generate` and `eval`.
+#[derive(Args)]
+pub struct StrengthArgs {
+    #[arg(long, default_value_t = 2.0)]
+    pub alpha: f64,
+    #[arg(long, default_value_t = 2.0)]
+    pub lambda: f64,
+    #[arg(long, default_value_t = 10.0)]
+    pub eta: f64,
+    /// T, the number of game iterations
+    #[arg(long, default_value_t = 60)]
+    pub iterations: u32,
+    /// Linear-alignment ratio r (method la)
+    #[arg(long, default_value_t = 2.0)]
+    pub ratio: f64,
+}
+
+impl StrengthArgs {
+    pub fn params(&self) -> AmuletParams {
+        AmuletParams { alpha: self.alpha, lambda: self.lambda, eta: self.eta, iterations: self.iterations }
+    }
 }
 
 pub fn parse_method(name: &str, params: AmuletParams, ratio: f64, game: Game) -> Result<Method> {
@@ -139,9 +152,9 @@ pub fn load_engine(path: &std::path::Path, quiet: bool) -> Result<(Engine, f64)>
 }
 
 fn generate(args: GenerateArgs) -> Result<()> {
-    let params = AmuletParams { alpha: args.alpha, lambda: args.lambda, eta: args.eta, iterations: args.iterations };
+    let params = args.strength.params();
     let game: Game = args.game.parse()?;
-    let method = parse_method(&args.method, params, args.ratio, game)?;
+    let method = parse_method(&args.method, params, args.strength.ratio, game)?;
     let placement: Placement = args.placement.parse()?;
     let sampling = SamplingParams { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
     sampling.validate()?;

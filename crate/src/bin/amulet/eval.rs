@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use amulet::align::{AmuletParams, Game, Method};
+use amulet::align::{Game, Method};
 use amulet::eval::report::{write_report, RunInfo};
 use amulet::eval::{load_prompts, run, EvalConfig, Progress};
 use amulet::prompt::Placement;
@@ -36,18 +36,8 @@ pub struct EvalArgs {
     /// GGUF model file (default: the manifest's default model, fetched when missing)
     #[arg(long)]
     model: Option<PathBuf>,
-    #[arg(long, default_value_t = 2.0)]
-    alpha: f64,
-    #[arg(long, default_value_t = 2.0)]
-    lambda: f64,
-    #[arg(long, default_value_t = 10.0)]
-    eta: f64,
-    /// T, the number of game iterations of the compared Amulet
-    #[arg(long, default_value_t = 60)]
-    iterations: u32,
-    /// Linear-alignment ratio r (method la)
-    #[arg(long, default_value_t = 2.0)]
-    ratio: f64,
+    #[command(flatten)]
+    strength: crate::cli::StrengthArgs,
     /// Comma-separated values of T for the strength sweep ("" for none)
     #[arg(long, default_value = "1,5,10,30,60,100")]
     sweep_iterations: String,
@@ -64,10 +54,10 @@ fn list(s: &str) -> Vec<String> {
 }
 
 fn config(a: &EvalArgs) -> Result<EvalConfig> {
-    let params = AmuletParams { alpha: a.alpha, lambda: a.lambda, eta: a.eta, iterations: a.iterations };
+    let params = a.strength.params();
     let methods = list(&a.methods)
         .iter()
-        .map(|m| parse_method(m, params, a.ratio, Game::ClosedForm))
+        .map(|m| parse_method(m, params, a.strength.ratio, Game::ClosedForm))
         .collect::<Result<Vec<Method>>>()?;
     let sweep_iterations = list(&a.sweep_iterations)
         .iter()
