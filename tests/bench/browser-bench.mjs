@@ -25,19 +25,10 @@ import crypto from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { createServer as createDemoServer } from '../../www/demo/serve.mjs';
+import { CHROMIUM, CHROMIUM_ARGS } from '../chromium.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(here, '..', '..');
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-export const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--disable-quic',
-  '--enable-unsafe-webgpu',
-];
 const PROMPT = 'How can I improve my eating habits without compromising on taste?';
 const PREFERENCE = 'concise';
 // The `pref` context of our engine (crate/src/prompt.rs: the paper's system prompt plus the

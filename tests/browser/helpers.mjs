@@ -6,22 +6,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { CHROMIUM, CHROMIUM_ARGS } from '../chromium.mjs';
+export { CHROMIUM, CHROMIUM_ARGS };
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO = path.resolve(here, '..', '..');
 export const OUT = path.join(here, 'out');
 export const DEFAULT_MODEL = path.join(REPO, 'models', 'cache', 'SmolLM2-135M-Instruct.Q4_1.gguf');
-export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-
-export const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--disable-quic',
-  '--enable-unsafe-webgpu',
-];
 
 /** What the suite needs before it can run; a string saying what is missing, or null. */
 export function missingPrerequisite() {

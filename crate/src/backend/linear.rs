@@ -64,34 +64,36 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Linear::Candle(w) => Ok(w.forward(x)?),
-            Linear::Q41 { w, exact } => {
-                let (m, k) = x.dims2()?;
-                if k != w.cols() {
-                    return Err(AmuletError::Compute(format!("matmul: input has {k} columns, weights {}", w.cols())));
-                }
-                let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                let mut out = vec![0f32; m * w.rows()];
+            Linear::Q41 { w, exact } => with_rows(x, w.rows(), w.cols(), |xs, m, out| {
                 if *exact {
-                    w.matmul_scalar(&xs, m, &mut out)?;
+                    w.matmul_scalar(xs, m, out)
                 } else {
-                    w.matmul(&xs, m, &mut out)?;
+                    w.matmul(xs, m, out)
                 }
-                Ok(Tensor::from_vec(out, (m, w.rows()), x.device())?)
-            }
-            Linear::Q80(w) => {
-                let (m, k) = x.dims2()?;
-                let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                let mut out = vec![0f32; m * w.rows()];
-                if k != w.cols() {
-                    return Err(AmuletError::Compute(format!("matmul: input has {k} columns, weights {}", w.cols())));
-                }
-                w.matmul(&xs, m, &mut out)?;
-                Ok(Tensor::from_vec(out, (m, w.rows()), x.device())?)
-            }
+            }),
+            Linear::Q80(w) => with_rows(x, w.rows(), w.cols(), |xs, m, out| w.matmul(xs, m, out)),
             Linear::Split(parts) => {
                 let outs = parts.iter().map(|p| p.forward(x)).collect::<Result<Vec<_>>>()?;
                 Ok(Tensor::cat(&outs, 1)?)
             }
         }
     }
+}
+
+/// Runs one of our slice kernels on a [m, k] tensor: checks k, hands it the rows as f32, and
+/// wraps its [m, n] output back into a tensor.
+fn with_rows(
+    x: &Tensor,
+    n: usize,
+    k: usize,
+    kernel: impl FnOnce(&[f32], usize, &mut [f32]) -> Result<()>,
+) -> Result<Tensor> {
+    let (m, cols) = x.dims2()?;
+    if cols != k {
+        return Err(AmuletError::Compute(format!("matmul: input has {cols} columns, weights {k}")));
+    }
+    let xs = x.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; m * n];
+    kernel(&xs, m, &mut out)?;
+    Ok(Tensor::from_vec(out, (m, n), x.device())?)
 }

@@ -142,10 +142,6 @@ impl CpuModel {
         Ok(CpuModel { cfg, embeddings, layers, output_norm, output, ropes, seqs: Vec::new(), scores: Vec::new() })
     }
 
-    fn rms_norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::rms_norm(x, w, self.cfg.rms_eps)?)
-    }
-
     /// Runs Q4_1 matmuls through the scalar kernel that sums in candle's order, so logits
     /// are bit-identical to candle-transformers' (verification; the SIMD kernel differs only
     /// in float summation order).
@@ -283,7 +279,7 @@ impl CpuModel {
     }
 
     fn rms_norm_w(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        self.rms_norm(&x.contiguous()?, w)
+        Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, self.cfg.rms_eps)?)
     }
 }
 
