@@ -30,6 +30,9 @@ pub enum AmuletError {
     /// A numeric failure inside the forward pass (NaN logits, shape mismatch).
     #[error("compute: {0}")]
     Compute(String),
+    /// WebGPU was asked for, but there is no adapter or it cannot run this model.
+    #[error("WebGPU unavailable: {0}")]
+    NoWebGpu(String),
     /// Reading a file failed.
     #[error("io: {0}")]
     Io(String),
@@ -51,6 +54,7 @@ impl AmuletError {
             AmuletError::ContextOverflow(_) => "CONTEXT_OVERFLOW",
             AmuletError::Cancelled => "ABORTED",
             AmuletError::Compute(_) => "COMPUTE",
+            AmuletError::NoWebGpu(_) => "NO_WEBGPU",
             AmuletError::Io(_) => "IO",
         }
     }

@@ -59,6 +59,14 @@ impl RopeTable {
         }
     }
 
+    /// The cos and sin tables for positions 0..positions, `rope_dim / 2` values each
+    /// (the WebGPU backend uploads the very same values).
+    pub fn tables(&mut self, positions: usize) -> (&[f32], &[f32]) {
+        self.ensure(positions);
+        let n = positions * self.inv_freq.len();
+        (&self.cos[..n], &self.sin[..n])
+    }
+
     /// Rotates every head of `x` ([n_heads * head_dim]) in place for `position`.
     pub fn apply(&mut self, x: &mut [f32], head_dim: usize, position: usize) {
         self.ensure(position + 1);

@@ -7,12 +7,16 @@
 
 pub mod attention;
 pub mod config;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod gpu;
+pub mod select;
 pub mod transformer;
 
 pub use config::{Activation, Arch, ModelConfig, RopeLayout};
+pub use select::{load_model, DeviceChoice, Loaded};
 pub use transformer::CpuModel;
 
-use crate::error::Result;
+use crate::error::{AmuletError, Result};
 
 /// Handle of one sequence (one KV cache) inside a model.
 pub type SeqId = usize;
@@ -33,4 +37,36 @@ pub trait LanguageModel {
     /// Appends `tokens` to each listed sequence (one step, or a whole prompt) and returns,
     /// per entry, the logits after its last token. On error no cache is changed.
     fn forward(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>>;
+}
+
+/// The checks every backend makes before touching a cache: known, distinct sequences,
+/// tokens inside the vocabulary, room in the context.
+pub(crate) fn check_batch(
+    cfg: &ModelConfig,
+    batch: &[(SeqId, &[u32])],
+    sequence_len: impl Fn(SeqId) -> Option<usize>,
+) -> Result<()> {
+    for (i, (id, tokens)) in batch.iter().enumerate() {
+        let len = sequence_len(*id).ok_or_else(|| AmuletError::Compute(format!("sequence {id} does not exist")))?;
+        if batch[..i].iter().any(|(other, _)| other == id) {
+            return Err(AmuletError::Compute(format!("sequence {id} appears twice in one batch")));
+        }
+        if tokens.is_empty() {
+            return Err(AmuletError::Compute(format!("sequence {id}: no tokens to run")));
+        }
+        if let Some(bad) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+            return Err(AmuletError::bad_option(
+                "tokens",
+                format!("token id {bad} is outside the vocabulary of {}", cfg.vocab_size),
+            ));
+        }
+        if len + tokens.len() > cfg.context_length {
+            return Err(AmuletError::ContextOverflow(format!(
+                "{} tokens would exceed the model's context length of {}",
+                len + tokens.len(),
+                cfg.context_length
+            )));
+        }
+    }
+    Ok(())
 }

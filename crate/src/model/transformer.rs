@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 
 use super::attention::{attend, AttentionShape, KvCache, RopeTable};
 use super::config::{Activation, Arch, ModelConfig};
-use super::{LanguageModel, SeqId};
+use super::{check_batch, LanguageModel, SeqId};
 use crate::backend::linear::Linear;
 use crate::backend::q8_0::Q80Matrix;
 use crate::error::{AmuletError, Result};
@@ -158,34 +158,6 @@ impl CpuModel {
         self.seqs.iter().flatten().map(|c| c.bytes()).sum()
     }
 
-    fn check_batch(&self, batch: &[(SeqId, &[u32])]) -> Result<()> {
-        for (i, (id, tokens)) in batch.iter().enumerate() {
-            let len = self
-                .sequence_len(*id)
-                .ok_or_else(|| AmuletError::Compute(format!("sequence {id} does not exist")))?;
-            if batch[..i].iter().any(|(other, _)| other == id) {
-                return Err(AmuletError::Compute(format!("sequence {id} appears twice in one batch")));
-            }
-            if tokens.is_empty() {
-                return Err(AmuletError::Compute(format!("sequence {id}: no tokens to run")));
-            }
-            if let Some(bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
-                return Err(AmuletError::bad_option(
-                    "tokens",
-                    format!("token id {bad} is outside the vocabulary of {}", self.cfg.vocab_size),
-                ));
-            }
-            if len + tokens.len() > self.cfg.context_length {
-                return Err(AmuletError::ContextOverflow(format!(
-                    "{} tokens would exceed the model's context length of {}",
-                    len + tokens.len(),
-                    self.cfg.context_length
-                )));
-            }
-        }
-        Ok(())
-    }
-
     fn forward_inner(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
         let cfg = self.cfg.clone();
         // Row r of the hidden state belongs to (sequence, position).
@@ -324,7 +296,7 @@ impl LanguageModel for CpuModel {
     }
 
     fn forward(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
-        self.check_batch(batch)?;
+        check_batch(&self.cfg, batch, |id| self.sequence_len(id))?;
         let before: Vec<usize> = batch.iter().map(|(id, _)| self.sequence_len(*id).unwrap_or(0)).collect();
         let result = self.forward_inner(batch);
         if result.is_err() {

@@ -1,0 +1,115 @@
+//! Opening a wgpu device, reading buffers back, and turning wgpu's asynchronous error
+//! reports (validation, out of memory, a lost device) into typed errors.
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::{AmuletError, Result};
+
+/// What `engine.info` reports about the adapter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuInfo {
+    pub name: String,
+    pub backend: String,
+    /// A software rasteriser (lavapipe, SwiftShader): correct, but slower than our CPU path.
+    pub software: bool,
+    pub max_binding_bytes: u64,
+}
+
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: GpuInfo,
+    pub limits: wgpu::Limits,
+    /// The first error wgpu reported since the last `take_error` (validation, out of
+    /// memory, device lost). Without a handler wgpu would panic instead.
+    error: Arc<Mutex<Option<String>>>,
+}
+
+impl GpuContext {
+    /// Opens the best adapter there is; `NoWebGpu` when there is none.
+    pub fn open() -> Result<Self> {
+        pollster::block_on(Self::open_async())
+    }
+
+    pub async fn open_async() -> Result<Self> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        desc.backends = wgpu::Backends::PRIMARY;
+        let instance = wgpu::Instance::new(desc);
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                apply_limit_buckets: false,
+            })
+            .await
+            .map_err(|e| AmuletError::NoWebGpu(format!("no WebGPU adapter: {e}")))?;
+        let adapter_info = adapter.get_info();
+        // Everything the adapter offers: large models need its real binding sizes.
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("amulet"),
+                required_features: wgpu::Features::empty(),
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| AmuletError::NoWebGpu(format!("the adapter `{}` refused a device: {e}", adapter_info.name)))?;
+        let error: Arc<Mutex<Option<String>>> = Arc::default();
+        let sink = error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| e.to_string());
+        }));
+        let sink = error.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| format!("the WebGPU device was lost ({reason:?}): {message}"));
+        });
+        let info = GpuInfo {
+            name: adapter_info.name.clone(),
+            backend: format!("{:?}", adapter_info.backend).to_lowercase(),
+            software: adapter_info.device_type == wgpu::DeviceType::Cpu,
+            max_binding_bytes: (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size),
+        };
+        Ok(GpuContext { device, queue, info, limits, error })
+    }
+
+    /// The error wgpu reported since the last call, as a typed error.
+    pub fn take_error(&self) -> Result<()> {
+        let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.take() {
+            Some(message) => Err(AmuletError::Compute(format!("WebGPU: {message}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the queue and copies `bytes` bytes out of a MAP_READ buffer.
+    pub fn read_f32(&self, buffer: &wgpu::Buffer, floats: usize) -> Result<Vec<f32>> {
+        let bytes = (floats * 4) as u64;
+        let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> = Arc::default();
+        let sink = done.clone();
+        buffer.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+            *sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| AmuletError::Compute(format!("WebGPU: waiting for the queue failed: {e}")))?;
+        self.take_error()?;
+        let mapped = done.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match mapped {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(AmuletError::Compute(format!("WebGPU: reading results back failed: {e}"))),
+            None => return Err(AmuletError::Compute("WebGPU: the readback never completed".into())),
+        }
+        let out = {
+            let view = buffer
+                .get_mapped_range(0..bytes)
+                .map_err(|e| AmuletError::Compute(format!("WebGPU: mapping the readback failed: {e}")))?;
+            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+        };
+        buffer.unmap();
+        Ok(out)
+    }
+}

@@ -1,0 +1,201 @@
+//! Weights on the GPU. GGUF blocks are 2-byte aligned and mix scales with quants; WGSL reads
+//! u32 words, so each matrix is repacked at load into packed quants (`wq`) and f32 block
+//! scales (`ws`), see shaders/quant.wgsl. F32, F16, Q4_0, Q4_1 and Q8_0 are kept as they
+//! are; other types (the K-quants) are dequantized and requantized to Q8_0 (8.5 bits a
+//! weight, finer than the Q4_K/Q6_K they come from). A matrix larger than the adapter's
+//! binding limit is split into row-chunks, each its own buffers and dispatch.
+
+use candle_core::quantized::GgmlDType;
+use candle_core::Device;
+use half::f16;
+use wgpu::util::DeviceExt;
+
+use super::kernels::Format;
+use super::GpuContext;
+use crate::error::{AmuletError, Result};
+use crate::gguf::{Gguf, TensorSource};
+
+/// A matrix as the kernels read it: `rows` rows of `k` elements.
+pub struct Repacked {
+    pub format: Format,
+    pub rows: usize,
+    pub k: usize,
+    pub words: Vec<u32>,
+    pub scales: Vec<f32>,
+}
+
+impl Repacked {
+    fn words_per_row(&self) -> usize {
+        self.words.len() / self.rows.max(1)
+    }
+
+    fn scales_per_row(&self) -> usize {
+        self.scales.len() / self.rows.max(1)
+    }
+
+    /// GGUF bytes in one of the directly supported types; None for any other type.
+    pub fn from_gguf(dtype: GgmlDType, data: &[u8], rows: usize, k: usize) -> Result<Option<Self>> {
+        let bad = |m: String| AmuletError::BadModel(m);
+        let (format, block_bytes, header) = match dtype {
+            GgmlDType::F32 => (Format::F32, 4, 0),
+            GgmlDType::F16 if k % 2 == 0 => (Format::F16, 4, 0),
+            GgmlDType::Q4_0 => (Format::Q4_0, 18, 2),
+            GgmlDType::Q4_1 => (Format::Q4_1, 20, 4),
+            GgmlDType::Q8_0 => (Format::Q8_0, 34, 2),
+            _ => return Ok(None),
+        };
+        let quantized = header > 0;
+        if quantized && k % 32 != 0 {
+            return Err(bad(format!("a {dtype:?} row of {k} elements is not whole blocks")));
+        }
+        let (blocks, expect) = if quantized {
+            (rows * k / 32, rows * k / 32 * block_bytes)
+        } else {
+            (0, rows * k * if format == Format::F32 { 4 } else { 2 })
+        };
+        if data.len() != expect {
+            return Err(bad(format!("{dtype:?} matrix {rows}x{k} has {} bytes, expected {expect}", data.len())));
+        }
+        if !quantized {
+            let words = data.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            return Ok(Some(Repacked { format, rows, k, words, scales: Vec::new() }));
+        }
+        let mut words = Vec::with_capacity(blocks * (block_bytes - header) / 4);
+        let mut scales = Vec::with_capacity(blocks * (header / 2));
+        for block in data.chunks_exact(block_bytes) {
+            for s in block[..header].chunks_exact(2) {
+                scales.push(f16::from_le_bytes([s[0], s[1]]).to_f32());
+            }
+            words.extend(block[header..].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        }
+        Ok(Some(Repacked { format, rows, k, words, scales }))
+    }
+
+    /// Q8_0 with one f32 scale per 32 values (amax / 127), rounded to nearest.
+    pub fn q8_0(values: &[f32], rows: usize, k: usize) -> Self {
+        let mut words = Vec::with_capacity(values.len() / 4);
+        let mut scales = Vec::with_capacity(values.len() / 32);
+        for block in values.chunks_exact(32) {
+            let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+            scales.push(d);
+            for four in block.chunks_exact(4) {
+                let mut word = 0u32;
+                for (i, v) in four.iter().enumerate() {
+                    word |= (((v * inv).round() as i32 as i8) as u8 as u32) << (8 * i);
+                }
+                words.push(word);
+            }
+        }
+        Repacked { format: Format::Q8_0, rows, k, words, scales }
+    }
+
+    pub fn f32(values: &[f32], rows: usize, k: usize) -> Self {
+        Repacked { format: Format::F32, rows, k, words: values.iter().map(|v| v.to_bits()).collect(), scales: Vec::new() }
+    }
+
+    /// Element (row, i), dequantized as the kernels do (the CPU reference in tests).
+    pub fn get(&self, row: usize, i: usize) -> f32 {
+        let wpr = self.words_per_row();
+        let w = &self.words[row * wpr..(row + 1) * wpr];
+        let nb = self.k / 32;
+        match self.format {
+            Format::F32 => f32::from_bits(w[i]),
+            Format::F16 => {
+                let word = w[i / 2];
+                f16::from_bits((word >> (16 * (i % 2))) as u16).to_f32()
+            }
+            Format::Q8_0 => {
+                let q = (w[i / 4] >> (8 * (i % 4))) as u8 as i8;
+                q as f32 * self.scales[row * nb + i / 32]
+            }
+            Format::Q4_0 | Format::Q4_1 => {
+                let (b, j) = (i / 32, i % 32);
+                let byte = (w[b * 4 + (j % 16) / 4] >> (8 * (j % 4))) as u8;
+                let q = if j < 16 { byte & 15 } else { byte >> 4 } as f32;
+                if self.format == Format::Q4_1 {
+                    q * self.scales[2 * (row * nb + b)] + self.scales[2 * (row * nb + b) + 1]
+                } else {
+                    (q - 8.0) * self.scales[row * nb + b]
+                }
+            }
+        }
+    }
+}
+
+pub struct MatrixChunk {
+    pub row0: usize,
+    pub rows: usize,
+    pub wq: wgpu::Buffer,
+    pub ws: wgpu::Buffer,
+}
+
+pub struct GpuMatrix {
+    pub format: Format,
+    pub rows: usize,
+    pub k: usize,
+    pub chunks: Vec<MatrixChunk>,
+}
+
+impl GpuMatrix {
+    pub fn upload(ctx: &GpuContext, m: &Repacked) -> Result<Self> {
+        let max = ctx.info.max_binding_bytes as usize;
+        let (wpr, spr) = (m.words_per_row(), m.scales_per_row());
+        let row_bytes = 4 * wpr.max(spr).max(1);
+        if row_bytes > max {
+            return Err(AmuletError::NoWebGpu(format!(
+                "one weight row needs {row_bytes} bytes, above the adapter's binding limit of {max}"
+            )));
+        }
+        let per_chunk = (max / row_bytes).max(1);
+        let mut chunks = Vec::new();
+        let mut row0 = 0;
+        while row0 < m.rows {
+            let rows = per_chunk.min(m.rows - row0);
+            let wq = storage(ctx, "weights", bytemuck::cast_slice(&m.words[row0 * wpr..(row0 + rows) * wpr]));
+            let ws = storage(ctx, "scales", bytemuck::cast_slice(&m.scales[row0 * spr..(row0 + rows) * spr]));
+            chunks.push(MatrixChunk { row0, rows, wq, ws });
+            row0 += rows;
+        }
+        Ok(GpuMatrix { format: m.format, rows: m.rows, k: m.k, chunks })
+    }
+
+    /// A GGUF tensor of `rows` x `k`, repacked (or requantized) and uploaded.
+    pub fn load<S: TensorSource + ?Sized>(ctx: &GpuContext, g: &Gguf, src: &S, name: &str, k: usize, rows: usize) -> Result<Self> {
+        Self::upload(ctx, &repack_tensor(g, src, name, k, rows)?)
+    }
+}
+
+/// The kernel layout of a GGUF matrix, whatever its type.
+pub fn repack_tensor<S: TensorSource + ?Sized>(g: &Gguf, src: &S, name: &str, k: usize, rows: usize) -> Result<Repacked> {
+    let (info, data) = g.tensor_bytes(src, name, &[k, rows])?;
+    if let Some(r) = Repacked::from_gguf(info.dtype, &data, rows, k)? {
+        return Ok(r);
+    }
+    let values: Vec<f32> = g.qtensor(src, name, &[k, rows])?.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1()?;
+    Ok(if k % 32 == 0 { Repacked::q8_0(&values, rows, k) } else { Repacked::f32(&values, rows, k) })
+}
+
+/// A read-only storage buffer holding `bytes` (at least 16 bytes: empty bindings are invalid).
+pub fn storage(ctx: &GpuContext, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+    let mut padded;
+    let contents = if bytes.len() < 16 || bytes.len() % 4 != 0 {
+        padded = bytes.to_vec();
+        padded.resize(bytes.len().max(16).next_multiple_of(4), 0);
+        &padded[..]
+    } else {
+        bytes
+    };
+    ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+    })
+}
+
+/// An f32 vector (norm weights, biases) as a storage buffer.
+pub fn vector<S: TensorSource + ?Sized>(ctx: &GpuContext, g: &Gguf, src: &S, name: &str, len: usize) -> Result<wgpu::Buffer> {
+    let v: Vec<f32> = g.qtensor(src, name, &[len])?.dequantize(&Device::Cpu)?.to_vec1()?;
+    Ok(storage(ctx, name, bytemuck::cast_slice(&v)))
+}

@@ -1,0 +1,767 @@
+//! The decoder-only transformer (llama, qwen2, gemma3) on the WebGPU backend.
+//!
+//! A forward call becomes passes of at most `MAX_ROWS` rows (a decode step of any number
+//! of sequences is one pass); each pass is ONE command buffer: embedding, per layer six
+//! dispatches (qkv with the norm fused in, rope + cache write, attention, output
+//! projection + residual, gate/up with the norm fused in, down with the gated activation
+//! fused in + residual), then each sequence's last row through the final norm and the
+//! output projection. Logits are read back once per call.
+//!
+//! KV caches live in one paged pool ([page][layer][16 positions][kv_dim], K and V apart):
+//! every row of a pass finds its sequence's pages through a page table in `meta`, so
+//! sequences at different positions share each dispatch.
+
+use wgpu::util::DeviceExt;
+
+use super::attention::RopeTable;
+use super::config::{Activation, Arch, ModelConfig, RopeLayout};
+use super::{check_batch, LanguageModel, SeqId};
+use crate::backend::webgpu::kernels::{
+    bind, AttentionParams, EmbedParams, GatherParams, Kernels, MatvecInput, MatvecParams, NormParams, PassInfo,
+    RopeCacheParams, KV_PAGE, MATVEC_ROWS, MATVEC_WG_ROWS,
+};
+use crate::backend::webgpu::weights::{storage, vector, GpuMatrix};
+use crate::backend::webgpu::{GpuContext, GpuInfo};
+use crate::error::{AmuletError, Result};
+use crate::gguf::{Gguf, TensorSource};
+
+/// Rows per pass (prefill is split into passes of this many tokens).
+const MAX_ROWS: usize = 64;
+/// Sequence ends (logit rows) per pass.
+const MAX_LAST: usize = 8;
+/// KV pages allocated at load (grown by doubling up to the binding limit).
+const INITIAL_PAGES: usize = 64;
+
+struct Layer {
+    attn_norm: wgpu::Buffer,
+    q: GpuMatrix,
+    k: GpuMatrix,
+    v: GpuMatrix,
+    qkv_bias: Option<wgpu::Buffer>,
+    /// Gemma: q_norm then k_norm weights.
+    qk_norm: Option<wgpu::Buffer>,
+    attn_out: GpuMatrix,
+    post_attn_norm: Option<wgpu::Buffer>,
+    ffn_norm: wgpu::Buffer,
+    gate: GpuMatrix,
+    up: GpuMatrix,
+    down: GpuMatrix,
+    post_ffn_norm: Option<wgpu::Buffer>,
+    window: Option<usize>,
+    rope: usize,
+}
+
+struct GpuRope {
+    table: RopeTable,
+    positions: usize,
+    buffer: wgpu::Buffer,
+}
+
+/// Activations and per-pass inputs, sized for MAX_ROWS rows.
+struct Buffers {
+    x: wgpu::Buffer,
+    qkv: wgpu::Buffer,
+    attn: wgpu::Buffer,
+    gu: wgpu::Buffer,
+    tmp: wgpu::Buffer,
+    last_x: wgpu::Buffer,
+    logits: wgpu::Buffer,
+    last_index: wgpu::Buffer,
+    pass_rows: wgpu::Buffer,
+    pass_last: wgpu::Buffer,
+    dummy: wgpu::Buffer,
+    meta: wgpu::Buffer,
+    meta_words: usize,
+    scores: wgpu::Buffer,
+    score_cap: usize,
+    staging: wgpu::Buffer,
+    staging_rows: usize,
+}
+
+struct KvPool {
+    k: wgpu::Buffer,
+    v: wgpu::Buffer,
+    pages: usize,
+    max_pages: usize,
+    page_bytes: u64,
+    free: Vec<u32>,
+}
+
+struct Sequence {
+    pages: Vec<u32>,
+    len: usize,
+}
+
+#[derive(Clone, Copy)]
+enum Grid {
+    /// (x, 1, one z-slice per 8 rows).
+    Matvec(u32),
+    /// (x, one y per row, 1).
+    PerRow(u32),
+}
+
+struct Step {
+    pipeline: wgpu::ComputePipeline,
+    bind: wgpu::BindGroup,
+    grid: Grid,
+}
+
+/// The recorded dispatches of a pass; rebuilt when a buffer they bind is replaced.
+struct Plan {
+    body: Vec<Step>,
+    head: Vec<Step>,
+}
+
+struct Row {
+    seq: SeqId,
+    pos: usize,
+    token: u32,
+    /// Index in the batch when this is the sequence's last row.
+    last: Option<usize>,
+}
+
+pub struct GpuModel {
+    cfg: ModelConfig,
+    ctx: GpuContext,
+    kernels: Kernels,
+    embed: GpuMatrix,
+    output: Option<GpuMatrix>,
+    output_norm: wgpu::Buffer,
+    layers: Vec<Layer>,
+    ropes: Vec<GpuRope>,
+    bufs: Buffers,
+    kv: KvPool,
+    seqs: Vec<Option<Sequence>>,
+    plan: Option<Plan>,
+}
+
+fn f32_buffer(ctx: &GpuContext, label: &str, floats: usize, extra: wgpu::BufferUsages) -> wgpu::Buffer {
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (floats.max(4) * 4) as u64,
+        usage: wgpu::BufferUsages::STORAGE | extra,
+        mapped_at_creation: false,
+    })
+}
+
+fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, value: &T) -> wgpu::Buffer {
+    ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("params"),
+        contents: bytemuck::bytes_of(value),
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+    })
+}
+
+fn staging(ctx: &GpuContext, floats: usize) -> wgpu::Buffer {
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("logits readback"),
+        size: (floats * 4) as u64,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+fn div_up(a: usize, b: usize) -> u32 {
+    a.div_ceil(b) as u32
+}
+
+impl GpuModel {
+    /// Uploads the model to the device; the source may go afterwards.
+    pub fn load<S: TensorSource + ?Sized>(
+        ctx: GpuContext,
+        g: &Gguf,
+        src: &S,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Self> {
+        let cfg = ModelConfig::from_gguf(g)?;
+        Self::load_with_config(ctx, g, src, cfg, &mut progress)
+    }
+
+    pub fn load_with_config<S: TensorSource + ?Sized>(
+        ctx: GpuContext,
+        g: &Gguf,
+        src: &S,
+        cfg: ModelConfig,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        if cfg.head_dim > 256 {
+            return Err(AmuletError::NoWebGpu(format!("head size {} is above the kernels' 256", cfg.head_dim)));
+        }
+        let (d, q, kv, ff) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim(), cfg.d_ff);
+        let embed = GpuMatrix::load(&ctx, g, src, "token_embd.weight", d, cfg.vocab_size)?;
+        let output = match g.tensor_info("output.weight") {
+            Some(_) => Some(GpuMatrix::load(&ctx, g, src, "output.weight", d, cfg.vocab_size)?),
+            None => None,
+        };
+        let output_norm = vector(&ctx, g, src, "output_norm.weight", d)?;
+        let gemma = cfg.arch == Arch::Gemma3;
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        let mut bases: Vec<f32> = Vec::new();
+        for i in 0..cfg.n_layer {
+            progress(i, cfg.n_layer);
+            let n = |s: &str| format!("blk.{i}.{s}");
+            let m = |s: &str, k: usize, rows: usize| GpuMatrix::load(&ctx, g, src, &n(s), k, rows);
+            let v = |s: &str, len: usize| vector(&ctx, g, src, &n(s), len);
+            let qkv_bias = if cfg.arch == Arch::Qwen2 {
+                let mut b = Vec::with_capacity(q + 2 * kv);
+                for (s, len) in [("attn_q.bias", q), ("attn_k.bias", kv), ("attn_v.bias", kv)] {
+                    let t = g.qtensor(src, &n(s), &[len])?.dequantize(&candle_core::Device::Cpu)?;
+                    b.extend(t.to_vec1::<f32>()?);
+                }
+                Some(storage(&ctx, "qkv bias", bytemuck::cast_slice(&b)))
+            } else {
+                None
+            };
+            let qk_norm = if gemma {
+                let mut w = Vec::with_capacity(2 * cfg.head_dim);
+                for s in ["attn_q_norm.weight", "attn_k_norm.weight"] {
+                    let t = g.qtensor(src, &n(s), &[cfg.head_dim])?.dequantize(&candle_core::Device::Cpu)?;
+                    w.extend(t.to_vec1::<f32>()?);
+                }
+                Some(storage(&ctx, "qk norm", bytemuck::cast_slice(&w)))
+            } else {
+                None
+            };
+            let base = cfg.layer_rope_base(i);
+            let rope = match bases.iter().position(|&b| b == base) {
+                Some(r) => r,
+                None => {
+                    bases.push(base);
+                    bases.len() - 1
+                }
+            };
+            layers.push(Layer {
+                attn_norm: v("attn_norm.weight", d)?,
+                q: m("attn_q.weight", d, q)?,
+                k: m("attn_k.weight", d, kv)?,
+                v: m("attn_v.weight", d, kv)?,
+                qkv_bias,
+                qk_norm,
+                attn_out: m("attn_output.weight", q, d)?,
+                post_attn_norm: if gemma { Some(v("post_attention_norm.weight", d)?) } else { None },
+                ffn_norm: v("ffn_norm.weight", d)?,
+                gate: m("ffn_gate.weight", d, ff)?,
+                up: m("ffn_up.weight", d, ff)?,
+                down: m("ffn_down.weight", ff, d)?,
+                post_ffn_norm: if gemma { Some(v("post_ffw_norm.weight", d)?) } else { None },
+                window: cfg.layer_window(i),
+                rope,
+            });
+        }
+        progress(cfg.n_layer, cfg.n_layer);
+        let first_positions = cfg.context_length.clamp(1, 1024);
+        let ropes = bases
+            .iter()
+            .map(|&b| {
+                let mut table = RopeTable::new(cfg.rope_dim, b, cfg.rope_layout);
+                let buffer = rope_buffer(&ctx, &mut table, first_positions);
+                GpuRope { table, positions: first_positions, buffer }
+            })
+            .collect();
+        let none = wgpu::BufferUsages::empty();
+        let r = MAX_ROWS;
+        let bufs = Buffers {
+            x: f32_buffer(&ctx, "x", r * d, none),
+            qkv: f32_buffer(&ctx, "qkv", r * (q + 2 * kv), none),
+            attn: f32_buffer(&ctx, "attn", r * q, none),
+            gu: f32_buffer(&ctx, "gate_up", r * 2 * ff, none),
+            tmp: f32_buffer(&ctx, "tmp", r * d, none),
+            last_x: f32_buffer(&ctx, "last rows", MAX_LAST * d, none),
+            logits: f32_buffer(&ctx, "logits", MAX_LAST * cfg.vocab_size, wgpu::BufferUsages::COPY_SRC),
+            last_index: f32_buffer(&ctx, "last index", MAX_LAST, wgpu::BufferUsages::COPY_DST),
+            pass_rows: uniform(&ctx, &PassInfo::default()),
+            pass_last: uniform(&ctx, &PassInfo::default()),
+            dummy: f32_buffer(&ctx, "unused", 4, none),
+            meta: f32_buffer(&ctx, "meta", 4 * r + 1024, wgpu::BufferUsages::COPY_DST),
+            meta_words: 4 * r + 1024,
+            scores: f32_buffer(&ctx, "scores", r * cfg.n_head * 256, none),
+            score_cap: 256,
+            staging: staging(&ctx, 2 * cfg.vocab_size),
+            staging_rows: 2,
+        };
+        let page_bytes = (cfg.n_layer * KV_PAGE * kv * 4) as u64;
+        let max_pages = (ctx.info.max_binding_bytes / page_bytes) as usize;
+        if max_pages == 0 {
+            return Err(AmuletError::NoWebGpu(format!(
+                "a KV page of {page_bytes} bytes is above the adapter's binding limit"
+            )));
+        }
+        let pages = INITIAL_PAGES.min(max_pages);
+        let kv_pool = KvPool {
+            k: kv_buffer(&ctx, pages as u64 * page_bytes),
+            v: kv_buffer(&ctx, pages as u64 * page_bytes),
+            pages,
+            max_pages,
+            page_bytes,
+            free: (0..pages as u32).rev().collect(),
+        };
+        let kernels = Kernels::new(&ctx.device);
+        let model = GpuModel {
+            cfg,
+            ctx,
+            kernels,
+            embed,
+            output,
+            output_norm,
+            layers,
+            ropes,
+            bufs,
+            kv: kv_pool,
+            seqs: Vec::new(),
+            plan: None,
+        };
+        model.ctx.device.poll(wgpu::PollType::wait_indefinitely()).ok();
+        model.ctx.take_error()?;
+        Ok(model)
+    }
+
+    pub fn gpu_info(&self) -> &GpuInfo {
+        &self.ctx.info
+    }
+
+    fn build_plan(&mut self) -> Plan {
+        let cfg = self.cfg.clone();
+        let (d, q, kv, ff) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim(), cfg.d_ff);
+        let ctx = &self.ctx;
+        let dev = &ctx.device;
+        let b = &self.bufs;
+        let kernels = &mut self.kernels;
+        let mut body = Vec::new();
+
+
+        let scale = cfg.embedding_scale.unwrap_or(1.0);
+        let mut rec = Recorder { ctx, kernels, dummy: &b.dummy, eps: cfg.rms_eps };
+        let ek = rec.kernels.embed(self.embed.format);
+        for c in &self.embed.chunks {
+            let p = uniform(ctx, &EmbedParams { d: d as u32, row0: c.row0 as u32, n: c.rows as u32, scale });
+            let bind = bind(dev, &ek.layout, &[(0, &p), (1, &c.wq), (2, &c.ws), (3, &b.meta), (4, &b.x), (5, &b.pass_rows)]);
+            body.push(Step { pipeline: ek.pipeline.clone(), bind, grid: Grid::PerRow(div_up(d, 256)) });
+        }
+
+        let qkv_w = q + 2 * kv;
+        let act = match cfg.activation {
+            Activation::Silu => MatvecInput::SiluGate,
+            Activation::GeluTanh => MatvecInput::GeluGate,
+        };
+        for (li, l) in self.layers.iter().enumerate() {
+            let norm = Some(&l.attn_norm);
+            let bias = l.qkv_bias.as_ref();
+            let rows = &b.pass_rows;
+            rec.matvec(&mut body, Mv { m: &l.q, input: MatvecInput::RmsNorm, x: &b.x, x_stride: d, y: &b.qkv, y_stride: qkv_w, n_off: 0, accumulate: false, norm_w: norm, bias: bias, pass: rows });
+            rec.matvec(&mut body, Mv { m: &l.k, input: MatvecInput::RmsNorm, x: &b.x, x_stride: d, y: &b.qkv, y_stride: qkv_w, n_off: q, accumulate: false, norm_w: norm, bias: bias, pass: rows });
+            rec.matvec(&mut body, Mv { m: &l.v, input: MatvecInput::RmsNorm, x: &b.x, x_stride: d, y: &b.qkv, y_stride: qkv_w, n_off: q + kv, accumulate: false, norm_w: norm, bias: bias, pass: rows });
+
+            let rp = RopeCacheParams {
+                n_head: cfg.n_head as u32,
+                n_kv_head: cfg.n_kv_head as u32,
+                head_dim: cfg.head_dim as u32,
+                rope_half: (cfg.rope_dim / 2) as u32,
+                layer: li as u32,
+                n_layer: cfg.n_layer as u32,
+                interleaved: (cfg.rope_layout == RopeLayout::Interleaved) as u32,
+                qk_norm: l.qk_norm.is_some() as u32,
+                eps: cfg.rms_eps,
+                _pad: [0; 3],
+            };
+            let p = uniform(ctx, &rp);
+            let k = &rec.kernels.rope_cache;
+            let bind_rc = bind(
+                dev,
+                &k.layout,
+                &[
+                    (0, &p),
+                    (1, &b.qkv),
+                    (2, &b.meta),
+                    (3, &self.kv.k),
+                    (4, &self.kv.v),
+                    (5, &self.ropes[l.rope].buffer),
+                    (6, l.qk_norm.as_ref().unwrap_or(&b.dummy)),
+                    (7, rows),
+                ],
+            );
+            body.push(Step {
+                pipeline: k.pipeline.clone(),
+                bind: bind_rc,
+                grid: Grid::PerRow((cfg.n_head + 2 * cfg.n_kv_head) as u32),
+            });
+
+            let ap = AttentionParams {
+                n_head: cfg.n_head as u32,
+                n_kv_head: cfg.n_kv_head as u32,
+                head_dim: cfg.head_dim as u32,
+                layer: li as u32,
+                n_layer: cfg.n_layer as u32,
+                window: l.window.unwrap_or(0) as u32,
+                score_cap: b.score_cap as u32,
+                scale: cfg.attn_scale,
+            };
+            let p = uniform(ctx, &ap);
+            let k = &rec.kernels.attention;
+            let bind_at = bind(
+                dev,
+                &k.layout,
+                &[
+                    (0, &p),
+                    (1, &b.qkv),
+                    (2, &b.meta),
+                    (3, &self.kv.k),
+                    (4, &self.kv.v),
+                    (5, &b.attn),
+                    (6, &b.scores),
+                    (7, rows),
+                ],
+            );
+            body.push(Step { pipeline: k.pipeline.clone(), bind: bind_at, grid: Grid::PerRow(cfg.n_head as u32) });
+
+            let (out_y, out_acc) = if l.post_attn_norm.is_some() { (&b.tmp, false) } else { (&b.x, true) };
+            rec.matvec(&mut body, Mv { m: &l.attn_out, input: MatvecInput::Plain, x: &b.attn, x_stride: q, y: out_y, y_stride: d, n_off: 0, accumulate: out_acc, norm_w: None, bias: None, pass: rows });
+            rec.post_norm(&mut body, l.post_attn_norm.as_ref(), &b.tmp, &b.x, d, rows);
+
+            let norm = Some(&l.ffn_norm);
+            rec.matvec(&mut body, Mv { m: &l.gate, input: MatvecInput::RmsNorm, x: &b.x, x_stride: d, y: &b.gu, y_stride: 2 * ff, n_off: 0, accumulate: false, norm_w: norm, bias: None, pass: rows });
+            rec.matvec(&mut body, Mv { m: &l.up, input: MatvecInput::RmsNorm, x: &b.x, x_stride: d, y: &b.gu, y_stride: 2 * ff, n_off: ff, accumulate: false, norm_w: norm, bias: None, pass: rows });
+            let (down_y, down_acc) = if l.post_ffn_norm.is_some() { (&b.tmp, false) } else { (&b.x, true) };
+            rec.matvec(&mut body, Mv { m: &l.down, input: act, x: &b.gu, x_stride: 2 * ff, y: down_y, y_stride: d, n_off: 0, accumulate: down_acc, norm_w: None, bias: None, pass: rows });
+            rec.post_norm(&mut body, l.post_ffn_norm.as_ref(), &b.tmp, &b.x, d, rows);
+        }
+
+        let mut head = Vec::new();
+        let k = &rec.kernels.gather;
+        let p = uniform(ctx, &GatherParams { d: d as u32, count: MAX_LAST as u32, _pad: [0; 2] });
+        let bind_g = bind(dev, &k.layout, &[(0, &p), (1, &b.last_index), (2, &b.x), (3, &b.last_x)]);
+        head.push(Step { pipeline: k.pipeline.clone(), bind: bind_g, grid: Grid::PerRow(div_up(d, 256)) });
+        let out = self.output.as_ref().unwrap_or(&self.embed);
+        let vocab = cfg.vocab_size;
+        let norm = Some(&self.output_norm);
+        rec.matvec(&mut head, Mv { m: out, input: MatvecInput::RmsNorm, x: &b.last_x, x_stride: d, y: &b.logits, y_stride: vocab, n_off: 0, accumulate: false, norm_w: norm, bias: None, pass: &b.pass_last });
+        Plan { body, head }
+    }
+
+    /// Makes room in the KV pool for `len` positions of sequence `id`.
+    fn reserve(&mut self, id: SeqId, len: usize) -> Result<()> {
+        let need = len.div_ceil(KV_PAGE);
+        let have = self.seqs[id].as_ref().map_or(0, |s| s.pages.len());
+        if need <= have {
+            return Ok(());
+        }
+        let extra = need - have;
+        if self.kv.free.len() < extra {
+            self.grow_pool(self.kv.pages - self.kv.free.len() + extra)?;
+        }
+        let seq = self.seqs[id].as_mut().expect("checked sequence");
+        for _ in 0..extra {
+            seq.pages.push(self.kv.free.pop().expect("pool grown"));
+        }
+        Ok(())
+    }
+
+    fn grow_pool(&mut self, used_after: usize) -> Result<()> {
+        let pages = (self.kv.pages * 2).max(used_after).min(self.kv.max_pages);
+        if pages < used_after {
+            return Err(AmuletError::ContextOverflow(format!(
+                "the KV caches would need {} positions over all sequences; this adapter's largest binding holds {}",
+                used_after * KV_PAGE,
+                self.kv.max_pages * KV_PAGE
+            )));
+        }
+        let bytes = pages as u64 * self.kv.page_bytes;
+        let (k, v) = (kv_buffer(&self.ctx, bytes), kv_buffer(&self.ctx, bytes));
+        let old = self.kv.pages as u64 * self.kv.page_bytes;
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&self.kv.k, 0, &k, 0, old);
+        enc.copy_buffer_to_buffer(&self.kv.v, 0, &v, 0, old);
+        self.ctx.queue.submit([enc.finish()]);
+        self.kv.free.extend((self.kv.pages as u32..pages as u32).rev());
+        self.kv.k = k;
+        self.kv.v = v;
+        self.kv.pages = pages;
+        self.plan = None;
+        Ok(())
+    }
+
+    fn ensure_rope(&mut self, positions: usize) {
+        for r in &mut self.ropes {
+            if r.positions < positions {
+                let target = positions.next_power_of_two().min(self.cfg.context_length.max(positions));
+                r.buffer = rope_buffer(&self.ctx, &mut r.table, target);
+                r.positions = target;
+                self.plan = None;
+            }
+        }
+    }
+
+    fn run_pass(&mut self, rows: &[Row]) -> Result<()> {
+        let cfg = self.cfg.clone();
+        let mut meta = vec![0u32; 4 * MAX_ROWS];
+        let mut tables: Vec<(SeqId, u32)> = Vec::new();
+        for (r, row) in rows.iter().enumerate() {
+            let table = match tables.iter().find(|(s, _)| *s == row.seq) {
+                Some(&(_, off)) => off,
+                None => {
+                    let off = meta.len() as u32;
+                    meta.extend(&self.seqs[row.seq].as_ref().expect("checked sequence").pages);
+                    tables.push((row.seq, off));
+                    off
+                }
+            };
+            meta[4 * r..4 * r + 4].copy_from_slice(&[row.token, row.pos as u32, table, 0]);
+        }
+        if meta.len() > self.bufs.meta_words {
+            let words = meta.len().next_power_of_two();
+            self.bufs.meta = f32_buffer(&self.ctx, "meta", words, wgpu::BufferUsages::COPY_DST);
+            self.bufs.meta_words = words;
+            self.plan = None;
+        }
+        let span = rows.iter().map(|r| r.pos + 1).max().unwrap_or(1);
+        if span > self.bufs.score_cap {
+            let cap = span.next_power_of_two();
+            self.bufs.scores = f32_buffer(&self.ctx, "scores", MAX_ROWS * cfg.n_head * cap, wgpu::BufferUsages::empty());
+            self.bufs.score_cap = cap;
+            self.plan = None;
+        }
+        if self.plan.is_none() {
+            self.plan = Some(self.build_plan());
+        }
+        let lasts: Vec<(u32, usize)> =
+            rows.iter().enumerate().filter_map(|(r, row)| row.last.map(|b| (r as u32, b))).collect();
+        let q = &self.ctx.queue;
+        q.write_buffer(&self.bufs.meta, 0, bytemuck::cast_slice(&meta));
+        let info = |n: usize| PassInfo { n_rows: n as u32, _pad: [0; 3] };
+        q.write_buffer(&self.bufs.pass_rows, 0, bytemuck::bytes_of(&info(rows.len())));
+        q.write_buffer(&self.bufs.pass_last, 0, bytemuck::bytes_of(&info(lasts.len())));
+        if !lasts.is_empty() {
+            let index: Vec<u32> = lasts.iter().map(|&(r, _)| r).collect();
+            q.write_buffer(&self.bufs.last_index, 0, bytemuck::cast_slice(&index));
+        }
+        let plan = self.plan.as_ref().expect("plan built");
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            let mut run = |steps: &[Step], n: usize| {
+                for s in steps {
+                    pass.set_pipeline(&s.pipeline);
+                    pass.set_bind_group(0, &s.bind, &[]);
+                    match s.grid {
+                        Grid::Matvec(x) => pass.dispatch_workgroups(x, 1, div_up(n, MATVEC_ROWS as usize)),
+                        Grid::PerRow(x) => pass.dispatch_workgroups(x, n as u32, 1),
+                    }
+                }
+            };
+            run(&plan.body, rows.len());
+            if !lasts.is_empty() {
+                run(&plan.head, lasts.len());
+            }
+        }
+        let row_bytes = (cfg.vocab_size * 4) as u64;
+        for (j, &(_, b)) in lasts.iter().enumerate() {
+            enc.copy_buffer_to_buffer(&self.bufs.logits, j as u64 * row_bytes, &self.bufs.staging, b as u64 * row_bytes, row_bytes);
+        }
+        q.submit([enc.finish()]);
+        Ok(())
+    }
+
+    fn forward_inner(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
+        let mut rows = Vec::new();
+        for (b, (id, tokens)) in batch.iter().enumerate() {
+            let start = self.sequence_len(*id).expect("checked sequence");
+            for (i, &token) in tokens.iter().enumerate() {
+                let last = (i + 1 == tokens.len()).then_some(b);
+                rows.push(Row { seq: *id, pos: start + i, token, last });
+            }
+        }
+        for (id, tokens) in batch {
+            let len = self.sequence_len(*id).expect("checked sequence") + tokens.len();
+            self.reserve(*id, len)?;
+        }
+        let span = rows.iter().map(|r| r.pos + 1).max().unwrap_or(1);
+        self.ensure_rope(span);
+        if batch.len() > self.bufs.staging_rows {
+            self.bufs.staging = staging(&self.ctx, batch.len() * self.cfg.vocab_size);
+            self.bufs.staging_rows = batch.len();
+        }
+        let mut i = 0;
+        while i < rows.len() {
+            let (mut end, mut lasts) = (i, 0);
+            while end < rows.len() && end - i < MAX_ROWS && (lasts < MAX_LAST || rows[end].last.is_none()) {
+                lasts += rows[end].last.is_some() as usize;
+                end += 1;
+            }
+            self.run_pass(&rows[i..end])?;
+            i = end;
+        }
+        let vocab = self.cfg.vocab_size;
+        let all = self.ctx.read_f32(&self.bufs.staging, batch.len() * vocab)?;
+        for (id, tokens) in batch {
+            if let Some(s) = self.seqs[*id].as_mut() {
+                s.len += tokens.len();
+            }
+        }
+        Ok(all.chunks_exact(vocab).map(|c| c.to_vec()).collect())
+    }
+}
+
+/// One matvec: a weight matrix, its input and output rows.
+struct Mv<'a> {
+    m: &'a GpuMatrix,
+    input: MatvecInput,
+    x: &'a wgpu::Buffer,
+    x_stride: usize,
+    y: &'a wgpu::Buffer,
+    y_stride: usize,
+    n_off: usize,
+    accumulate: bool,
+    norm_w: Option<&'a wgpu::Buffer>,
+    bias: Option<&'a wgpu::Buffer>,
+    pass: &'a wgpu::Buffer,
+}
+
+/// Builds the steps of a plan: pipelines, parameter blocks and bind groups.
+struct Recorder<'a> {
+    ctx: &'a GpuContext,
+    kernels: &'a mut Kernels,
+    dummy: &'a wgpu::Buffer,
+    eps: f32,
+}
+
+impl Recorder<'_> {
+    /// One dispatch per row-chunk of the matrix.
+    fn matvec(&mut self, steps: &mut Vec<Step>, mv: Mv) {
+        let gated = matches!(mv.input, MatvecInput::SiluGate | MatvecInput::GeluGate);
+        let k = self.kernels.matvec(mv.m.format, mv.input);
+        for c in &mv.m.chunks {
+            let params = MatvecParams {
+                k: mv.m.k as u32,
+                n: c.rows as u32,
+                n_off: (mv.n_off + c.row0) as u32,
+                x_stride: mv.x_stride as u32,
+                y_stride: mv.y_stride as u32,
+                up_off: if gated { mv.m.k as u32 } else { 0 },
+                accumulate: mv.accumulate as u32,
+                has_bias: mv.bias.is_some() as u32,
+                eps: self.eps,
+                _pad: [0; 3],
+            };
+            let p = uniform(self.ctx, &params);
+            let bind = bind(
+                &self.ctx.device,
+                &k.layout,
+                &[
+                    (0, &p),
+                    (1, &c.wq),
+                    (2, &c.ws),
+                    (3, mv.x),
+                    (4, mv.y),
+                    (5, mv.norm_w.unwrap_or(self.dummy)),
+                    (6, mv.bias.unwrap_or(self.dummy)),
+                    (7, mv.pass),
+                ],
+            );
+            steps.push(Step { pipeline: k.pipeline.clone(), bind, grid: Grid::Matvec(div_up(c.rows, MATVEC_WG_ROWS as usize)) });
+        }
+    }
+
+    /// Gemma's post-norms: x += rms_norm(t) · w (nothing for the other architectures,
+    /// whose matvec added straight into x).
+    fn post_norm(&mut self, steps: &mut Vec<Step>, w: Option<&wgpu::Buffer>, t: &wgpu::Buffer, x: &wgpu::Buffer, d: usize, pass: &wgpu::Buffer) {
+        let Some(w) = w else { return };
+        let p = uniform(self.ctx, &NormParams { d: d as u32, eps: self.eps, _pad: [0; 2] });
+        let k = &self.kernels.norm;
+        let bind = bind(&self.ctx.device, &k.layout, &[(0, &p), (1, t), (2, w), (3, x), (4, pass)]);
+        steps.push(Step { pipeline: k.pipeline.clone(), bind, grid: Grid::PerRow(1) });
+    }
+}
+
+fn kv_buffer(ctx: &GpuContext, bytes: u64) -> wgpu::Buffer {
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("kv pool"),
+        size: bytes,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// [position][cos | sin] for `positions` positions, computed by the CPU's RopeTable.
+fn rope_buffer(ctx: &GpuContext, table: &mut RopeTable, positions: usize) -> wgpu::Buffer {
+    let (cos, sin) = table.tables(positions);
+    let half = cos.len() / positions.max(1);
+    let mut data = Vec::with_capacity(2 * cos.len());
+    for p in 0..positions {
+        data.extend_from_slice(&cos[p * half..(p + 1) * half]);
+        data.extend_from_slice(&sin[p * half..(p + 1) * half]);
+    }
+    storage(ctx, "rope", bytemuck::cast_slice(&data))
+}
+
+impl LanguageModel for GpuModel {
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn device(&self) -> &'static str {
+        "webgpu"
+    }
+
+    fn new_sequence(&mut self) -> SeqId {
+        let seq = Sequence { pages: Vec::new(), len: 0 };
+        match self.seqs.iter().position(|s| s.is_none()) {
+            Some(i) => {
+                self.seqs[i] = Some(seq);
+                i
+            }
+            None => {
+                self.seqs.push(Some(seq));
+                self.seqs.len() - 1
+            }
+        }
+    }
+
+    fn fork_sequence(&mut self, source: SeqId) -> Option<SeqId> {
+        let (src_pages, len) = {
+            let s = self.seqs.get(source)?.as_ref()?;
+            (s.pages.clone(), s.len)
+        };
+        let id = self.new_sequence();
+        if self.reserve(id, len).is_err() {
+            self.free_sequence(id);
+            return None;
+        }
+        let dst_pages = self.seqs[id].as_ref().expect("new sequence").pages.clone();
+        let bytes = self.kv.page_bytes;
+        // A buffer cannot be copied onto itself: pages go through a scratch buffer.
+        let scratch = kv_buffer(&self.ctx, (bytes * src_pages.len() as u64).max(4));
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        for pool in [&self.kv.k, &self.kv.v] {
+            for (i, &s) in src_pages.iter().enumerate() {
+                enc.copy_buffer_to_buffer(pool, s as u64 * bytes, &scratch, i as u64 * bytes, bytes);
+            }
+            for (i, &d) in dst_pages.iter().enumerate() {
+                enc.copy_buffer_to_buffer(&scratch, i as u64 * bytes, pool, d as u64 * bytes, bytes);
+            }
+        }
+        self.ctx.queue.submit([enc.finish()]);
+        self.seqs[id].as_mut().expect("new sequence").len = len;
+        Some(id)
+    }
+
+    fn free_sequence(&mut self, id: SeqId) {
+        if let Some(slot) = self.seqs.get_mut(id) {
+            if let Some(seq) = slot.take() {
+                self.kv.free.extend(seq.pages);
+            }
+        }
+    }
+
+    fn sequence_len(&self, id: SeqId) -> Option<usize> {
+        self.seqs.get(id)?.as_ref().map(|s| s.len)
+    }
+
+    fn forward(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
+        check_batch(&self.cfg, batch, |id| self.sequence_len(id))?;
+        self.ctx.take_error()?;
+        let logits = self.forward_inner(batch)?;
+        if logits.iter().any(|row| row.iter().any(|v| !v.is_finite())) {
+            return Err(AmuletError::Compute("the model produced non-finite logits".into()));
+        }
+        Ok(logits)
+    }
+}
