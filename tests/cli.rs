@@ -84,11 +84,38 @@ fn fixtures_are_written_and_run() {
 }
 
 #[test]
-fn bench_json_has_both_methods_and_their_ratio() {
+fn bench_json_has_both_methods_and_their_ratio_on_both_backends() {
     let m = model();
-    let v = json(&amulet(&["bench", "--model", m.to_str().unwrap(), "--tokens", "8", "--runs", "1", "--json"]));
-    let b = v["base"]["decode_tokens_per_s"].as_f64().unwrap();
-    let a = v["amulet"]["decode_tokens_per_s"].as_f64().unwrap();
-    assert!(b > 0.0 && a > 0.0);
-    assert!((v["ratio"].as_f64().unwrap() - a / b).abs() < 1e-9);
+    let v = json(&amulet(&[
+        "bench", "--model", m.to_str().unwrap(), "--device", "cpu,webgpu", "--tokens", "8", "--runs", "1", "--json",
+    ]));
+    let backends = v["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), 2);
+    for (r, device) in backends.iter().zip(["cpu", "webgpu"]) {
+        assert_eq!(r["device"], device);
+        let b = r["base"]["decode_tokens_per_s"].as_f64().unwrap();
+        let a = r["amulet"]["decode_tokens_per_s"].as_f64().unwrap();
+        assert!(b > 0.0 && a > 0.0);
+        assert!(r["base"]["ttft_ms"].as_f64().unwrap() > 0.0);
+        assert!((r["ratio"].as_f64().unwrap() - a / b).abs() < 1e-9);
+    }
+}
+
+#[test]
+fn device_choice_is_reported_and_checked() {
+    let m = model();
+    let v = json(&amulet(&["generate", "--model", m.to_str().unwrap(), "--device", "webgpu", "--max-tokens", "3",
+        "--json", "hello"]));
+    assert_eq!(v["model"]["device"], "webgpu");
+    assert!(v["model"]["device_reason"].as_str().unwrap().contains("WebGPU adapter"));
+    // lavapipe is a software adapter: auto passes it over for the CPU and says why.
+    let v = json(&amulet(&["generate", "--model", m.to_str().unwrap(), "--max-tokens", "3", "--json", "hello"]));
+    assert_eq!(v["model"]["device"], "cpu");
+    assert!(!v["model"]["device_reason"].as_str().unwrap().is_empty());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_amulet"))
+        .args(["generate", "--model", m.to_str().unwrap(), "--device", "tpu", "hello"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("device"));
 }

@@ -9,7 +9,7 @@ use crate::align::{Aligner, Method};
 use crate::chat_template::{ChatMessage, ChatTemplate};
 use crate::error::{AmuletError, Result};
 use crate::gguf::{Gguf, TensorSource};
-use crate::model::{CpuModel, LanguageModel, SeqId};
+use crate::model::{load_model, CpuModel, DeviceChoice, LanguageModel, Loaded, SeqId};
 use crate::prompt::{encode_context, validate_preference, Conversation, Placement};
 use crate::sample::{top_candidates, Sampler, SamplingParams};
 use crate::tokenizer::{StreamDecoder, TextTokenizer};
@@ -23,6 +23,8 @@ pub struct ModelInfo {
     pub context_length: usize,
     pub vocab_size: usize,
     pub device: String,
+    /// Why this backend (the adapter, or why WebGPU was passed over).
+    pub device_reason: String,
     pub chat_template_fallback: bool,
 }
 
@@ -235,6 +237,20 @@ impl Engine {
         Self::with_model(gguf, Box::new(model))
     }
 
+    /// As `load_from`, on the backend `device` picks (`auto`: WebGPU when a hardware
+    /// adapter exists and the model fits it, else the CPU; `info().device_reason` says why).
+    pub fn load_on<S: TensorSource + ?Sized>(
+        gguf: &Gguf,
+        src: &S,
+        device: DeviceChoice,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Engine> {
+        let Loaded { model, reason } = load_model(gguf, src, device, &mut progress)?;
+        let mut engine = Self::with_model(gguf, model)?;
+        engine.info.device_reason = reason;
+        Ok(engine)
+    }
+
     /// Wraps an already built model (any backend) with the tokenizer and template of `gguf`.
     pub fn with_model(gguf: &Gguf, model: Box<dyn LanguageModel>) -> Result<Engine> {
         let tokenizer = TextTokenizer::from_gguf(gguf)?;
@@ -263,6 +279,7 @@ impl Engine {
             context_length: cfg.context_length,
             vocab_size: cfg.vocab_size,
             device: model.device().to_string(),
+            device_reason: String::new(),
             chat_template_fallback: template.is_fallback(),
         };
         Ok(Engine { model, tokenizer: Arc::new(tokenizer), template, info, end_ids, clock: default_clock })

@@ -8,7 +8,7 @@ use amulet::backend::webgpu::GpuContext;
 use amulet::fixture::{write_gguf, FixtureSpec};
 use amulet::gguf::Gguf;
 use amulet::model::gpu::GpuModel;
-use amulet::model::{Arch, CpuModel, LanguageModel};
+use amulet::model::{Arch, CpuModel, LanguageModel, ModelConfig};
 use candle_core::quantized::GgmlDType;
 use common::*;
 
@@ -18,7 +18,8 @@ pub fn context() -> GpuContext {
 }
 
 fn schedule(m: &mut dyn LanguageModel) -> Vec<Vec<Vec<f32>>> {
-    let a: Vec<u32> = vec![300, 12, 77, 5, 260, 99, 1, 42, 43, 17, 18, 19, 20, 21, 22, 23, 24, 25];
+    // 150 tokens: past one attention chunk (64) and past the sliding window set below.
+    let a: Vec<u32> = (0..150u32).map(|i| (i * 37 + 11) % 500).collect();
     let b: Vec<u32> = vec![7, 8, 300];
     let (sa, sb) = (m.new_sequence(), m.new_sequence());
     let mut out = vec![m.forward(&[(sa, &a), (sb, &b)]).unwrap()];
@@ -32,8 +33,12 @@ fn schedule(m: &mut dyn LanguageModel) -> Vec<Vec<Vec<f32>>> {
 fn compare(arch: Arch, quant: GgmlDType) -> (f32, usize, usize) {
     let bytes = write_gguf(&FixtureSpec::tiny(arch, quant, 11)).unwrap();
     let g = Gguf::parse(&bytes).unwrap();
-    let mut cpu = CpuModel::load(&g, &bytes, |_, _| {}).unwrap();
-    let mut gpu = GpuModel::load(context(), &g, &bytes, |_, _| {}).unwrap();
+    let mut cfg = ModelConfig::from_gguf(&g).unwrap();
+    if cfg.sliding_window.is_some() {
+        cfg.sliding_window = Some(40);
+    }
+    let mut cpu = CpuModel::load_with_config(&g, &bytes, cfg.clone(), &mut |_, _| {}).unwrap();
+    let mut gpu = GpuModel::load_with_config(context(), &g, &bytes, cfg, &mut |_, _| {}).unwrap();
     let (want, got) = (schedule(&mut cpu), schedule(&mut gpu));
     let (mut worst, mut agree, mut total) = (0f32, 0, 0);
     for (w, g) in want.iter().flatten().zip(got.iter().flatten()) {
@@ -52,7 +57,10 @@ fn every_architecture_and_weight_type_matches_the_cpu_backend() {
     for arch in [Arch::Llama, Arch::Qwen2, Arch::Gemma3] {
         for quant in [GgmlDType::F32, GgmlDType::F16, GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0, GgmlDType::Q4K, GgmlDType::Q6K] {
             let (worst, agree, total) = compare(arch, quant);
-            if worst > 0.02 || agree + 1 < total {
+            // F32 differs only in summation order; quantized types also in that the CPU
+            // quantizes activations to 8 bits for its dot products (the GPU keeps f32).
+            let limit = if quant == GgmlDType::F32 { 1e-5 } else { 5e-3 };
+            if worst > limit || agree < total {
                 failures.push(format!("{arch:?} {quant:?}: {worst:.2e}, top-1 {agree}/{total}"));
             }
         }

@@ -18,9 +18,9 @@ use super::config::{Activation, Arch, ModelConfig, RopeLayout};
 use super::{check_batch, LanguageModel, SeqId};
 use crate::backend::webgpu::kernels::{
     bind, AttentionParams, EmbedParams, GatherParams, Kernels, MatvecInput, MatvecParams, NormParams, PassInfo,
-    RopeCacheParams, KV_PAGE, MATVEC_ROWS, MATVEC_WG_ROWS,
+    RopeCacheParams, ATTENTION_CHUNK, KV_PAGE, MATVEC_ROWS, MATVEC_WG_ROWS,
 };
-use crate::backend::webgpu::weights::{storage, vector, GpuMatrix};
+use crate::backend::webgpu::weights::{repack_tensor, storage, vector, GpuMatrix, Repacked};
 use crate::backend::webgpu::{GpuContext, GpuInfo};
 use crate::error::{AmuletError, Result};
 use crate::gguf::{Gguf, TensorSource};
@@ -34,17 +34,15 @@ const INITIAL_PAGES: usize = 64;
 
 struct Layer {
     attn_norm: wgpu::Buffer,
-    q: GpuMatrix,
-    k: GpuMatrix,
-    v: GpuMatrix,
+    /// q, k and v stacked into one matrix when their types agree; (matrix, first row).
+    qkv: Vec<(GpuMatrix, usize)>,
     qkv_bias: Option<wgpu::Buffer>,
     /// Gemma: q_norm then k_norm weights.
     qk_norm: Option<wgpu::Buffer>,
     attn_out: GpuMatrix,
     post_attn_norm: Option<wgpu::Buffer>,
     ffn_norm: wgpu::Buffer,
-    gate: GpuMatrix,
-    up: GpuMatrix,
+    gate_up: Vec<(GpuMatrix, usize)>,
     down: GpuMatrix,
     post_ffn_norm: Option<wgpu::Buffer>,
     window: Option<usize>,
@@ -65,6 +63,9 @@ struct Buffers {
     gu: wgpu::Buffer,
     tmp: wgpu::Buffer,
     last_x: wgpu::Buffer,
+    /// RMS scales of the rows of x (rms.wgsl), and of the gathered last rows.
+    row_scale: wgpu::Buffer,
+    last_scale: wgpu::Buffer,
     logits: wgpu::Buffer,
     last_index: wgpu::Buffer,
     pass_rows: wgpu::Buffer,
@@ -72,8 +73,9 @@ struct Buffers {
     dummy: wgpu::Buffer,
     meta: wgpu::Buffer,
     meta_words: usize,
-    scores: wgpu::Buffer,
-    score_cap: usize,
+    /// attention.wgsl's per-chunk results, for up to `chunk_cap` chunks a row.
+    partial: wgpu::Buffer,
+    chunk_cap: usize,
     staging: wgpu::Buffer,
     staging_rows: usize,
 }
@@ -98,9 +100,12 @@ enum Grid {
     Matvec(u32),
     /// (x, one y per row, 1).
     PerRow(u32),
+    /// (x, one y per row, one z per attention chunk of the longest row).
+    Attention(u32),
 }
 
 struct Step {
+    label: &'static str,
     pipeline: wgpu::ComputePipeline,
     bind: wgpu::BindGroup,
     grid: Grid,
@@ -133,6 +138,9 @@ pub struct GpuModel {
     kv: KvPool,
     seqs: Vec<Option<Sequence>>,
     plan: Option<Plan>,
+    /// AMULET_GPU_PROFILE=1: every step is submitted and waited for alone, and its wall
+    /// time summed per kernel (printed when the model is dropped). Slow; for diagnosis.
+    profile: Option<Vec<(&'static str, usize, f64)>>,
 }
 
 fn f32_buffer(ctx: &GpuContext, label: &str, floats: usize, extra: wgpu::BufferUsages) -> wgpu::Buffer {
@@ -161,6 +169,29 @@ fn staging(ctx: &GpuContext, floats: usize) -> wgpu::Buffer {
     })
 }
 
+/// Matrices that share an input, stacked into one when their types agree.
+fn stacked<S: TensorSource + ?Sized>(
+    ctx: &GpuContext,
+    g: &Gguf,
+    src: &S,
+    parts: &[(String, usize)],
+    k: usize,
+) -> Result<Vec<(GpuMatrix, usize)>> {
+    let repacked = parts.iter().map(|(name, rows)| repack_tensor(g, src, name, k, *rows)).collect::<Result<Vec<_>>>()?;
+    match Repacked::stack(repacked) {
+        Ok(one) => Ok(vec![(GpuMatrix::upload(ctx, &one)?, 0)]),
+        Err(each) => {
+            let mut off = 0;
+            let mut out = Vec::new();
+            for r in &each {
+                out.push((GpuMatrix::upload(ctx, r)?, off));
+                off += r.rows;
+            }
+            Ok(out)
+        }
+    }
+}
+
 fn div_up(a: usize, b: usize) -> u32 {
     a.div_ceil(b) as u32
 }
@@ -184,8 +215,11 @@ impl GpuModel {
         cfg: ModelConfig,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
-        if cfg.head_dim > 256 {
-            return Err(AmuletError::NoWebGpu(format!("head size {} is above the kernels' 256", cfg.head_dim)));
+        if cfg.head_dim > 256 || cfg.head_dim % 4 != 0 {
+            return Err(AmuletError::NoWebGpu(format!(
+                "head size {} (the kernels take multiples of 4 up to 256)",
+                cfg.head_dim
+            )));
         }
         let (d, q, kv, ff) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim(), cfg.d_ff);
         let embed = GpuMatrix::load(&ctx, g, src, "token_embd.weight", d, cfg.vocab_size)?;
@@ -232,16 +266,13 @@ impl GpuModel {
             };
             layers.push(Layer {
                 attn_norm: v("attn_norm.weight", d)?,
-                q: m("attn_q.weight", d, q)?,
-                k: m("attn_k.weight", d, kv)?,
-                v: m("attn_v.weight", d, kv)?,
+                qkv: stacked(&ctx, g, src, &[(n("attn_q.weight"), q), (n("attn_k.weight"), kv), (n("attn_v.weight"), kv)], d)?,
                 qkv_bias,
                 qk_norm,
                 attn_out: m("attn_output.weight", q, d)?,
                 post_attn_norm: if gemma { Some(v("post_attention_norm.weight", d)?) } else { None },
                 ffn_norm: v("ffn_norm.weight", d)?,
-                gate: m("ffn_gate.weight", d, ff)?,
-                up: m("ffn_up.weight", d, ff)?,
+                gate_up: stacked(&ctx, g, src, &[(n("ffn_gate.weight"), ff), (n("ffn_up.weight"), ff)], d)?,
                 down: m("ffn_down.weight", ff, d)?,
                 post_ffn_norm: if gemma { Some(v("post_ffw_norm.weight", d)?) } else { None },
                 window: cfg.layer_window(i),
@@ -267,6 +298,8 @@ impl GpuModel {
             gu: f32_buffer(&ctx, "gate_up", r * 2 * ff, none),
             tmp: f32_buffer(&ctx, "tmp", r * d, none),
             last_x: f32_buffer(&ctx, "last rows", MAX_LAST * d, none),
+            row_scale: f32_buffer(&ctx, "row scales", r, none),
+            last_scale: f32_buffer(&ctx, "last row scales", MAX_LAST, none),
             logits: f32_buffer(&ctx, "logits", MAX_LAST * cfg.vocab_size, wgpu::BufferUsages::COPY_SRC),
             last_index: f32_buffer(&ctx, "last index", MAX_LAST, wgpu::BufferUsages::COPY_DST),
             pass_rows: uniform(&ctx, &PassInfo::default()),
@@ -274,8 +307,8 @@ impl GpuModel {
             dummy: f32_buffer(&ctx, "unused", 4, none),
             meta: f32_buffer(&ctx, "meta", 4 * r + 1024, wgpu::BufferUsages::COPY_DST),
             meta_words: 4 * r + 1024,
-            scores: f32_buffer(&ctx, "scores", r * cfg.n_head * 256, none),
-            score_cap: 256,
+            partial: f32_buffer(&ctx, "attention partials", r * cfg.n_head * 4 * (cfg.head_dim + 2), none),
+            chunk_cap: 4,
             staging: staging(&ctx, 2 * cfg.vocab_size),
             staging_rows: 2,
         };
@@ -309,6 +342,7 @@ impl GpuModel {
             kv: kv_pool,
             seqs: Vec::new(),
             plan: None,
+            profile: std::env::var("AMULET_GPU_PROFILE").is_ok_and(|v| v == "1").then(Vec::new),
         };
         model.ctx.device.poll(wgpu::PollType::wait_indefinitely()).ok();
         model.ctx.take_error()?;
@@ -335,7 +369,7 @@ impl GpuModel {
         for c in &self.embed.chunks {
             let p = uniform(ctx, &EmbedParams { d: d as u32, row0: c.row0 as u32, n: c.rows as u32, scale });
             let bind = bind(dev, &ek.layout, &[(0, &p), (1, &c.wq), (2, &c.ws), (3, &b.meta), (4, &b.x), (5, &b.pass_rows)]);
-            body.push(Step { pipeline: ek.pipeline.clone(), bind, grid: Grid::PerRow(div_up(d, 256)) });
+            body.push(Step { label: "embed", pipeline: ek.pipeline.clone(), bind, grid: Grid::PerRow(div_up(d, 256)) });
         }
 
         let qkv_w = q + 2 * kv;
@@ -347,9 +381,10 @@ impl GpuModel {
             let norm = Some(&l.attn_norm);
             let bias = l.qkv_bias.as_ref();
             let rows = &b.pass_rows;
-            rec.matvec(&mut body, Mv { m: &l.q, input: MatvecInput::RmsNorm, x: &b.x, x_stride: d, y: &b.qkv, y_stride: qkv_w, n_off: 0, accumulate: false, norm_w: norm, bias: bias, pass: rows });
-            rec.matvec(&mut body, Mv { m: &l.k, input: MatvecInput::RmsNorm, x: &b.x, x_stride: d, y: &b.qkv, y_stride: qkv_w, n_off: q, accumulate: false, norm_w: norm, bias: bias, pass: rows });
-            rec.matvec(&mut body, Mv { m: &l.v, input: MatvecInput::RmsNorm, x: &b.x, x_stride: d, y: &b.qkv, y_stride: qkv_w, n_off: q + kv, accumulate: false, norm_w: norm, bias: bias, pass: rows });
+            rec.rms(&mut body, &b.x, &b.row_scale, d, rows);
+            for (m, off) in &l.qkv {
+                rec.matvec(&mut body, Mv { label: "qkv", m, input: MatvecInput::RmsNorm, x: &b.x, x_stride: d, y: &b.qkv, y_stride: qkv_w, n_off: *off, accumulate: false, norm_w: norm, row_scale: Some(&b.row_scale), bias, pass: rows });
+            }
 
             let rp = RopeCacheParams {
                 n_head: cfg.n_head as u32,
@@ -380,6 +415,7 @@ impl GpuModel {
                 ],
             );
             body.push(Step {
+                label: "rope_cache",
                 pipeline: k.pipeline.clone(),
                 bind: bind_rc,
                 grid: Grid::PerRow((cfg.n_head + 2 * cfg.n_kv_head) as u32),
@@ -392,7 +428,7 @@ impl GpuModel {
                 layer: li as u32,
                 n_layer: cfg.n_layer as u32,
                 window: l.window.unwrap_or(0) as u32,
-                score_cap: b.score_cap as u32,
+                max_chunks: b.chunk_cap as u32,
                 scale: cfg.attn_scale,
             };
             let p = uniform(ctx, &ap);
@@ -400,28 +436,24 @@ impl GpuModel {
             let bind_at = bind(
                 dev,
                 &k.layout,
-                &[
-                    (0, &p),
-                    (1, &b.qkv),
-                    (2, &b.meta),
-                    (3, &self.kv.k),
-                    (4, &self.kv.v),
-                    (5, &b.attn),
-                    (6, &b.scores),
-                    (7, rows),
-                ],
+                &[(0, &p), (1, &b.qkv), (2, &b.meta), (3, &self.kv.k), (4, &self.kv.v), (5, &b.partial), (6, rows)],
             );
-            body.push(Step { pipeline: k.pipeline.clone(), bind: bind_at, grid: Grid::PerRow(cfg.n_head as u32) });
+            body.push(Step { label: "attention", pipeline: k.pipeline.clone(), bind: bind_at, grid: Grid::Attention(cfg.n_head as u32) });
+            let k = &rec.kernels.attention_merge;
+            let bind_m = bind(dev, &k.layout, &[(0, &p), (1, &b.meta), (2, &b.partial), (3, &b.attn), (4, rows)]);
+            body.push(Step { label: "attention", pipeline: k.pipeline.clone(), bind: bind_m, grid: Grid::PerRow(cfg.n_head as u32) });
 
             let (out_y, out_acc) = if l.post_attn_norm.is_some() { (&b.tmp, false) } else { (&b.x, true) };
-            rec.matvec(&mut body, Mv { m: &l.attn_out, input: MatvecInput::Plain, x: &b.attn, x_stride: q, y: out_y, y_stride: d, n_off: 0, accumulate: out_acc, norm_w: None, bias: None, pass: rows });
+            rec.matvec(&mut body, Mv { label: "attn_out", m: &l.attn_out, input: MatvecInput::Plain, x: &b.attn, x_stride: q, y: out_y, y_stride: d, n_off: 0, accumulate: out_acc, norm_w: None, row_scale: None, bias: None, pass: rows });
             rec.post_norm(&mut body, l.post_attn_norm.as_ref(), &b.tmp, &b.x, d, rows);
 
             let norm = Some(&l.ffn_norm);
-            rec.matvec(&mut body, Mv { m: &l.gate, input: MatvecInput::RmsNorm, x: &b.x, x_stride: d, y: &b.gu, y_stride: 2 * ff, n_off: 0, accumulate: false, norm_w: norm, bias: None, pass: rows });
-            rec.matvec(&mut body, Mv { m: &l.up, input: MatvecInput::RmsNorm, x: &b.x, x_stride: d, y: &b.gu, y_stride: 2 * ff, n_off: ff, accumulate: false, norm_w: norm, bias: None, pass: rows });
+            rec.rms(&mut body, &b.x, &b.row_scale, d, rows);
+            for (m, off) in &l.gate_up {
+                rec.matvec(&mut body, Mv { label: "gate_up", m, input: MatvecInput::RmsNorm, x: &b.x, x_stride: d, y: &b.gu, y_stride: 2 * ff, n_off: *off, accumulate: false, norm_w: norm, row_scale: Some(&b.row_scale), bias: None, pass: rows });
+            }
             let (down_y, down_acc) = if l.post_ffn_norm.is_some() { (&b.tmp, false) } else { (&b.x, true) };
-            rec.matvec(&mut body, Mv { m: &l.down, input: act, x: &b.gu, x_stride: 2 * ff, y: down_y, y_stride: d, n_off: 0, accumulate: down_acc, norm_w: None, bias: None, pass: rows });
+            rec.matvec(&mut body, Mv { label: "down", m: &l.down, input: act, x: &b.gu, x_stride: 2 * ff, y: down_y, y_stride: d, n_off: 0, accumulate: down_acc, norm_w: None, row_scale: None, bias: None, pass: rows });
             rec.post_norm(&mut body, l.post_ffn_norm.as_ref(), &b.tmp, &b.x, d, rows);
         }
 
@@ -429,11 +461,12 @@ impl GpuModel {
         let k = &rec.kernels.gather;
         let p = uniform(ctx, &GatherParams { d: d as u32, count: MAX_LAST as u32, _pad: [0; 2] });
         let bind_g = bind(dev, &k.layout, &[(0, &p), (1, &b.last_index), (2, &b.x), (3, &b.last_x)]);
-        head.push(Step { pipeline: k.pipeline.clone(), bind: bind_g, grid: Grid::PerRow(div_up(d, 256)) });
+        head.push(Step { label: "gather", pipeline: k.pipeline.clone(), bind: bind_g, grid: Grid::PerRow(div_up(d, 256)) });
         let out = self.output.as_ref().unwrap_or(&self.embed);
         let vocab = cfg.vocab_size;
         let norm = Some(&self.output_norm);
-        rec.matvec(&mut head, Mv { m: out, input: MatvecInput::RmsNorm, x: &b.last_x, x_stride: d, y: &b.logits, y_stride: vocab, n_off: 0, accumulate: false, norm_w: norm, bias: None, pass: &b.pass_last });
+        rec.rms(&mut head, &b.last_x, &b.last_scale, d, &b.pass_last);
+        rec.matvec(&mut head, Mv { label: "output", m: out, input: MatvecInput::RmsNorm, x: &b.last_x, x_stride: d, y: &b.logits, y_stride: vocab, n_off: 0, accumulate: false, norm_w: norm, row_scale: Some(&b.last_scale), bias: None, pass: &b.pass_last });
         Plan { body, head }
     }
 
@@ -513,10 +546,12 @@ impl GpuModel {
             self.plan = None;
         }
         let span = rows.iter().map(|r| r.pos + 1).max().unwrap_or(1);
-        if span > self.bufs.score_cap {
-            let cap = span.next_power_of_two();
-            self.bufs.scores = f32_buffer(&self.ctx, "scores", MAX_ROWS * cfg.n_head * cap, wgpu::BufferUsages::empty());
-            self.bufs.score_cap = cap;
+        let chunks = span.div_ceil(ATTENTION_CHUNK);
+        if chunks > self.bufs.chunk_cap {
+            let cap = chunks.next_power_of_two();
+            let floats = MAX_ROWS * cfg.n_head * cap * (cfg.head_dim + 2);
+            self.bufs.partial = f32_buffer(&self.ctx, "attention partials", floats, wgpu::BufferUsages::empty());
+            self.bufs.chunk_cap = cap;
             self.plan = None;
         }
         if self.plan.is_none() {
@@ -534,23 +569,37 @@ impl GpuModel {
             q.write_buffer(&self.bufs.last_index, 0, bytemuck::cast_slice(&index));
         }
         let plan = self.plan.as_ref().expect("plan built");
-        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            let mut run = |steps: &[Step], n: usize| {
-                for s in steps {
-                    pass.set_pipeline(&s.pipeline);
-                    pass.set_bind_group(0, &s.bind, &[]);
-                    match s.grid {
-                        Grid::Matvec(x) => pass.dispatch_workgroups(x, 1, div_up(n, MATVEC_ROWS as usize)),
-                        Grid::PerRow(x) => pass.dispatch_workgroups(x, n as u32, 1),
+        if let Some(profile) = self.profile.as_mut() {
+            let dev = &self.ctx.device;
+            for (steps, n) in [(&plan.body, rows.len()), (&plan.head, lasts.len())] {
+                for s in steps.iter().filter(|_| n > 0) {
+                    let t0 = std::time::Instant::now();
+                    let mut enc = dev.create_command_encoder(&Default::default());
+                    record(&mut enc, std::slice::from_ref(s), n, chunks);
+                    q.submit([enc.finish()]);
+                    dev.poll(wgpu::PollType::wait_indefinitely()).ok();
+                    let dt = t0.elapsed().as_secs_f64();
+                    match profile.iter_mut().find(|e| e.0 == s.label) {
+                        Some(e) => {
+                            e.1 += 1;
+                            e.2 += dt;
+                        }
+                        None => profile.push((s.label, 1, dt)),
                     }
                 }
-            };
-            run(&plan.body, rows.len());
-            if !lasts.is_empty() {
-                run(&plan.head, lasts.len());
             }
+            let mut enc = dev.create_command_encoder(&Default::default());
+            let row_bytes = (cfg.vocab_size * 4) as u64;
+            for (j, &(_, b)) in lasts.iter().enumerate() {
+                enc.copy_buffer_to_buffer(&self.bufs.logits, j as u64 * row_bytes, &self.bufs.staging, b as u64 * row_bytes, row_bytes);
+            }
+            q.submit([enc.finish()]);
+            return Ok(());
+        }
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        record(&mut enc, &plan.body, rows.len(), chunks);
+        if !lasts.is_empty() {
+            record(&mut enc, &plan.head, lasts.len(), chunks);
         }
         let row_bytes = (cfg.vocab_size * 4) as u64;
         for (j, &(_, b)) in lasts.iter().enumerate() {
@@ -602,6 +651,7 @@ impl GpuModel {
 
 /// One matvec: a weight matrix, its input and output rows.
 struct Mv<'a> {
+    label: &'static str,
     m: &'a GpuMatrix,
     input: MatvecInput,
     x: &'a wgpu::Buffer,
@@ -611,6 +661,7 @@ struct Mv<'a> {
     n_off: usize,
     accumulate: bool,
     norm_w: Option<&'a wgpu::Buffer>,
+    row_scale: Option<&'a wgpu::Buffer>,
     bias: Option<&'a wgpu::Buffer>,
     pass: &'a wgpu::Buffer,
 }
@@ -654,10 +705,19 @@ impl Recorder<'_> {
                     (5, mv.norm_w.unwrap_or(self.dummy)),
                     (6, mv.bias.unwrap_or(self.dummy)),
                     (7, mv.pass),
+                    (8, mv.row_scale.unwrap_or(self.dummy)),
                 ],
             );
-            steps.push(Step { pipeline: k.pipeline.clone(), bind, grid: Grid::Matvec(div_up(c.rows, MATVEC_WG_ROWS as usize)) });
+            steps.push(Step { label: mv.label, pipeline: k.pipeline.clone(), bind, grid: Grid::Matvec(div_up(c.rows, MATVEC_WG_ROWS as usize)) });
         }
+    }
+
+    /// The RMS scales of `n` rows of x, for the norm-fused matvecs that follow.
+    fn rms(&mut self, steps: &mut Vec<Step>, x: &wgpu::Buffer, scale: &wgpu::Buffer, d: usize, pass: &wgpu::Buffer) {
+        let p = uniform(self.ctx, &NormParams { d: d as u32, eps: self.eps, _pad: [0; 2] });
+        let k = &self.kernels.rms;
+        let bind = bind(&self.ctx.device, &k.layout, &[(0, &p), (1, x), (2, scale), (3, pass)]);
+        steps.push(Step { label: "rms", pipeline: k.pipeline.clone(), bind, grid: Grid::PerRow(1) });
     }
 
     /// Gemma's post-norms: x += rms_norm(t) · w (nothing for the other architectures,
@@ -667,7 +727,33 @@ impl Recorder<'_> {
         let p = uniform(self.ctx, &NormParams { d: d as u32, eps: self.eps, _pad: [0; 2] });
         let k = &self.kernels.norm;
         let bind = bind(&self.ctx.device, &k.layout, &[(0, &p), (1, t), (2, w), (3, x), (4, pass)]);
-        steps.push(Step { pipeline: k.pipeline.clone(), bind, grid: Grid::PerRow(1) });
+        steps.push(Step { label: "post_norm", pipeline: k.pipeline.clone(), bind, grid: Grid::PerRow(1) });
+    }
+}
+
+/// Records steps into one compute pass, for `n` rows whose longest attends `chunks` chunks.
+fn record(enc: &mut wgpu::CommandEncoder, steps: &[Step], n: usize, chunks: usize) {
+    let mut pass = enc.begin_compute_pass(&Default::default());
+    for s in steps {
+        pass.set_pipeline(&s.pipeline);
+        pass.set_bind_group(0, &s.bind, &[]);
+        match s.grid {
+            Grid::Matvec(x) => pass.dispatch_workgroups(x, 1, div_up(n, MATVEC_ROWS as usize)),
+            Grid::PerRow(x) => pass.dispatch_workgroups(x, n as u32, 1),
+            Grid::Attention(x) => pass.dispatch_workgroups(x, n as u32, chunks as u32),
+        }
+    }
+}
+
+impl Drop for GpuModel {
+    fn drop(&mut self) {
+        if let Some(p) = &self.profile {
+            let total: f64 = p.iter().map(|e| e.2).sum();
+            eprintln!("WebGPU profile (each step submitted alone): {:.1} ms in all", total * 1e3);
+            for (label, n, t) in p {
+                eprintln!("  {label:<12} {n:>7} dispatches {:>10.1} ms {:>5.1}%", t * 1e3, 100.0 * t / total);
+            }
+        }
     }
 }
 

@@ -11,7 +11,9 @@ const EMBED: &str = include_str!("shaders/embed.wgsl");
 const GATHER: &str = include_str!("shaders/gather.wgsl");
 const ROPE_CACHE: &str = include_str!("shaders/rope_cache.wgsl");
 const ATTENTION: &str = include_str!("shaders/attention.wgsl");
+const ATTENTION_MERGE: &str = include_str!("shaders/attention_merge.wgsl");
 const NORM: &str = include_str!("shaders/norm.wgsl");
+const RMS: &str = include_str!("shaders/rms.wgsl");
 
 /// Weight formats the kernels read directly (the override constant FORMAT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,6 +45,7 @@ pub struct MatvecParams {
     pub up_off: u32,
     pub accumulate: u32,
     pub has_bias: u32,
+    /// Unused (the norm's eps lives in the rms kernel's parameters).
     pub eps: f32,
     pub _pad: [u32; 3],
 }
@@ -88,7 +91,7 @@ pub struct AttentionParams {
     pub layer: u32,
     pub n_layer: u32,
     pub window: u32,
-    pub score_cap: u32,
+    pub max_chunks: u32,
     pub scale: f32,
 }
 
@@ -110,6 +113,8 @@ pub struct PassInfo {
 
 /// Positions per KV-cache page (PAGE in the shaders).
 pub const KV_PAGE: usize = 16;
+/// Positions per attention workgroup (CHUNK in attention.wgsl).
+pub const ATTENTION_CHUNK: usize = 64;
 /// Input rows per matvec z-slice (MT in matvec.wgsl).
 pub const MATVEC_ROWS: u32 = 8;
 /// Weight rows per matvec workgroup (WG_ROWS).
@@ -138,7 +143,9 @@ pub struct Kernels {
     pub gather: Kernel,
     pub rope_cache: Kernel,
     pub attention: Kernel,
+    pub attention_merge: Kernel,
     pub norm: Kernel,
+    pub rms: Kernel,
 }
 
 fn layout(device: &wgpu::Device, name: &str, slots: &[(u32, Slot)]) -> wgpu::BindGroupLayout {
@@ -203,7 +210,7 @@ impl Kernels {
         let matvec_layout = layout(
             device,
             "matvec",
-            &[(0, Uniform), (1, Read), (2, Read), (3, Read), (4, ReadWrite), (5, Read), (6, Read), (7, Uniform)],
+            &[(0, Uniform), (1, Read), (2, Read), (3, Read), (4, ReadWrite), (5, Read), (6, Read), (7, Uniform), (8, Read)],
         );
         let embed_layout = layout(device, "embed", &[(0, Uniform), (1, Read), (2, Read), (3, Read), (4, ReadWrite), (5, Uniform)]);
         Kernels {
@@ -225,9 +232,16 @@ impl Kernels {
                 device,
                 "attention",
                 ATTENTION,
-                &[(0, Uniform), (1, Read), (2, Read), (3, Read), (4, Read), (5, ReadWrite), (6, ReadWrite), (7, Uniform)],
+                &[(0, Uniform), (1, Read), (2, Read), (3, Read), (4, Read), (5, ReadWrite), (6, Uniform)],
+            ),
+            attention_merge: kernel(
+                device,
+                "attention_merge",
+                ATTENTION_MERGE,
+                &[(0, Uniform), (1, Read), (2, Read), (3, ReadWrite), (4, Uniform)],
             ),
             norm: kernel(device, "norm", NORM, &[(0, Uniform), (1, Read), (2, Read), (3, ReadWrite), (4, Uniform)]),
+            rms: kernel(device, "rms", RMS, &[(0, Uniform), (1, Read), (2, ReadWrite), (3, Uniform)]),
         }
     }
 

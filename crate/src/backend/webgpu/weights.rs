@@ -91,6 +91,23 @@ impl Repacked {
         Repacked { format: Format::Q8_0, rows, k, words, scales }
     }
 
+    /// The rows of several matrices of one format and row length, stacked (q, k and v
+    /// become one matrix and one dispatch); None when they differ.
+    pub fn stack(parts: Vec<Repacked>) -> std::result::Result<Repacked, Vec<Repacked>> {
+        let same = parts.windows(2).all(|w| w[0].format == w[1].format && w[0].k == w[1].k);
+        if !same || parts.is_empty() {
+            return Err(parts);
+        }
+        let mut it = parts.into_iter();
+        let mut out = it.next().expect("not empty");
+        for p in it {
+            out.rows += p.rows;
+            out.words.extend(p.words);
+            out.scales.extend(p.scales);
+        }
+        Ok(out)
+    }
+
     pub fn f32(values: &[f32], rows: usize, k: usize) -> Self {
         Repacked { format: Format::F32, rows, k, words: values.iter().map(|v| v.to_bits()).collect(), scales: Vec::new() }
     }

@@ -1,10 +1,12 @@
 //! `amulet bench`: base-only vs amulet decoding on the same prompt, interleaved runs,
-//! medians with min-max. Speed is reported, never asserted: these machines are noisy.
+//! medians with min-max, on one or several backends in the same run. Speed is reported,
+//! never asserted: these machines are noisy.
 
 use std::path::PathBuf;
 
 use amulet::align::Method;
-use amulet::engine::{GenerateOutput, GenerateRequest};
+use amulet::engine::{Engine, GenerateOutput, GenerateRequest};
+use amulet::model::DeviceChoice;
 use amulet::Result;
 use clap::Args;
 
@@ -12,6 +14,9 @@ use clap::Args;
 pub struct BenchArgs {
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Backends to measure, comma-separated, each in turn: auto, webgpu, cpu
+    #[arg(long, default_value = "auto")]
+    device: String,
     /// New tokens per run
     #[arg(long, default_value_t = 128)]
     tokens: usize,
@@ -36,20 +41,27 @@ struct Stats {
     min: f64,
     max: f64,
     prefill_ms: f64,
+    prefill_tokens_per_s: f64,
+    /// Prefill plus the first decode step.
+    ttft_ms: f64,
     runs: Vec<f64>,
 }
 
-fn stats(outs: &[GenerateOutput]) -> Stats {
-    let mut v: Vec<f64> = outs.iter().map(|o| o.timings.decode_tokens_per_s).collect();
-    let runs = v.clone();
+fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    let mut p: Vec<f64> = outs.iter().map(|o| o.timings.prefill_ms).collect();
-    p.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn stats(outs: &[GenerateOutput]) -> Stats {
+    let runs: Vec<f64> = outs.iter().map(|o| o.timings.decode_tokens_per_s).collect();
+    let t = |f: &dyn Fn(&GenerateOutput) -> f64| median(outs.iter().map(f).collect());
     Stats {
-        decode_tokens_per_s: v[v.len() / 2],
-        min: v[0],
-        max: v[v.len() - 1],
-        prefill_ms: p[p.len() / 2],
+        decode_tokens_per_s: median(runs.clone()),
+        min: runs.iter().copied().fold(f64::INFINITY, f64::min),
+        max: runs.iter().copied().fold(0.0, f64::max),
+        prefill_ms: t(&|o| o.timings.prefill_ms),
+        prefill_tokens_per_s: t(&|o| o.timings.prefill_tokens as f64 / (o.timings.prefill_ms / 1e3)),
+        ttft_ms: t(&|o| o.timings.prefill_ms + o.timings.decode_ms / o.timings.decode_steps.max(1) as f64),
         runs,
     }
 }
@@ -62,9 +74,7 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-pub fn run(a: BenchArgs) -> Result<()> {
-    let path = crate::model_path::resolve(a.model.as_deref())?;
-    let (mut engine, load_ms) = crate::cli::load_engine(&path, a.json)?;
+fn measure(engine: &mut Engine, a: &BenchArgs) -> Result<(Stats, Stats)> {
     let mut req = GenerateRequest::new(&a.prompt);
     req.preference = Some(a.preference.clone());
     req.max_tokens = a.tokens;
@@ -74,53 +84,96 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let mut amulet_req = req;
     amulet_req.methods = vec![Method::default()];
 
-    // Warm-up (page faults, caches), not counted.
-    let mut warm = base_req.clone();
+    // Warm-up (page faults, caches, shader compilation), not counted.
+    let mut warm = amulet_req.clone();
     warm.max_tokens = 8;
     engine.generate(&warm, &mut |_| true)?;
     let (mut base, mut amulet) = (Vec::new(), Vec::new());
     for i in 0..a.runs.max(1) {
         if !a.json {
-            eprintln!("run {}/{}", i + 1, a.runs.max(1));
+            eprintln!("{}: run {}/{}", engine.info().device, i + 1, a.runs.max(1));
         }
         base.push(engine.generate(&base_req, &mut |_| true)?);
         amulet.push(engine.generate(&amulet_req, &mut |_| true)?);
     }
-    let (b, m) = (stats(&base), stats(&amulet));
-    let ratio = m.decode_tokens_per_s / b.decode_tokens_per_s;
+    Ok((stats(&base), stats(&amulet)))
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    let path = crate::model_path::resolve(a.model.as_deref())?;
+    let devices: Vec<DeviceChoice> = a.device.split(',').map(|d| d.trim().parse()).collect::<Result<_>>()?;
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
+    let mut results = Vec::new();
+    let mut quantization = String::new();
+    for device in devices {
+        let (mut engine, load_ms) = crate::cli::load_engine(&path, a.json, device)?;
+        let (b, m) = measure(&mut engine, &a)?;
+        quantization = engine.info().quantization.clone();
+        let ratio = m.decode_tokens_per_s / b.decode_tokens_per_s;
+        results.push(serde_json::json!({
+            "model": engine.info(),
+            "device": engine.info().device,
+            "device_reason": engine.info().device_reason,
+            "load_ms": load_ms,
+            "base": b,
+            "amulet": m,
+            "ratio": ratio,
+        }));
+    }
     let result = serde_json::json!({
-        "model": engine.info(),
-        "device": engine.info().device,
         "threads": threads,
         "q4_1_kernel": amulet::backend::q4_1::KERNEL,
         "new_tokens": a.tokens,
-        "load_ms": load_ms,
         "peak_rss_mib": peak_rss_mib(),
-        "base": b,
-        "amulet": m,
-        "ratio": ratio,
+        "backends": results,
     });
     if let Some(path) = &a.out {
         std::fs::write(path, format!("{result:#}\n")).map_err(|e| amulet::AmuletError::Io(format!("{}: {e}", path.display())))?;
     }
     if a.json {
         println!("{result}");
-    } else {
-        println!("model {}  ({}, {} new tokens, greedy, {} runs each, RAYON_NUM_THREADS={threads})",
-            path.display(), engine.info().quantization, a.tokens, a.runs.max(1));
-        println!("{:<8} {:>12} {:>18} {:>12}", "method", "decode tok/s", "min-max", "prefill ms");
-        for (name, s) in [("base", &b), ("amulet", &m)] {
+        return Ok(());
+    }
+    println!(
+        "model {}  ({quantization}, {} new tokens, greedy, {} runs each, RAYON_NUM_THREADS={threads})",
+        path.display(),
+        a.tokens,
+        a.runs.max(1)
+    );
+    println!(
+        "{:<8} {:<8} {:>12} {:>16} {:>11} {:>12} {:>9}",
+        "device", "method", "decode tok/s", "min-max", "prefill ms", "prefill t/s", "TTFT ms"
+    );
+    for r in &results {
+        let device = r["device"].as_str().unwrap_or("?");
+        for name in ["base", "amulet"] {
+            let s = &r[name];
+            let f = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
             println!(
-                "{:<8} {:>12.1} {:>18} {:>12.1}",
+                "{:<8} {:<8} {:>12.1} {:>16} {:>11.1} {:>12.0} {:>9.1}",
+                device,
                 name,
-                s.decode_tokens_per_s,
-                format!("{:.1}-{:.1}", s.min, s.max),
-                s.prefill_ms
+                f("decode_tokens_per_s"),
+                format!("{:.1}-{:.1}", f("min"), f("max")),
+                f("prefill_ms"),
+                f("prefill_tokens_per_s"),
+                f("ttft_ms")
             );
         }
-        println!("amulet / base = {ratio:.3}");
-        println!("load {load_ms:.0} ms, peak RSS {:.0} MiB", peak_rss_mib().unwrap_or(f64::NAN));
+        println!(
+            "{device}: amulet / base = {:.3}; load {:.0} ms; {}",
+            r["ratio"].as_f64().unwrap_or(f64::NAN),
+            r["load_ms"].as_f64().unwrap_or(f64::NAN),
+            r["device_reason"].as_str().unwrap_or("")
+        );
     }
+    if results.len() > 1 {
+        let base0 = results[0]["base"]["decode_tokens_per_s"].as_f64().unwrap_or(f64::NAN);
+        for r in &results[1..] {
+            let other = r["base"]["decode_tokens_per_s"].as_f64().unwrap_or(f64::NAN);
+            println!("base decode, {} / {} = {:.2}", results[0]["device"], r["device"], base0 / other);
+        }
+    }
+    println!("peak RSS {:.0} MiB", peak_rss_mib().unwrap_or(f64::NAN));
     Ok(())
 }

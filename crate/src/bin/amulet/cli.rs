@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use amulet::align::{AmuletParams, Game, Method};
 use amulet::engine::{Engine, GenerateRequest};
+use amulet::model::DeviceChoice;
 use amulet::prompt::Placement;
 use amulet::sample::SamplingParams;
 use amulet::{AmuletError, Result};
@@ -94,6 +95,9 @@ struct GenerateArgs {
     /// Print one JSON object at the end instead of streaming text
     #[arg(long)]
     json: bool,
+    /// auto | webgpu | cpu (auto: a hardware WebGPU adapter when there is one)
+    #[arg(long, default_value = "auto")]
+    device: String,
     /// The question
     prompt: String,
 }
@@ -133,7 +137,7 @@ pub fn parse_method(name: &str, params: AmuletParams, ratio: f64, game: Game) ->
 }
 
 /// Loads a model file with a progress bar on stderr; returns the engine and load time.
-pub fn load_engine(path: &std::path::Path, quiet: bool) -> Result<(Engine, f64)> {
+pub fn load_engine(path: &std::path::Path, quiet: bool, device: DeviceChoice) -> Result<(Engine, f64)> {
     let t0 = std::time::Instant::now();
     let bytes = std::fs::read(path).map_err(|e| AmuletError::Io(format!("{}: {e}", path.display())))?;
     let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(1) };
@@ -143,7 +147,8 @@ pub fn load_engine(path: &std::path::Path, quiet: bool) -> Result<(Engine, f64)>
             .progress_chars("=> "),
     );
     bar.set_message(path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default());
-    let engine = Engine::load(&bytes, |done, total| {
+    let gguf = amulet::gguf::Gguf::parse(&bytes)?;
+    let engine = Engine::load_on(&gguf, &bytes[..], device, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
@@ -159,7 +164,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let sampling = SamplingParams { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
     sampling.validate()?;
     let path = model_path::resolve(args.model.as_deref())?;
-    let (mut engine, load_ms) = load_engine(&path, args.json)?;
+    let (mut engine, load_ms) = load_engine(&path, args.json, args.device.parse()?)?;
 
     let mut req = GenerateRequest::new(&args.prompt);
     req.conversation.system = args.system;

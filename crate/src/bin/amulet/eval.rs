@@ -16,6 +16,9 @@ use crate::model_path;
 
 #[derive(Args)]
 pub struct EvalArgs {
+    /// auto | webgpu | cpu
+    #[arg(long, default_value = "auto")]
+    device: String,
     /// Prompt set: one JSON object a line, {"id": .., "question": ".."}
     #[arg(long)]
     prompts: PathBuf,
@@ -89,7 +92,7 @@ pub fn run_eval(a: EvalArgs) -> Result<()> {
         None => PathBuf::from("eval-out").join(a.prompts.file_stem().unwrap_or_default()),
     };
     let path = model_path::resolve(a.model.as_deref())?;
-    let (mut engine, _) = load_engine(&path, false)?;
+    let (mut engine, _) = load_engine(&path, false, a.device.parse()?)?;
     let info = engine.info().clone();
 
     let bar = indicatif::ProgressBar::new(1);

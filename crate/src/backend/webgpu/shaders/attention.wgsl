@@ -1,11 +1,12 @@
-// Causal attention of one row's query head over its own sequence's KV cache, with GQA
-// (query head h reads kv head h / (n_head / n_kv_head)) and an optional sliding window
-// (Gemma 3's local layers: positions pos + 1 - window ..= pos).
-// out[row, h*hd + i] = Σ_t softmax_t(scale · q·k_t) · v_t[i].
-// Scores go to a scratch row scores[(row * n_head + h) * score_cap + t - start].
-// KV pool and rows_meta as in rope_cache.wgsl.
-// Workgroup: 64 threads per (head, row): threads take positions for the scores and
-// dimensions for the weighted sum of values (coalesced reads of v).
+// Causal attention of one row's query head over a chunk of CHUNK positions of its own
+// sequence's KV cache (split-K "flash decoding": a decode step has few rows, so the
+// positions, not the heads, give the GPU its parallelism). GQA: query head h reads kv
+// head h / (n_head / n_kv_head); Gemma 3's local layers see positions pos + 1 - window ..= pos.
+// Writes, per (row, head, chunk), the chunk's max score, its sum of exp(score - max) and
+// Σ exp(score - max) · v into `partial` [rows][n_head][max_chunks][head_dim + 2];
+// attention_merge.wgsl combines the chunks. KV pool and meta as in rope_cache.wgsl.
+// Workgroup: 256 threads per (head, row, chunk). Scores: 4 threads per position, each a
+// quarter of the head; weighted sum: thread (dim, group) over every (256 / head_dim)-th position.
 
 struct Params {
     n_head: u32,
@@ -14,7 +15,7 @@ struct Params {
     layer: u32,
     n_layer: u32,
     window: u32,
-    score_cap: u32,
+    max_chunks: u32,
     scale: f32,
 }
 
@@ -26,17 +27,19 @@ struct Pass {
 }
 
 const PAGE: u32 = 16u;
+const CHUNK: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
 @group(0) @binding(2) var<storage, read> rows_meta: array<u32>;
 @group(0) @binding(3) var<storage, read> k_pool: array<f32>;
 @group(0) @binding(4) var<storage, read> v_pool: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> scores: array<f32>;
-@group(0) @binding(7) var<uniform> pass_info: Pass;
+@group(0) @binding(5) var<storage, read_write> partial: array<f32>;
+@group(0) @binding(6) var<uniform> pass_info: Pass;
 
 var<workgroup> q: array<f32, 256>;
+var<workgroup> part: array<f32, 256>;
+var<workgroup> prob: array<f32, 64>;
 var<workgroup> red: array<f32, 64>;
 
 fn slot(table: u32, t: u32, kv_dim: u32) -> u32 {
@@ -44,13 +47,14 @@ fn slot(table: u32, t: u32, kv_dim: u32) -> u32 {
     return ((page * p.n_layer + p.layer) * PAGE + t % PAGE) * kv_dim;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let r = wg.y;
     if (r >= pass_info.n_rows) {
         return;
     }
     let h = wg.x;
+    let chunk = wg.z;
     let hd = p.head_dim;
     let q_dim = p.n_head * hd;
     let kv_dim = p.n_kv_head * hd;
@@ -62,24 +66,36 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         start = pos + 1u - p.window;
     }
     let len = pos + 1u - start;
-    let base = (r * p.n_head + h) * p.score_cap;
-    for (var i = tid; i < hd; i += 64u) {
+    let t0 = chunk * CHUNK;
+    if (t0 >= len) {
+        return;
+    }
+    let count = min(CHUNK, len - t0);
+    for (var i = tid; i < hd; i += 256u) {
         q[i] = qkv[r * (q_dim + 2u * kv_dim) + h * hd + i];
     }
     workgroupBarrier();
 
-    var best = -3.4e38;
-    for (var j = tid; j < len; j += 64u) {
-        let at = slot(table, start + j, kv_dim) + g * hd;
-        var s = 0.0;
-        for (var i = 0u; i < hd; i++) {
+    let j = tid / 4u;
+    let quarter = hd / 4u;
+    var s = 0.0;
+    if (j < count) {
+        let at = slot(table, start + t0 + j, kv_dim) + g * hd;
+        let i0 = (tid % 4u) * quarter;
+        for (var i = i0; i < i0 + quarter; i++) {
             s += q[i] * k_pool[at + i];
         }
-        s *= p.scale;
-        scores[base + j] = s;
-        best = max(best, s);
     }
-    red[tid] = best;
+    part[tid] = s;
+    workgroupBarrier();
+    if (tid < CHUNK) {
+        var score = -3.4e38;
+        if (tid < count) {
+            score = (part[4u * tid] + part[4u * tid + 1u] + part[4u * tid + 2u] + part[4u * tid + 3u]) * p.scale;
+        }
+        prob[tid] = score;
+        red[tid] = score;
+    }
     workgroupBarrier();
     for (var off = 32u; off > 0u; off >>= 1u) {
         if (tid < off) {
@@ -89,15 +105,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
     let top = red[0];
     workgroupBarrier();
-
-    var sum = 0.0;
-    for (var j = tid; j < len; j += 64u) {
-        let e = exp(scores[base + j] - top);
-        scores[base + j] = e;
-        sum += e;
+    if (tid < CHUNK) {
+        var e = 0.0;
+        if (tid < count) {
+            e = exp(prob[tid] - top);
+        }
+        prob[tid] = e;
+        red[tid] = e;
     }
-    red[tid] = sum;
-    storageBarrier();
     workgroupBarrier();
     for (var off = 32u; off > 0u; off >>= 1u) {
         if (tid < off) {
@@ -105,13 +120,28 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         }
         workgroupBarrier();
     }
-    let total = red[0];
 
-    for (var i = tid; i < hd; i += 64u) {
-        var acc = 0.0;
-        for (var j = 0u; j < len; j++) {
-            acc += scores[base + j] * v_pool[slot(table, start + j, kv_dim) + g * hd + i];
+    let groups = 256u / hd;
+    let i = tid % hd;
+    let grp = tid / hd;
+    var acc = 0.0;
+    if (grp < groups) {
+        for (var t = grp; t < count; t += groups) {
+            acc += prob[t] * v_pool[slot(table, start + t0 + t, kv_dim) + g * hd + i];
         }
-        out[r * q_dim + h * hd + i] = acc / total;
+    }
+    part[tid] = acc;
+    workgroupBarrier();
+    let base = ((r * p.n_head + h) * p.max_chunks + chunk) * (hd + 2u);
+    if (tid < hd) {
+        var total = 0.0;
+        for (var k = 0u; k < groups; k++) {
+            total += part[k * hd + tid];
+        }
+        partial[base + tid] = total;
+    }
+    if (tid == 0u) {
+        partial[base + hd] = top;
+        partial[base + hd + 1u] = red[0];
     }
 }

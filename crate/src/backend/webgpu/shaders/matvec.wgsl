@@ -2,11 +2,13 @@
 // Decode runs 1-8 rows (the Amulet contexts) through one pass over W; prefill dispatches
 // one z-slice per 8 rows, so W is read once per 8 prompt tokens.
 // W: one row-chunk of a weight matrix, p.n rows of p.k elements (quant.wgsl layout).
-// in(m, k): INPUT 0: x[m, k]; 1: rms_norm(x[m]) · norm_w (the norm fused in, so no pass
-// over the hidden state of its own); 2/3: act(x[m, k]) · x[m, up_off + k], act = SiLU or
+// in(m, k): INPUT 0: x[m, k]; 1: x[m, k] · row_scale[m] · norm_w[k] (RMS norm fused in,
+// its row scales from rms.wgsl); 2/3: act(x[m, k]) · x[m, up_off + k], act = SiLU or
 // GELU-tanh (the gated MLP fused into the down projection). x rows are x_stride apart.
 // Workgroup: 256 threads = 8 rows of W × 32 lanes; lanes stride over a row's u32 words
 // (coalesced), keep 8 per-input sums, then reduce across the 32 lanes in shared memory.
+// All loops over input rows have the constant bound MT and a guard (m < mc), so they
+// unroll and the sums stay in registers.
 
 struct Params {
     k: u32,
@@ -36,6 +38,7 @@ struct Pass {
 @group(0) @binding(5) var<storage, read> norm_w: array<f32>;
 @group(0) @binding(6) var<storage, read> bias: array<f32>;
 @group(0) @binding(7) var<uniform> pass_info: Pass;
+@group(0) @binding(8) var<storage, read> row_scale: array<f32>;
 
 override INPUT: u32 = 0u;
 const MT: u32 = 8u;
@@ -43,12 +46,11 @@ const LANES: u32 = 32u;
 const WG_ROWS: u32 = 8u;
 
 var<workgroup> red: array<f32, 2048>;
-var<workgroup> inv_rms: array<f32, 8>;
 
 fn input(m: u32, ml: u32, k: u32) -> f32 {
     let v = x[m * p.x_stride + k];
     switch INPUT {
-        case 1u: { return v * inv_rms[ml] * norm_w[k]; }
+        case 1u: { return v * row_scale[m] * norm_w[k]; }
         case 2u: {
             let up = x[m * p.x_stride + p.up_off + k];
             return v / (1.0 + exp(-v)) * up;
@@ -71,32 +73,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     let m0 = wg.z * MT;
     let mc = min(MT, pass_info.n_rows - min(m0, pass_info.n_rows));
 
-    if (INPUT == 1u) {
-        for (var m = 0u; m < MT; m++) {
-            var s = 0.0;
-            if (m < mc) {
-                for (var k = tid; k < p.k; k += 256u) {
-                    let v = x[(m0 + m) * p.x_stride + k];
-                    s += v * v;
-                }
-            }
-            red[tid * MT + m] = s;
-        }
-        workgroupBarrier();
-        for (var off = 128u; off > 0u; off >>= 1u) {
-            if (tid < off) {
-                for (var m = 0u; m < MT; m++) {
-                    red[tid * MT + m] += red[(tid + off) * MT + m];
-                }
-            }
-            workgroupBarrier();
-        }
-        if (tid < MT) {
-            inv_rms[tid] = 1.0 / sqrt(red[tid] / f32(p.k) + p.eps);
-        }
-        workgroupBarrier();
-    }
-
     let row_l = tid / LANES;
     let lane = tid % LANES;
     let n = wg.x * WG_ROWS + row_l;
@@ -115,8 +91,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
                     let wi = bitcast<i32>(word);
                     let q = vec4<f32>(f32(extractBits(wi, 0u, 8u)), f32(extractBits(wi, 8u, 8u)),
                                       f32(extractBits(wi, 16u, 8u)), f32(extractBits(wi, 24u, 8u)));
-                    for (var m = 0u; m < mc; m++) {
-                        acc[m] += d * dot(q, input4(m0 + m, m, w * 4u));
+                    for (var m = 0u; m < MT; m++) {
+                        if (m < mc) {
+                            acc[m] += d * dot(q, input4(m0 + m, m, w * 4u));
+                        }
                     }
                 }
                 case 2u, 3u: {
@@ -126,40 +104,50 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
                                        f32(extractBits(word, 16u, 4u)), f32(extractBits(word, 24u, 4u)));
                     let hi = vec4<f32>(f32(extractBits(word, 4u, 4u)), f32(extractBits(word, 12u, 4u)),
                                        f32(extractBits(word, 20u, 4u)), f32(extractBits(word, 28u, 4u)));
-                    for (var m = 0u; m < mc; m++) {
-                        let xlo = input4(m0 + m, m, klo);
-                        let xhi = input4(m0 + m, m, klo + 16u);
-                        if (FORMAT == FMT_Q4_1) {
-                            let sx = dot(xlo + xhi, vec4<f32>(1.0));
-                            acc[m] += ws[2u * b] * (dot(lo, xlo) + dot(hi, xhi)) + ws[2u * b + 1u] * sx;
-                        } else {
-                            acc[m] += ws[b] * (dot(lo - 8.0, xlo) + dot(hi - 8.0, xhi));
+                    for (var m = 0u; m < MT; m++) {
+                        if (m < mc) {
+                            let xlo = input4(m0 + m, m, klo);
+                            let xhi = input4(m0 + m, m, klo + 16u);
+                            if (FORMAT == FMT_Q4_1) {
+                                let sx = dot(xlo + xhi, vec4<f32>(1.0));
+                                acc[m] += ws[2u * b] * (dot(lo, xlo) + dot(hi, xhi)) + ws[2u * b + 1u] * sx;
+                            } else {
+                                acc[m] += ws[b] * (dot(lo - 8.0, xlo) + dot(hi - 8.0, xhi));
+                            }
                         }
                     }
                 }
                 case 1u: {
                     let pair = unpack2x16float(word);
-                    for (var m = 0u; m < mc; m++) {
-                        acc[m] += pair.x * input(m0 + m, m, 2u * w) + pair.y * input(m0 + m, m, 2u * w + 1u);
+                    for (var m = 0u; m < MT; m++) {
+                        if (m < mc) {
+                            acc[m] += pair.x * input(m0 + m, m, 2u * w) + pair.y * input(m0 + m, m, 2u * w + 1u);
+                        }
                     }
                 }
                 default: {
                     let v = bitcast<f32>(word);
-                    for (var m = 0u; m < mc; m++) {
-                        acc[m] += v * input(m0 + m, m, w);
+                    for (var m = 0u; m < MT; m++) {
+                        if (m < mc) {
+                            acc[m] += v * input(m0 + m, m, w);
+                        }
                     }
                 }
             }
         }
     }
     for (var m = 0u; m < MT; m++) {
-        red[tid * MT + m] = acc[m];
+        if (m < mc) {
+            red[tid * MT + m] = acc[m];
+        }
     }
     workgroupBarrier();
     for (var off = LANES / 2u; off > 0u; off >>= 1u) {
         if (lane < off) {
             for (var m = 0u; m < MT; m++) {
-                red[tid * MT + m] += red[(tid + off) * MT + m];
+                if (m < mc) {
+                    red[tid * MT + m] += red[(tid + off) * MT + m];
+                }
             }
         }
         workgroupBarrier();

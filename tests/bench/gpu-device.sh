@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The WebGPU benchmark on a machine with a real GPU, through wgpu's Vulkan backend:
+# a random-weight GGUF with SmolLM2-135M-Instruct Q4_1's exact shapes and types is made on
+# the spot (speed depends on shapes only; the real file is too big to carry), then
+# `amulet bench` measures the WebGPU and CPU paths in the same run, and a short profiled
+# generation splits the GPU time by kernel.
+#   tests/bench/gpu-device.sh [AMULET_BINARY] [OUT_DIR]     (SHAPE=tiny for a quick check)
+set -uo pipefail
+bin=${1:-target/release/amulet}
+out=${2:-target/bench}
+mkdir -p "$out"
+# The device machines ship the NVIDIA driver but no Vulkan loader: unpack carried debs.
+if [ -d .gl ] && ! ldconfig -p | grep -q libvulkan.so.1; then
+  for f in .gl/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+fi
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -f "$icd" ] && export VK_DRIVER_FILES=$icd
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+nproc
+model=/tmp/amulet-gpu-fixture.gguf
+"$bin" fixture --arch llama --shape "${SHAPE:-smollm2-135m}" --quant q4_1 --seed 1 "$model" || exit 1
+ls -la "$model"
+timeout 300 "$bin" bench --model "$model" --device webgpu,cpu --runs "${RUNS:-3}" --tokens 128 \
+  --out "$out/gpu-bench.json" 2>&1 | grep -v XDG_RUNTIME
+AMULET_GPU_PROFILE=1 timeout 120 "$bin" generate --model "$model" --device webgpu --method amulet \
+  --preference concise --max-tokens 32 --json "How can I improve my eating habits?" 2>&1 | grep -v XDG_RUNTIME | tail -20
