@@ -23,5 +23,7 @@ model=/tmp/amulet-gpu-fixture.gguf
 ls -la "$model"
 timeout 300 "$bin" bench --model "$model" --device webgpu,cpu --runs "${RUNS:-3}" --tokens 128 \
   --out "$out/gpu-bench.json" 2>&1 | grep -v XDG_RUNTIME
+AMULET_GPU_PROFILE=2 timeout 120 "$bin" generate --model "$model" --device webgpu --method amulet \
+  --preference concise --max-tokens 64 --json "How can I improve my eating habits?" 2>&1 | grep -v XDG_RUNTIME | tail -1
 AMULET_GPU_PROFILE=1 timeout 120 "$bin" generate --model "$model" --device webgpu --method amulet \
   --preference concise --max-tokens 32 --json "How can I improve my eating habits?" 2>&1 | grep -v XDG_RUNTIME | tail -20

@@ -63,9 +63,8 @@ struct Buffers {
     gu: wgpu::Buffer,
     tmp: wgpu::Buffer,
     last_x: wgpu::Buffer,
-    /// RMS scales of the rows of x (rms.wgsl), and of the gathered last rows.
-    row_scale: wgpu::Buffer,
-    last_scale: wgpu::Buffer,
+    /// Normed rows, the input of the matvecs that follow a norm.
+    xn: wgpu::Buffer,
     logits: wgpu::Buffer,
     last_index: wgpu::Buffer,
     pass_rows: wgpu::Buffer,
@@ -141,6 +140,8 @@ pub struct GpuModel {
     /// AMULET_GPU_PROFILE=1: every step is submitted and waited for alone, and its wall
     /// time summed per kernel (printed when the model is dropped). Slow; for diagnosis.
     profile: Option<Vec<(&'static str, usize, f64)>>,
+    /// AMULET_GPU_PROFILE=2: seconds spent recording + submitting, and waiting for results.
+    timing: Option<(usize, f64, f64)>,
 }
 
 fn f32_buffer(ctx: &GpuContext, label: &str, floats: usize, extra: wgpu::BufferUsages) -> wgpu::Buffer {
@@ -215,6 +216,9 @@ impl GpuModel {
         cfg: ModelConfig,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
+        if [cfg.d_model, cfg.q_dim(), cfg.d_ff].iter().any(|n| n % 4 != 0) {
+            return Err(AmuletError::NoWebGpu("the kernels read rows as vec4: widths must be multiples of 4".into()));
+        }
         if cfg.head_dim > 256 || cfg.head_dim % 4 != 0 {
             return Err(AmuletError::NoWebGpu(format!(
                 "head size {} (the kernels take multiples of 4 up to 256)",
@@ -298,8 +302,7 @@ impl GpuModel {
             gu: f32_buffer(&ctx, "gate_up", r * 2 * ff, none),
             tmp: f32_buffer(&ctx, "tmp", r * d, none),
             last_x: f32_buffer(&ctx, "last rows", MAX_LAST * d, none),
-            row_scale: f32_buffer(&ctx, "row scales", r, none),
-            last_scale: f32_buffer(&ctx, "last row scales", MAX_LAST, none),
+            xn: f32_buffer(&ctx, "normed rows", r * d, none),
             logits: f32_buffer(&ctx, "logits", MAX_LAST * cfg.vocab_size, wgpu::BufferUsages::COPY_SRC),
             last_index: f32_buffer(&ctx, "last index", MAX_LAST, wgpu::BufferUsages::COPY_DST),
             pass_rows: uniform(&ctx, &PassInfo::default()),
@@ -343,6 +346,7 @@ impl GpuModel {
             seqs: Vec::new(),
             plan: None,
             profile: std::env::var("AMULET_GPU_PROFILE").is_ok_and(|v| v == "1").then(Vec::new),
+            timing: std::env::var("AMULET_GPU_PROFILE").is_ok_and(|v| v == "2").then_some((0, 0.0, 0.0)),
         };
         model.ctx.device.poll(wgpu::PollType::wait_indefinitely()).ok();
         model.ctx.take_error()?;
@@ -378,12 +382,11 @@ impl GpuModel {
             Activation::GeluTanh => MatvecInput::GeluGate,
         };
         for (li, l) in self.layers.iter().enumerate() {
-            let norm = Some(&l.attn_norm);
             let bias = l.qkv_bias.as_ref();
             let rows = &b.pass_rows;
-            rec.rms(&mut body, &b.x, &b.row_scale, d, rows);
+            rec.norm(&mut body, &b.x, &l.attn_norm, &b.xn, false, d, rows);
             for (m, off) in &l.qkv {
-                rec.matvec(&mut body, Mv { label: "qkv", m, input: MatvecInput::RmsNorm, x: &b.x, x_stride: d, y: &b.qkv, y_stride: qkv_w, n_off: *off, accumulate: false, norm_w: norm, row_scale: Some(&b.row_scale), bias, pass: rows });
+                rec.matvec(&mut body, Mv { label: "qkv", m, input: MatvecInput::Plain, x: &b.xn, x_stride: d, y: &b.qkv, y_stride: qkv_w, n_off: *off, accumulate: false, bias, pass: rows });
             }
 
             let rp = RopeCacheParams {
@@ -444,17 +447,20 @@ impl GpuModel {
             body.push(Step { label: "attention", pipeline: k.pipeline.clone(), bind: bind_m, grid: Grid::PerRow(cfg.n_head as u32) });
 
             let (out_y, out_acc) = if l.post_attn_norm.is_some() { (&b.tmp, false) } else { (&b.x, true) };
-            rec.matvec(&mut body, Mv { label: "attn_out", m: &l.attn_out, input: MatvecInput::Plain, x: &b.attn, x_stride: q, y: out_y, y_stride: d, n_off: 0, accumulate: out_acc, norm_w: None, row_scale: None, bias: None, pass: rows });
-            rec.post_norm(&mut body, l.post_attn_norm.as_ref(), &b.tmp, &b.x, d, rows);
+            rec.matvec(&mut body, Mv { label: "attn_out", m: &l.attn_out, input: MatvecInput::Plain, x: &b.attn, x_stride: q, y: out_y, y_stride: d, n_off: 0, accumulate: out_acc, bias: None, pass: rows });
+            if let Some(w) = &l.post_attn_norm {
+                rec.norm(&mut body, &b.tmp, w, &b.x, true, d, rows);
+            }
 
-            let norm = Some(&l.ffn_norm);
-            rec.rms(&mut body, &b.x, &b.row_scale, d, rows);
+            rec.norm(&mut body, &b.x, &l.ffn_norm, &b.xn, false, d, rows);
             for (m, off) in &l.gate_up {
-                rec.matvec(&mut body, Mv { label: "gate_up", m, input: MatvecInput::RmsNorm, x: &b.x, x_stride: d, y: &b.gu, y_stride: 2 * ff, n_off: *off, accumulate: false, norm_w: norm, row_scale: Some(&b.row_scale), bias: None, pass: rows });
+                rec.matvec(&mut body, Mv { label: "gate_up", m, input: MatvecInput::Plain, x: &b.xn, x_stride: d, y: &b.gu, y_stride: 2 * ff, n_off: *off, accumulate: false, bias: None, pass: rows });
             }
             let (down_y, down_acc) = if l.post_ffn_norm.is_some() { (&b.tmp, false) } else { (&b.x, true) };
-            rec.matvec(&mut body, Mv { label: "down", m: &l.down, input: act, x: &b.gu, x_stride: 2 * ff, y: down_y, y_stride: d, n_off: 0, accumulate: down_acc, norm_w: None, row_scale: None, bias: None, pass: rows });
-            rec.post_norm(&mut body, l.post_ffn_norm.as_ref(), &b.tmp, &b.x, d, rows);
+            rec.matvec(&mut body, Mv { label: "down", m: &l.down, input: act, x: &b.gu, x_stride: 2 * ff, y: down_y, y_stride: d, n_off: 0, accumulate: down_acc, bias: None, pass: rows });
+            if let Some(w) = &l.post_ffn_norm {
+                rec.norm(&mut body, &b.tmp, w, &b.x, true, d, rows);
+            }
         }
 
         let mut head = Vec::new();
@@ -464,9 +470,8 @@ impl GpuModel {
         head.push(Step { label: "gather", pipeline: k.pipeline.clone(), bind: bind_g, grid: Grid::PerRow(div_up(d, 256)) });
         let out = self.output.as_ref().unwrap_or(&self.embed);
         let vocab = cfg.vocab_size;
-        let norm = Some(&self.output_norm);
-        rec.rms(&mut head, &b.last_x, &b.last_scale, d, &b.pass_last);
-        rec.matvec(&mut head, Mv { label: "output", m: out, input: MatvecInput::RmsNorm, x: &b.last_x, x_stride: d, y: &b.logits, y_stride: vocab, n_off: 0, accumulate: false, norm_w: norm, row_scale: Some(&b.last_scale), bias: None, pass: &b.pass_last });
+        rec.norm(&mut head, &b.last_x, &self.output_norm, &b.xn, false, d, &b.pass_last);
+        rec.matvec(&mut head, Mv { label: "output", m: out, input: MatvecInput::Plain, x: &b.xn, x_stride: d, y: &b.logits, y_stride: vocab, n_off: 0, accumulate: false, bias: None, pass: &b.pass_last });
         Plan { body, head }
     }
 
@@ -628,6 +633,7 @@ impl GpuModel {
             self.bufs.staging = staging(&self.ctx, batch.len() * self.cfg.vocab_size);
             self.bufs.staging_rows = batch.len();
         }
+        let t0 = std::time::Instant::now();
         let mut i = 0;
         while i < rows.len() {
             let (mut end, mut lasts) = (i, 0);
@@ -639,7 +645,13 @@ impl GpuModel {
             i = end;
         }
         let vocab = self.cfg.vocab_size;
+        let t1 = std::time::Instant::now();
         let all = self.ctx.read_f32(&self.bufs.staging, batch.len() * vocab)?;
+        if let Some((n, record, wait)) = self.timing.as_mut() {
+            *n += 1;
+            *record += (t1 - t0).as_secs_f64();
+            *wait += t1.elapsed().as_secs_f64();
+        }
         for (id, tokens) in batch {
             if let Some(s) = self.seqs[*id].as_mut() {
                 s.len += tokens.len();
@@ -660,8 +672,6 @@ struct Mv<'a> {
     y_stride: usize,
     n_off: usize,
     accumulate: bool,
-    norm_w: Option<&'a wgpu::Buffer>,
-    row_scale: Option<&'a wgpu::Buffer>,
     bias: Option<&'a wgpu::Buffer>,
     pass: &'a wgpu::Buffer,
 }
@@ -689,8 +699,6 @@ impl Recorder<'_> {
                 up_off: if gated { mv.m.k as u32 } else { 0 },
                 accumulate: mv.accumulate as u32,
                 has_bias: mv.bias.is_some() as u32,
-                eps: self.eps,
-                _pad: [0; 3],
             };
             let p = uniform(self.ctx, &params);
             let bind = bind(
@@ -702,32 +710,21 @@ impl Recorder<'_> {
                     (2, &c.ws),
                     (3, mv.x),
                     (4, mv.y),
-                    (5, mv.norm_w.unwrap_or(self.dummy)),
-                    (6, mv.bias.unwrap_or(self.dummy)),
-                    (7, mv.pass),
-                    (8, mv.row_scale.unwrap_or(self.dummy)),
+                    (5, mv.bias.unwrap_or(self.dummy)),
+                    (6, mv.pass),
                 ],
             );
             steps.push(Step { label: mv.label, pipeline: k.pipeline.clone(), bind, grid: Grid::Matvec(div_up(c.rows, MATVEC_WG_ROWS as usize)) });
         }
     }
 
-    /// The RMS scales of `n` rows of x, for the norm-fused matvecs that follow.
-    fn rms(&mut self, steps: &mut Vec<Step>, x: &wgpu::Buffer, scale: &wgpu::Buffer, d: usize, pass: &wgpu::Buffer) {
-        let p = uniform(self.ctx, &NormParams { d: d as u32, eps: self.eps, _pad: [0; 2] });
-        let k = &self.kernels.rms;
-        let bind = bind(&self.ctx.device, &k.layout, &[(0, &p), (1, x), (2, scale), (3, pass)]);
-        steps.push(Step { label: "rms", pipeline: k.pipeline.clone(), bind, grid: Grid::PerRow(1) });
-    }
-
-    /// Gemma's post-norms: x += rms_norm(t) · w (nothing for the other architectures,
-    /// whose matvec added straight into x).
-    fn post_norm(&mut self, steps: &mut Vec<Step>, w: Option<&wgpu::Buffer>, t: &wgpu::Buffer, x: &wgpu::Buffer, d: usize, pass: &wgpu::Buffer) {
-        let Some(w) = w else { return };
-        let p = uniform(self.ctx, &NormParams { d: d as u32, eps: self.eps, _pad: [0; 2] });
+    /// RMS norm of `n` rows of t, written to out (or added to it, Gemma's post-norms).
+    #[allow(clippy::too_many_arguments)]
+    fn norm(&mut self, steps: &mut Vec<Step>, t: &wgpu::Buffer, w: &wgpu::Buffer, out: &wgpu::Buffer, accumulate: bool, d: usize, pass: &wgpu::Buffer) {
+        let p = uniform(self.ctx, &NormParams { d: d as u32, eps: self.eps, accumulate: accumulate as u32, _pad: 0 });
         let k = &self.kernels.norm;
-        let bind = bind(&self.ctx.device, &k.layout, &[(0, &p), (1, t), (2, w), (3, x), (4, pass)]);
-        steps.push(Step { label: "post_norm", pipeline: k.pipeline.clone(), bind, grid: Grid::PerRow(1) });
+        let bind = bind(&self.ctx.device, &k.layout, &[(0, &p), (1, t), (2, w), (3, out), (4, pass)]);
+        steps.push(Step { label: "norm", pipeline: k.pipeline.clone(), bind, grid: Grid::PerRow(1) });
     }
 }
 
@@ -747,6 +744,14 @@ fn record(enc: &mut wgpu::CommandEncoder, steps: &[Step], n: usize, chunks: usiz
 
 impl Drop for GpuModel {
     fn drop(&mut self) {
+        if let Some((n, record, wait)) = self.timing {
+            let per = |t: f64| t * 1e3 / n.max(1) as f64;
+            eprintln!(
+                "WebGPU: {n} forward calls; per call {:.3} ms recording + submitting, {:.3} ms waiting for the GPU and the readback",
+                per(record),
+                per(wait)
+            );
+        }
         if let Some(p) = &self.profile {
             let total: f64 = p.iter().map(|e| e.2).sum();
             eprintln!("WebGPU profile (each step submitted alone): {:.1} ms in all", total * 1e3);

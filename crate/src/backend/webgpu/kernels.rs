@@ -13,7 +13,6 @@ const ROPE_CACHE: &str = include_str!("shaders/rope_cache.wgsl");
 const ATTENTION: &str = include_str!("shaders/attention.wgsl");
 const ATTENTION_MERGE: &str = include_str!("shaders/attention_merge.wgsl");
 const NORM: &str = include_str!("shaders/norm.wgsl");
-const RMS: &str = include_str!("shaders/rms.wgsl");
 
 /// Weight formats the kernels read directly (the override constant FORMAT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,7 +28,6 @@ pub enum Format {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MatvecInput {
     Plain = 0,
-    RmsNorm = 1,
     SiluGate = 2,
     GeluGate = 3,
 }
@@ -45,9 +43,6 @@ pub struct MatvecParams {
     pub up_off: u32,
     pub accumulate: u32,
     pub has_bias: u32,
-    /// Unused (the norm's eps lives in the rms kernel's parameters).
-    pub eps: f32,
-    pub _pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -100,7 +95,8 @@ pub struct AttentionParams {
 pub struct NormParams {
     pub d: u32,
     pub eps: f32,
-    pub _pad: [u32; 2],
+    pub accumulate: u32,
+    pub _pad: u32,
 }
 
 /// The per-pass uniform every kernel reads its row count from.
@@ -145,7 +141,6 @@ pub struct Kernels {
     pub attention: Kernel,
     pub attention_merge: Kernel,
     pub norm: Kernel,
-    pub rms: Kernel,
 }
 
 fn layout(device: &wgpu::Device, name: &str, slots: &[(u32, Slot)]) -> wgpu::BindGroupLayout {
@@ -210,7 +205,7 @@ impl Kernels {
         let matvec_layout = layout(
             device,
             "matvec",
-            &[(0, Uniform), (1, Read), (2, Read), (3, Read), (4, ReadWrite), (5, Read), (6, Read), (7, Uniform), (8, Read)],
+            &[(0, Uniform), (1, Read), (2, Read), (3, Read), (4, ReadWrite), (5, Read), (6, Uniform)],
         );
         let embed_layout = layout(device, "embed", &[(0, Uniform), (1, Read), (2, Read), (3, Read), (4, ReadWrite), (5, Uniform)]);
         Kernels {
@@ -241,7 +236,6 @@ impl Kernels {
                 &[(0, Uniform), (1, Read), (2, Read), (3, ReadWrite), (4, Uniform)],
             ),
             norm: kernel(device, "norm", NORM, &[(0, Uniform), (1, Read), (2, Read), (3, ReadWrite), (4, Uniform)]),
-            rms: kernel(device, "rms", RMS, &[(0, Uniform), (1, Read), (2, ReadWrite), (3, Uniform)]),
         }
     }
 

@@ -2,9 +2,9 @@
 // Decode runs 1-8 rows (the Amulet contexts) through one pass over W; prefill dispatches
 // one z-slice per 8 rows, so W is read once per 8 prompt tokens.
 // W: one row-chunk of a weight matrix, p.n rows of p.k elements (quant.wgsl layout).
-// in(m, k): INPUT 0: x[m, k]; 1: x[m, k] · row_scale[m] · norm_w[k] (RMS norm fused in,
-// its row scales from rms.wgsl); 2/3: act(x[m, k]) · x[m, up_off + k], act = SiLU or
-// GELU-tanh (the gated MLP fused into the down projection). x rows are x_stride apart.
+// in(m, k): INPUT 0: x[m, k] (norms run before, norm.wgsl); 2/3: act(x[m, k]) ·
+// x[m, up_off + k], act = SiLU or GELU-tanh (the gated MLP fused into the down
+// projection). x is read as vec4: row strides and up_off are multiples of 4.
 // Workgroup: 256 threads = 8 rows of W × 32 lanes; lanes stride over a row's u32 words
 // (coalesced), keep 8 per-input sums, then reduce across the 32 lanes in shared memory.
 // All loops over input rows have the constant bound MT and a guard (m < mc), so they
@@ -19,10 +19,6 @@ struct Params {
     up_off: u32,
     accumulate: u32,
     has_bias: u32,
-    eps: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 struct Pass {
@@ -33,12 +29,10 @@ struct Pass {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(3) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
-@group(0) @binding(5) var<storage, read> norm_w: array<f32>;
-@group(0) @binding(6) var<storage, read> bias: array<f32>;
-@group(0) @binding(7) var<uniform> pass_info: Pass;
-@group(0) @binding(8) var<storage, read> row_scale: array<f32>;
+@group(0) @binding(5) var<storage, read> bias: array<f32>;
+@group(0) @binding(6) var<uniform> pass_info: Pass;
 
 override INPUT: u32 = 0u;
 const MT: u32 = 8u;
@@ -47,32 +41,27 @@ const WG_ROWS: u32 = 8u;
 
 var<workgroup> red: array<f32, 2048>;
 
-fn input(m: u32, ml: u32, k: u32) -> f32 {
-    let v = x[m * p.x_stride + k];
+// Input elements k..k+3 of row m (k a multiple of 4).
+fn in4(m: u32, k: u32) -> vec4<f32> {
+    let v = x[(m * p.x_stride + k) / 4u];
     switch INPUT {
-        case 1u: { return v * row_scale[m] * norm_w[k]; }
         case 2u: {
-            let up = x[m * p.x_stride + p.up_off + k];
+            let up = x[(m * p.x_stride + p.up_off + k) / 4u];
             return v / (1.0 + exp(-v)) * up;
         }
         case 3u: {
-            let up = x[m * p.x_stride + p.up_off + k];
-            let t = clamp(0.7978845608028654 * (v + 0.044715 * v * v * v), -15.0, 15.0);
+            let up = x[(m * p.x_stride + p.up_off + k) / 4u];
+            let t = clamp(0.7978845608028654 * (v + 0.044715 * v * v * v), vec4<f32>(-15.0), vec4<f32>(15.0));
             return 0.5 * v * (1.0 + tanh(t)) * up;
         }
         default: { return v; }
     }
 }
 
-fn input4(m: u32, ml: u32, k: u32) -> vec4<f32> {
-    return vec4<f32>(input(m, ml, k), input(m, ml, k + 1u), input(m, ml, k + 2u), input(m, ml, k + 3u));
-}
-
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let m0 = wg.z * MT;
     let mc = min(MT, pass_info.n_rows - min(m0, pass_info.n_rows));
-
     let row_l = tid / LANES;
     let lane = tid % LANES;
     let n = wg.x * WG_ROWS + row_l;
@@ -93,7 +82,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
                                       f32(extractBits(wi, 16u, 8u)), f32(extractBits(wi, 24u, 8u)));
                     for (var m = 0u; m < MT; m++) {
                         if (m < mc) {
-                            acc[m] += d * dot(q, input4(m0 + m, m, w * 4u));
+                            acc[m] += d * dot(q, in4(m0 + m, w * 4u));
                         }
                     }
                 }
@@ -106,8 +95,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
                                        f32(extractBits(word, 20u, 4u)), f32(extractBits(word, 28u, 4u)));
                     for (var m = 0u; m < MT; m++) {
                         if (m < mc) {
-                            let xlo = input4(m0 + m, m, klo);
-                            let xhi = input4(m0 + m, m, klo + 16u);
+                            let xlo = in4(m0 + m, klo);
+                            let xhi = in4(m0 + m, klo + 16u);
                             if (FORMAT == FMT_Q4_1) {
                                 let sx = dot(xlo + xhi, vec4<f32>(1.0));
                                 acc[m] += ws[2u * b] * (dot(lo, xlo) + dot(hi, xhi)) + ws[2u * b + 1u] * sx;
@@ -121,15 +110,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
                     let pair = unpack2x16float(word);
                     for (var m = 0u; m < MT; m++) {
                         if (m < mc) {
-                            acc[m] += pair.x * input(m0 + m, m, 2u * w) + pair.y * input(m0 + m, m, 2u * w + 1u);
+                            let v = in4(m0 + m, (2u * w) & ~3u);
+                            acc[m] += dot(pair, select(v.xy, v.zw, (w & 1u) == 1u));
                         }
                     }
                 }
                 default: {
-                    let v = bitcast<f32>(word);
+                    let f = bitcast<f32>(word);
                     for (var m = 0u; m < MT; m++) {
                         if (m < mc) {
-                            acc[m] += v * input(m0 + m, m, w);
+                            acc[m] += f * in4(m0 + m, w & ~3u)[w & 3u];
                         }
                     }
                 }

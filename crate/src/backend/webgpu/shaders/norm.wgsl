@@ -1,12 +1,13 @@
-// Gemma's post-attention / post-MLP norm folded into the residual add:
-// x[r, :] += rms_norm(t[r, :]) · w.
+// RMS norm of rows: out[r, :] (+)= t[r, :] / sqrt(mean(t[r, :]^2) + eps) · w.
+// Before a matvec (accumulate 0) it writes the normed rows the matvec reads; after one
+// (Gemma's post-attention / post-MLP norms, accumulate 1) it adds into the residual.
 // Workgroup: 256 threads per row; grid (1, rows).
 
 struct Params {
     d: u32,
     eps: f32,
+    accumulate: u32,
     _pad0: u32,
-    _pad1: u32,
 }
 
 struct Pass {
@@ -19,7 +20,7 @@ struct Pass {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> t: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read_write> x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<uniform> pass_info: Pass;
 
 var<workgroup> red: array<f32, 256>;
@@ -45,6 +46,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
     let inv = 1.0 / sqrt(red[0] / f32(p.d) + p.eps);
     for (var i = tid; i < p.d; i += 256u) {
-        x[r * p.d + i] += t[r * p.d + i] * inv * w[i];
+        var v = t[r * p.d + i] * inv * w[i];
+        if (p.accumulate == 1u) {
+            v += out[r * p.d + i];
+        }
+        out[r * p.d + i] = v;
     }
 }
