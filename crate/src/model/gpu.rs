@@ -142,6 +142,21 @@ pub struct GpuModel {
     profile: Option<Vec<(&'static str, usize, f64)>>,
     /// AMULET_GPU_PROFILE=2: seconds spent recording + submitting, and waiting for results.
     timing: Option<(usize, f64, f64)>,
+    /// Bumped whenever a buffer that recorded commands bind is replaced.
+    generation: u64,
+    /// The next decode step's command buffer, recorded while the GPU ran this one (a step's
+    /// commands depend on its shape, not on its tokens, which travel in `meta`).
+    prerecorded: Option<(PassShape, wgpu::CommandBuffer)>,
+}
+
+/// What a pass's command buffer depends on.
+#[derive(Clone, PartialEq, Debug)]
+struct PassShape {
+    rows: usize,
+    chunks: usize,
+    /// (row in the pass, index in the batch) of each sequence's last row.
+    lasts: Vec<(u32, usize)>,
+    generation: u64,
 }
 
 fn f32_buffer(ctx: &GpuContext, label: &str, floats: usize, extra: wgpu::BufferUsages) -> wgpu::Buffer {
@@ -347,6 +362,8 @@ impl GpuModel {
             plan: None,
             profile: std::env::var("AMULET_GPU_PROFILE").is_ok_and(|v| v == "1").then(Vec::new),
             timing: std::env::var("AMULET_GPU_PROFILE").is_ok_and(|v| v == "2").then_some((0, 0.0, 0.0)),
+            generation: 0,
+            prerecorded: None,
         };
         model.ctx.device.poll(wgpu::PollType::wait_indefinitely()).ok();
         model.ctx.take_error()?;
@@ -528,7 +545,7 @@ impl GpuModel {
         }
     }
 
-    fn run_pass(&mut self, rows: &[Row]) -> Result<()> {
+    fn run_pass(&mut self, rows: &[Row]) -> Result<PassShape> {
         let cfg = self.cfg.clone();
         let mut meta = vec![0u32; 4 * MAX_ROWS];
         let mut tables: Vec<(SeqId, u32)> = Vec::new();
@@ -561,6 +578,7 @@ impl GpuModel {
         }
         if self.plan.is_none() {
             self.plan = Some(self.build_plan());
+            self.generation += 1;
         }
         let lasts: Vec<(u32, usize)> =
             rows.iter().enumerate().filter_map(|(r, row)| row.last.map(|b| (r as u32, b))).collect();
@@ -599,19 +617,31 @@ impl GpuModel {
                 enc.copy_buffer_to_buffer(&self.bufs.logits, j as u64 * row_bytes, &self.bufs.staging, b as u64 * row_bytes, row_bytes);
             }
             q.submit([enc.finish()]);
-            return Ok(());
+            return Ok(PassShape { rows: rows.len(), chunks, lasts, generation: self.generation });
         }
+        let shape = PassShape { rows: rows.len(), chunks, lasts, generation: self.generation };
+        let commands = match self.prerecorded.take() {
+            Some((pre, commands)) if pre == shape => commands,
+            _ => self.encode(&shape),
+        };
+        self.ctx.queue.submit([commands]);
+        Ok(shape)
+    }
+
+    /// One pass's commands: the body for all rows, the head for the last rows, and the
+    /// copies of their logits to the readback buffer.
+    fn encode(&self, shape: &PassShape) -> wgpu::CommandBuffer {
+        let plan = self.plan.as_ref().expect("plan built");
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        record(&mut enc, &plan.body, rows.len(), chunks);
-        if !lasts.is_empty() {
-            record(&mut enc, &plan.head, lasts.len(), chunks);
+        record(&mut enc, &plan.body, shape.rows, shape.chunks);
+        if !shape.lasts.is_empty() {
+            record(&mut enc, &plan.head, shape.lasts.len(), shape.chunks);
         }
-        let row_bytes = (cfg.vocab_size * 4) as u64;
-        for (j, &(_, b)) in lasts.iter().enumerate() {
+        let row_bytes = (self.cfg.vocab_size * 4) as u64;
+        for (j, &(_, b)) in shape.lasts.iter().enumerate() {
             enc.copy_buffer_to_buffer(&self.bufs.logits, j as u64 * row_bytes, &self.bufs.staging, b as u64 * row_bytes, row_bytes);
         }
-        q.submit([enc.finish()]);
-        Ok(())
+        enc.finish()
     }
 
     fn forward_inner(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
@@ -632,17 +662,31 @@ impl GpuModel {
         if batch.len() > self.bufs.staging_rows {
             self.bufs.staging = staging(&self.ctx, batch.len() * self.cfg.vocab_size);
             self.bufs.staging_rows = batch.len();
+            self.generation += 1;
         }
         let t0 = std::time::Instant::now();
         let mut i = 0;
+        let mut passes = Vec::new();
         while i < rows.len() {
             let (mut end, mut lasts) = (i, 0);
             while end < rows.len() && end - i < MAX_ROWS && (lasts < MAX_LAST || rows[end].last.is_none()) {
                 lasts += rows[end].last.is_some() as usize;
                 end += 1;
             }
-            self.run_pass(&rows[i..end])?;
+            passes.push(self.run_pass(&rows[i..end])?);
             i = end;
+        }
+        // A one-pass call is a decode step: record the next one (one position further)
+        // while the GPU works on this one.
+        if let [shape] = &passes[..] {
+            if self.profile.is_none() && shape.lasts.len() == shape.rows {
+                let span = rows.iter().map(|r| r.pos + 2).max().unwrap_or(1);
+                let next = PassShape { chunks: span.div_ceil(ATTENTION_CHUNK), ..shape.clone() };
+                if next.chunks <= self.bufs.chunk_cap {
+                    let commands = self.encode(&next);
+                    self.prerecorded = Some((next, commands));
+                }
+            }
         }
         let vocab = self.cfg.vocab_size;
         let t1 = std::time::Instant::now();
