@@ -35,6 +35,20 @@ need_chromium() {
   fi
 }
 
+# The WebGPU backend's tests run natively on lavapipe (Mesa's software Vulkan).
+need_vulkan() {
+  if ! ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1; then
+    log "apt-get install mesa-vulkan-drivers (lavapipe, for the WebGPU backend's tests)"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mesa-vulkan-drivers >/dev/null
+  fi
+  # Mesa asks for a runtime directory; without one it prints an error on every start.
+  if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "$XDG_RUNTIME_DIR" ]; then
+    export XDG_RUNTIME_DIR="${TMPDIR:-/tmp}/amulet-xdg-$(id -u)"
+    mkdir -p -m 700 "$XDG_RUNTIME_DIR"
+  fi
+}
+
 need_node_modules() {
   local dir
   for dir in "$@"; do
@@ -73,8 +87,9 @@ cmd_serve() {
 cmd_test() {
   need_models
   need_chromium
+  need_vulkan
   build_wasm
-  log "native: cargo test --release (unit, real-model, fixture, CLI tests)"
+  log "native: cargo test --release (unit, real-model, fixture, CLI, WebGPU-on-lavapipe tests)"
   cargo test --release --workspace
 
   log "wasm: wasm-bindgen-test in Node, then in headless Chromium"
@@ -98,7 +113,17 @@ cmd_bench() {
   models/fetch.sh >/dev/null
   mkdir -p target/bench
   log "native bench: base vs amulet, SmolLM2-135M Q4_1, 128 new tokens, RAYON_NUM_THREADS=$RAYON_NUM_THREADS"
-  ./target/release/amulet bench --runs "${BENCH_RUNS:-5}" --out target/bench/native.json
+  ./target/release/amulet bench --device cpu --runs "${BENCH_RUNS:-5}" --out target/bench/native.json
+  need_vulkan
+  log "native WebGPU next to CPU: SmolLM2-135M-shaped random weights (tests/bench/gpu-device.sh)"
+  # On a software adapter (lavapipe) this only shows the path runs: SHAPE=tiny keeps it short.
+  if RAYON_NUM_THREADS="$RAYON_NUM_THREADS" ./target/release/amulet generate --device auto --method base --max-tokens 1 \
+      --json hi 2>/dev/null | grep -q '"device":"webgpu"'; then
+    RUNS="${BENCH_RUNS:-3}" tests/bench/gpu-device.sh ./target/release/amulet target/bench
+  else
+    log "no hardware WebGPU adapter here: lavapipe smoke run on a tiny fixture (figures prove nothing about speed)"
+    SHAPE=tiny RUNS=1 tests/bench/gpu-device.sh ./target/release/amulet target/bench
+  fi
   need_chromium
   need_node_modules tests/bench
   log "browser bench: our CPU path (base, amulet) next to wllama, headless Chromium"
@@ -119,7 +144,7 @@ cmd_bench() {
     python3 tests/bench/llamacpp_bench.py --interleave ./target/release/amulet --rounds "${BENCH_LLAMA_ROUNDS:-3}" \
       --out target/bench/native-vs-llamacpp.json
   fi
-  log "JSON: target/bench/native.json, target/bench/browser.json$([ "${BENCH_LLAMA_CPP:-0}" = "1" ] && echo ", target/bench/native-vs-llamacpp.json")"
+  log "JSON: target/bench/native.json, target/bench/gpu-bench.json, target/bench/browser.json$([ "${BENCH_LLAMA_CPP:-0}" = "1" ] && echo ", target/bench/native-vs-llamacpp.json")"
 }
 
 case "${1:-}" in

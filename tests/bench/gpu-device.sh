@@ -21,9 +21,13 @@ nproc
 model=/tmp/amulet-gpu-fixture.gguf
 "$bin" fixture --arch llama --shape "${SHAPE:-smollm2-135m}" --quant q4_1 --seed 1 "$model" || exit 1
 ls -la "$model"
-timeout 300 "$bin" bench --model "$model" --device webgpu,cpu --runs "${RUNS:-3}" --tokens 128 \
+# One CPU thread is our CPU path's fastest setting on small machines; the second run gives
+# the CPU path every core, so the WebGPU figure is compared against the better of the two.
+RAYON_NUM_THREADS=1 timeout 300 "$bin" bench --model "$model" --device webgpu,cpu --runs "${RUNS:-3}" --tokens 128 \
   --out "$out/gpu-bench.json" 2>&1 | grep -v XDG_RUNTIME
+RAYON_NUM_THREADS=$(nproc) timeout 300 "$bin" bench --model "$model" --device cpu --runs "${RUNS:-3}" --tokens 128 \
+  --out "$out/cpu-all-threads.json" 2>&1 | grep -v XDG_RUNTIME | grep -E "^(device|cpu)"
 AMULET_GPU_PROFILE=2 timeout 120 "$bin" generate --model "$model" --device webgpu --method amulet \
   --preference concise --max-tokens 64 --json "How can I improve my eating habits?" 2>&1 | grep -v XDG_RUNTIME | tail -1
 AMULET_GPU_PROFILE=1 timeout 120 "$bin" generate --model "$model" --device webgpu --method amulet \
-  --preference concise --max-tokens 32 --json "How can I improve my eating habits?" 2>&1 | grep -v XDG_RUNTIME | tail -20
+  --preference concise --max-tokens 16 --json "How can I improve my eating habits?" 2>&1 | grep -v XDG_RUNTIME | grep -v '^{' 

@@ -18,7 +18,7 @@ use super::config::{Activation, Arch, ModelConfig, RopeLayout};
 use super::{check_batch, LanguageModel, SeqId};
 use crate::backend::webgpu::kernels::{
     bind, AttentionParams, EmbedParams, GatherParams, Kernels, MatvecInput, MatvecParams, NormParams, PassInfo,
-    RopeCacheParams, ATTENTION_CHUNK, KV_PAGE, MATVEC_ROWS, MATVEC_WG_ROWS,
+    RopeCacheParams, ATTENTION_CHUNK, KV_PAGE, MATVEC_ROWS,
 };
 use crate::backend::webgpu::weights::{repack_tensor, storage, vector, GpuMatrix, Repacked};
 use crate::backend::webgpu::{GpuContext, GpuInfo};
@@ -346,7 +346,7 @@ impl GpuModel {
             page_bytes,
             free: (0..pages as u32).rev().collect(),
         };
-        let kernels = Kernels::new(&ctx.device);
+        let kernels = Kernels::new(&ctx.device, ctx.info.software);
         let model = GpuModel {
             cfg,
             ctx,
@@ -732,6 +732,7 @@ impl Recorder<'_> {
     /// One dispatch per row-chunk of the matrix.
     fn matvec(&mut self, steps: &mut Vec<Step>, mv: Mv) {
         let gated = matches!(mv.input, MatvecInput::SiluGate | MatvecInput::GeluGate);
+        let wg_rows = (256 / self.kernels.matvec_lanes) as usize;
         let k = self.kernels.matvec(mv.m.format, mv.input);
         for c in &mv.m.chunks {
             let params = MatvecParams {
@@ -758,7 +759,7 @@ impl Recorder<'_> {
                     (6, mv.pass),
                 ],
             );
-            steps.push(Step { label: mv.label, pipeline: k.pipeline.clone(), bind, grid: Grid::Matvec(div_up(c.rows, MATVEC_WG_ROWS as usize)) });
+            steps.push(Step { label: mv.label, pipeline: k.pipeline.clone(), bind, grid: Grid::Matvec(div_up(c.rows, wg_rows)) });
         }
     }
 
@@ -900,3 +901,7 @@ impl LanguageModel for GpuModel {
         Ok(logits)
     }
 }
+
+#[cfg(test)]
+#[path = "gpu_tests.rs"]
+mod tests;

@@ -113,8 +113,6 @@ pub const KV_PAGE: usize = 16;
 pub const ATTENTION_CHUNK: usize = 64;
 /// Input rows per matvec z-slice (MT in matvec.wgsl).
 pub const MATVEC_ROWS: u32 = 8;
-/// Weight rows per matvec workgroup (WG_ROWS).
-pub const MATVEC_WG_ROWS: u32 = 8;
 
 #[derive(Clone, Copy)]
 enum Slot {
@@ -130,6 +128,8 @@ pub struct Kernel {
 
 pub struct Kernels {
     device: wgpu::Device,
+    /// Lanes per row of W in the matvec (LANES in matvec.wgsl).
+    pub matvec_lanes: u32,
     matvec_layout: wgpu::BindGroupLayout,
     embed_layout: wgpu::BindGroupLayout,
     matvec_module: wgpu::ShaderModule,
@@ -200,7 +200,7 @@ fn kernel(device: &wgpu::Device, name: &str, source: &str, slots: &[(u32, Slot)]
 }
 
 impl Kernels {
-    pub fn new(device: &wgpu::Device) -> Self {
+    pub fn new(device: &wgpu::Device, software: bool) -> Self {
         use Slot::*;
         let matvec_layout = layout(
             device,
@@ -208,8 +208,10 @@ impl Kernels {
             &[(0, Uniform), (1, Read), (2, Read), (3, Read), (4, ReadWrite), (5, Read), (6, Uniform)],
         );
         let embed_layout = layout(device, "embed", &[(0, Uniform), (1, Read), (2, Read), (3, Read), (4, ReadWrite), (5, Uniform)]);
+        let lanes = std::env::var("AMULET_MATVEC_LANES").ok().and_then(|v| v.parse().ok());
         Kernels {
             device: device.clone(),
+            matvec_lanes: lanes.unwrap_or(if software { 1 } else { 32 }),
             matvec_module: module(device, "matvec", &format!("{QUANT}\n{MATVEC}")),
             embed_module: module(device, "embed", &format!("{QUANT}\n{EMBED}")),
             matvec_layout,
@@ -241,14 +243,14 @@ impl Kernels {
 
     /// The matvec pipeline for a weight format and input mode (built on first use).
     pub fn matvec(&mut self, format: Format, input: MatvecInput) -> &Kernel {
-        let (device, module, layout) = (&self.device, &self.matvec_module, &self.matvec_layout);
+        let (device, module, layout, lanes) = (&self.device, &self.matvec_module, &self.matvec_layout, self.matvec_lanes);
         self.matvec.entry((format, input)).or_insert_with(|| Kernel {
             pipeline: pipeline(
                 device,
                 "matvec",
                 module,
                 layout,
-                &[("FORMAT", format as u32 as f64), ("INPUT", input as u32 as f64)],
+                &[("FORMAT", format as u32 as f64), ("INPUT", input as u32 as f64), ("LANES", lanes as f64)],
             ),
             layout: layout.clone(),
         })

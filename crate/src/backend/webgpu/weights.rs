@@ -157,7 +157,12 @@ pub struct GpuMatrix {
 
 impl GpuMatrix {
     pub fn upload(ctx: &GpuContext, m: &Repacked) -> Result<Self> {
-        let max = ctx.info.max_binding_bytes as usize;
+        Self::upload_limited(ctx, m, ctx.info.max_binding_bytes)
+    }
+
+    /// As `upload`, with chunks of at most `max_bytes` (tests split small matrices).
+    pub fn upload_limited(ctx: &GpuContext, m: &Repacked, max_bytes: u64) -> Result<Self> {
+        let max = max_bytes as usize;
         let (wpr, spr) = (m.words_per_row(), m.scales_per_row());
         let row_bytes = 4 * wpr.max(spr).max(1);
         if row_bytes > max {

@@ -35,9 +35,11 @@ struct Pass {
 @group(0) @binding(6) var<uniform> pass_info: Pass;
 
 override INPUT: u32 = 0u;
+// Lanes per row of W: 32 on GPUs; 1 on software adapters (lavapipe), where every
+// barrier costs a context switch and one invocation per row runs fastest.
+override LANES: u32 = 32u;
 const MT: u32 = 8u;
-const LANES: u32 = 32u;
-const WG_ROWS: u32 = 8u;
+override WG_ROWS: u32 = 256u / LANES;
 
 var<workgroup> red: array<f32, 2048>;
 
@@ -142,15 +144,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         }
         workgroupBarrier();
     }
-    if (lane < mc && n < p.n) {
-        var v = red[row_l * LANES * MT + lane];
-        if (p.has_bias == 1u) {
-            v += bias[p.n_off + n];
+    if (n < p.n) {
+        for (var m = lane; m < mc; m += LANES) {
+            var v = red[row_l * LANES * MT + m];
+            if (p.has_bias == 1u) {
+                v += bias[p.n_off + n];
+            }
+            let idx = (m0 + m) * p.y_stride + p.n_off + n;
+            if (p.accumulate == 1u) {
+                v += y[idx];
+            }
+            y[idx] = v;
         }
-        let idx = (m0 + lane) * p.y_stride + p.n_off + n;
-        if (p.accumulate == 1u) {
-            v += y[idx];
-        }
-        y[idx] = v;
     }
 }

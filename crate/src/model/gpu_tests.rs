@@ -1,0 +1,162 @@
+//! Kernel tests on random data of awkward sizes (rows of W not a multiple of the 8 a
+//! workgroup takes, 11 input rows across two z-slices, matrices split into row-chunks),
+//! against CPU references. They need an adapter: lavapipe in CI.
+
+use super::*;
+use crate::backend::webgpu::kernels::Format;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.next()).collect()
+    }
+}
+
+fn context() -> GpuContext {
+    GpuContext::open().unwrap_or_else(|e| panic!("{e}: install mesa-vulkan-drivers (./build.sh test does)"))
+}
+
+fn buffer(ctx: &GpuContext, data: &[f32]) -> wgpu::Buffer {
+    ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: None,
+        contents: bytemuck::cast_slice(data),
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+    })
+}
+
+fn read(ctx: &GpuContext, b: &wgpu::Buffer, floats: usize) -> Vec<f32> {
+    let st = staging(ctx, floats);
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    enc.copy_buffer_to_buffer(b, 0, &st, 0, (floats * 4) as u64);
+    ctx.queue.submit([enc.finish()]);
+    ctx.read_f32(&st, floats).unwrap()
+}
+
+/// Quantizes through the GGUF bytes of each format (as a model file holds them).
+fn matrix(format: Format, values: &[f32], rows: usize, k: usize) -> Repacked {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    let t = candle_core::Tensor::from_slice(values, (rows, k), &candle_core::Device::Cpu).unwrap();
+    let dtype = match format {
+        Format::F32 => GgmlDType::F32,
+        Format::F16 => GgmlDType::F16,
+        Format::Q4_0 => GgmlDType::Q4_0,
+        Format::Q4_1 => GgmlDType::Q4_1,
+        Format::Q8_0 => GgmlDType::Q8_0,
+    };
+    let q = QTensor::quantize(&t, dtype).unwrap();
+    let bytes = q.data().unwrap();
+    Repacked::from_gguf(dtype, &bytes, rows, k).unwrap().unwrap()
+}
+
+fn act(input: MatvecInput, g: f32) -> f32 {
+    match input {
+        MatvecInput::SiluGate => g / (1.0 + (-g).exp()),
+        MatvecInput::GeluGate => 0.5 * g * (1.0 + (0.797_884_6 * (g + 0.044715 * g * g * g)).tanh()),
+        MatvecInput::Plain => g,
+    }
+}
+
+#[test]
+fn matvec_matches_a_cpu_reference_for_every_format_input_and_shape() {
+    let ctx = context();
+    let mut kernels = Kernels::new(&ctx.device, ctx.info.software);
+    let mut rng = Rng(5);
+    let (n, k) = (37, 96);
+    for format in [Format::F32, Format::F16, Format::Q4_0, Format::Q4_1, Format::Q8_0] {
+        let w = matrix(format, &rng.vec(n * k), n, k);
+        for input in [MatvecInput::Plain, MatvecInput::SiluGate, MatvecInput::GeluGate] {
+            for (rows, chunk_rows) in [(1, n), (11, 10), (5, 8)] {
+                let gated = input != MatvecInput::Plain;
+                let x_stride = if gated { 2 * k } else { k };
+                let (y_stride, n_off) = (n + 6, 3);
+                let x = rng.vec(rows * x_stride);
+                let bias = rng.vec(n + n_off);
+                let y0 = rng.vec(rows * y_stride);
+                let row_bytes = 4 * (w.words.len() / n).max(w.scales.len() / n);
+                let gm = GpuMatrix::upload_limited(&ctx, &w, (chunk_rows * row_bytes) as u64).unwrap();
+                let (xb, yb, bb) = (buffer(&ctx, &x), buffer(&ctx, &y0), buffer(&ctx, &bias));
+                let pass = uniform(&ctx, &PassInfo { n_rows: rows as u32, _pad: [0; 3] });
+                let dummy = buffer(&ctx, &[0.0; 4]);
+                let mut steps = Vec::new();
+                let mut rec = Recorder { ctx: &ctx, kernels: &mut kernels, dummy: &dummy, eps: 1e-6 };
+                let mv = Mv { label: "t", m: &gm, input, x: &xb, x_stride, y: &yb, y_stride, n_off, accumulate: true, bias: Some(&bb), pass: &pass };
+                rec.matvec(&mut steps, mv);
+                assert_eq!(steps.len(), n.div_ceil(chunk_rows), "{format:?}: chunks");
+                let mut enc = ctx.device.create_command_encoder(&Default::default());
+                record(&mut enc, &steps, rows, 1);
+                ctx.queue.submit([enc.finish()]);
+                let got = read(&ctx, &yb, rows * y_stride);
+                let mut worst = 0f32;
+                for m in 0..rows {
+                    for col in 0..y_stride {
+                        let i = m * y_stride + col;
+                        let want = if col < n_off || col >= n_off + n {
+                            y0[i]
+                        } else {
+                            let r = col - n_off;
+                            let dot: f32 = (0..k)
+                                .map(|c| {
+                                    let v = act(input, x[m * x_stride + c]);
+                                    w.get(r, c) * if gated { v * x[m * x_stride + k + c] } else { v }
+                                })
+                                .sum();
+                            y0[i] + dot + bias[col]
+                        };
+                        worst = worst.max((got[i] - want).abs());
+                    }
+                }
+                assert!(worst < 1e-4, "{format:?} {input:?} rows {rows}: max error {worst}");
+            }
+        }
+    }
+}
+
+#[test]
+fn norm_writes_or_adds_rms_normed_rows() {
+    let ctx = context();
+    let mut kernels = Kernels::new(&ctx.device, ctx.info.software);
+    let mut rng = Rng(9);
+    let (d, rows) = (300, 3);
+    let (t, w, out0) = (rng.vec(rows * d), rng.vec(d), rng.vec(rows * d));
+    for accumulate in [false, true] {
+        let (tb, wb, ob) = (buffer(&ctx, &t), buffer(&ctx, &w), buffer(&ctx, &out0));
+        let pass = uniform(&ctx, &PassInfo { n_rows: rows as u32, _pad: [0; 3] });
+        let dummy = buffer(&ctx, &[0.0; 4]);
+        let mut steps = Vec::new();
+        Recorder { ctx: &ctx, kernels: &mut kernels, dummy: &dummy, eps: 1e-5 }.norm(&mut steps, &tb, &wb, &ob, accumulate, d, &pass);
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        record(&mut enc, &steps, rows, 1);
+        ctx.queue.submit([enc.finish()]);
+        let got = read(&ctx, &ob, rows * d);
+        for r in 0..rows {
+            let row = &t[r * d..(r + 1) * d];
+            let inv = 1.0 / (row.iter().map(|v| v * v).sum::<f32>() / d as f32 + 1e-5).sqrt();
+            for i in 0..d {
+                let want = row[i] * inv * w[i] + if accumulate { out0[r * d + i] } else { 0.0 };
+                assert!((got[r * d + i] - want).abs() < 1e-5, "row {r} col {i}: {} vs {want}", got[r * d + i]);
+            }
+        }
+    }
+}
+
+#[test]
+fn q8_0_requantization_stays_within_half_a_step() {
+    let mut rng = Rng(3);
+    let values = rng.vec(4 * 64);
+    let q = Repacked::q8_0(&values, 4, 64);
+    for r in 0..4 {
+        for b in 0..2 {
+            let block = &values[r * 64 + b * 32..r * 64 + b * 32 + 32];
+            let step = block.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+            for (i, v) in block.iter().enumerate() {
+                assert!((q.get(r, b * 32 + i) - v).abs() <= step * 0.5 + 1e-7);
+            }
+        }
+    }
+}
