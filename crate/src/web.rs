@@ -103,6 +103,11 @@ impl WasmEngine {
             "contextLength": i.context_length,
             "vocabSize": i.vocab_size,
             "device": i.device,
+            "deviceReason": if i.device_reason.is_empty() {
+                "the WebGPU backend is not in the WebAssembly package yet: the CPU path runs"
+            } else {
+                i.device_reason.as_str()
+            },
             "chatTemplateFallback": i.chat_template_fallback,
         }))
     }

@@ -35,6 +35,7 @@ test('load from a file path reports progress for reading and building', () => {
 test('info describes the model and the cpu device', () => {
   const info = engine.info;
   assert.equal(info.device, 'cpu');
+  assert.match(info.deviceReason, /WebGPU/);
   assert.equal(info.architecture, 'llama');
   assert.equal(info.quantization, 'Q4_1');
   assert.equal(info.vocabSize, 49152);
@@ -226,7 +227,7 @@ test('bad model bytes -> BAD_MODEL; device webgpu -> NO_WEBGPU', async () => {
   assert.equal(gguf.code, 'BAD_MODEL');
   const gpu = await thrown(AmuletEngine.load(MODEL_PATH, { device: 'webgpu' }));
   assert.equal(gpu.code, 'NO_WEBGPU');
-  assert.match(gpu.message, /WebGPU backend is not built yet/);
+  assert.match(gpu.message, /not in the WebAssembly package yet/);
   const missing = await thrown(AmuletEngine.load('/nonexistent/model.gguf'));
   assert.equal(missing.code, 'IO');
   const opt = await thrown(AmuletEngine.load(MODEL_PATH, { devise: 'cpu' }));

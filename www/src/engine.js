@@ -36,7 +36,10 @@ export function checkLoadOptions(options) {
   }
   if (options.model != null && typeof options.model !== 'string') throw badOption('model', 'must be a string');
   if (device === 'webgpu') {
-    throw new AmuletError('NO_WEBGPU', "the WebGPU backend is not built yet: use device 'cpu' or 'auto'");
+    throw new AmuletError(
+      'NO_WEBGPU',
+      "the WebGPU backend runs natively (the amulet CLI) but is not in the WebAssembly package yet: use device 'cpu' or 'auto'",
+    );
   }
   return device;
 }

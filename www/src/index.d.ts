@@ -14,7 +14,7 @@ export type AmuletErrorCode =
   | 'ABORTED' // an AbortSignal fired (error.name is 'AbortError')
   | 'COMPUTE'
   | 'IO' // download / file / cache failures, and a .wasm that could not be loaded
-  | 'NO_WEBGPU' // device: 'webgpu' (the WebGPU backend is not built yet)
+  | 'NO_WEBGPU' // device: 'webgpu' (the WebGPU backend is native-only so far)
   | 'DISPOSED' // the engine has been disposed
   | 'NOT_READY' // closedFormStrength before the wasm module was initialised
   | 'WORKER'; // the worker failed or a message could not cross
@@ -81,6 +81,8 @@ export interface EngineInfo {
   contextLength: number;
   vocabSize: number;
   device: 'cpu' | 'webgpu';
+  /** Why this backend: the adapter, or why WebGPU was passed over. */
+  deviceReason: string;
   /** True when the GGUF had no usable chat template and a generic one is used. */
   chatTemplateFallback: boolean;
 }

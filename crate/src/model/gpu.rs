@@ -1,11 +1,13 @@
 //! The decoder-only transformer (llama, qwen2, gemma3) on the WebGPU backend.
 //!
 //! A forward call becomes passes of at most `MAX_ROWS` rows (a decode step of any number
-//! of sequences is one pass); each pass is ONE command buffer: embedding, per layer six
-//! dispatches (qkv with the norm fused in, rope + cache write, attention, output
-//! projection + residual, gate/up with the norm fused in, down with the gated activation
-//! fused in + residual), then each sequence's last row through the final norm and the
-//! output projection. Logits are read back once per call.
+//! of sequences is one pass); each pass is ONE command buffer: the embedding; per layer
+//! the attention norm, the stacked q/k/v matvec, rope + KV-cache write, split-K attention
+//! and its merge, the output projection adding into the residual, the MLP norm, the
+//! stacked gate/up matvec, the down projection with the gated activation fused in (Gemma
+//! adds its post-norms); then each sequence's last row through the final norm and the
+//! output projection. Logits are read back once per call. While the GPU runs a decode
+//! step, the next step's command buffer is recorded.
 //!
 //! KV caches live in one paged pool ([page][layer][16 positions][kv_dim], K and V apart):
 //! every row of a pass finds its sequence's pages through a page table in `meta`, so
@@ -15,7 +17,7 @@ use wgpu::util::DeviceExt;
 
 use super::attention::RopeTable;
 use super::config::{Activation, Arch, ModelConfig, RopeLayout};
-use super::{check_batch, LanguageModel, SeqId};
+use super::{check_batch, put_in_free_slot, LanguageModel, SeqId};
 use crate::backend::webgpu::kernels::{
     bind, AttentionParams, EmbedParams, GatherParams, Kernels, MatvecInput, MatvecParams, NormParams, PassInfo,
     RopeCacheParams, ATTENTION_CHUNK, KV_PAGE, MATVEC_ROWS,
@@ -460,7 +462,7 @@ impl GpuModel {
             );
             body.push(Step { label: "attention", pipeline: k.pipeline.clone(), bind: bind_at, grid: Grid::Attention(cfg.n_head as u32) });
             let k = &rec.kernels.attention_merge;
-            let bind_m = bind(dev, &k.layout, &[(0, &p), (1, &b.meta), (2, &b.partial), (3, &b.attn), (4, rows)]);
+            let bind_m = bind(dev, &k.layout, &[(0, &p), (2, &b.meta), (5, &b.partial), (6, rows), (7, &b.attn)]);
             body.push(Step { label: "attention", pipeline: k.pipeline.clone(), bind: bind_m, grid: Grid::PerRow(cfg.n_head as u32) });
 
             let (out_y, out_acc) = if l.post_attn_norm.is_some() { (&b.tmp, false) } else { (&b.x, true) };
@@ -838,17 +840,7 @@ impl LanguageModel for GpuModel {
     }
 
     fn new_sequence(&mut self) -> SeqId {
-        let seq = Sequence { pages: Vec::new(), len: 0 };
-        match self.seqs.iter().position(|s| s.is_none()) {
-            Some(i) => {
-                self.seqs[i] = Some(seq);
-                i
-            }
-            None => {
-                self.seqs.push(Some(seq));
-                self.seqs.len() - 1
-            }
-        }
+        put_in_free_slot(&mut self.seqs, Sequence { pages: Vec::new(), len: 0 })
     }
 
     fn fork_sequence(&mut self, source: SeqId) -> Option<SeqId> {

@@ -70,3 +70,18 @@ pub(crate) fn check_batch(
     }
     Ok(())
 }
+
+/// Stores `value` in the first empty slot (or a new one) and returns its index: sequence
+/// ids are reused once freed.
+pub(crate) fn put_in_free_slot<T>(slots: &mut Vec<Option<T>>, value: T) -> SeqId {
+    match slots.iter().position(|s| s.is_none()) {
+        Some(i) => {
+            slots[i] = Some(value);
+            i
+        }
+        None => {
+            slots.push(Some(value));
+            slots.len() - 1
+        }
+    }
+}

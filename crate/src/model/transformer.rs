@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 
 use super::attention::{attend, AttentionShape, KvCache, RopeTable};
 use super::config::{Activation, Arch, ModelConfig};
-use super::{check_batch, LanguageModel, SeqId};
+use super::{check_batch, put_in_free_slot, LanguageModel, SeqId};
 use crate::backend::linear::Linear;
 use crate::backend::q8_0::Q80Matrix;
 use crate::error::{AmuletError, Result};
@@ -265,17 +265,7 @@ impl LanguageModel for CpuModel {
     }
 
     fn new_sequence(&mut self) -> SeqId {
-        let cache = KvCache::new(self.cfg.n_layer);
-        match self.seqs.iter().position(|s| s.is_none()) {
-            Some(i) => {
-                self.seqs[i] = Some(cache);
-                i
-            }
-            None => {
-                self.seqs.push(Some(cache));
-                self.seqs.len() - 1
-            }
-        }
+        put_in_free_slot(&mut self.seqs, KvCache::new(self.cfg.n_layer))
     }
 
     fn fork_sequence(&mut self, source: SeqId) -> Option<SeqId> {

@@ -5,13 +5,13 @@ use std::collections::HashMap;
 
 use bytemuck::{Pod, Zeroable};
 
+const COMMON: &str = include_str!("shaders/common.wgsl");
 const QUANT: &str = include_str!("shaders/quant.wgsl");
 const MATVEC: &str = include_str!("shaders/matvec.wgsl");
 const EMBED: &str = include_str!("shaders/embed.wgsl");
 const GATHER: &str = include_str!("shaders/gather.wgsl");
 const ROPE_CACHE: &str = include_str!("shaders/rope_cache.wgsl");
 const ATTENTION: &str = include_str!("shaders/attention.wgsl");
-const ATTENTION_MERGE: &str = include_str!("shaders/attention_merge.wgsl");
 const NORM: &str = include_str!("shaders/norm.wgsl");
 
 /// Weight formats the kernels read directly (the override constant FORMAT).
@@ -164,10 +164,11 @@ fn layout(device: &wgpu::Device, name: &str, slots: &[(u32, Slot)]) -> wgpu::Bin
     device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(name), entries: &entries })
 }
 
+/// A shader module: the kernel's source after common.wgsl.
 fn module(device: &wgpu::Device, name: &str, source: &str) -> wgpu::ShaderModule {
     device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(name),
-        source: wgpu::ShaderSource::Wgsl(source.into()),
+        source: wgpu::ShaderSource::Wgsl(format!("{COMMON}\n{source}").into()),
     })
 }
 
@@ -175,6 +176,17 @@ fn pipeline(
     device: &wgpu::Device,
     name: &str,
     module: &wgpu::ShaderModule,
+    layout: &wgpu::BindGroupLayout,
+    constants: &[(&str, f64)],
+) -> wgpu::ComputePipeline {
+    entry_pipeline(device, name, module, "main", layout, constants)
+}
+
+fn entry_pipeline(
+    device: &wgpu::Device,
+    name: &str,
+    module: &wgpu::ShaderModule,
+    entry: &str,
     layout: &wgpu::BindGroupLayout,
     constants: &[(&str, f64)],
 ) -> wgpu::ComputePipeline {
@@ -187,7 +199,7 @@ fn pipeline(
         label: Some(name),
         layout: Some(&pl),
         module,
-        entry_point: Some("main"),
+        entry_point: Some(entry),
         compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: false },
         cache: None,
     })
@@ -208,6 +220,13 @@ impl Kernels {
             &[(0, Uniform), (1, Read), (2, Read), (3, Read), (4, ReadWrite), (5, Read), (6, Uniform)],
         );
         let embed_layout = layout(device, "embed", &[(0, Uniform), (1, Read), (2, Read), (3, Read), (4, ReadWrite), (5, Uniform)]);
+        let attention = module(device, "attention", ATTENTION);
+        let attention_layout = layout(
+            device,
+            "attention",
+            &[(0, Uniform), (1, Read), (2, Read), (3, Read), (4, Read), (5, ReadWrite), (6, Uniform)],
+        );
+        let merge_layout = layout(device, "attention merge", &[(0, Uniform), (2, Read), (5, ReadWrite), (6, Uniform), (7, ReadWrite)]);
         let lanes = std::env::var("AMULET_MATVEC_LANES").ok().and_then(|v| v.parse().ok());
         Kernels {
             device: device.clone(),
@@ -225,18 +244,14 @@ impl Kernels {
                 ROPE_CACHE,
                 &[(0, Uniform), (1, ReadWrite), (2, Read), (3, ReadWrite), (4, ReadWrite), (5, Read), (6, Read), (7, Uniform)],
             ),
-            attention: kernel(
-                device,
-                "attention",
-                ATTENTION,
-                &[(0, Uniform), (1, Read), (2, Read), (3, Read), (4, Read), (5, ReadWrite), (6, Uniform)],
-            ),
-            attention_merge: kernel(
-                device,
-                "attention_merge",
-                ATTENTION_MERGE,
-                &[(0, Uniform), (1, Read), (2, Read), (3, ReadWrite), (4, Uniform)],
-            ),
+            attention: Kernel {
+                pipeline: pipeline(device, "attention", &attention, &attention_layout, &[]),
+                layout: attention_layout,
+            },
+            attention_merge: Kernel {
+                pipeline: entry_pipeline(device, "attention merge", &attention, "merge", &merge_layout, &[]),
+                layout: merge_layout,
+            },
             norm: kernel(device, "norm", NORM, &[(0, Uniform), (1, Read), (2, Read), (3, ReadWrite), (4, Uniform)]),
         }
     }

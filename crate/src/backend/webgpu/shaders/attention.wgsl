@@ -4,7 +4,7 @@
 // head h / (n_head / n_kv_head); Gemma 3's local layers see positions pos + 1 - window ..= pos.
 // Writes, per (row, head, chunk), the chunk's max score, its sum of exp(score - max) and
 // Σ exp(score - max) · v into `partial` [rows][n_head][max_chunks][head_dim + 2];
-// attention_merge.wgsl combines the chunks. KV pool and meta as in rope_cache.wgsl.
+// `merge` below combines the chunks. KV pool and meta as in rope_cache.wgsl.
 // Workgroup: 256 threads per (head, row, chunk). Scores: 4 threads per position, each a
 // quarter of the head; weighted sum: thread (dim, group) over every (256 / head_dim)-th position.
 
@@ -19,13 +19,6 @@ struct Params {
     scale: f32,
 }
 
-struct Pass {
-    n_rows: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
 const PAGE: u32 = 16u;
 const CHUNK: u32 = 64u;
 
@@ -36,6 +29,7 @@ const CHUNK: u32 = 64u;
 @group(0) @binding(4) var<storage, read> v_pool: array<f32>;
 @group(0) @binding(5) var<storage, read_write> partial: array<f32>;
 @group(0) @binding(6) var<uniform> pass_info: Pass;
+@group(0) @binding(7) var<storage, read_write> out: array<f32>;
 
 var<workgroup> q: array<f32, 256>;
 var<workgroup> part: array<f32, 256>;
@@ -143,5 +137,42 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     if (tid == 0u) {
         partial[base + hd] = top;
         partial[base + hd + 1u] = red[0];
+    }
+}
+
+// The chunks of one (row, head) combined:
+// out[row, h*hd + i] = Σ_c e^(max_c - M) · acc_c[i] / Σ_c e^(max_c - M) · sum_c, M = max_c max_c.
+// Workgroup: 64 threads over the head's dimensions; grid (n_head, rows).
+@compute @workgroup_size(64)
+fn merge(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let r = wg.y;
+    if (r >= pass_info.n_rows) {
+        return;
+    }
+    let h = wg.x;
+    let hd = p.head_dim;
+    let pos = rows_meta[4u * r + 1u];
+    var start = 0u;
+    if (p.window > 0u && pos + 1u > p.window) {
+        start = pos + 1u - p.window;
+    }
+    let chunks = (pos + 1u - start + CHUNK - 1u) / CHUNK;
+    let base = (r * p.n_head + h) * p.max_chunks * (hd + 2u);
+    var top = -3.4e38;
+    for (var c = 0u; c < chunks; c++) {
+        top = max(top, partial[base + c * (hd + 2u) + hd]);
+    }
+    var total = 0.0;
+    for (var c = 0u; c < chunks; c++) {
+        let at = base + c * (hd + 2u);
+        total += exp(partial[at + hd] - top) * partial[at + hd + 1u];
+    }
+    for (var i = tid; i < hd; i += 64u) {
+        var acc = 0.0;
+        for (var c = 0u; c < chunks; c++) {
+            let at = base + c * (hd + 2u);
+            acc += exp(partial[at + hd] - top) * partial[at + i];
+        }
+        out[r * p.n_head * hd + h * hd + i] = acc / total;
     }
 }

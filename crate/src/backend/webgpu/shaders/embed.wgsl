@@ -11,13 +11,6 @@ struct Params {
     scale: f32,
 }
 
-struct Pass {
-    n_rows: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(3) var<storage, read> rows_meta: array<u32>;
 @group(0) @binding(4) var<storage, read_write> x: array<f32>;

@@ -10,13 +10,6 @@ struct Params {
     _pad0: u32,
 }
 
-struct Pass {
-    n_rows: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> t: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;

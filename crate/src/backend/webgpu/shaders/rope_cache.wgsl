@@ -22,13 +22,6 @@ struct Params {
     _pad2: u32,
 }
 
-struct Pass {
-    n_rows: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
 const PAGE: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> p: Params;
