@@ -136,12 +136,13 @@ export class AmuletEngine {
       contextLength: raw.contextLength,
       vocabSize: raw.vocabSize,
       device: raw.device ?? 'cpu',
+      deviceReason: raw.deviceReason,
       chatTemplateFallback: raw.chatTemplateFallback,
     };
     return new AmuletEngine(PRIVATE, wasm, info);
   }
 
-  /** `{ model, name, architecture, quantization, contextLength, vocabSize, device, chatTemplateFallback }` */
+  /** `{ model, name, architecture, quantization, contextLength, vocabSize, device, deviceReason, chatTemplateFallback }` */
   get info() {
     return this.#info;
   }
