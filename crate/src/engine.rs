@@ -148,8 +148,12 @@ fn default_clock() -> f64 {
     0.0
 }
 
+/// Builds a replacement model on the CPU when the GPU is lost.
+pub type Fallback = Box<dyn FnMut() -> Result<Box<dyn LanguageModel>>>;
+
 pub struct Engine {
     model: Box<dyn LanguageModel>,
+    fallback: Option<Fallback>,
     tokenizer: Arc<TextTokenizer>,
     template: ChatTemplate,
     info: ModelInfo,
@@ -282,7 +286,23 @@ impl Engine {
             device_reason: String::new(),
             chat_template_fallback: template.is_fallback(),
         };
-        Ok(Engine { model, tokenizer: Arc::new(tokenizer), template, info, end_ids, clock: default_clock })
+        Ok(Engine { model, fallback: None, tokenizer: Arc::new(tokenizer), template, info, end_ids, clock: default_clock })
+    }
+
+    /// What to run on when the device is lost: the next request after a loss builds the
+    /// model with it (the request that saw the loss ends with its error).
+    pub fn set_fallback(&mut self, fallback: Fallback) {
+        self.fallback = Some(fallback);
+    }
+
+    /// Swaps in the fallback model if the device is gone.
+    fn recover_lost_device(&mut self) -> Result<()> {
+        let Some(why) = self.model.lost() else { return Ok(()) };
+        let Some(fallback) = self.fallback.as_mut() else { return Err(AmuletError::Compute(why)) };
+        self.model = fallback()?;
+        self.info.device = self.model.device().to_string();
+        self.info.device_reason = format!("{why}; running on the {} since", self.info.device);
+        Ok(())
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -361,6 +381,7 @@ impl Engine {
     /// Validates a request, creates its sequences and prefills them as one batch. Drive it
     /// with `step` until that returns no events, then `finish` (always: it frees the caches).
     pub fn start(&mut self, req: &GenerateRequest) -> Result<Generation> {
+        self.recover_lost_device()?;
         if req.methods.is_empty() {
             return Err(AmuletError::bad_option("methods", "needs at least one method"));
         }

@@ -124,3 +124,39 @@ fn smollm2_agrees_with_the_cpu_backend_over_64_greedy_steps() {
     assert!(agree >= 62, "top-1 agreement {agree}/64");
     assert!(worst < 3.0 && worst_p < 0.15, "max |Δlogit| {worst}, max |Δp| {worst_p}");
 }
+
+/// A GPU lost in the middle of a request ends that request with an error that says so;
+/// the next request runs on the CPU fallback, and nothing hangs.
+#[test]
+fn a_lost_device_fails_the_request_and_the_next_one_runs_on_the_cpu() {
+    use amulet::engine::{Engine, GenerateRequest};
+    let bytes = write_gguf(&FixtureSpec::tiny(Arch::Llama, GgmlDType::Q4_1, 3)).unwrap();
+    let g = Gguf::parse(&bytes).unwrap();
+    let gpu = GpuModel::load(context(), &g, &bytes, |_, _| {}).unwrap();
+    let device = gpu.device();
+    let mut engine = Engine::with_model(&g, Box::new(gpu)).unwrap();
+    let fallback_bytes = bytes.clone();
+    engine.set_fallback(Box::new(move || {
+        let g = Gguf::parse(&fallback_bytes)?;
+        Ok(Box::new(CpuModel::load(&g, &fallback_bytes, |_, _| {})?))
+    }));
+    let mut req = GenerateRequest::new("hi");
+    req.preference = Some("terse".into());
+    req.max_tokens = 6;
+    req.ignore_eos = true;
+    let before = engine.generate(&req, &mut |_| true).unwrap();
+    assert_eq!(engine.info().device, "webgpu");
+
+    let mut run = engine.start(&req).unwrap();
+    engine.step(&mut run).unwrap();
+    device.destroy();
+    let err = (0..6).find_map(|_| engine.step(&mut run).err()).expect("a step after the loss fails");
+    assert_eq!(err.code(), "COMPUTE");
+    assert!(err.to_string().contains("lost"), "{err}");
+    let _ = engine.finish(run);
+
+    let after = engine.generate(&req, &mut |_| true).unwrap();
+    assert_eq!(engine.info().device, "cpu");
+    assert!(engine.info().device_reason.contains("lost"), "{}", engine.info().device_reason);
+    assert_eq!(after.completions[0].tokens, before.completions[0].tokens);
+}

@@ -376,6 +376,11 @@ impl GpuModel {
         &self.ctx.info
     }
 
+    /// The wgpu device (tests destroy it to simulate a lost GPU).
+    pub fn device(&self) -> wgpu::Device {
+        self.ctx.device.clone()
+    }
+
     fn build_plan(&mut self) -> Plan {
         let cfg = self.cfg.clone();
         let (d, q, kv, ff) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim(), cfg.d_ff);
@@ -883,8 +888,15 @@ impl LanguageModel for GpuModel {
         self.seqs.get(id)?.as_ref().map(|s| s.len)
     }
 
+    fn lost(&self) -> Option<String> {
+        self.ctx.lost()
+    }
+
     fn forward(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
         check_batch(&self.cfg, batch, |id| self.sequence_len(id))?;
+        if let Some(why) = self.ctx.lost() {
+            return Err(AmuletError::Compute(why));
+        }
         self.ctx.take_error()?;
         let logits = self.forward_inner(batch)?;
         if logits.iter().any(|row| row.iter().any(|v| !v.is_finite())) {

@@ -37,6 +37,10 @@ pub trait LanguageModel {
     /// Appends `tokens` to each listed sequence (one step, or a whole prompt) and returns,
     /// per entry, the logits after its last token. On error no cache is changed.
     fn forward(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>>;
+    /// Why the device is gone (a lost GPU), or None while it works.
+    fn lost(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The checks every backend makes before touching a cache: known, distinct sequences,

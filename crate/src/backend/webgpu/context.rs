@@ -23,6 +23,8 @@ pub struct GpuContext {
     /// The first error wgpu reported since the last `take_error` (validation, out of
     /// memory, device lost). Without a handler wgpu would panic instead.
     error: Arc<Mutex<Option<String>>>,
+    /// Set once the device is lost (driver reset, device removed, `destroy`).
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 impl GpuContext {
@@ -62,10 +64,13 @@ impl GpuContext {
             let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
             slot.get_or_insert_with(|| e.to_string());
         }));
-        let sink = error.clone();
+        let lost: Arc<Mutex<Option<String>>> = Arc::default();
+        let (sink, lost_sink) = (error.clone(), lost.clone());
         device.set_device_lost_callback(move |reason, message| {
-            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
-            slot.get_or_insert_with(|| format!("the WebGPU device was lost ({reason:?}): {message}"));
+            let text = format!("the WebGPU device was lost ({reason:?}): {message}");
+            for slot in [&sink, &lost_sink] {
+                slot.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| text.clone());
+            }
         });
         let info = GpuInfo {
             name: adapter_info.name.clone(),
@@ -73,7 +78,12 @@ impl GpuContext {
             software: adapter_info.device_type == wgpu::DeviceType::Cpu,
             max_binding_bytes: (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size),
         };
-        Ok(GpuContext { device, queue, info, limits, error })
+        Ok(GpuContext { device, queue, info, limits, error, lost })
+    }
+
+    /// Why the device is gone, once it is.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The error wgpu reported since the last call, as a typed error.

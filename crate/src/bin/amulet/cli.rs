@@ -148,11 +148,20 @@ pub fn load_engine(path: &std::path::Path, quiet: bool, device: DeviceChoice) ->
     );
     bar.set_message(path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default());
     let gguf = amulet::gguf::Gguf::parse(&bytes)?;
-    let engine = Engine::load_on(&gguf, &bytes[..], device, |done, total| {
+    let mut engine = Engine::load_on(&gguf, &bytes[..], device, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
+    if engine.info().device == "webgpu" {
+        // A lost GPU: the file is read again and the next request runs on the CPU.
+        let path = path.to_path_buf();
+        engine.set_fallback(Box::new(move || {
+            let bytes = std::fs::read(&path).map_err(|e| AmuletError::Io(format!("{}: {e}", path.display())))?;
+            let gguf = amulet::gguf::Gguf::parse(&bytes)?;
+            Ok(Box::new(amulet::model::CpuModel::load(&gguf, &bytes[..], |_, _| {})?))
+        }));
+    }
     Ok((engine, t0.elapsed().as_secs_f64() * 1e3))
 }
 
