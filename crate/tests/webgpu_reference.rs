@@ -160,3 +160,30 @@ fn a_lost_device_fails_the_request_and_the_next_one_runs_on_the_cpu() {
     assert!(engine.info().device_reason.contains("lost"), "{}", engine.info().device_reason);
     assert_eq!(after.completions[0].tokens, before.completions[0].tokens);
 }
+
+/// A prompt longer than everything the backend allocates up front (1,024 rope positions,
+/// 64 KV pages, 4 attention chunks a row), then a fork and decode steps: the pool, the rope
+/// table, the page tables and the attention scratch all grow in the middle of a run.
+#[test]
+fn buffers_grow_past_their_first_sizes() {
+    let bytes = write_gguf(&FixtureSpec::tiny(Arch::Qwen2, GgmlDType::Q8_0, 5)).unwrap();
+    let g = Gguf::parse(&bytes).unwrap();
+    let mut cpu = CpuModel::load(&g, &bytes, |_, _| {}).unwrap();
+    let mut gpu = GpuModel::load(context(), &g, &bytes, |_, _| {}).unwrap();
+    let run = |m: &mut dyn LanguageModel| {
+        let a: Vec<u32> = (0..1100u32).map(|i| (i * 53 + 7) % 500).collect();
+        let sa = m.new_sequence();
+        let mut out = m.forward(&[(sa, &a)]).unwrap();
+        let sb = m.fork_sequence(sa).unwrap();
+        for step in [[3u32, 4], [5, 6]] {
+            out.extend(m.forward(&[(sa, &step[..1]), (sb, &step[1..])]).unwrap());
+        }
+        out
+    };
+    let (want, got) = (run(&mut cpu), run(&mut gpu));
+    for (w, g) in want.iter().zip(&got) {
+        let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(max_abs_diff(w, g) / scale < 5e-3, "{}", max_abs_diff(w, g) / scale);
+        assert_eq!(argmax(w), argmax(g));
+    }
+}
