@@ -23,7 +23,7 @@ use crate::backend::webgpu::kernels::{
     RopeCacheParams, ATTENTION_CHUNK, KV_PAGE, MATVEC_ROWS,
 };
 use crate::backend::webgpu::weights::{repack_tensor, storage, vector, GpuMatrix, Repacked};
-use crate::backend::webgpu::{GpuContext, GpuInfo};
+use crate::backend::webgpu::GpuContext;
 use crate::error::{AmuletError, Result};
 use crate::gguf::{Gguf, TensorSource};
 
@@ -248,7 +248,7 @@ impl GpuModel {
             Some(_) => Some(GpuMatrix::load(&ctx, g, src, "output.weight", d, cfg.vocab_size)?),
             None => None,
         };
-        let output_norm = vector(&ctx, g, src, "output_norm.weight", d)?;
+        let output_norm = vector(&ctx, g, src, &[("output_norm.weight".to_string(), d)])?;
         let gemma = cfg.arch == Arch::Gemma3;
         let mut layers = Vec::with_capacity(cfg.n_layer);
         let mut bases: Vec<f32> = Vec::new();
@@ -256,24 +256,14 @@ impl GpuModel {
             progress(i, cfg.n_layer);
             let n = |s: &str| format!("blk.{i}.{s}");
             let m = |s: &str, k: usize, rows: usize| GpuMatrix::load(&ctx, g, src, &n(s), k, rows);
-            let v = |s: &str, len: usize| vector(&ctx, g, src, &n(s), len);
-            let qkv_bias = if cfg.arch == Arch::Qwen2 {
-                let mut b = Vec::with_capacity(q + 2 * kv);
-                for (s, len) in [("attn_q.bias", q), ("attn_k.bias", kv), ("attn_v.bias", kv)] {
-                    let t = g.qtensor(src, &n(s), &[len])?.dequantize(&candle_core::Device::Cpu)?;
-                    b.extend(t.to_vec1::<f32>()?);
-                }
-                Some(storage(&ctx, "qkv bias", bytemuck::cast_slice(&b)))
-            } else {
-                None
+            let v = |s: &str, len: usize| vector(&ctx, g, src, &[(n(s), len)]);
+            let qkv_bias = match cfg.arch {
+                Arch::Qwen2 => Some(vector(&ctx, g, src, &[(n("attn_q.bias"), q), (n("attn_k.bias"), kv), (n("attn_v.bias"), kv)])?),
+                _ => None,
             };
+            let hd = cfg.head_dim;
             let qk_norm = if gemma {
-                let mut w = Vec::with_capacity(2 * cfg.head_dim);
-                for s in ["attn_q_norm.weight", "attn_k_norm.weight"] {
-                    let t = g.qtensor(src, &n(s), &[cfg.head_dim])?.dequantize(&candle_core::Device::Cpu)?;
-                    w.extend(t.to_vec1::<f32>()?);
-                }
-                Some(storage(&ctx, "qk norm", bytemuck::cast_slice(&w)))
+                Some(vector(&ctx, g, src, &[(n("attn_q_norm.weight"), hd), (n("attn_k_norm.weight"), hd)])?)
             } else {
                 None
             };
@@ -370,10 +360,6 @@ impl GpuModel {
         model.ctx.device.poll(wgpu::PollType::wait_indefinitely()).ok();
         model.ctx.take_error()?;
         Ok(model)
-    }
-
-    pub fn gpu_info(&self) -> &GpuInfo {
-        &self.ctx.info
     }
 
     /// The wgpu device (tests destroy it to simulate a lost GPU).
@@ -619,10 +605,7 @@ impl GpuModel {
                 }
             }
             let mut enc = dev.create_command_encoder(&Default::default());
-            let row_bytes = (cfg.vocab_size * 4) as u64;
-            for (j, &(_, b)) in lasts.iter().enumerate() {
-                enc.copy_buffer_to_buffer(&self.bufs.logits, j as u64 * row_bytes, &self.bufs.staging, b as u64 * row_bytes, row_bytes);
-            }
+            self.copy_logits(&mut enc, &lasts);
             q.submit([enc.finish()]);
             return Ok(PassShape { rows: rows.len(), chunks, lasts, generation: self.generation });
         }
@@ -644,11 +627,16 @@ impl GpuModel {
         if !shape.lasts.is_empty() {
             record(&mut enc, &plan.head, shape.lasts.len(), shape.chunks);
         }
+        self.copy_logits(&mut enc, &shape.lasts);
+        enc.finish()
+    }
+
+    /// Copies each last row's logits to its batch slot in the readback buffer.
+    fn copy_logits(&self, enc: &mut wgpu::CommandEncoder, lasts: &[(u32, usize)]) {
         let row_bytes = (self.cfg.vocab_size * 4) as u64;
-        for (j, &(_, b)) in shape.lasts.iter().enumerate() {
+        for (j, &(_, b)) in lasts.iter().enumerate() {
             enc.copy_buffer_to_buffer(&self.bufs.logits, j as u64 * row_bytes, &self.bufs.staging, b as u64 * row_bytes, row_bytes);
         }
-        enc.finish()
     }
 
     fn forward_inner(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {

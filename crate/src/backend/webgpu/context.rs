@@ -19,7 +19,6 @@ pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: GpuInfo,
-    pub limits: wgpu::Limits,
     /// The first error wgpu reported since the last `take_error` (validation, out of
     /// memory, device lost). Without a handler wgpu would panic instead.
     error: Arc<Mutex<Option<String>>>,
@@ -78,7 +77,7 @@ impl GpuContext {
             software: adapter_info.device_type == wgpu::DeviceType::Cpu,
             max_binding_bytes: (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size),
         };
-        Ok(GpuContext { device, queue, info, limits, error, lost })
+        Ok(GpuContext { device, queue, info, error, lost })
     }
 
     /// Why the device is gone, once it is.

@@ -216,8 +216,11 @@ pub fn storage(ctx: &GpuContext, label: &str, bytes: &[u8]) -> wgpu::Buffer {
     })
 }
 
-/// An f32 vector (norm weights, biases) as a storage buffer.
-pub fn vector<S: TensorSource + ?Sized>(ctx: &GpuContext, g: &Gguf, src: &S, name: &str, len: usize) -> Result<wgpu::Buffer> {
-    let v: Vec<f32> = g.qtensor(src, name, &[len])?.dequantize(&Device::Cpu)?.to_vec1()?;
-    Ok(storage(ctx, name, bytemuck::cast_slice(&v)))
+/// f32 vectors (norm weights, biases), one after the other, as one storage buffer.
+pub fn vector<S: TensorSource + ?Sized>(ctx: &GpuContext, g: &Gguf, src: &S, parts: &[(String, usize)]) -> Result<wgpu::Buffer> {
+    let mut v: Vec<f32> = Vec::new();
+    for (name, len) in parts {
+        v.extend(g.qtensor(src, name, &[*len])?.dequantize(&Device::Cpu)?.to_vec1::<f32>()?);
+    }
+    Ok(storage(ctx, "vector", bytemuck::cast_slice(&v)))
 }

@@ -36,6 +36,14 @@ var<workgroup> part: array<f32, 256>;
 var<workgroup> prob: array<f32, 64>;
 var<workgroup> red: array<f32, 64>;
 
+// The first position a query at `pos` sees (Gemma's local layers see only `window`).
+fn first_visible(pos: u32) -> u32 {
+    if (p.window > 0u && pos + 1u > p.window) {
+        return pos + 1u - p.window;
+    }
+    return 0u;
+}
+
 fn slot(table: u32, t: u32, kv_dim: u32) -> u32 {
     let page = rows_meta[table + t / PAGE];
     return ((page * p.n_layer + p.layer) * PAGE + t % PAGE) * kv_dim;
@@ -55,10 +63,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     let g = h / (p.n_head / p.n_kv_head);
     let pos = rows_meta[4u * r + 1u];
     let table = rows_meta[4u * r + 2u];
-    var start = 0u;
-    if (p.window > 0u && pos + 1u > p.window) {
-        start = pos + 1u - p.window;
-    }
+    let start = first_visible(pos);
     let len = pos + 1u - start;
     let t0 = chunk * CHUNK;
     if (t0 >= len) {
@@ -152,10 +157,7 @@ fn merge(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     let h = wg.x;
     let hd = p.head_dim;
     let pos = rows_meta[4u * r + 1u];
-    var start = 0u;
-    if (p.window > 0u && pos + 1u > p.window) {
-        start = pos + 1u - p.window;
-    }
+    let start = first_visible(pos);
     let chunks = (pos + 1u - start + CHUNK - 1u) / CHUNK;
     let base = (r * p.n_head + h) * p.max_chunks * (hd + 2u);
     var top = -3.4e38;
