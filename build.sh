@@ -99,6 +99,10 @@ cmd_test() {
   WASM_BINDGEN_USE_BROWSER=1 CHROMEDRIVER="$(command -v chromedriver)" \
     WASM_BINDGEN_TEST_WEBDRIVER_JSON="$PWD/crate/webdriver.json" \
     cargo test --release --target wasm32-unknown-unknown --test wasm_api
+  log "wasm: the WebGPU backend against the CPU backend inside headless Chromium (SwiftShader)"
+  WASM_BINDGEN_USE_BROWSER=1 CHROMEDRIVER="$(command -v chromedriver)" \
+    WASM_BINDGEN_TEST_WEBDRIVER_JSON="$PWD/crate/webdriver.json" \
+    cargo test --release --target wasm32-unknown-unknown --test wasm_webgpu
 
   need_node_modules tests tests/browser
   log "node: the npm package on the real model, TypeScript types, Vite build"

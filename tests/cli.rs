@@ -125,7 +125,7 @@ fn device_choice_is_reported_and_checked() {
     let v = json(&amulet(&["generate", "--model", m.to_str().unwrap(), "--device", "webgpu", "--preference", "terse", "--max-tokens", "3",
         "--json", "hello"]));
     assert_eq!(v["model"]["device"], "webgpu");
-    assert!(v["model"]["device_reason"].as_str().unwrap().contains("WebGPU adapter"));
+    assert!(v["model"]["device_reason"].as_str().unwrap().contains("WebGPU on "));
     // lavapipe is a software adapter: auto passes it over for the CPU and says why.
     let v = json(&amulet(&["generate", "--model", m.to_str().unwrap(), "--method", "base", "--max-tokens", "3", "--json", "hello"]));
     assert_eq!(v["model"]["device"], "cpu");

@@ -318,6 +318,17 @@ impl Aligner {
         self.strength
     }
 
+    /// The combine as (uses base, uses pref, strength) when it is linear in the rows (all
+    /// but the iterative game): a backend can then apply it where the rows are.
+    pub fn linear_form(&self) -> Option<(bool, bool, f32)> {
+        match self.kind {
+            Kind::Base => Some((true, false, 0.0)),
+            Kind::Pref => Some((false, true, 0.0)),
+            Kind::Extrapolate { k } => Some((true, true, k)),
+            Kind::Iterative { .. } => None,
+        }
+    }
+
     pub fn needs_base(&self) -> bool {
         self.method.needs_base()
     }

@@ -9,7 +9,9 @@ use crate::align::{Aligner, Method};
 use crate::chat_template::{ChatMessage, ChatTemplate};
 use crate::error::{AmuletError, Result};
 use crate::gguf::{Gguf, TensorSource};
-use crate::model::{load_model, CpuModel, DeviceChoice, LanguageModel, Loaded, SeqId};
+use crate::model::{
+    load_model_async, ChosenToken, CpuModel, DeviceChoice, LanguageModel, Loaded, SeqId, StepOutput, TokenRequest,
+};
 use crate::prompt::{encode_context, validate_preference, Conversation, Placement};
 use crate::sample::{top_candidates, Sampler, SamplingParams};
 use crate::tokenizer::{StreamDecoder, TextTokenizer};
@@ -175,6 +177,11 @@ struct Track {
     steps: Vec<StepLogprobs>,
     finish: Option<FinishReason>,
     last: u32,
+    /// The next token when the backend drew it (`forward_choose`).
+    chosen: Option<ChosenToken>,
+    /// The uniform already drawn for the next token, when the backend was asked to draw it
+    /// but sent rows back instead: the CPU draws with the same number.
+    uniform: Option<f64>,
 }
 
 /// A request in flight: owned state, so a caller (the wasm face) can hold it between steps.
@@ -243,13 +250,29 @@ impl Engine {
 
     /// As `load_from`, on the backend `device` picks (`auto`: WebGPU when a hardware
     /// adapter exists and the model fits it, else the CPU; `info().device_reason` says why).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn load_on<S: TensorSource + ?Sized>(
         gguf: &Gguf,
         src: &S,
         device: DeviceChoice,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Engine> {
-        let Loaded { model, reason } = load_model(gguf, src, device, &mut progress)?;
+        let loaded = crate::model::load_model(gguf, src, device, &mut progress)?;
+        Self::with_loaded(gguf, loaded)
+    }
+
+    /// `load_on` where opening the adapter is asynchronous (a browser).
+    pub async fn load_on_async<S: TensorSource + ?Sized>(
+        gguf: &Gguf,
+        src: &S,
+        device: DeviceChoice,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Engine> {
+        let loaded = load_model_async(gguf, src, device, &mut progress).await?;
+        Self::with_loaded(gguf, loaded)
+    }
+
+    fn with_loaded(gguf: &Gguf, Loaded { model, reason }: Loaded) -> Result<Engine> {
         let mut engine = Self::with_model(gguf, model)?;
         engine.info.device_reason = reason;
         Ok(engine)
@@ -381,6 +404,12 @@ impl Engine {
     /// Validates a request, creates its sequences and prefills them as one batch. Drive it
     /// with `step` until that returns no events, then `finish` (always: it frees the caches).
     pub fn start(&mut self, req: &GenerateRequest) -> Result<Generation> {
+        run_now(self.start_async(req))
+    }
+
+    /// `start` for any backend, including one that computes asynchronously (WebGPU in a
+    /// browser); on the others the future is ready at its first poll.
+    pub async fn start_async(&mut self, req: &GenerateRequest) -> Result<Generation> {
         self.recover_lost_device()?;
         if req.methods.is_empty() {
             return Err(AmuletError::bad_option("methods", "needs at least one method"));
@@ -427,6 +456,8 @@ impl Engine {
                 steps: Vec::new(),
                 finish: None,
                 last: 0,
+                chosen: None,
+                uniform: None,
                 aligner,
                 sampler,
             });
@@ -449,7 +480,7 @@ impl Engine {
             root: None,
         };
         let t0 = (self.clock)();
-        if let Err(e) = self.prefill(&mut g, &base_ids, pref_ids.as_deref()) {
+        if let Err(e) = self.prefill(&mut g, &base_ids, pref_ids.as_deref()).await {
             self.release(&mut g);
             return Err(e);
         }
@@ -461,6 +492,11 @@ impl Engine {
     /// Chooses the next token of every live method and advances their sequences (one
     /// batched forward). Returns the tokens chosen; empty once the generation is over.
     pub fn step(&mut self, g: &mut Generation) -> Result<Vec<TokenEvent>> {
+        run_now(self.step_async(g))
+    }
+
+    /// `step` for any backend (see `start_async`).
+    pub async fn step_async(&mut self, g: &mut Generation) -> Result<Vec<TokenEvent>> {
         if g.is_done() {
             return Ok(Vec::new());
         }
@@ -469,13 +505,33 @@ impl Engine {
             if track.finish.is_some() {
                 continue;
             }
-            let base = track.base_seq.and_then(|s| g.rows.get(&s)).map(|r| r.as_slice());
-            let pref = track.pref_seq.and_then(|s| g.rows.get(&s)).map(|r| r.as_slice());
-            track.aligner.combine(base, pref, &mut g.combined)?;
-            let token = track.sampler.sample(&g.combined)?;
-            let logprobs = (g.top_logprobs > 0)
-                .then(|| self.step_logprobs(base, pref, &g.combined, g.top_logprobs))
-                .transpose()?;
+            let (token, logprobs) = match track.chosen.take() {
+                Some(chosen) => {
+                    let logprobs = (g.top_logprobs > 0)
+                        .then(|| -> Result<StepLogprobs> {
+                            Ok(StepLogprobs {
+                                base: track.aligner.needs_base().then(|| self.named(&chosen.top_base)).transpose()?,
+                                pref: track.aligner.needs_pref().then(|| self.named(&chosen.top_pref)).transpose()?,
+                                combined: self.named(&chosen.top_combined)?,
+                            })
+                        })
+                        .transpose()?;
+                    (chosen.id, logprobs)
+                }
+                None => {
+                    let base = track.base_seq.and_then(|s| g.rows.get(&s)).map(|r| r.as_slice());
+                    let pref = track.pref_seq.and_then(|s| g.rows.get(&s)).map(|r| r.as_slice());
+                    track.aligner.combine(base, pref, &mut g.combined)?;
+                    let token = match track.uniform.take() {
+                        Some(u) => track.sampler.sample_with(&g.combined, Some(u))?,
+                        None => track.sampler.sample(&g.combined)?,
+                    };
+                    let logprobs = (g.top_logprobs > 0)
+                        .then(|| self.step_logprobs(base, pref, &g.combined, g.top_logprobs))
+                        .transpose()?;
+                    (token, logprobs)
+                }
+            };
             track.tokens.push(token);
             track.last = token;
             let ended = !g.ignore_eos && self.end_ids.contains(&token);
@@ -516,12 +572,31 @@ impl Engine {
             }
         }
         g.rows.clear();
-        if !batch.is_empty() {
-            let refs: Vec<(SeqId, &[u32])> = batch.iter().map(|(s, t)| (*s, &t[..])).collect();
-            let logits = self.model.forward(&refs)?;
-            g.rows.extend(batch.iter().map(|(s, _)| *s).zip(logits));
+        if batch.is_empty() {
+            return Ok(events);
         }
+        let refs: Vec<(SeqId, &[u32])> = batch.iter().map(|(s, t)| (*s, &t[..])).collect();
+        let live: Vec<usize> = (0..g.tracks.len()).filter(|&i| g.tracks[i].finish.is_none()).collect();
+        let requests = token_requests(&mut g.tracks, &live, &refs, g.top_logprobs);
+        let logits = match requests {
+            Some(requests) => match self.model.forward_choose(&refs, &requests).await? {
+                StepOutput::Tokens(chosen) => {
+                    for (&i, c) in live.iter().zip(chosen) {
+                        g.tracks[i].chosen = Some(c);
+                        g.tracks[i].uniform = None;
+                    }
+                    return Ok(events);
+                }
+                StepOutput::Rows(rows) => rows,
+            },
+            None => self.model.forward_async(&refs).await?,
+        };
+        g.rows.extend(batch.iter().map(|(s, _)| *s).zip(logits));
         Ok(events)
+    }
+
+    fn named(&self, top: &[(u32, f32)]) -> Result<Vec<Candidate>> {
+        top.iter().map(|&(id, prob)| Ok(Candidate { id, text: self.tokenizer.token_text(id)?, prob })).collect()
     }
 
     /// Ends a generation (done or not), frees its sequences and returns its completions.
@@ -564,7 +639,7 @@ impl Engine {
     /// Creates every track's sequences and runs their prompts. The base and preference
     /// contexts share a long prefix (the chat template and system prompt), and compare mode
     /// repeats whole prompts: that prefix is computed once and its cache forked.
-    fn prefill(&mut self, g: &mut Generation, base_ids: &[u32], pref_ids: Option<&[u32]>) -> Result<()> {
+    async fn prefill(&mut self, g: &mut Generation, base_ids: &[u32], pref_ids: Option<&[u32]>) -> Result<()> {
         let mut wanted: Vec<(usize, bool)> = Vec::new(); // (track, is_pref)
         for (i, t) in g.tracks.iter().enumerate() {
             if t.aligner.needs_base() {
@@ -590,7 +665,8 @@ impl Engine {
         let root = if shared > 0 {
             let root = self.model.new_sequence();
             g.root = Some(root);
-            self.model.forward(&[(root, &base_ids[..shared])])?;
+            let prefix = [(root, &base_ids[..shared])];
+            self.model.forward_async(&prefix).await?;
             Some(root)
         } else {
             None
@@ -617,7 +693,7 @@ impl Engine {
             g.root = None;
         }
         g.timings.prefill_tokens = shared + batch.iter().map(|(_, t)| t.len()).sum::<usize>();
-        let logits = self.model.forward(&batch)?;
+        let logits = self.model.forward_async(&batch).await?;
         g.rows = batch.iter().map(|(s, _)| *s).zip(logits).collect();
         Ok(())
     }
@@ -650,6 +726,47 @@ impl Engine {
             pref: pref.map(|p| self.candidates(p, n)).transpose()?,
             combined: self.candidates(combined, n)?,
         })
+    }
+}
+
+/// What the backend needs to draw each live track's next token itself, with each track's
+/// uniform drawn now (kept in the track in case rows come back instead). None when some
+/// method's combine is not linear (the iterative game): then the rows come back.
+fn token_requests(tracks: &mut [Track], live: &[usize], batch: &[(SeqId, &[u32])], top_n: usize) -> Option<Vec<TokenRequest>> {
+    if live.iter().any(|&i| tracks[i].aligner.linear_form().is_none()) {
+        return None;
+    }
+    let row = |seq: Option<SeqId>| seq.and_then(|s| batch.iter().position(|(id, _)| *id == s));
+    let mut requests = Vec::with_capacity(live.len());
+    for &i in live {
+        let t = &mut tracks[i];
+        let (uses_base, uses_pref, strength) = t.aligner.linear_form()?;
+        let p = *t.sampler.params();
+        t.uniform = t.sampler.next_uniform();
+        requests.push(TokenRequest {
+            base: if uses_base { row(t.base_seq) } else { None },
+            pref: if uses_pref { row(t.pref_seq) } else { None },
+            strength,
+            temperature: p.temperature,
+            top_k: p.top_k,
+            top_p: p.top_p,
+            uniform: t.uniform,
+            top_n,
+        });
+    }
+    Some(requests)
+}
+
+/// Runs a future that a synchronous backend completes at once. A backend that must wait
+/// (WebGPU in a browser) leaves it pending: that caller needs the async API.
+fn run_now<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(r) => r,
+        std::task::Poll::Pending => Err(AmuletError::Compute(
+            "this backend computes asynchronously: use start_async / step_async".into(),
+        )),
     }
 }
 

@@ -136,11 +136,37 @@ impl Sampler {
     /// row or a row with no possible token are compute failures upstream and are reported,
     /// never sampled from.
     pub fn sample(&mut self, scores: &[f32]) -> Result<u32> {
+        self.sample_from(scores, None)
+    }
+
+    /// The uniform in [0, 1) that the next `sample` call would draw, taken from the
+    /// generator now (None for greedy, which draws nothing). For choosing on the GPU:
+    /// the draw goes with the request, and `sample_with` replays it on the CPU if needed.
+    pub fn next_uniform(&mut self) -> Option<f64> {
+        if self.params.is_greedy() {
+            None
+        } else {
+            Some(self.rng.next_f64())
+        }
+    }
+
+    /// `sample` with the uniform given instead of drawn (from `next_uniform`); greedy
+    /// ignores it, a sampling sampler without one is a compute error.
+    pub fn sample_with(&mut self, scores: &[f32], uniform: Option<f64>) -> Result<u32> {
+        if uniform.is_none() && !self.params.is_greedy() {
+            return Err(AmuletError::Compute("a sampling (temperature > 0) draw needs its uniform".into()));
+        }
+        self.sample_from(scores, uniform)
+    }
+
+    /// `uniform` None draws from the generator, after the row passed its checks, so a
+    /// rejected row consumes no draw (as before `next_uniform` existed).
+    fn sample_from(&mut self, scores: &[f32], uniform: Option<f64>) -> Result<u32> {
         let (argmax, max) = scan(scores)?;
         if self.params.is_greedy() {
             return Ok(argmax);
         }
-        let u = self.rng.next_f64();
+        let u = uniform.unwrap_or_else(|| self.rng.next_f64());
         self.prepare(scores, max);
         Ok(self.draw(u))
     }
@@ -520,6 +546,22 @@ mod tests {
             // Still usable afterwards.
             assert_eq!(Sampler::new(SamplingParams::default()).unwrap().sample(&[0.0, 1.0]).unwrap(), 1);
         }
+    }
+
+    #[test]
+    fn next_uniform_then_sample_with_replays_sample() {
+        let row = random_row(3, 2000, 4.0);
+        for (t, k, p) in [(0.0, None, None), (1.0, None, None), (0.7, Some(50), None), (1.3, Some(300), Some(0.8))] {
+            let (mut a, mut b) = (sampler(t, k, p, 42), sampler(t, k, p, 42));
+            for _ in 0..50 {
+                let u = b.next_uniform();
+                assert_eq!(u.is_none(), t == 0.0);
+                assert_eq!(a.sample(&row).unwrap(), b.sample_with(&row, u).unwrap(), "T={t} k={k:?} p={p:?}");
+            }
+        }
+        let mut greedy = sampler(0.0, None, None, 1);
+        assert_eq!(greedy.sample_with(&[0.0, 2.0, 1.0], Some(0.99)).unwrap(), 1);
+        assert!(matches!(sampler(1.0, None, None, 1).sample_with(&row, None), Err(AmuletError::Compute(_))));
     }
 
     #[test]

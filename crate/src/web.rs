@@ -3,17 +3,19 @@
 //! one step per call so the JS side can yield to its event loop (streaming, AbortSignal).
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use serde::Serialize;
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
 
 use crate::align::{AmuletParams, Game, Method};
-use crate::engine::{Engine, Generation, StepLogprobs};
+use crate::engine::{Engine, Generation, StepLogprobs, TokenEvent};
 use crate::error::AmuletError;
 use crate::gguf::{Gguf, TensorSource};
+use crate::model::DeviceChoice;
 use crate::request::parse_request;
 
 fn js_error(e: AmuletError) -> JsValue {
@@ -71,18 +73,8 @@ impl WasmEngine {
         read: js_sys::Function,
         on_progress: Option<js_sys::Function>,
     ) -> Result<WasmEngine, JsValue> {
-        if !(file_len.is_finite() && file_len >= 0.0 && file_len.fract() == 0.0 && file_len <= usize::MAX as f64) {
-            return Err(js_error(AmuletError::bad_option("fileLength", format!("{file_len} is not a byte count"))));
-        }
-        let src = JsSource { read, file_len: file_len as usize };
-        let mut prefix_len = (1usize << 20).min(src.file_len);
-        let gguf = loop {
-            let prefix = src.read(0, prefix_len).map_err(js_error)?;
-            match Gguf::parse_prefix(&prefix, src.file_len).map_err(js_error)? {
-                Some(g) => break g,
-                None => prefix_len = (prefix_len * 4).min(src.file_len),
-            }
-        };
+        let src = js_source(file_len, read)?;
+        let gguf = parse_header(&src)?;
         let mut engine = Engine::load_from(&gguf, &src, |done, total| {
             if let Some(f) = &on_progress {
                 let _ = f.call2(&JsValue::NULL, &(done as f64).into(), &(total as f64).into());
@@ -90,6 +82,36 @@ impl WasmEngine {
         })
         .map_err(js_error)?;
         engine.set_clock(now_ms);
+        Ok(WasmEngine { inner: Rc::new(RefCell::new(engine)) })
+    }
+
+    /// `loadStreaming` on the backend `device` picks ("auto", "webgpu" or "cpu"): WebGPU
+    /// needs the adapter's promise, hence async. `info().deviceReason` says what was chosen.
+    #[wasm_bindgen(js_name = loadStreamingAsync)]
+    pub async fn load_streaming_async(
+        file_len: f64,
+        read: js_sys::Function,
+        on_progress: Option<js_sys::Function>,
+        device: String,
+    ) -> Result<WasmEngine, JsValue> {
+        let choice: DeviceChoice = device.parse().map_err(js_error)?;
+        let src = js_source(file_len, read)?;
+        let gguf = parse_header(&src)?;
+        let mut engine = Engine::load_on_async(&gguf, &src, choice, |done, total| {
+            if let Some(f) = &on_progress {
+                let _ = f.call2(&JsValue::NULL, &(done as f64).into(), &(total as f64).into());
+            }
+        })
+        .await
+        .map_err(js_error)?;
+        engine.set_clock(now_ms);
+        if engine.info().device == "webgpu" {
+            // A lost GPU: the request that saw it fails, the next one runs on the CPU, built
+            // from the file JS still holds (the reader keeps it alive for this).
+            engine.set_fallback(Box::new(move || {
+                Ok(Box::new(crate::model::CpuModel::load(&gguf, &src, |_, _| {})?) as Box<dyn crate::model::LanguageModel>)
+            }));
+        }
         Ok(WasmEngine { inner: Rc::new(RefCell::new(engine)) })
     }
 
@@ -104,7 +126,7 @@ impl WasmEngine {
             "vocabSize": i.vocab_size,
             "device": i.device,
             "deviceReason": if i.device_reason.is_empty() {
-                "the WebGPU backend is not in the WebAssembly package yet: the CPU path runs"
+                "loaded by the synchronous loader, which only builds the CPU path (loadStreamingAsync chooses)"
             } else {
                 i.device_reason.as_str()
             },
@@ -113,13 +135,53 @@ impl WasmEngine {
     }
 
     /// Validates `request` and prefills its contexts; returns the running generation.
+    /// Synchronous: the CPU path only (see `startAsync`).
     pub fn start(&self, request: JsValue) -> Result<WasmGeneration, JsValue> {
-        let value: Value = serde_wasm_bindgen::from_value(request)
-            .map_err(|e| js_error(AmuletError::bad_option("request", e.to_string())))?;
-        let req = parse_request(&value).map_err(js_error)?;
-        let methods = req.methods.iter().map(|m| m.name().to_string()).collect();
+        let (req, methods) = parse_generate(request)?;
         let gen = self.inner.try_borrow_mut().map_err(|_| js_error(busy()))?.start(&req).map_err(js_error)?;
-        Ok(WasmGeneration { engine: self.inner.clone(), gen: Some(gen), methods })
+        Ok(WasmGeneration::new(self.inner.clone(), gen, methods))
+    }
+
+    /// `start` as a promise of the generation: works on every backend (WebGPU waits for
+    /// its readback without blocking the page).
+    #[wasm_bindgen(js_name = startAsync)]
+    pub fn start_async(&self, request: JsValue) -> js_sys::Promise {
+        let engine = self.inner.clone();
+        future_to_promise(async move {
+            let (req, methods) = parse_generate(request)?;
+            let gen = {
+                let mut e = engine.try_borrow_mut().map_err(|_| js_error(busy()))?;
+                e.start_async(&req).await.map_err(js_error)?
+            };
+            Ok(WasmGeneration::new(engine, gen, methods).into())
+        })
+    }
+}
+
+fn parse_generate(request: JsValue) -> Result<(crate::engine::GenerateRequest, Vec<String>), JsValue> {
+    let value: Value = serde_wasm_bindgen::from_value(request)
+        .map_err(|e| js_error(AmuletError::bad_option("request", e.to_string())))?;
+    let req = parse_request(&value).map_err(js_error)?;
+    let methods = req.methods.iter().map(|m| m.name().to_string()).collect();
+    Ok((req, methods))
+}
+
+fn js_source(file_len: f64, read: js_sys::Function) -> Result<JsSource, JsValue> {
+    if !(file_len.is_finite() && file_len >= 0.0 && file_len.fract() == 0.0 && file_len <= usize::MAX as f64) {
+        return Err(js_error(AmuletError::bad_option("fileLength", format!("{file_len} is not a byte count"))));
+    }
+    Ok(JsSource { read, file_len: file_len as usize })
+}
+
+/// Reads a growing prefix of the file until the GGUF header and tensor table fit.
+fn parse_header(src: &JsSource) -> Result<Gguf, JsValue> {
+    let mut prefix_len = (1usize << 20).min(src.file_len);
+    loop {
+        let prefix = src.read(0, prefix_len).map_err(js_error)?;
+        match Gguf::parse_prefix(&prefix, src.file_len).map_err(js_error)? {
+            Some(g) => return Ok(g),
+            None => prefix_len = (prefix_len * 4).min(src.file_len),
+        }
     }
 }
 
@@ -166,50 +228,75 @@ struct JsEvent<'a> {
 #[wasm_bindgen]
 pub struct WasmGeneration {
     engine: Rc<RefCell<Engine>>,
-    gen: Option<Generation>,
-    methods: Vec<String>,
+    /// Shared with a running `stepAsync`, which holds it across its await.
+    gen: Rc<RefCell<Option<Generation>>>,
+    methods: Rc<Vec<String>>,
+    /// `cancel()` while a step runs: seen when the next step starts.
+    cancelled: Rc<Cell<bool>>,
+}
+
+impl WasmGeneration {
+    fn new(engine: Rc<RefCell<Engine>>, gen: Generation, methods: Vec<String>) -> Self {
+        WasmGeneration {
+            engine,
+            gen: Rc::new(RefCell::new(Some(gen))),
+            methods: Rc::new(methods),
+            cancelled: Rc::default(),
+        }
+    }
 }
 
 #[wasm_bindgen]
 impl WasmGeneration {
-    /// One token for every live method: an array of events, empty when the generation is over.
+    /// One token for every live method: an array of events, empty when the generation is
+    /// over. Synchronous: the CPU path only (see `stepAsync`).
     pub fn step(&mut self) -> Result<JsValue, JsValue> {
-        let Some(gen) = self.gen.as_mut() else { return to_js(&Vec::<()>::new()) };
-        let events = {
-            let mut e = self.engine.try_borrow_mut().map_err(|_| js_error(busy()))?;
-            e.step(gen)
-        };
-        let events = match events {
-            Ok(ev) => ev,
-            Err(err) => {
-                // End the request; the engine stays usable for the next one.
-                self.release();
-                return Err(js_error(err));
+        let mut slot = self.gen.try_borrow_mut().map_err(|_| js_error(busy()))?;
+        let Some(gen) = slot.as_mut() else { return to_js(&Vec::<()>::new()) };
+        if self.cancelled.get() {
+            gen.cancel();
+        }
+        let events = self.engine.try_borrow_mut().map_err(|_| js_error(busy()))?.step(gen);
+        events_to_js(events, &self.engine, &mut slot, &self.methods)
+    }
+
+    /// `step` as a promise: works on every backend.
+    #[wasm_bindgen(js_name = stepAsync)]
+    pub fn step_async(&self) -> js_sys::Promise {
+        let (engine, gen, methods, cancelled) =
+            (self.engine.clone(), self.gen.clone(), self.methods.clone(), self.cancelled.clone());
+        future_to_promise(async move {
+            let mut slot = gen.try_borrow_mut().map_err(|_| js_error(busy()))?;
+            let Some(g) = slot.as_mut() else { return to_js(&Vec::<()>::new()) };
+            if cancelled.get() {
+                g.cancel();
             }
-        };
-        let out: Vec<JsEvent> = events
-            .iter()
-            .map(|ev| JsEvent {
-                method: &self.methods[ev.method],
-                method_index: ev.method,
-                token: ev.token,
-                text: &ev.text,
-                logprobs: ev.logprobs.as_ref(),
-            })
-            .collect();
-        to_js(&out)
+            let events = {
+                let mut e = engine.try_borrow_mut().map_err(|_| js_error(busy()))?;
+                e.step_async(g).await
+            };
+            events_to_js(events, &engine, &mut slot, &methods)
+        })
     }
 
     /// Stops before the next token.
     pub fn cancel(&mut self) {
-        if let Some(g) = self.gen.as_mut() {
-            g.cancel();
+        self.cancelled.set(true);
+        if let Ok(mut slot) = self.gen.try_borrow_mut() {
+            if let Some(g) = slot.as_mut() {
+                g.cancel();
+            }
         }
     }
 
     /// Frees the sequences and returns completions, usage and timings.
     pub fn finish(&mut self) -> Result<JsValue, JsValue> {
-        let gen = self.gen.take().ok_or_else(|| js_error(AmuletError::bad_option("generation", "already finished")))?;
+        let gen = self
+            .gen
+            .try_borrow_mut()
+            .map_err(|_| js_error(busy()))?
+            .take()
+            .ok_or_else(|| js_error(AmuletError::bad_option("generation", "already finished")))?;
         let out = self.engine.try_borrow_mut().map_err(|_| js_error(busy()))?.finish(gen).map_err(js_error)?;
         let completions: Vec<Value> = out
             .completions
@@ -244,10 +331,8 @@ impl WasmGeneration {
     }
 
     fn release(&mut self) {
-        if let Some(g) = self.gen.take() {
-            if let Ok(mut e) = self.engine.try_borrow_mut() {
-                let _ = e.finish(g);
-            }
+        if let Ok(mut slot) = self.gen.try_borrow_mut() {
+            release(&self.engine, &mut slot);
         }
     }
 }
@@ -256,6 +341,41 @@ impl Drop for WasmGeneration {
     fn drop(&mut self) {
         self.release();
     }
+}
+
+/// Ends a request whose step failed; the engine stays usable for the next one.
+fn release(engine: &RefCell<Engine>, slot: &mut Option<Generation>) {
+    if let Some(g) = slot.take() {
+        if let Ok(mut e) = engine.try_borrow_mut() {
+            let _ = e.finish(g);
+        }
+    }
+}
+
+fn events_to_js(
+    events: crate::Result<Vec<TokenEvent>>,
+    engine: &RefCell<Engine>,
+    slot: &mut Option<Generation>,
+    methods: &[String],
+) -> Result<JsValue, JsValue> {
+    let events = match events {
+        Ok(ev) => ev,
+        Err(err) => {
+            release(engine, slot);
+            return Err(js_error(err));
+        }
+    };
+    let out: Vec<JsEvent> = events
+        .iter()
+        .map(|ev| JsEvent {
+            method: &methods[ev.method],
+            method_index: ev.method,
+            token: ev.token,
+            text: &ev.text,
+            logprobs: ev.logprobs.as_ref(),
+        })
+        .collect();
+    to_js(&out)
 }
 
 /// The Amulet strength k for (alpha, lambda, eta, T), validated: the demo's sliders.

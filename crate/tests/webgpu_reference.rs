@@ -187,3 +187,88 @@ fn buffers_grow_past_their_first_sizes() {
         assert_eq!(argmax(w), argmax(g));
     }
 }
+
+/// The GPU with `forward_choose` turned off: every step's rows come back and the engine
+/// combines and samples on the CPU.
+struct RowsOnly(GpuModel);
+
+impl LanguageModel for RowsOnly {
+    fn config(&self) -> &ModelConfig {
+        self.0.config()
+    }
+    fn device(&self) -> &'static str {
+        LanguageModel::device(&self.0)
+    }
+    fn new_sequence(&mut self) -> amulet::model::SeqId {
+        self.0.new_sequence()
+    }
+    fn fork_sequence(&mut self, source: amulet::model::SeqId) -> Option<amulet::model::SeqId> {
+        self.0.fork_sequence(source)
+    }
+    fn free_sequence(&mut self, id: amulet::model::SeqId) {
+        self.0.free_sequence(id)
+    }
+    fn sequence_len(&self, id: amulet::model::SeqId) -> Option<usize> {
+        self.0.sequence_len(id)
+    }
+    fn forward(&mut self, batch: &[(amulet::model::SeqId, &[u32])]) -> amulet::Result<Vec<Vec<f32>>> {
+        self.0.forward(batch)
+    }
+}
+
+/// Tokens drawn on the GPU (the chooser kernel: combine + sampler) against the same GPU's
+/// rows combined and sampled on the CPU, through the engine: all four methods in one
+/// compare batch, greedy and seeded top-k/top-p sampling, with top candidates.
+#[test]
+fn tokens_drawn_on_the_gpu_are_the_cpu_samplers_tokens() {
+    let spec = FixtureSpec::tiny(Arch::Llama, GgmlDType::Q8_0, 9);
+    drawn_on_gpu_and_cpu(spec, &[(0.0, None, None), (30.0, None, None), (30.0, Some(40), Some(0.9))]);
+}
+
+/// A nucleus wider than the kernel sorts (1,024 candidates): that step's rows come back
+/// and the engine draws on the CPU with the uniform it already gave the GPU.
+#[test]
+fn a_nucleus_too_wide_for_the_gpu_is_drawn_on_the_cpu_with_the_same_uniform() {
+    let mut spec = FixtureSpec::tiny(Arch::Qwen2, GgmlDType::Q8_0, 4);
+    spec.vocab = 3000;
+    drawn_on_gpu_and_cpu(spec, &[(100.0, None, Some(0.999)), (100.0, Some(2000), None)]);
+}
+
+fn drawn_on_gpu_and_cpu(spec: FixtureSpec, cases: &[(f64, Option<usize>, Option<f64>)]) {
+    use amulet::align::Method;
+    use amulet::engine::{Engine, GenerateRequest};
+    let bytes = write_gguf(&spec).unwrap();
+    let g = Gguf::parse(&bytes).unwrap();
+    let load = || GpuModel::load(context(), &g, &bytes, |_, _| {}).unwrap();
+    let mut on_gpu = Engine::with_model(&g, Box::new(load())).unwrap();
+    let mut on_cpu = Engine::with_model(&g, Box::new(RowsOnly(load()))).unwrap();
+    let mut req = GenerateRequest::new("hi");
+    req.preference = Some("terse".into());
+    req.methods = ["base", "pref", "la", "amulet"].iter().map(|m| m.parse::<Method>().unwrap()).collect();
+    req.max_tokens = 12;
+    req.ignore_eos = true;
+    req.top_logprobs = 3;
+    for &(temperature, top_k, top_p) in cases {
+        req.sampling.temperature = temperature;
+        req.sampling.top_k = top_k;
+        req.sampling.top_p = top_p;
+        req.sampling.seed = 17;
+        let a = on_gpu.generate(&req, &mut |_| true).unwrap();
+        let b = on_cpu.generate(&req, &mut |_| true).unwrap();
+        for (x, y) in a.completions.iter().zip(&b.completions) {
+            assert_eq!(x.tokens, y.tokens, "{} at T={temperature} k={top_k:?} p={top_p:?}", x.method);
+            for (sx, sy) in x.steps.iter().zip(&y.steps) {
+                for (cx, cy) in sx.combined.iter().zip(&sy.combined) {
+                    assert_eq!(cx.id, cy.id);
+                    assert!((cx.prob - cy.prob).abs() < 1e-4, "{} vs {}", cx.prob, cy.prob);
+                }
+                assert_eq!(sx.base.as_ref().map(|v| v.len()), sy.base.as_ref().map(|v| v.len()));
+            }
+        }
+        let distinct: std::collections::BTreeSet<u32> = a.completions.iter().flat_map(|c| c.tokens.iter().copied()).collect();
+        eprintln!("T={temperature} k={top_k:?} p={top_p:?}: {} distinct tokens", distinct.len());
+        if temperature > 0.0 {
+            assert!(distinct.len() > 4, "the draws should spread at T={temperature}: {distinct:?}");
+        }
+    }
+}

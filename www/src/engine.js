@@ -35,12 +35,6 @@ export function checkLoadOptions(options) {
     throw badOption('cache', 'must be a boolean or a cache name');
   }
   if (options.model != null && typeof options.model !== 'string') throw badOption('model', 'must be a string');
-  if (device === 'webgpu') {
-    throw new AmuletError(
-      'NO_WEBGPU',
-      "the WebGPU backend runs natively (the amulet CLI) but is not in the WebAssembly package yet: use device 'cpu' or 'auto'",
-    );
-  }
   return device;
 }
 
@@ -71,7 +65,7 @@ export class AmuletEngine {
    *           signal?: AbortSignal, model?: string, wasm?: any, fetchOptions?: RequestInit }} [options]
    */
   static async load(source, options = {}) {
-    checkLoadOptions(options);
+    const device = checkLoadOptions(options);
     const { onProgress, signal } = options;
     const report = (p) => {
       if (!onProgress) return;
@@ -82,6 +76,10 @@ export class AmuletEngine {
       }
     };
     checkSignal(signal);
+    if (device === 'webgpu' && !globalThis.navigator?.gpu) {
+      // Before any download: this realm cannot run the WebGPU backend.
+      throw new AmuletError('NO_WEBGPU', "device 'webgpu': no WebGPU here (navigator.gpu is missing); use 'auto' or 'cpu'");
+    }
     await initWasm(options.wasm);
 
     let downloaded = false;
@@ -108,16 +106,23 @@ export class AmuletEngine {
       // The file stays in JS memory; wasm reads the header, then one tensor at a time, so
       // wasm memory (which never shrinks) holds the weights once, not the file as well.
       const view = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
-      wasm = WasmEngine.loadStreaming(view.byteLength, (offset, length) => view.subarray(offset, offset + length), (done, total) => {
-        const frac = total > 0 ? done / total : 1;
-        report({
-          phase: 'load',
-          loaded: done,
-          total,
-          progress: base + (1 - base) * frac,
-          text: `Building the model: layer ${done} / ${total}`,
-        });
-      });
+      // 'auto' and 'webgpu' ask the browser for an adapter (a promise); 'auto' takes the CPU
+      // path when there is none or it is a software renderer, and info.deviceReason says so.
+      wasm = await WasmEngine.loadStreamingAsync(
+        view.byteLength,
+        (offset, length) => view.subarray(offset, offset + length),
+        (done, total) => {
+          const frac = total > 0 ? done / total : 1;
+          report({
+            phase: 'load',
+            loaded: done,
+            total,
+            progress: base + (1 - base) * frac,
+            text: `Building the model: layer ${done} / ${total}`,
+          });
+        },
+        device,
+      );
     } catch (e) {
       throw toAmuletError(e);
     }
@@ -188,7 +193,7 @@ export class AmuletEngine {
       if (this.#disposed) throw disposedError();
       checkSignal(signal);
       try {
-        gen = this.#wasm.start(request);
+        gen = await this.#wasm.startAsync(request);
       } catch (e) {
         throw toAmuletError(e);
       }
@@ -198,7 +203,7 @@ export class AmuletEngine {
         checkSignal(signal);
         let events;
         try {
-          events = gen.step();
+          events = await gen.stepAsync();
         } catch (e) {
           throw toAmuletError(e);
         }

@@ -14,7 +14,7 @@ export type AmuletErrorCode =
   | 'ABORTED' // an AbortSignal fired (error.name is 'AbortError')
   | 'COMPUTE'
   | 'IO' // download / file / cache failures, and a .wasm that could not be loaded
-  | 'NO_WEBGPU' // device: 'webgpu' (the WebGPU backend is native-only so far)
+  | 'NO_WEBGPU' // device: 'webgpu' where the realm has no WebGPU adapter (navigator.gpu)
   | 'DISPOSED' // the engine has been disposed
   | 'NOT_READY' // closedFormStrength before the wasm module was initialised
   | 'WORKER'; // the worker failed or a message could not cross
@@ -53,7 +53,8 @@ export interface LoadProgress {
 }
 
 export interface LoadOptions {
-  /** 'auto' (default) and 'cpu' run the wasm CPU path; 'webgpu' rejects with NO_WEBGPU for now. */
+  /** 'auto' (default): WebGPU on a hardware adapter, else the wasm CPU path; 'webgpu': WebGPU on
+   *  any adapter (software ones too), NO_WEBGPU when there is none; 'cpu': the wasm CPU path. */
   device?: Device;
   onProgress?: (progress: LoadProgress) => void;
   /** Keep downloaded files in the Cache API (true: cache 'amulet-web-models', or a cache name)

@@ -17,7 +17,7 @@ use wgpu::util::DeviceExt;
 
 use super::attention::RopeTable;
 use super::config::{Activation, Arch, ModelConfig, RopeLayout};
-use super::{check_batch, put_in_free_slot, LanguageModel, SeqId};
+use super::{check_batch, put_in_free_slot, LanguageModel, LocalFuture, SeqId, StepOutput, TokenRequest};
 use crate::backend::webgpu::kernels::{
     bind, AttentionParams, EmbedParams, GatherParams, Kernels, MatvecInput, MatvecParams, NormParams, PassInfo,
     RopeCacheParams, ATTENTION_CHUNK, KV_PAGE, MATVEC_ROWS,
@@ -106,6 +106,7 @@ enum Grid {
 }
 
 struct Step {
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // for the native profiler
     label: &'static str,
     pipeline: wgpu::ComputePipeline,
     bind: wgpu::BindGroup,
@@ -149,6 +150,8 @@ pub struct GpuModel {
     /// The next decode step's command buffer, recorded while the GPU ran this one (a step's
     /// commands depend on its shape, not on its tokens, which travel in `meta`).
     prerecorded: Option<(PassShape, wgpu::CommandBuffer)>,
+    /// Draws the tokens of a decode step on the GPU (built at its first use).
+    chooser: Option<crate::backend::webgpu::choose::Chooser>,
 }
 
 /// What a pass's command buffer depends on.
@@ -356,6 +359,7 @@ impl GpuModel {
             timing: std::env::var("AMULET_GPU_PROFILE").is_ok_and(|v| v == "2").then_some((0, 0.0, 0.0)),
             generation: 0,
             prerecorded: None,
+            chooser: None,
         };
         model.ctx.device.poll(wgpu::PollType::wait_indefinitely()).ok();
         model.ctx.take_error()?;
@@ -584,8 +588,9 @@ impl GpuModel {
             let index: Vec<u32> = lasts.iter().map(|&(r, _)| r).collect();
             q.write_buffer(&self.bufs.last_index, 0, bytemuck::cast_slice(&index));
         }
-        let plan = self.plan.as_ref().expect("plan built");
+        #[cfg(not(target_arch = "wasm32"))]
         if let Some(profile) = self.profile.as_mut() {
+            let plan = self.plan.as_ref().expect("plan built");
             let dev = &self.ctx.device;
             for (steps, n) in [(&plan.body, rows.len()), (&plan.head, lasts.len())] {
                 for s in steps.iter().filter(|_| n > 0) {
@@ -639,7 +644,9 @@ impl GpuModel {
         }
     }
 
-    fn forward_inner(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
+    /// Records and submits the passes of a forward call; the logits reach the staging
+    /// buffer when the GPU is done.
+    fn submit(&mut self, batch: &[(SeqId, &[u32])]) -> Result<()> {
         let mut rows = Vec::new();
         for (b, (id, tokens)) in batch.iter().enumerate() {
             let start = self.sequence_len(*id).expect("checked sequence");
@@ -659,7 +666,6 @@ impl GpuModel {
             self.bufs.staging_rows = batch.len();
             self.generation += 1;
         }
-        let t0 = std::time::Instant::now();
         let mut i = 0;
         let mut passes = Vec::new();
         while i < rows.len() {
@@ -683,10 +689,24 @@ impl GpuModel {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A forward call: submit, then wait for the readback without blocking (a browser
+    /// cannot block; natively the wait happens inside the readback).
+    async fn forward_gpu(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
+        check_batch(&self.cfg, batch, |id| self.sequence_len(id))?;
+        if let Some(why) = self.ctx.lost() {
+            return Err(AmuletError::Compute(why));
+        }
+        self.ctx.take_error()?;
+        // Only with AMULET_GPU_PROFILE=2 (natively): Instant does not exist in browsers.
+        let t0 = self.timing.is_some().then(std::time::Instant::now);
+        self.submit(batch)?;
+        let t1 = self.timing.is_some().then(std::time::Instant::now);
         let vocab = self.cfg.vocab_size;
-        let t1 = std::time::Instant::now();
-        let all = self.ctx.read_f32(&self.bufs.staging, batch.len() * vocab)?;
-        if let Some((n, record, wait)) = self.timing.as_mut() {
+        let all = self.ctx.read_f32_async(&self.bufs.staging, batch.len() * vocab).await?;
+        if let (Some((n, record, wait)), Some(t0), Some(t1)) = (self.timing.as_mut(), t0, t1) {
             *n += 1;
             *record += (t1 - t0).as_secs_f64();
             *wait += t1.elapsed().as_secs_f64();
@@ -695,6 +715,9 @@ impl GpuModel {
             if let Some(s) = self.seqs[*id].as_mut() {
                 s.len += tokens.len();
             }
+        }
+        if all.iter().any(|v| !v.is_finite()) {
+            return Err(AmuletError::Compute("the model produced non-finite logits".into()));
         }
         Ok(all.chunks_exact(vocab).map(|c| c.to_vec()).collect())
     }
@@ -880,19 +903,31 @@ impl LanguageModel for GpuModel {
         self.ctx.lost()
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     fn forward(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
-        check_batch(&self.cfg, batch, |id| self.sequence_len(id))?;
-        if let Some(why) = self.ctx.lost() {
-            return Err(AmuletError::Compute(why));
-        }
-        self.ctx.take_error()?;
-        let logits = self.forward_inner(batch)?;
-        if logits.iter().any(|row| row.iter().any(|v| !v.is_finite())) {
-            return Err(AmuletError::Compute("the model produced non-finite logits".into()));
-        }
-        Ok(logits)
+        pollster::block_on(self.forward_gpu(batch))
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn forward(&mut self, _: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
+        Err(AmuletError::Compute("in a browser the WebGPU backend only runs through the asynchronous step".into()))
+    }
+
+    fn forward_async<'a>(&'a mut self, batch: &'a [(SeqId, &'a [u32])]) -> LocalFuture<'a, Result<Vec<Vec<f32>>>> {
+        Box::pin(self.forward_gpu(batch))
+    }
+
+    fn forward_choose<'a>(
+        &'a mut self,
+        batch: &'a [(SeqId, &'a [u32])],
+        requests: &'a [TokenRequest],
+    ) -> LocalFuture<'a, Result<StepOutput>> {
+        Box::pin(self.choose_gpu(batch, requests))
     }
 }
+
+#[path = "gpu_choose.rs"]
+mod choose;
 
 #[cfg(test)]
 #[path = "gpu_tests.rs"]

@@ -7,16 +7,20 @@
 
 pub mod attention;
 pub mod config;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod gpu;
 pub mod select;
 pub mod transformer;
 
 pub use config::{Activation, Arch, ModelConfig, RopeLayout};
-pub use select::{load_model, DeviceChoice, Loaded};
+#[cfg(not(target_arch = "wasm32"))]
+pub use select::load_model;
+pub use select::{load_model_async, DeviceChoice, Loaded};
 pub use transformer::CpuModel;
 
 use crate::error::{AmuletError, Result};
+
+/// A boxed future that stays on its thread (wgpu's browser objects are not Send).
+pub type LocalFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>;
 
 /// Handle of one sequence (one KV cache) inside a model.
 pub type SeqId = usize;
@@ -37,10 +41,63 @@ pub trait LanguageModel {
     /// Appends `tokens` to each listed sequence (one step, or a whole prompt) and returns,
     /// per entry, the logits after its last token. On error no cache is changed.
     fn forward(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>>;
+    /// `forward` as a future, for a backend whose results arrive later: a GPU in a browser
+    /// cannot block on its readback. The default runs `forward`.
+    fn forward_async<'a>(&'a mut self, batch: &'a [(SeqId, &'a [u32])]) -> LocalFuture<'a, Result<Vec<Vec<f32>>>> {
+        Box::pin(std::future::ready(self.forward(batch)))
+    }
+    /// A decode step that also draws each method's next token on the device, so only the
+    /// tokens come back (`requests` index into `batch`). A backend may return the logit rows
+    /// instead (the default; also a GPU when a row is not finite or a nucleus is too wide):
+    /// the caller then combines and samples them itself with the same uniforms.
+    fn forward_choose<'a>(
+        &'a mut self,
+        batch: &'a [(SeqId, &'a [u32])],
+        requests: &'a [TokenRequest],
+    ) -> LocalFuture<'a, Result<StepOutput>> {
+        let _ = requests;
+        Box::pin(async move { Ok(StepOutput::Rows(self.forward_async(batch).await?)) })
+    }
     /// Why the device is gone (a lost GPU), or None while it works.
     fn lost(&self) -> Option<String> {
         None
     }
+}
+
+/// One method's next token, to be drawn by the backend: which rows of the batch it combines
+/// (a linear combine: base, pref, la, amulet's closed form) and how it samples. The uniform
+/// is the method's own seeded draw, so a device draws what the CPU path would.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenRequest {
+    pub base: Option<usize>,
+    pub pref: Option<usize>,
+    /// With both rows: pref + strength * (pref - base).
+    pub strength: f32,
+    /// 0: greedy (lowest id among equal maxima).
+    pub temperature: f64,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f64>,
+    /// The uniform the CPU sampler would use for this draw (None when greedy).
+    pub uniform: Option<f64>,
+    /// Top candidates to return (with their softmax probabilities) per distribution.
+    pub top_n: usize,
+}
+
+/// A token drawn on the device, with the top candidates of each distribution when asked.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChosenToken {
+    pub id: u32,
+    pub top_base: Vec<(u32, f32)>,
+    pub top_pref: Vec<(u32, f32)>,
+    pub top_combined: Vec<(u32, f32)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepOutput {
+    /// One per request.
+    Tokens(Vec<ChosenToken>),
+    /// One logit row per batch entry.
+    Rows(Vec<Vec<f32>>),
 }
 
 /// The checks every backend makes before touching a cache: known, distinct sequences,

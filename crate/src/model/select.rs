@@ -3,7 +3,9 @@
 
 use std::str::FromStr;
 
+use super::gpu::GpuModel;
 use super::{CpuModel, LanguageModel};
+use crate::backend::webgpu::GpuContext;
 use crate::error::{AmuletError, Result};
 use crate::gguf::{Gguf, TensorSource};
 
@@ -33,59 +35,72 @@ pub struct Loaded {
     pub reason: String,
 }
 
+/// Builds the model on the backend `choice` picks. Natively the adapter is opened
+/// blocking; browsers only have `load_model_async`.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn load_model<S: TensorSource + ?Sized>(
     g: &Gguf,
     src: &S,
     choice: DeviceChoice,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Loaded> {
-    let cpu = |reason: String, progress: &mut dyn FnMut(usize, usize)| -> Result<Loaded> {
-        Ok(Loaded { model: Box::new(CpuModel::load(g, src, progress)?), reason })
-    };
     match choice {
-        DeviceChoice::Cpu => cpu("device 'cpu' was asked for".into(), progress),
-        DeviceChoice::WebGpu | DeviceChoice::Auto => load_gpu(g, src, choice, progress, cpu),
+        DeviceChoice::Cpu => load_cpu(g, src, "device 'cpu' was asked for".into(), progress),
+        DeviceChoice::WebGpu | DeviceChoice::Auto => load_gpu(GpuContext::open(), g, src, choice, progress),
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-fn load_gpu<S: TensorSource + ?Sized>(
-    _: &Gguf,
-    _: &S,
-    choice: DeviceChoice,
-    progress: &mut dyn FnMut(usize, usize),
-    cpu: impl Fn(String, &mut dyn FnMut(usize, usize)) -> Result<Loaded>,
-) -> Result<Loaded> {
-    let why = "the WebGPU backend is not built into the WebAssembly package yet";
-    match choice {
-        DeviceChoice::WebGpu => Err(AmuletError::NoWebGpu(why.into())),
-        _ => cpu(why.into(), progress),
-    }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn load_gpu<S: TensorSource + ?Sized>(
+/// `load_model` where the adapter arrives as a promise (a browser).
+pub async fn load_model_async<S: TensorSource + ?Sized>(
     g: &Gguf,
     src: &S,
     choice: DeviceChoice,
     progress: &mut dyn FnMut(usize, usize),
-    cpu: impl Fn(String, &mut dyn FnMut(usize, usize)) -> Result<Loaded>,
 ) -> Result<Loaded> {
-    use super::gpu::GpuModel;
-    use crate::backend::webgpu::GpuContext;
+    if choice == DeviceChoice::Cpu {
+        return load_cpu(g, src, "device 'cpu' was asked for".into(), progress);
+    }
+    #[cfg(target_arch = "wasm32")]
+    if !wgpu::util::is_browser_webgpu_supported().await {
+        let why = AmuletError::NoWebGpu("no WebGPU adapter here: navigator.gpu is missing or offers none".into());
+        return match choice {
+            DeviceChoice::WebGpu => Err(why),
+            _ => load_cpu(g, src, why.to_string(), progress),
+        };
+    }
+    load_gpu(GpuContext::open_async().await, g, src, choice, progress)
+}
+
+fn load_cpu<S: TensorSource + ?Sized>(
+    g: &Gguf,
+    src: &S,
+    reason: String,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Loaded> {
+    Ok(Loaded { model: Box::new(CpuModel::load(g, src, progress)?), reason })
+}
+
+fn load_gpu<S: TensorSource + ?Sized>(
+    opened: Result<GpuContext>,
+    g: &Gguf,
+    src: &S,
+    choice: DeviceChoice,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Loaded> {
     let forced = choice == DeviceChoice::WebGpu;
-    let ctx = match GpuContext::open() {
+    let ctx = match opened {
         Ok(ctx) => ctx,
-        Err(e) if !forced => return cpu(format!("no WebGPU: {e}"), progress),
+        Err(e) if !forced => return load_cpu(g, src, format!("no WebGPU: {e}"), progress),
         Err(e) => return Err(e),
     };
     let adapter = format!("{} ({})", ctx.info.name, ctx.info.backend);
     if ctx.info.software && !forced {
-        return cpu(format!("the only WebGPU adapter, {adapter}, is a software renderer: the CPU path is faster"), progress);
+        let why = format!("the only WebGPU adapter, {adapter}, renders in software: the CPU path is faster");
+        return load_cpu(g, src, why, progress);
     }
     match GpuModel::load(ctx, g, src, &mut *progress) {
-        Ok(m) => Ok(Loaded { model: Box::new(m), reason: format!("WebGPU adapter {adapter}") }),
-        Err(e) if !forced => cpu(format!("WebGPU adapter {adapter} cannot hold this model: {e}"), progress),
+        Ok(m) => Ok(Loaded { model: Box::new(m), reason: format!("WebGPU on {adapter}") }),
+        Err(e) if !forced => load_cpu(g, src, format!("the WebGPU adapter {adapter} cannot hold this model: {e}"), progress),
         Err(e) => Err(e),
     }
 }

@@ -2,6 +2,7 @@
 //! reports (validation, out of memory, a lost device) into typed errors.
 
 use std::sync::{Arc, Mutex};
+use std::task::Waker;
 
 use crate::error::{AmuletError, Result};
 
@@ -28,13 +29,15 @@ pub struct GpuContext {
 
 impl GpuContext {
     /// Opens the best adapter there is; `NoWebGpu` when there is none.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn open() -> Result<Self> {
         pollster::block_on(Self::open_async())
     }
 
+    /// As `open`; the only way in a browser, where the adapter comes from a promise.
     pub async fn open_async() -> Result<Self> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
-        desc.backends = wgpu::Backends::PRIMARY;
+        desc.backends = if cfg!(target_arch = "wasm32") { wgpu::Backends::BROWSER_WEBGPU } else { wgpu::Backends::PRIMARY };
         let instance = wgpu::Instance::new(desc);
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
@@ -71,10 +74,21 @@ impl GpuContext {
                 slot.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| text.clone());
             }
         });
+        let software = adapter_info.device_type == wgpu::DeviceType::Cpu
+            || adapter_info.name.to_lowercase().contains("swiftshader");
+        // Browsers often keep the adapter's description empty.
+        let name = match adapter_info.name.as_str() {
+            "" if software => "the browser's software fallback adapter".to_string(),
+            "" => "the browser's adapter".to_string(),
+            name => name.to_string(),
+        };
         let info = GpuInfo {
-            name: adapter_info.name.clone(),
-            backend: format!("{:?}", adapter_info.backend).to_lowercase(),
-            software: adapter_info.device_type == wgpu::DeviceType::Cpu,
+            name,
+            backend: match adapter_info.backend {
+                wgpu::Backend::BrowserWebGpu => "navigator.gpu".to_string(),
+                other => format!("{other:?}").to_lowercase(),
+            },
+            software,
             max_binding_bytes: (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size),
         };
         Ok(GpuContext { device, queue, info, error, lost })
@@ -94,31 +108,85 @@ impl GpuContext {
         }
     }
 
-    /// Waits for the queue and copies `bytes` bytes out of a MAP_READ buffer.
+    /// Waits for the queue and copies `floats` floats out of a MAP_READ buffer.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn read_f32(&self, buffer: &wgpu::Buffer, floats: usize) -> Result<Vec<f32>> {
+        // The wait below completes the mapping, so the future is ready at its first poll.
+        pollster::block_on(self.read_f32_async(buffer, floats))
+    }
+
+    /// As `read_f32`, without blocking: in a browser the mapping completes on the event loop.
+    pub async fn read_f32_async(&self, buffer: &wgpu::Buffer, floats: usize) -> Result<Vec<f32>> {
         let bytes = (floats * 4) as u64;
-        let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> = Arc::default();
-        let sink = done.clone();
-        buffer.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
-            *sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-        });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| AmuletError::Compute(format!("WebGPU: waiting for the queue failed: {e}")))?;
-        self.take_error()?;
-        let mapped = done.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match mapped {
-            Some(Ok(())) => {}
-            Some(Err(e)) => return Err(AmuletError::Compute(format!("WebGPU: reading results back failed: {e}"))),
-            None => return Err(AmuletError::Compute("WebGPU: the readback never completed".into())),
-        }
-        let out = {
-            let view = buffer
-                .get_mapped_range(0..bytes)
-                .map_err(|e| AmuletError::Compute(format!("WebGPU: mapping the readback failed: {e}")))?;
-            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+        let mapping = Mapping::default();
+        let sink = mapping.clone();
+        buffer.map_async(wgpu::MapMode::Read, 0..bytes, move |r| sink.complete(r));
+        #[cfg(not(target_arch = "wasm32"))]
+        let mapped = {
+            self.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| AmuletError::Compute(format!("WebGPU: waiting for the queue failed: {e}")))?;
+            // After the wait the callback has run; awaiting here could never wake.
+            mapping.take().ok_or_else(|| AmuletError::Compute("WebGPU: the readback never completed".into()))?
         };
-        buffer.unmap();
-        Ok(out)
+        #[cfg(target_arch = "wasm32")]
+        let mapped = mapping.await;
+        let data = match mapped {
+            Ok(()) => {
+                let out = buffer
+                    .get_mapped_range(0..bytes)
+                    .map(|view| bytemuck::cast_slice::<u8, f32>(&view).to_vec())
+                    .map_err(|e| AmuletError::Compute(format!("WebGPU: mapping the readback failed: {e}")));
+                buffer.unmap();
+                out
+            }
+            Err(e) => Err(AmuletError::Compute(format!("WebGPU: reading results back failed: {e}"))),
+        };
+        self.take_error()?;
+        if let Some(why) = self.lost() {
+            return Err(AmuletError::Compute(why));
+        }
+        data
+    }
+}
+
+/// A buffer mapping in flight, as a future: wgpu reports it through a callback.
+#[derive(Clone, Default)]
+struct Mapping(Arc<Mutex<MappingState>>);
+
+#[derive(Default)]
+struct MappingState {
+    result: Option<std::result::Result<(), wgpu::BufferAsyncError>>,
+    waker: Option<Waker>,
+}
+
+impl Mapping {
+    #[cfg(not(target_arch = "wasm32"))]
+    fn take(&self) -> Option<std::result::Result<(), wgpu::BufferAsyncError>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).result.take()
+    }
+
+    fn complete(&self, r: std::result::Result<(), wgpu::BufferAsyncError>) {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        state.result = Some(r);
+        if let Some(w) = state.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+impl std::future::Future for Mapping {
+    type Output = std::result::Result<(), wgpu::BufferAsyncError>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match state.result.take() {
+            Some(r) => std::task::Poll::Ready(r),
+            None => {
+                state.waker = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        }
     }
 }

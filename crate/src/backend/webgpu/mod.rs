@@ -3,6 +3,7 @@
 //! `model::gpu::GpuModel` drives them as the second implementation of the model seam.
 
 mod context;
+pub mod choose;
 pub mod kernels;
 pub mod weights;
 
