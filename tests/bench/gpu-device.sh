@@ -25,6 +25,10 @@ ls -la "$model"
 # the CPU path every core, so the WebGPU figure is compared against the better of the two.
 RAYON_NUM_THREADS=1 timeout 300 "$bin" bench --model "$model" --device webgpu,cpu --runs "${RUNS:-3}" --tokens 128 \
   --out "$out/gpu-bench.json" 2>&1 | grep -v XDG_RUNTIME
+# What drawing the token on the GPU saves: the same WebGPU bench reading the two vocabulary
+# rows back each step instead (the engine then combines and samples on the CPU).
+AMULET_GPU_CHOOSE=0 RAYON_NUM_THREADS=1 timeout 300 "$bin" bench --model "$model" --device webgpu --runs "${RUNS:-3}" \
+  --tokens 128 --out "$out/gpu-bench-rows-read-back.json" 2>&1 | grep -v XDG_RUNTIME
 RAYON_NUM_THREADS=$(nproc) timeout 300 "$bin" bench --model "$model" --device cpu --runs "${RUNS:-3}" --tokens 128 \
   --out "$out/cpu-all-threads.json" 2>&1 | grep -v XDG_RUNTIME | grep -E "^(device|cpu)"
 AMULET_GPU_PROFILE=2 timeout 120 "$bin" generate --model "$model" --device webgpu --method amulet \

@@ -152,6 +152,8 @@ pub struct GpuModel {
     prerecorded: Option<(PassShape, wgpu::CommandBuffer)>,
     /// Draws the tokens of a decode step on the GPU (built at its first use).
     chooser: Option<crate::backend::webgpu::choose::Chooser>,
+    /// AMULET_GPU_CHOOSE=0: read the rows back instead (to measure what the chooser saves).
+    choose_on_gpu: bool,
 }
 
 /// What a pass's command buffer depends on.
@@ -360,6 +362,7 @@ impl GpuModel {
             generation: 0,
             prerecorded: None,
             chooser: None,
+            choose_on_gpu: std::env::var("AMULET_GPU_CHOOSE").map_or(true, |v| v != "0"),
         };
         model.ctx.device.poll(wgpu::PollType::wait_indefinitely()).ok();
         model.ctx.take_error()?;
@@ -692,6 +695,20 @@ impl GpuModel {
         Ok(())
     }
 
+    /// Only with AMULET_GPU_PROFILE=2 (natively): Instant does not exist in browsers.
+    fn now(&self) -> Option<std::time::Instant> {
+        self.timing.is_some().then(std::time::Instant::now)
+    }
+
+    /// Adds one call's recording (t0..t1) and waiting (t1..now) times.
+    fn add_timing(&mut self, t0: Option<std::time::Instant>, t1: Option<std::time::Instant>) {
+        if let (Some((n, record, wait)), Some(t0), Some(t1)) = (self.timing.as_mut(), t0, t1) {
+            *n += 1;
+            *record += (t1 - t0).as_secs_f64();
+            *wait += t1.elapsed().as_secs_f64();
+        }
+    }
+
     /// A forward call: submit, then wait for the readback without blocking (a browser
     /// cannot block; natively the wait happens inside the readback).
     async fn forward_gpu(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
@@ -700,17 +717,12 @@ impl GpuModel {
             return Err(AmuletError::Compute(why));
         }
         self.ctx.take_error()?;
-        // Only with AMULET_GPU_PROFILE=2 (natively): Instant does not exist in browsers.
-        let t0 = self.timing.is_some().then(std::time::Instant::now);
+        let t0 = self.now();
         self.submit(batch)?;
-        let t1 = self.timing.is_some().then(std::time::Instant::now);
+        let t1 = self.now();
         let vocab = self.cfg.vocab_size;
         let all = self.ctx.read_f32_async(&self.bufs.staging, batch.len() * vocab).await?;
-        if let (Some((n, record, wait)), Some(t0), Some(t1)) = (self.timing.as_mut(), t0, t1) {
-            *n += 1;
-            *record += (t1 - t0).as_secs_f64();
-            *wait += t1.elapsed().as_secs_f64();
-        }
+        self.add_timing(t0, t1);
         for (id, tokens) in batch {
             if let Some(s) = self.seqs[*id].as_mut() {
                 s.len += tokens.len();

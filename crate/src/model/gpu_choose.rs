@@ -61,7 +61,7 @@ impl GpuModel {
     /// order; anything else (a prefill) returns rows.
     pub(super) async fn choose_gpu(&mut self, batch: &[(SeqId, &[u32])], requests: &[TokenRequest]) -> Result<StepOutput> {
         let one_pass = batch.len() <= MAX_LAST && batch.iter().all(|(_, t)| t.len() == 1);
-        if !one_pass || requests.is_empty() {
+        if !one_pass || requests.is_empty() || !self.choose_on_gpu {
             return Ok(StepOutput::Rows(self.forward_gpu(batch).await?));
         }
         check_batch(&self.cfg, batch, |id| self.sequence_len(id))?;
@@ -69,13 +69,16 @@ impl GpuModel {
             return Err(AmuletError::Compute(why));
         }
         self.ctx.take_error()?;
+        let t0 = self.now();
         self.submit(batch)?;
         let (params, slots) = chooser_params(requests);
         let chooser = self.chooser.get_or_insert_with(|| Chooser::new(&self.ctx.device));
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         chooser.encode(&self.ctx.device, &self.ctx.queue, &mut enc, &self.bufs.logits, self.cfg.vocab_size as u32, &params);
         self.ctx.queue.submit([enc.finish()]);
+        let t1 = self.timing.is_some().then(std::time::Instant::now);
         let words = self.ctx.read_f32_async(chooser.readback(), Chooser::result_words(params.len())).await?;
+        self.add_timing(t0, t1);
         for (id, tokens) in batch {
             if let Some(s) = self.seqs[*id].as_mut() {
                 s.len += tokens.len();

@@ -160,3 +160,25 @@ fn q8_0_requantization_stays_within_half_a_step() {
         }
     }
 }
+
+#[test]
+fn q4_k_is_repacked_as_q4_1_without_loss() {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+    let (rows, k) = (3, 512);
+    let values = Rng(9).vec(rows * k);
+    let t = Tensor::from_vec(values, (rows, k), &Device::Cpu).unwrap();
+    let q = QTensor::quantize(&t, GgmlDType::Q4K).unwrap();
+    let want: Vec<f32> = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let bytes = q.data().unwrap();
+    let r = Repacked::from_gguf(GgmlDType::Q4K, &bytes, rows, k).unwrap().expect("Q4_K is repacked");
+    assert_eq!(r.format, Format::Q4_1);
+    for row in 0..rows {
+        for i in 0..k {
+            // ggml computes d·sc·q − dmin·m in f32 too; the order of the last two may differ.
+            let (a, b) = (r.get(row, i), want[row * k + i]);
+            assert!((a - b).abs() <= 1e-6 * b.abs().max(1e-3), "({row}, {i}): {a} vs {b}");
+        }
+    }
+    assert!(Repacked::from_gguf(GgmlDType::Q4K, &bytes[..bytes.len() - 1], rows, k).is_err());
+}

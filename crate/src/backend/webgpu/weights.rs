@@ -1,8 +1,9 @@
 //! Weights on the GPU. GGUF blocks are 2-byte aligned and mix scales with quants; WGSL reads
 //! u32 words, so each matrix is repacked at load into packed quants (`wq`) and f32 block
 //! scales (`ws`), see shaders/quant.wgsl. F32, F16, Q4_0, Q4_1 and Q8_0 are kept as they
-//! are; other types (the K-quants) are dequantized and requantized to Q8_0 (8.5 bits a
-//! weight, finer than the Q4_K/Q6_K they come from). A matrix larger than the adapter's
+//! are, Q4_K becomes Q4_1 without loss (its sub-blocks are Q4_1 blocks); other types (Q6_K,
+//! Q5_K, ...) are dequantized and requantized to Q8_0 (8.5 bits a weight, finer than the
+//! types they come from). A matrix larger than the adapter's
 //! binding limit is split into row-chunks, each its own buffers and dispatch.
 
 use candle_core::quantized::GgmlDType;
@@ -42,6 +43,7 @@ impl Repacked {
             GgmlDType::Q4_0 => (Format::Q4_0, 18, 2),
             GgmlDType::Q4_1 => (Format::Q4_1, 20, 4),
             GgmlDType::Q8_0 => (Format::Q8_0, 34, 2),
+            GgmlDType::Q4K => return q4_k_as_q4_1(data, rows, k).map(Some),
             _ => return Ok(None),
         };
         let quantized = header > 0;
@@ -187,6 +189,46 @@ impl GpuMatrix {
     pub fn load<S: TensorSource + ?Sized>(ctx: &GpuContext, g: &Gguf, src: &S, name: &str, k: usize, rows: usize) -> Result<Self> {
         Self::upload(ctx, &repack_tensor(g, src, name, k, rows)?)
     }
+}
+
+/// Q4_K holds 256 values a block as 8 sub-blocks of 32, each x = d·sc·q − dmin·m with
+/// 6-bit sc and m: that is Q4_1 per sub-block (scale d·sc, offset −dmin·m, both exact in
+/// f32), so it is repacked without loss and runs through the Q4_1 kernels.
+fn q4_k_as_q4_1(data: &[u8], rows: usize, k: usize) -> Result<Repacked> {
+    const BLOCK: usize = 144;
+    if k % 256 != 0 || data.len() != rows * k / 256 * BLOCK {
+        return Err(AmuletError::BadModel(format!(
+            "Q4_K matrix {rows}x{k} has {} bytes, expected {} in whole 256-value blocks",
+            data.len(),
+            rows * k / 256 * BLOCK
+        )));
+    }
+    let mut words = Vec::with_capacity(rows * k / 8);
+    let mut scales = Vec::with_capacity(rows * k / 16);
+    for block in data.chunks_exact(BLOCK) {
+        let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
+        let dmin = f16::from_le_bytes([block[2], block[3]]).to_f32();
+        let (sc, qs) = (&block[4..16], &block[16..]);
+        for sub in 0..8 {
+            // ggml's get_scale_min_k4.
+            let (scale, min) = if sub < 4 {
+                (sc[sub] & 63, sc[sub + 4] & 63)
+            } else {
+                ((sc[sub + 4] & 0xF) | ((sc[sub - 4] >> 6) << 4), (sc[sub + 4] >> 4) | ((sc[sub] >> 6) << 4))
+            };
+            scales.push(d * scale as f32);
+            scales.push(-dmin * min as f32);
+            // Sub-block 2j is the low nibbles of qs[32j..32j+32], 2j+1 the high ones; Q4_1
+            // keeps element i in byte i's low nibble and element i+16 in its high one.
+            let (bytes, shift) = (&qs[32 * (sub / 2)..32 * (sub / 2) + 32], 4 * (sub % 2));
+            let q = |i: usize| (bytes[i] >> shift) & 0xF;
+            for four in (0..16).step_by(4) {
+                let byte = |i: usize| (q(i) | (q(i + 16) << 4)) as u32;
+                words.push(byte(four) | byte(four + 1) << 8 | byte(four + 2) << 16 | byte(four + 3) << 24);
+            }
+        }
+    }
+    Ok(Repacked { format: Format::Q4_1, rows, k, words, scales })
 }
 
 /// The kernel layout of a GGUF matrix, whatever its type.
