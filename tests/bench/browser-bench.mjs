@@ -14,6 +14,8 @@
 //   the model file size;
 // - wllama, single-thread (plain origin) and 2 threads (COOP/COEP origin): decode tok/s
 //   on the same prompt, greedy, ignore_eos, cache_prompt off;
+// - ours on WebGPU (device 'webgpu', base and amulet) when the adapter is hardware, in the
+//   same interleaving; skipped on a software adapter unless --webgpu;
 // - the WebGPU adapter (navigator.gpu.requestAdapter()) for the record.
 // Prints a table and writes JSON. Needs www/pkg (./build.sh build) and the model.
 
@@ -54,6 +56,7 @@ function parseArgs(argv) {
     model: path.join(REPO, 'models', 'cache', 'SmolLM2-135M-Instruct.Q4_1.gguf'),
     wllama: true,
     mt: true,
+    webgpu: 'auto',
     threads: 2,
     budgetS: 330,
     mtRuns: 1,
@@ -75,9 +78,13 @@ function parseArgs(argv) {
     else if (a === '--mt-runs') o.mtRuns = Number(val());
     else if (a === '--no-wllama') o.wllama = false;
     else if (a === '--no-mt') o.mt = false;
+    else if (a === '--webgpu') o.webgpu = 'force';
+    else if (a === '--no-webgpu') o.webgpu = 'off';
     else if (a === '--help' || a === '-h') {
       console.log('usage: node browser-bench.mjs [--runs 3] [--tokens 128] [--warmup-tokens 8] [--out FILE] [--model GGUF]\n' +
-        '         [--threads 2] [--mt-runs 1] [--budget-s 330] [--no-wllama] [--no-mt]\n' +
+        '         [--threads 2] [--mt-runs 1] [--budget-s 330] [--no-wllama] [--no-mt] [--webgpu | --no-webgpu]\n' +
+        '--webgpu: our WebGPU path even on a software adapter (SwiftShader: ~0.1 tok/s for SmolLM2, use few --tokens);\n' +
+        '  by default it runs only on a hardware adapter\n' +
         '--mt-runs: wllama multi-thread takes part in the first N rounds only (it is slow on a loaded 2-core machine)\n' +
         '--budget-s: no generation round starts once the elapsed time plus the next round\'s expected duration passes it\n' +
         '(the figures then come from fewer, still complete and interleaved, rounds: see n).');
@@ -244,6 +251,21 @@ async function main() {
       { key: 'ours.base', run: (t) => page.evaluate((a) => window.bench.oursGen(a), { prompt: PROMPT, preference: PREFERENCE, method: 'base', tokens: t }) },
       { key: 'ours.amulet', run: (t) => page.evaluate((a) => window.bench.oursGen(a), { prompt: PROMPT, preference: PREFERENCE, method: 'amulet', tokens: t }) },
     ];
+    // Our WebGPU path: on a hardware adapter (a software one, SwiftShader, decodes SmolLM2 at
+    // ~0.1 tok/s: its figures would only prove that the path runs; --webgpu forces it).
+    const hardware = result.webgpu.available && !result.webgpu.isFallbackAdapter;
+    if (o.webgpu === 'force' || (o.webgpu === 'auto' && hardware)) {
+      const gpuLoad = await page.evaluate((a) => window.bench.oursGpuLoad(a), { url: modelUrlPath });
+      result.ours.webgpu = { load: gpuLoad };
+      log(`ours on WebGPU loaded in ${fmt(gpuLoad.totalMs, 0)} ms: ${gpuLoad.info.device} (${gpuLoad.info.deviceReason})`);
+      for (const method of ['base', 'amulet']) {
+        configs.push({ key: `ours.webgpu.${method}`, run: (t) => page.evaluate((a) => window.bench.oursGen(a), { prompt: PROMPT, preference: PREFERENCE, method, tokens: t, gpu: true }) });
+      }
+    } else {
+      const why = o.webgpu === 'off' ? '--no-webgpu' : result.webgpu.available ? 'the only adapter is a software fallback (SwiftShader)' : `no adapter (${result.webgpu.reason})`;
+      result.ours.webgpu = { skipped: why };
+      log(`ours on WebGPU: skipped: ${why}${o.webgpu === 'auto' ? ' (--webgpu forces it)' : ''}`);
+    }
     let wllamaInfo = null;
     let mtPage = null;
     if (o.wllama) {
@@ -322,6 +344,10 @@ async function main() {
     };
     const ratios = {
       amuletOverBase: ratio('ours.amulet', 'ours.base'),
+      webgpuAmuletOverBase: ratio('ours.webgpu.amulet', 'ours.webgpu.base'),
+      webgpuOverCpuBase: ratio('ours.webgpu.base', 'ours.base'),
+      webgpuOverCpuAmulet: ratio('ours.webgpu.amulet', 'ours.amulet'),
+      webgpuBaseOverWllamaSt: ratio('ours.webgpu.base', 'wllama.st'),
       baseOverWllamaSt: ratio('ours.base', 'wllama.st'),
       baseOverWllamaMt: ratio('ours.base', 'wllama.mt'),
       amuletOverWllamaSt: ratio('ours.amulet', 'wllama.st'),
@@ -358,7 +384,7 @@ async function main() {
 
     // ---- print
     console.log(`\nChromium ${browser.version()} headless, ${result.machine.cpus} cores (${result.machine.cpuModel}); model ${path.basename(o.model)} ${fmt(MB(modelSize))} MB; ${o.tokens} tokens greedy ignoreEos, ${rounds.length} interleaved round(s) of ${o.runs} asked (wllama ${o.threads} threads: first ${o.mtRuns}); median (min-max), n = samples`);
-    const names = { 'ours.base': 'ours base (main thread)', 'ours.amulet': 'ours amulet (main thread)', 'wllama.st': 'wllama 1 thread (worker)', 'wllama.mt': `wllama ${o.threads} threads (COOP/COEP)` };
+    const names = { 'ours.base': 'ours base (main thread)', 'ours.amulet': 'ours amulet (main thread)', 'ours.webgpu.base': 'ours base (WebGPU)', 'ours.webgpu.amulet': 'ours amulet (WebGPU)', 'wllama.st': 'wllama 1 thread (worker)', 'wllama.mt': `wllama ${o.threads} threads (COOP/COEP)` };
     const rows = [['engine', 'n', 'decode tok/s', 'wall tok/s', 'TTFT ms', 'prefill ms', 'prompt tok']];
     for (const c of configs) {
       const p = per[c.key];

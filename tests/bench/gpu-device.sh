@@ -29,6 +29,10 @@ RAYON_NUM_THREADS=1 timeout 300 "$bin" bench --model "$model" --device webgpu,cp
 # rows back each step instead (the engine then combines and samples on the CPU).
 AMULET_GPU_CHOOSE=0 RAYON_NUM_THREADS=1 timeout 300 "$bin" bench --model "$model" --device webgpu --runs "${RUNS:-3}" \
   --tokens 128 --out "$out/gpu-bench-rows-read-back.json" 2>&1 | grep -v XDG_RUNTIME
+# The tiled matmul for prefill against the matvec's 8-row slices (the default on hardware
+# adapters: on an H200 the matmul was 6x slower).
+AMULET_GPU_MATMUL=1 RAYON_NUM_THREADS=1 timeout 300 "$bin" bench --model "$model" --device webgpu --runs "${RUNS:-3}" \
+  --tokens 128 --out "$out/gpu-bench-matmul-prefill.json" 2>&1 | grep -v XDG_RUNTIME
 RAYON_NUM_THREADS=$(nproc) timeout 300 "$bin" bench --model "$model" --device cpu --runs "${RUNS:-3}" --tokens 128 \
   --out "$out/cpu-all-threads.json" 2>&1 | grep -v XDG_RUNTIME | grep -E "^(device|cpu)"
 AMULET_GPU_PROFILE=2 timeout 120 "$bin" generate --model "$model" --device webgpu --method amulet \

@@ -14,6 +14,8 @@ const status = document.getElementById('status');
 const now = () => performance.now();
 
 let engine = null;
+/** Our engine on device 'webgpu' (a second model instance, beside the CPU one). */
+let gpuEngine = null;
 let wllama = null;
 
 /** byteLength of our wasm Memory (grow-only, so after a generation it is the peak). */
@@ -112,10 +114,17 @@ window.bench = {
     };
   },
 
-  /** One generation of `tokens` tokens; TTFT from the generate() call to the first chunk. */
-  async oursGen({ prompt, preference, method, tokens }) {
+  /** Our engine again on device 'webgpu' (from the Cache API the CPU load filled). */
+  async oursGpuLoad({ url }) {
     const t0 = now();
-    const it = engine.generate({ prompt, preference, method, maxTokens: tokens, ignoreEos: true, temperature: 0 });
+    gpuEngine = await AmuletEngine.load(url, { cache: true, device: 'webgpu' });
+    return { totalMs: now() - t0, info: { ...gpuEngine.info } };
+  },
+
+  /** One generation of `tokens` tokens; TTFT from the generate() call to the first chunk. */
+  async oursGen({ prompt, preference, method, tokens, gpu = false }) {
+    const t0 = now();
+    const it = (gpu ? gpuEngine : engine).generate({ prompt, preference, method, maxTokens: tokens, ignoreEos: true, temperature: 0 });
     let tFirst = null;
     let tLast = null;
     let n = 0;

@@ -20,7 +20,7 @@ use super::config::{Activation, Arch, ModelConfig, RopeLayout};
 use super::{check_batch, put_in_free_slot, LanguageModel, LocalFuture, SeqId, StepOutput, TokenRequest};
 use crate::backend::webgpu::kernels::{
     bind, AttentionParams, EmbedParams, GatherParams, Kernels, MatvecInput, MatvecParams, NormParams, PassInfo,
-    RopeCacheParams, ATTENTION_CHUNK, KV_PAGE, MATVEC_ROWS,
+    RopeCacheParams, ATTENTION_CHUNK, KV_PAGE, MATMUL_TILE_N, MATMUL_TILE_ROWS, MATVEC_ROWS,
 };
 use crate::backend::webgpu::weights::{repack_tensor, storage, vector, GpuMatrix, Repacked};
 use crate::backend::webgpu::GpuContext;
@@ -95,10 +95,11 @@ struct Sequence {
     len: usize,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Grid {
-    /// (x, 1, one z-slice per 8 rows).
-    Matvec(u32),
+    /// (x, 1, one z-slice per 8 rows); with more rows than that, the tiled matmul when the
+    /// step has one: (its x, 1, one z-slice per 64 rows).
+    Matvec(u32, Option<(wgpu::ComputePipeline, u32)>),
     /// (x, one y per row, 1).
     PerRow(u32),
     /// (x, one y per row, one z per attention chunk of the longest row).
@@ -154,6 +155,8 @@ pub struct GpuModel {
     chooser: Option<crate::backend::webgpu::choose::Chooser>,
     /// AMULET_GPU_CHOOSE=0: read the rows back instead (to measure what the chooser saves).
     choose_on_gpu: bool,
+    /// Prefill through the tiled matmul (software adapters; AMULET_GPU_MATMUL=1|0 forces).
+    use_matmul: bool,
 }
 
 /// What a pass's command buffer depends on.
@@ -343,7 +346,8 @@ impl GpuModel {
             page_bytes,
             free: (0..pages as u32).rev().collect(),
         };
-        let kernels = Kernels::new(&ctx.device, ctx.info.software);
+        let software = ctx.info.software;
+        let kernels = Kernels::new(&ctx.device, software);
         let model = GpuModel {
             cfg,
             ctx,
@@ -363,6 +367,9 @@ impl GpuModel {
             prerecorded: None,
             chooser: None,
             choose_on_gpu: std::env::var("AMULET_GPU_CHOOSE").map_or(true, |v| v != "0"),
+            // Measured: faster on lavapipe (1.3-5x per matrix), 6x slower on an H200 (its
+            // W reads are not coalesced), so software adapters only until it is tuned.
+            use_matmul: std::env::var("AMULET_GPU_MATMUL").map_or(software, |v| v != "0"),
         };
         model.ctx.device.poll(wgpu::PollType::wait_indefinitely()).ok();
         model.ctx.take_error()?;
@@ -382,10 +389,8 @@ impl GpuModel {
         let b = &self.bufs;
         let kernels = &mut self.kernels;
         let mut body = Vec::new();
-
-
         let scale = cfg.embedding_scale.unwrap_or(1.0);
-        let mut rec = Recorder { ctx, kernels, dummy: &b.dummy, eps: cfg.rms_eps };
+        let mut rec = Recorder { ctx, kernels, dummy: &b.dummy, eps: cfg.rms_eps, use_matmul: self.use_matmul };
         let ek = rec.kernels.embed(self.embed.format);
         for c in &self.embed.chunks {
             let p = uniform(ctx, &EmbedParams { d: d as u32, row0: c.row0 as u32, n: c.rows as u32, scale });
@@ -695,6 +700,16 @@ impl GpuModel {
         Ok(())
     }
 
+    /// Prefill through the tiled matmul (on) or the matvec's 8-row slices (off); the
+    /// default depends on the adapter. For tests and measurements.
+    pub fn set_prefill_matmul(&mut self, on: bool) {
+        if self.use_matmul != on {
+            self.use_matmul = on;
+            self.plan = None;
+            self.prerecorded = None;
+        }
+    }
+
     /// Only with AMULET_GPU_PROFILE=2 (natively): Instant does not exist in browsers.
     fn now(&self) -> Option<std::time::Instant> {
         self.timing.is_some().then(std::time::Instant::now)
@@ -756,6 +771,7 @@ struct Recorder<'a> {
     kernels: &'a mut Kernels,
     dummy: &'a wgpu::Buffer,
     eps: f32,
+    use_matmul: bool,
 }
 
 impl Recorder<'_> {
@@ -763,6 +779,9 @@ impl Recorder<'_> {
     fn matvec(&mut self, steps: &mut Vec<Step>, mv: Mv) {
         let gated = matches!(mv.input, MatvecInput::SiluGate | MatvecInput::GeluGate);
         let wg_rows = (256 / self.kernels.matvec_lanes) as usize;
+        // Prefill passes (more than 8 rows) can read W once per 64 rows through the tiled
+        // matmul (same bindings) instead of once per 8-row slice of the matvec.
+        let tiled = self.use_matmul.then(|| self.kernels.matmul(mv.m.format, mv.input).pipeline.clone());
         let k = self.kernels.matvec(mv.m.format, mv.input);
         for c in &mv.m.chunks {
             let params = MatvecParams {
@@ -789,7 +808,8 @@ impl Recorder<'_> {
                     (6, mv.pass),
                 ],
             );
-            steps.push(Step { label: mv.label, pipeline: k.pipeline.clone(), bind, grid: Grid::Matvec(div_up(c.rows, wg_rows)) });
+            let tiled = tiled.clone().map(|t| (t, div_up(c.rows, MATMUL_TILE_N as usize)));
+            steps.push(Step { label: mv.label, pipeline: k.pipeline.clone(), bind, grid: Grid::Matvec(div_up(c.rows, wg_rows), tiled) });
         }
     }
 
@@ -810,7 +830,11 @@ fn record(enc: &mut wgpu::CommandEncoder, steps: &[Step], n: usize, chunks: usiz
         pass.set_pipeline(&s.pipeline);
         pass.set_bind_group(0, &s.bind, &[]);
         match s.grid {
-            Grid::Matvec(x) => pass.dispatch_workgroups(x, 1, div_up(n, MATVEC_ROWS as usize)),
+            Grid::Matvec(_, Some((ref tiled, x))) if n > MATVEC_ROWS as usize => {
+                pass.set_pipeline(tiled);
+                pass.dispatch_workgroups(x, 1, div_up(n, MATMUL_TILE_ROWS as usize))
+            }
+            Grid::Matvec(x, _) => pass.dispatch_workgroups(x, 1, div_up(n, MATVEC_ROWS as usize)),
             Grid::PerRow(x) => pass.dispatch_workgroups(x, n as u32, 1),
             Grid::Attention(x) => pass.dispatch_workgroups(x, n as u32, chunks as u32),
         }

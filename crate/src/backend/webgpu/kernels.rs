@@ -8,6 +8,7 @@ use bytemuck::{Pod, Zeroable};
 const COMMON: &str = include_str!("shaders/common.wgsl");
 const QUANT: &str = include_str!("shaders/quant.wgsl");
 const MATVEC: &str = include_str!("shaders/matvec.wgsl");
+const MATMUL: &str = include_str!("shaders/matmul.wgsl");
 const EMBED: &str = include_str!("shaders/embed.wgsl");
 const GATHER: &str = include_str!("shaders/gather.wgsl");
 const ROPE_CACHE: &str = include_str!("shaders/rope_cache.wgsl");
@@ -113,6 +114,10 @@ pub const KV_PAGE: usize = 16;
 pub const ATTENTION_CHUNK: usize = 64;
 /// Input rows per matvec z-slice (MT in matvec.wgsl).
 pub const MATVEC_ROWS: u32 = 8;
+/// Input rows per matmul workgroup (TM in matmul.wgsl): grid z = ceil(n_rows / this).
+pub const MATMUL_TILE_ROWS: u32 = 64;
+/// Rows of W per matmul workgroup (TN in matmul.wgsl): grid x = ceil(n / this).
+pub const MATMUL_TILE_N: u32 = 64;
 
 #[derive(Clone, Copy)]
 enum Slot {
@@ -135,6 +140,7 @@ pub struct Kernels {
     matvec_module: wgpu::ShaderModule,
     embed_module: wgpu::ShaderModule,
     matvec: HashMap<(Format, MatvecInput), Kernel>,
+    matmul: HashMap<(Format, MatvecInput), Kernel>,
     embed: HashMap<Format, Kernel>,
     pub gather: Kernel,
     pub rope_cache: Kernel,
@@ -236,6 +242,7 @@ impl Kernels {
             matvec_layout,
             embed_layout,
             matvec: HashMap::new(),
+            matmul: HashMap::new(),
             embed: HashMap::new(),
             gather: kernel(device, "gather", GATHER, &[(0, Uniform), (1, Read), (2, Read), (3, ReadWrite)]),
             rope_cache: kernel(
@@ -271,6 +278,27 @@ impl Kernels {
         })
     }
 
+    /// The tiled matmul pipeline (matmul.wgsl) for a weight format and input mode: the
+    /// matvec's computation for many rows, with the same bind-group layout object (one
+    /// bind group serves both). Grid: (ceil(n / MATMUL_TILE_N), 1, ceil(n_rows /
+    /// MATMUL_TILE_ROWS)). Built on first use.
+    pub fn matmul(&mut self, format: Format, input: MatvecInput) -> &Kernel {
+        let (device, layout) = (&self.device, &self.matvec_layout);
+        self.matmul.entry((format, input)).or_insert_with(|| {
+            let module = module(device, "matmul", &format!("{QUANT}\n{MATMUL}"));
+            Kernel {
+                pipeline: pipeline(
+                    device,
+                    "matmul",
+                    &module,
+                    layout,
+                    &[("FORMAT", format as u32 as f64), ("INPUT", input as u32 as f64)],
+                ),
+                layout: layout.clone(),
+            }
+        })
+    }
+
     /// The embedding-lookup pipeline for a weight format.
     pub fn embed(&mut self, format: Format) -> &Kernel {
         let (device, module, layout) = (&self.device, &self.embed_module, &self.embed_layout);
@@ -289,3 +317,7 @@ pub fn bind(device: &wgpu::Device, layout: &wgpu::BindGroupLayout, buffers: &[(u
         .collect();
     device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries })
 }
+
+#[cfg(test)]
+#[path = "matmul_tests.rs"]
+mod matmul_tests;
