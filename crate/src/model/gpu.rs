@@ -724,25 +724,35 @@ impl GpuModel {
         }
     }
 
-    /// A forward call: submit, then wait for the readback without blocking (a browser
-    /// cannot block; natively the wait happens inside the readback).
-    async fn forward_gpu(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
+    /// Before a call touches a cache: a valid batch on a working device.
+    fn check_call(&self, batch: &[(SeqId, &[u32])]) -> Result<()> {
         check_batch(&self.cfg, batch, |id| self.sequence_len(id))?;
         if let Some(why) = self.ctx.lost() {
             return Err(AmuletError::Compute(why));
         }
-        self.ctx.take_error()?;
+        self.ctx.take_error()
+    }
+
+    /// After a call's results are back: its tokens are in the caches.
+    fn advance(&mut self, batch: &[(SeqId, &[u32])]) {
+        for (id, tokens) in batch {
+            if let Some(s) = self.seqs[*id].as_mut() {
+                s.len += tokens.len();
+            }
+        }
+    }
+
+    /// A forward call: submit, then wait for the readback without blocking (a browser
+    /// cannot block; natively the wait happens inside the readback).
+    async fn forward_gpu(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
+        self.check_call(batch)?;
         let t0 = self.now();
         self.submit(batch)?;
         let t1 = self.now();
         let vocab = self.cfg.vocab_size;
         let all = self.ctx.read_f32_async(&self.bufs.staging, batch.len() * vocab).await?;
         self.add_timing(t0, t1);
-        for (id, tokens) in batch {
-            if let Some(s) = self.seqs[*id].as_mut() {
-                s.len += tokens.len();
-            }
-        }
+        self.advance(batch);
         if all.iter().any(|v| !v.is_finite()) {
             return Err(AmuletError::Compute("the model produced non-finite logits".into()));
         }

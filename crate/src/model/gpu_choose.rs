@@ -64,11 +64,7 @@ impl GpuModel {
         if !one_pass || requests.is_empty() || !self.choose_on_gpu {
             return Ok(StepOutput::Rows(self.forward_gpu(batch).await?));
         }
-        check_batch(&self.cfg, batch, |id| self.sequence_len(id))?;
-        if let Some(why) = self.ctx.lost() {
-            return Err(AmuletError::Compute(why));
-        }
-        self.ctx.take_error()?;
+        self.check_call(batch)?;
         let t0 = self.now();
         self.submit(batch)?;
         let (params, slots) = chooser_params(requests);
@@ -79,11 +75,7 @@ impl GpuModel {
         let t1 = self.timing.is_some().then(std::time::Instant::now);
         let words = self.ctx.read_f32_async(chooser.readback(), Chooser::result_words(params.len())).await?;
         self.add_timing(t0, t1);
-        for (id, tokens) in batch {
-            if let Some(s) = self.seqs[*id].as_mut() {
-                s.len += tokens.len();
-            }
-        }
+        self.advance(batch);
         let choices = Chooser::parse(&words, params.len());
         let top = |slot: Option<usize>| match slot.map(|i| &choices[i]) {
             Some(Choice::Token { top, .. }) => Some(top.clone()),
