@@ -84,7 +84,7 @@ fn matvec_matches_a_cpu_reference_for_every_format_input_and_shape() {
                 let pass = uniform(&ctx, &PassInfo { n_rows: rows as u32, _pad: [0; 3] });
                 let dummy = buffer(&ctx, &[0.0; 4]);
                 let mut steps = Vec::new();
-                let mut rec = Recorder { ctx: &ctx, kernels: &mut kernels, dummy: &dummy, eps: 1e-6 };
+                let mut rec = Recorder { ctx: &ctx, kernels: &mut kernels, dummy: &dummy, eps: 1e-6, use_matmul: false };
                 let mv = Mv { label: "t", m: &gm, input, x: &xb, x_stride, y: &yb, y_stride, n_off, accumulate: true, bias: Some(&bb), pass: &pass };
                 rec.matvec(&mut steps, mv);
                 assert_eq!(steps.len(), n.div_ceil(chunk_rows), "{format:?}: chunks");
@@ -129,7 +129,7 @@ fn norm_writes_or_adds_rms_normed_rows() {
         let pass = uniform(&ctx, &PassInfo { n_rows: rows as u32, _pad: [0; 3] });
         let dummy = buffer(&ctx, &[0.0; 4]);
         let mut steps = Vec::new();
-        Recorder { ctx: &ctx, kernels: &mut kernels, dummy: &dummy, eps: 1e-5 }.norm(&mut steps, &tb, &wb, &ob, accumulate, d, &pass);
+        Recorder { ctx: &ctx, kernels: &mut kernels, dummy: &dummy, eps: 1e-5, use_matmul: false }.norm(&mut steps, &tb, &wb, &ob, accumulate, d, &pass);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         record(&mut enc, &steps, rows, 1);
         ctx.queue.submit([enc.finish()]);
