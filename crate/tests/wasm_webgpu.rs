@@ -81,3 +81,8 @@ async fn qwen2_q4_k_matches_the_cpu_backend() {
 async fn gemma3_f32_with_a_sliding_window_matches_the_cpu_backend() {
     compare(Arch::Gemma3, GgmlDType::F32, 1e-5).await;
 }
+
+#[wasm_bindgen_test]
+async fn llama_q6_k_matches_the_cpu_backend() {
+    compare(Arch::Llama, GgmlDType::Q6K, 5e-3).await;
+}

@@ -48,6 +48,7 @@ fn matrix(format: Format, values: &[f32], rows: usize, k: usize) -> Repacked {
         Format::Q4_0 => GgmlDType::Q4_0,
         Format::Q4_1 => GgmlDType::Q4_1,
         Format::Q8_0 => GgmlDType::Q8_0,
+        Format::Q8_16 => GgmlDType::Q6K,
     };
     let q = QTensor::quantize(&t, dtype).unwrap();
     let bytes = q.data().unwrap();
@@ -67,8 +68,9 @@ fn matvec_matches_a_cpu_reference_for_every_format_input_and_shape() {
     let ctx = context();
     let mut kernels = Kernels::new(&ctx.device, ctx.info.software);
     let mut rng = Rng(5);
-    let (n, k) = (37, 96);
-    for format in [Format::F32, Format::F16, Format::Q4_0, Format::Q4_1, Format::Q8_0] {
+    for format in [Format::F32, Format::F16, Format::Q4_0, Format::Q4_1, Format::Q8_0, Format::Q8_16] {
+        // Q8_16 comes from Q6_K, whose rows are whole 256-value blocks.
+        let (n, k) = (37, if format == Format::Q8_16 { 256 } else { 96 });
         let w = matrix(format, &rng.vec(n * k), n, k);
         for input in [MatvecInput::Plain, MatvecInput::SiluGate, MatvecInput::GeluGate] {
             for (rows, chunk_rows) in [(1, n), (11, 10), (5, 8)] {
@@ -181,4 +183,25 @@ fn q4_k_is_repacked_as_q4_1_without_loss() {
         }
     }
     assert!(Repacked::from_gguf(GgmlDType::Q4K, &bytes[..bytes.len() - 1], rows, k).is_err());
+}
+
+#[test]
+fn q6_k_is_repacked_as_q8_16_without_loss() {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+    let (rows, k) = (3, 512);
+    let values = Rng(10).vec(rows * k);
+    let t = Tensor::from_vec(values, (rows, k), &Device::Cpu).unwrap();
+    let q = QTensor::quantize(&t, GgmlDType::Q6K).unwrap();
+    let want: Vec<f32> = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let bytes = q.data().unwrap();
+    let r = Repacked::from_gguf(GgmlDType::Q6K, &bytes, rows, k).unwrap().expect("Q6_K is repacked");
+    assert_eq!(r.format, Format::Q8_16);
+    for row in 0..rows {
+        for i in 0..k {
+            let (a, b) = (r.get(row, i), want[row * k + i]);
+            assert!((a - b).abs() <= 1e-6 * b.abs().max(1e-3), "({row}, {i}): {a} vs {b}");
+        }
+    }
+    assert!(Repacked::from_gguf(GgmlDType::Q6K, &bytes[..bytes.len() - 1], rows, k).is_err());
 }

@@ -23,6 +23,8 @@ pub enum Format {
     Q4_0 = 2,
     Q4_1 = 3,
     Q8_0 = 4,
+    /// int8 values with one f32 scale per 16 (Q6_K, repacked without loss).
+    Q8_16 = 5,
 }
 
 /// What the matvec applies to its input rows before the product (override INPUT).

@@ -61,6 +61,7 @@ fn matrix(format: Format, values: &[f32], rows: usize, k: usize) -> Repacked {
         Format::F16 => GgmlDType::F16,
         Format::Q4_0 => GgmlDType::Q4_0,
         Format::Q4_1 => GgmlDType::Q4_1,
+        Format::Q8_16 => GgmlDType::Q6K,
     };
     let t = candle_core::Tensor::from_slice(values, (rows, k), &candle_core::Device::Cpu).unwrap();
     let q = QTensor::quantize(&t, dtype).unwrap();
@@ -174,8 +175,9 @@ fn matmul_matches_the_matvec_and_a_cpu_reference_for_every_format_input_and_shap
     let mut kernels = Kernels::new(&ctx.device, ctx.info.software);
     let mut rng = Rng(11);
     let mut cases = 0;
-    for format in [Format::F32, Format::F16, Format::Q4_0, Format::Q4_1, Format::Q8_0] {
-        let mut shapes = vec![(37, 64), (100, 96)];
+    for format in [Format::F32, Format::F16, Format::Q4_0, Format::Q4_1, Format::Q8_0, Format::Q8_16] {
+        // Q8_16 comes from Q6_K, whose rows are whole 256-value blocks.
+        let mut shapes = if format == Format::Q8_16 { vec![(37, 256), (100, 512)] } else { vec![(37, 64), (100, 96)] };
         if matches!(format, Format::F32 | Format::F16) {
             // Rows that are not whole 32-element blocks (nor, for 50, whole vec4s).
             shapes.push((70, 52));

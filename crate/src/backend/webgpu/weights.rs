@@ -1,9 +1,9 @@
 //! Weights on the GPU. GGUF blocks are 2-byte aligned and mix scales with quants; WGSL reads
 //! u32 words, so each matrix is repacked at load into packed quants (`wq`) and f32 block
 //! scales (`ws`), see shaders/quant.wgsl. F32, F16, Q4_0, Q4_1 and Q8_0 are kept as they
-//! are, Q4_K becomes Q4_1 without loss (its sub-blocks are Q4_1 blocks); other types (Q6_K,
-//! Q5_K, ...) are dequantized and requantized to Q8_0 (8.5 bits a weight, finer than the
-//! types they come from). A matrix larger than the adapter's
+//! are, Q4_K becomes Q4_1 and Q6_K int8 with a scale per 16 (Q8_16), both without loss;
+//! other types (Q5_K, Q2_K, ...) are dequantized and requantized to Q8_0 (8.5 bits a weight,
+//! finer than the types they come from). A matrix larger than the adapter's
 //! binding limit is split into row-chunks, each its own buffers and dispatch.
 
 use candle_core::quantized::GgmlDType;
@@ -44,6 +44,7 @@ impl Repacked {
             GgmlDType::Q4_1 => (Format::Q4_1, 20, 4),
             GgmlDType::Q8_0 => (Format::Q8_0, 34, 2),
             GgmlDType::Q4K => return q4_k_as_q4_1(data, rows, k).map(Some),
+            GgmlDType::Q6K => return q6_k_as_q8_16(data, rows, k).map(Some),
             _ => return Ok(None),
         };
         let quantized = header > 0;
@@ -128,6 +129,10 @@ impl Repacked {
             Format::Q8_0 => {
                 let q = (w[i / 4] >> (8 * (i % 4))) as u8 as i8;
                 q as f32 * self.scales[row * nb + i / 32]
+            }
+            Format::Q8_16 => {
+                let q = (w[i / 4] >> (8 * (i % 4))) as u8 as i8;
+                q as f32 * self.scales[row * self.k / 16 + i / 16]
             }
             Format::Q4_0 | Format::Q4_1 => {
                 let (b, j) = (i / 32, i % 32);
@@ -229,6 +234,40 @@ fn q4_k_as_q4_1(data: &[u8], rows: usize, k: usize) -> Result<Repacked> {
         }
     }
     Ok(Repacked { format: Format::Q4_1, rows, k, words, scales })
+}
+
+/// Q6_K holds 256 values a block as 16 sub-blocks of 16, x = d·sc·(q − 32) with 6-bit q
+/// and an int8 sc: int8 values q − 32 with the f32 scale d·sc per 16 (exact), Q8_0's words.
+fn q6_k_as_q8_16(data: &[u8], rows: usize, k: usize) -> Result<Repacked> {
+    const BLOCK: usize = 210;
+    if k % 256 != 0 || data.len() != rows * k / 256 * BLOCK {
+        return Err(AmuletError::BadModel(format!(
+            "Q6_K matrix {rows}x{k} has {} bytes, expected {} in whole 256-value blocks",
+            data.len(),
+            rows * k / 256 * BLOCK
+        )));
+    }
+    let mut words = Vec::with_capacity(rows * k / 4);
+    let mut scales = Vec::with_capacity(rows * k / 16);
+    let mut values = [0i8; 256];
+    for block in data.chunks_exact(BLOCK) {
+        let (ql, qh, sc) = (&block[..128], &block[128..192], &block[192..208]);
+        let d = f16::from_le_bytes([block[208], block[209]]).to_f32();
+        // ggml's dequantize_row_q6_K: two halves of 128, each four runs of 32.
+        for half in 0..2 {
+            let (ql, qh) = (&ql[64 * half..64 * half + 64], &qh[32 * half..32 * half + 32]);
+            for l in 0..32 {
+                let v = &mut values[128 * half..128 * half + 128];
+                v[l] = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i8 - 32;
+                v[l + 32] = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+                v[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+                v[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+            }
+        }
+        scales.extend(sc.iter().map(|&s| d * s as i8 as f32));
+        words.extend(values.chunks_exact(4).map(|c| u32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8])));
+    }
+    Ok(Repacked { format: Format::Q8_16, rows, k, words, scales })
 }
 
 /// The kernel layout of a GGUF matrix, whatever its type.

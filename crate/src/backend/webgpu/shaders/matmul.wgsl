@@ -71,8 +71,9 @@ fn load_w(nl: u32, row: u32, valid: bool, kb: u32, part: u32) {
     let wpr = words_per_row(p.k);
     let nb = p.k / 32u;
     switch FORMAT {
-        case 4u: {
-            let d = ws[row * nb + kb];
+        case 4u, 5u: {
+            // Q8_16: the part's 8 elements share one 16-element group.
+            let d = ws[row * (p.k / q8_group()) + (kb * TK + part * 8u) / q8_group()];
             for (var j = 0u; j < 2u; j++) {
                 let wi = bitcast<i32>(wq[row * wpr + kb * 8u + part * 2u + j]);
                 for (var c = 0u; c < 4u; c++) {

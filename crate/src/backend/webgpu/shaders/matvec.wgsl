@@ -70,8 +70,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         for (var w = lane; w < wpr; w += LANES) {
             let word = wq[n * wpr + w];
             switch FORMAT {
-                case 4u: {
-                    let d = ws[n * nb + w / 8u];
+                case 4u, 5u: {
+                    // 8 words a scale (Q8_0) or 4 (Q8_16).
+                    let d = ws[n * (p.k / q8_group()) + w / (q8_group() / 4u)];
                     let wi = bitcast<i32>(word);
                     let q = vec4<f32>(f32(extractBits(wi, 0u, 8u)), f32(extractBits(wi, 8u, 8u)),
                                       f32(extractBits(wi, 16u, 8u)), f32(extractBits(wi, 24u, 8u)));

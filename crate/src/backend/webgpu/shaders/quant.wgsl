@@ -2,7 +2,8 @@
 // `wq`: each row's quants as little-endian u32 words, in GGUF order (so a Q8_0 block is 8
 // words, a Q4_0/Q4_1 block 4 words: byte i holds element i in its low nibble and element
 // i + 16 in its high one). F16 rows are packed in pairs, F32 rows are the float bits.
-// `ws`: f32 block scales, one per 32 elements (Q4_1: d then m). FORMAT is fixed per
+// `ws`: f32 block scales, one per 32 elements (Q4_1: d then m; Q8_16, Q6_K's int8 values
+// in Q8_0's words: one per 16 elements). FORMAT is fixed per
 // pipeline (an override constant), so every switch below folds away.
 // Prepended to matvec.wgsl and embed.wgsl, which bind wq at 1 and ws at 2.
 
@@ -12,6 +13,12 @@ const FMT_F16: u32 = 1u;
 const FMT_Q4_0: u32 = 2u;
 const FMT_Q4_1: u32 = 3u;
 const FMT_Q8_0: u32 = 4u;
+const FMT_Q8_16: u32 = 5u;
+
+// Elements per f32 scale of the int8 formats.
+fn q8_group() -> u32 {
+    return select(32u, 16u, FORMAT == FMT_Q8_16);
+}
 
 @group(0) @binding(1) var<storage, read> wq: array<u32>;
 @group(0) @binding(2) var<storage, read> ws: array<f32>;
@@ -20,7 +27,7 @@ fn words_per_row(k: u32) -> u32 {
     switch FORMAT {
         case 0u: { return k; }
         case 1u: { return k / 2u; }
-        case 4u: { return k / 4u; }
+        case 4u, 5u: { return k / 4u; }
         default: { return k / 8u; }
     }
 }
@@ -34,10 +41,10 @@ fn dequant(row: u32, i: u32, k: u32) -> f32 {
             let pair = unpack2x16float(wq[row * wpr + i / 2u]);
             return select(pair.x, pair.y, (i & 1u) == 1u);
         }
-        case 4u: {
+        case 4u, 5u: {
             let word = wq[row * wpr + i / 4u];
             let q = extractBits(bitcast<i32>(word), (i % 4u) * 8u, 8u);
-            return f32(q) * ws[row * (k / 32u) + i / 32u];
+            return f32(q) * ws[row * (k / q8_group()) + i / q8_group()];
         }
         default: {
             let block = row * (k / 32u) + i / 32u;
