@@ -163,45 +163,34 @@ fn q8_0_requantization_stays_within_half_a_step() {
     }
 }
 
-#[test]
-fn q4_k_is_repacked_as_q4_1_without_loss() {
-    use candle_core::quantized::{GgmlDType, QTensor};
+/// A K-quant matrix repacked for the GPU against candle's dequantization of the same bytes
+/// (ggml computes d·sc·q − dmin·m in f32 too; only the order of the last two may differ),
+/// and a byte short of whole blocks rejected.
+fn repacks_without_loss(dtype: candle_core::quantized::GgmlDType, format: Format, seed: u64) {
+    use candle_core::quantized::QTensor;
     use candle_core::{Device, Tensor};
     let (rows, k) = (3, 512);
-    let values = Rng(9).vec(rows * k);
-    let t = Tensor::from_vec(values, (rows, k), &Device::Cpu).unwrap();
-    let q = QTensor::quantize(&t, GgmlDType::Q4K).unwrap();
+    let t = Tensor::from_vec(Rng(seed).vec(rows * k), (rows, k), &Device::Cpu).unwrap();
+    let q = QTensor::quantize(&t, dtype).unwrap();
     let want: Vec<f32> = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     let bytes = q.data().unwrap();
-    let r = Repacked::from_gguf(GgmlDType::Q4K, &bytes, rows, k).unwrap().expect("Q4_K is repacked");
-    assert_eq!(r.format, Format::Q4_1);
+    let r = Repacked::from_gguf(dtype, &bytes, rows, k).unwrap().expect("repacked");
+    assert_eq!(r.format, format);
     for row in 0..rows {
         for i in 0..k {
-            // ggml computes d·sc·q − dmin·m in f32 too; the order of the last two may differ.
             let (a, b) = (r.get(row, i), want[row * k + i]);
-            assert!((a - b).abs() <= 1e-6 * b.abs().max(1e-3), "({row}, {i}): {a} vs {b}");
+            assert!((a - b).abs() <= 1e-6 * b.abs().max(1e-3), "{dtype:?} ({row}, {i}): {a} vs {b}");
         }
     }
-    assert!(Repacked::from_gguf(GgmlDType::Q4K, &bytes[..bytes.len() - 1], rows, k).is_err());
+    assert!(Repacked::from_gguf(dtype, &bytes[..bytes.len() - 1], rows, k).is_err());
+}
+
+#[test]
+fn q4_k_is_repacked_as_q4_1_without_loss() {
+    repacks_without_loss(candle_core::quantized::GgmlDType::Q4K, Format::Q4_1, 9);
 }
 
 #[test]
 fn q6_k_is_repacked_as_q8_16_without_loss() {
-    use candle_core::quantized::{GgmlDType, QTensor};
-    use candle_core::{Device, Tensor};
-    let (rows, k) = (3, 512);
-    let values = Rng(10).vec(rows * k);
-    let t = Tensor::from_vec(values, (rows, k), &Device::Cpu).unwrap();
-    let q = QTensor::quantize(&t, GgmlDType::Q6K).unwrap();
-    let want: Vec<f32> = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-    let bytes = q.data().unwrap();
-    let r = Repacked::from_gguf(GgmlDType::Q6K, &bytes, rows, k).unwrap().expect("Q6_K is repacked");
-    assert_eq!(r.format, Format::Q8_16);
-    for row in 0..rows {
-        for i in 0..k {
-            let (a, b) = (r.get(row, i), want[row * k + i]);
-            assert!((a - b).abs() <= 1e-6 * b.abs().max(1e-3), "({row}, {i}): {a} vs {b}");
-        }
-    }
-    assert!(Repacked::from_gguf(GgmlDType::Q6K, &bytes[..bytes.len() - 1], rows, k).is_err());
+    repacks_without_loss(candle_core::quantized::GgmlDType::Q6K, Format::Q8_16, 10);
 }

@@ -196,18 +196,24 @@ impl GpuMatrix {
     }
 }
 
+/// A K-quant matrix must be whole 256-value super-blocks of `block` bytes.
+fn check_super_blocks(name: &str, data: &[u8], rows: usize, k: usize, block: usize) -> Result<()> {
+    let expect = rows * k / 256 * block;
+    if k % 256 != 0 || data.len() != expect {
+        return Err(AmuletError::BadModel(format!(
+            "{name} matrix {rows}x{k} has {} bytes, expected {expect} in whole 256-value blocks",
+            data.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Q4_K holds 256 values a block as 8 sub-blocks of 32, each x = d·sc·q − dmin·m with
 /// 6-bit sc and m: that is Q4_1 per sub-block (scale d·sc, offset −dmin·m, both exact in
 /// f32), so it is repacked without loss and runs through the Q4_1 kernels.
 fn q4_k_as_q4_1(data: &[u8], rows: usize, k: usize) -> Result<Repacked> {
     const BLOCK: usize = 144;
-    if k % 256 != 0 || data.len() != rows * k / 256 * BLOCK {
-        return Err(AmuletError::BadModel(format!(
-            "Q4_K matrix {rows}x{k} has {} bytes, expected {} in whole 256-value blocks",
-            data.len(),
-            rows * k / 256 * BLOCK
-        )));
-    }
+    check_super_blocks("Q4_K", data, rows, k, BLOCK)?;
     let mut words = Vec::with_capacity(rows * k / 8);
     let mut scales = Vec::with_capacity(rows * k / 16);
     for block in data.chunks_exact(BLOCK) {
@@ -240,13 +246,7 @@ fn q4_k_as_q4_1(data: &[u8], rows: usize, k: usize) -> Result<Repacked> {
 /// and an int8 sc: int8 values q − 32 with the f32 scale d·sc per 16 (exact), Q8_0's words.
 fn q6_k_as_q8_16(data: &[u8], rows: usize, k: usize) -> Result<Repacked> {
     const BLOCK: usize = 210;
-    if k % 256 != 0 || data.len() != rows * k / 256 * BLOCK {
-        return Err(AmuletError::BadModel(format!(
-            "Q6_K matrix {rows}x{k} has {} bytes, expected {} in whole 256-value blocks",
-            data.len(),
-            rows * k / 256 * BLOCK
-        )));
-    }
+    check_super_blocks("Q6_K", data, rows, k, BLOCK)?;
     let mut words = Vec::with_capacity(rows * k / 4);
     let mut scales = Vec::with_capacity(rows * k / 16);
     let mut values = [0i8; 256];
