@@ -36,6 +36,7 @@ fn reference(arch: Arch, bytes: &[u8]) -> Forward {
 }
 
 fn check(arch: Arch, quant: GgmlDType) {
+    pin_candle_to_avx2();
     let bytes = write_gguf(&FixtureSpec::tiny(arch, quant, 7)).unwrap();
     let g = Gguf::parse(&bytes).unwrap();
     let mut cfg = ModelConfig::from_gguf(&g).unwrap();

@@ -71,6 +71,7 @@ fn softmax64(z: &[f32]) -> Vec<f64> {
 
 #[test]
 fn smollm2_batched_logits_match_candle_transformers() {
+    pin_candle_to_avx2();
     let bytes = std::fs::read(model_path(SMOLLM2)).unwrap();
     let g = Gguf::parse(&bytes).unwrap();
     let mut model = CpuModel::load(&g, &bytes, |_, _| {}).unwrap();

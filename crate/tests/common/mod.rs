@@ -10,6 +10,16 @@ pub fn model_path(file: &str) -> PathBuf {
     p
 }
 
+/// candle 0.11 repacks Q4_K/Q6_K/Q8_0 weights for AVX512-VNNI (and AVX-VNNI) at run time,
+/// where Q8_0 then meets 256-value Q8_K activations instead of Q8_0's 32-value blocks: other
+/// numbers on those machines. The references pin candle to its portable AVX2 tier, the one
+/// whose sums ours reproduce, so a comparison means the same on every x86 machine. Call it
+/// before the first candle matmul (candle reads the variable once).
+pub fn pin_candle_to_avx2() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| std::env::set_var("MISTRALRS_FORCE_AVX2", "1"));
+}
+
 pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
 
