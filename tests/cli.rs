@@ -21,8 +21,19 @@ fn json(out: &Output) -> serde_json::Value {
 #[test]
 fn generate_json_reports_text_tokens_and_timings() {
     let m = model();
-    let out = amulet(&["generate", "--model", m.to_str().unwrap(), "--preference", "concise", "--max-tokens", "12",
-        "--top-logprobs", "3", "--json", "What is the capital of France?"]);
+    let out = amulet(&[
+        "generate",
+        "--model",
+        m.to_str().unwrap(),
+        "--preference",
+        "concise",
+        "--max-tokens",
+        "12",
+        "--top-logprobs",
+        "3",
+        "--json",
+        "What is the capital of France?",
+    ]);
     let v = json(&out);
     assert!(v["text"].as_str().unwrap().contains("Paris"), "{v}");
     assert!(!v["tokens"].as_array().unwrap().is_empty());
@@ -40,7 +51,8 @@ fn generate_json_reports_text_tokens_and_timings() {
 #[test]
 fn generate_streams_plain_text() {
     let m = model();
-    let out = amulet(&["generate", "--model", m.to_str().unwrap(), "--method", "base", "--max-tokens", "10", "Say hello."]);
+    let out =
+        amulet(&["generate", "--model", m.to_str().unwrap(), "--method", "base", "--max-tokens", "10", "Say hello."]);
     assert!(out.status.success());
     assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
 }
@@ -77,8 +89,17 @@ fn fixtures_are_written_and_run() {
         let f = dir.join(format!("{arch}.gguf"));
         let out = amulet(&["fixture", "--arch", arch, "--quant", "q8_0", f.to_str().unwrap()]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let v = json(&amulet(&["generate", "--model", f.to_str().unwrap(), "--preference", "terse", "--max-tokens", "5",
-            "--json", "hello"]));
+        let v = json(&amulet(&[
+            "generate",
+            "--model",
+            f.to_str().unwrap(),
+            "--preference",
+            "terse",
+            "--max-tokens",
+            "5",
+            "--json",
+            "hello",
+        ]));
         assert_eq!(v["model"]["architecture"], arch);
     }
 }
@@ -96,7 +117,17 @@ fn bench_json_has_both_methods_and_their_ratio_on_both_backends() {
     // Both backends in one run (a tiny fixture: lavapipe runs SmolLM2 at about a token a second).
     let f = fixture("llama");
     let v = json(&amulet(&[
-        "bench", "--model", f.to_str().unwrap(), "--device", "cpu,webgpu", "--prompt", "hi", "--tokens", "8", "--runs", "1",
+        "bench",
+        "--model",
+        f.to_str().unwrap(),
+        "--device",
+        "cpu,webgpu",
+        "--prompt",
+        "hi",
+        "--tokens",
+        "8",
+        "--runs",
+        "1",
         "--json",
     ]));
     let backends = v["backends"].as_array().unwrap();
@@ -122,12 +153,33 @@ fn fixture(arch: &str) -> PathBuf {
 #[test]
 fn device_choice_is_reported_and_checked() {
     let m = fixture("gemma3");
-    let v = json(&amulet(&["generate", "--model", m.to_str().unwrap(), "--device", "webgpu", "--preference", "terse", "--max-tokens", "3",
-        "--json", "hello"]));
+    let v = json(&amulet(&[
+        "generate",
+        "--model",
+        m.to_str().unwrap(),
+        "--device",
+        "webgpu",
+        "--preference",
+        "terse",
+        "--max-tokens",
+        "3",
+        "--json",
+        "hello",
+    ]));
     assert_eq!(v["model"]["device"], "webgpu");
     assert!(v["model"]["device_reason"].as_str().unwrap().contains("WebGPU on "));
     // lavapipe is a software adapter: auto passes it over for the CPU and says why.
-    let v = json(&amulet(&["generate", "--model", m.to_str().unwrap(), "--method", "base", "--max-tokens", "3", "--json", "hello"]));
+    let v = json(&amulet(&[
+        "generate",
+        "--model",
+        m.to_str().unwrap(),
+        "--method",
+        "base",
+        "--max-tokens",
+        "3",
+        "--json",
+        "hello",
+    ]));
     assert_eq!(v["model"]["device"], "cpu");
     assert!(!v["model"]["device_reason"].as_str().unwrap().is_empty());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_amulet"))

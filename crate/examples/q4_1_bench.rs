@@ -7,6 +7,7 @@
 //! 66 MB, more than L3), so the weights come from DRAM: that is what decode speed sees.
 
 use amulet::backend::q4_1::{Q41Matrix, KERNEL};
+use amulet::rng::Rng;
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use std::time::Instant;
@@ -20,20 +21,6 @@ const SHAPES: [(&str, usize, usize); 6] = [
     ("down 576x1536", 576, 1536),
 ];
 const LAYERS: usize = 30;
-
-struct Rng(u64);
-impl Rng {
-    fn vec(&mut self, len: usize, scale: f32) -> Vec<f32> {
-        (0..len)
-            .map(|_| {
-                self.0 ^= self.0 << 13;
-                self.0 ^= self.0 >> 7;
-                self.0 ^= self.0 << 17;
-                (((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
-            })
-            .collect()
-    }
-}
 
 fn gguf_bytes(n: usize, k: usize, rng: &mut Rng) -> Vec<u8> {
     let t = Tensor::from_vec(rng.vec(n * k, 0.1), (n, k), &Device::Cpu).unwrap();
@@ -70,7 +57,7 @@ fn time(batch_s: f64, mut f: impl FnMut()) -> f64 {
 
 fn main() {
     let dev = Device::Cpu;
-    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut rng = Rng::new(0x1234_5678_9abc_def1);
     println!("kernel: {KERNEL}; RAYON_NUM_THREADS={:?}", std::env::var("RAYON_NUM_THREADS").ok());
     println!("GB/s counts GGUF weight bytes (20 per 32 weights) once per call; times are best of 7.\n");
     println!("`exact` is matmul_scalar (candle's summation order, bit-identical to candle).\n");

@@ -159,10 +159,7 @@ impl Method {
             Method::LinearAlignment { ratio } => {
                 // r = 0 is allowed: it is `pref`, a useful sanity point of a sweep.
                 if !ratio.is_finite() || *ratio < 0.0 {
-                    return Err(AmuletError::bad_option(
-                        "ratio",
-                        format!("must be a finite number >= 0, got {ratio}"),
-                    ));
+                    return Err(AmuletError::bad_option("ratio", format!("must be a finite number >= 0, got {ratio}")));
                 }
                 if *ratio > MAX_VALUE {
                     return Err(AmuletError::bad_option(
@@ -430,24 +427,6 @@ fn diagnose(base: &[f32], pref: &[f32], k: f32) -> AmuletError {
 mod tests {
     use super::*;
 
-    /// SplitMix64: deterministic test logits without a dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-        /// Uniform in [-scale, scale).
-        fn logits(&mut self, n: usize, scale: f32) -> Vec<f32> {
-            (0..n)
-                .map(|_| ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32 * scale)
-                .collect()
-        }
-    }
-
     fn params(alpha: f64, lambda: f64, eta: f64, iterations: u32) -> AmuletParams {
         AmuletParams { alpha, lambda, eta, iterations }
     }
@@ -495,7 +474,7 @@ mod tests {
 
     #[test]
     fn closed_form_agrees_with_iterative_game() {
-        let mut rng = Rng(42);
+        let mut rng = crate::rng::Rng::new(42);
         let sets = [
             params(2.0, 2.0, 10.0, 60),  // defaults, α == λ
             params(2.0, 2.0, 10.0, 1),   // T = 1
@@ -509,8 +488,8 @@ mod tests {
         for p in sets {
             p.validate().unwrap();
             for _ in 0..3 {
-                let zb = rng.logits(500, 8.0);
-                let zp = rng.logits(500, 8.0);
+                let zb = rng.vec(500, 8.0);
+                let zp = rng.vec(500, 8.0);
                 let game = iterative_game(&zb, &zp, &p);
                 let game_prob: Vec<f64> = game.iter().map(|x| x.exp()).collect();
                 assert!((game_prob.iter().sum::<f64>() - 1.0).abs() < 1e-12);
@@ -628,8 +607,7 @@ mod tests {
         let zp = [1.0f32, 2.0, 4.0];
         let mut out = [0.0f32; 3];
         let amulet = Aligner::new(Method::default()).unwrap();
-        let iter =
-            Aligner::new(Method::Amulet { params: AmuletParams::default(), game: Game::Iterative }).unwrap();
+        let iter = Aligner::new(Method::Amulet { params: AmuletParams::default(), game: Game::Iterative }).unwrap();
         for a in [&amulet, &iter] {
             assert!(matches!(a.combine(None, Some(&zp), &mut out), Err(AmuletError::Compute(_))));
             assert!(matches!(a.combine(Some(&zb), None, &mut out), Err(AmuletError::Compute(_))));

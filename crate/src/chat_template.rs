@@ -24,10 +24,7 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        ChatMessage {
-            role: role.into(),
-            content: content.into(),
-        }
+        ChatMessage { role: role.into(), content: content.into() }
     }
 }
 
@@ -113,8 +110,7 @@ impl ChatTemplate {
         #[cfg(not(target_arch = "wasm32"))]
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
-        env.add_template_owned(TEMPLATE_NAME, source.to_string())
-            .map_err(tpl_err)?;
+        env.add_template_owned(TEMPLATE_NAME, source.to_string()).map_err(tpl_err)?;
         Ok(ChatTemplate {
             env,
             source: source.to_string(),
@@ -127,11 +123,9 @@ impl ChatTemplate {
     /// The GGUF's `tokenizer.chat_template`, or [`ChatTemplate::fallback_for`] when it has none.
     pub fn from_gguf(g: &crate::gguf::Gguf, tokenizer: &TextTokenizer) -> Result<Self> {
         match g.opt_str("tokenizer.chat_template") {
-            Some(src) if !src.trim().is_empty() => Self::new(
-                src,
-                &tokenizer.bos_token().unwrap_or_default(),
-                &tokenizer.eos_token().unwrap_or_default(),
-            ),
+            Some(src) if !src.trim().is_empty() => {
+                Self::new(src, &tokenizer.bos_token().unwrap_or_default(), &tokenizer.eos_token().unwrap_or_default())
+            }
             _ => Self::fallback_for(tokenizer),
         }
     }
@@ -139,13 +133,8 @@ impl ChatTemplate {
     /// A template for models that ship none (base models): Gemma turns when the vocabulary
     /// has `<start_of_turn>`/`<end_of_turn>`, ChatML otherwise.
     pub fn fallback_for(tokenizer: &TextTokenizer) -> Result<Self> {
-        let gemma = tokenizer.token_id("<start_of_turn>").is_some()
-            && tokenizer.token_id("<end_of_turn>").is_some();
-        let source = if gemma {
-            GEMMA_FALLBACK_TEMPLATE
-        } else {
-            CHATML_FALLBACK_TEMPLATE
-        };
+        let gemma = tokenizer.token_id("<start_of_turn>").is_some() && tokenizer.token_id("<end_of_turn>").is_some();
+        let source = if gemma { GEMMA_FALLBACK_TEMPLATE } else { CHATML_FALLBACK_TEMPLATE };
         Self::build(
             source,
             &tokenizer.bos_token().unwrap_or_default(),
@@ -221,10 +210,8 @@ fn raise_exception(message: String) -> std::result::Result<Value, Error> {
 /// transformers' `strftime_now`; the clock is read in UTC (no timezone database here).
 #[cfg(not(target_arch = "wasm32"))]
 fn strftime_now(format: String) -> std::result::Result<String, Error> {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     Ok(strftime(&format, secs))
 }
 
@@ -244,15 +231,7 @@ const MONTHS: [&str; 12] = [
     "December",
 ];
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-const WEEKDAYS: [&str; 7] = [
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-];
+const WEEKDAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
 
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 /// Days since 1970-01-01 to (year, month 1..=12, day 1..=31): Howard Hinnant's algorithm.
@@ -324,11 +303,7 @@ fn strftime(format: &str, unix_secs: i64) -> String {
 
 /// transformers' `tojson`: `json.dumps(x, ensure_ascii=False, indent=indent,
 /// separators=separators, sort_keys=sort_keys)`.
-fn tojson(
-    value: &Value,
-    ensure_ascii: Option<bool>,
-    kwargs: Kwargs,
-) -> std::result::Result<String, Error> {
+fn tojson(value: &Value, ensure_ascii: Option<bool>, kwargs: Kwargs) -> std::result::Result<String, Error> {
     let ensure_ascii = match kwargs.get::<Option<bool>>("ensure_ascii")? {
         Some(v) => v,
         None => ensure_ascii.unwrap_or(false),
@@ -340,10 +315,7 @@ fn tojson(
         Some(v) => match v.as_str() {
             Some(s) => Some(s.to_string()),
             None => Some(" ".repeat(v.as_usize().ok_or_else(|| {
-                Error::new(
-                    ErrorKind::InvalidOperation,
-                    "tojson: indent must be a non-negative integer or a string",
-                )
+                Error::new(ErrorKind::InvalidOperation, "tojson: indent must be a non-negative integer or a string")
             })?)),
         },
     };
@@ -354,28 +326,14 @@ fn tojson(
             let b = v.get_item_by_index(1)?;
             match (a.as_str(), b.as_str()) {
                 (Some(a), Some(b)) => (a.to_string(), b.to_string()),
-                _ => {
-                    return Err(Error::new(
-                        ErrorKind::InvalidOperation,
-                        "tojson: separators must be two strings",
-                    ))
-                }
+                _ => return Err(Error::new(ErrorKind::InvalidOperation, "tojson: separators must be two strings")),
             }
         }
-        _ => (
-            if indent.is_some() { "," } else { ", " }.to_string(),
-            ": ".to_string(),
-        ),
+        _ => (if indent.is_some() { "," } else { ", " }.to_string(), ": ".to_string()),
     };
     let sort_keys: bool = kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false);
     kwargs.assert_all_used()?;
-    let opts = JsonOpts {
-        ensure_ascii,
-        indent,
-        item_sep,
-        key_sep,
-        sort_keys,
-    };
+    let opts = JsonOpts { ensure_ascii, indent, item_sep, key_sep, sort_keys };
     let mut out = String::new();
     write_json(&mut out, value, &opts, 0)?;
     Ok(out)
@@ -392,17 +350,9 @@ struct JsonOpts {
 /// Nesting deeper than this is a cycle or an attack, not a chat message.
 const MAX_JSON_DEPTH: usize = 128;
 
-fn write_json(
-    out: &mut String,
-    v: &Value,
-    o: &JsonOpts,
-    depth: usize,
-) -> std::result::Result<(), Error> {
+fn write_json(out: &mut String, v: &Value, o: &JsonOpts, depth: usize) -> std::result::Result<(), Error> {
     if depth > MAX_JSON_DEPTH {
-        return Err(Error::new(
-            ErrorKind::InvalidOperation,
-            "tojson: value nested too deeply",
-        ));
+        return Err(Error::new(ErrorKind::InvalidOperation, "tojson: value nested too deeply"));
     }
     match v.kind() {
         ValueKind::Undefined | ValueKind::None => out.push_str("null"),
@@ -417,9 +367,7 @@ fn write_json(
         ValueKind::String => write_json_str(out, v.as_str().unwrap_or_default(), o.ensure_ascii),
         ValueKind::Seq | ValueKind::Iterable => {
             let items: Vec<Value> = v.try_iter()?.collect();
-            write_container(out, o, depth, '[', ']', items.len(), |out, i| {
-                write_json(out, &items[i], o, depth + 1)
-            })?;
+            write_container(out, o, depth, '[', ']', items.len(), |out, i| write_json(out, &items[i], o, depth + 1))?;
         }
         ValueKind::Map => {
             let mut entries: Vec<(String, Value)> = Vec::new();
@@ -445,17 +393,12 @@ fn write_json(
                 write_json(out, &entries[i].1, o, depth + 1)
             })?;
         }
-        ValueKind::Bytes => write_json_str(
-            out,
-            &String::from_utf8_lossy(v.as_bytes().unwrap_or_default()),
-            o.ensure_ascii,
-        ),
+        ValueKind::Bytes => {
+            write_json_str(out, &String::from_utf8_lossy(v.as_bytes().unwrap_or_default()), o.ensure_ascii)
+        }
         ValueKind::Plain | ValueKind::Invalid => {
             if v.kind() == ValueKind::Invalid {
-                return Err(Error::new(
-                    ErrorKind::InvalidOperation,
-                    "tojson: invalid value",
-                ));
+                return Err(Error::new(ErrorKind::InvalidOperation, "tojson: invalid value"));
             }
             write_json_str(out, &v.to_string(), o.ensure_ascii)
         }
@@ -558,35 +501,21 @@ mod tests {
     use super::*;
 
     fn msgs(pairs: &[(&str, &str)]) -> Vec<ChatMessage> {
-        pairs
-            .iter()
-            .map(|(r, c)| ChatMessage::new(*r, *c))
-            .collect()
+        pairs.iter().map(|(r, c)| ChatMessage::new(*r, *c)).collect()
     }
 
     #[test]
     fn chatml_fallback_renders() {
         let t = ChatTemplate::new(CHATML_FALLBACK_TEMPLATE, "", "").unwrap();
         let out = t.render(&msgs(&[("user", "Hi")]), true).unwrap();
-        assert_eq!(
-            out,
-            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
-        );
+        assert_eq!(out, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
     }
 
     #[test]
     fn gemma_fallback_folds_system_into_first_turn() {
         let t = ChatTemplate::new(GEMMA_FALLBACK_TEMPLATE, "<bos>", "<eos>").unwrap();
         let out = t
-            .render(
-                &msgs(&[
-                    ("system", "Be brief."),
-                    ("user", "Hi"),
-                    ("assistant", "Hello!"),
-                    ("user", "Joke?"),
-                ]),
-                true,
-            )
+            .render(&msgs(&[("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello!"), ("user", "Joke?")]), true)
             .unwrap();
         assert_eq!(
             out,
@@ -594,21 +523,14 @@ mod tests {
              <start_of_turn>user\nJoke?<end_of_turn>\n<start_of_turn>model\n"
         );
         let only_system = t.render(&msgs(&[("system", "Be brief.")]), false).unwrap();
-        assert_eq!(
-            only_system,
-            "<bos><start_of_turn>user\nBe brief.<end_of_turn>\n"
-        );
+        assert_eq!(only_system, "<bos><start_of_turn>user\nBe brief.<end_of_turn>\n");
     }
 
     #[test]
     fn trim_and_lstrip_blocks_like_transformers() {
         let src = "{% for m in messages %}\n    {% if m.role == 'user' %}\n[{{ m.content }}]\n    {% endif %}\n{% endfor %}\n";
         let t = ChatTemplate::new(src, "", "").unwrap();
-        assert_eq!(
-            t.render(&msgs(&[("user", "a"), ("user", "b")]), false)
-                .unwrap(),
-            "[a]\n[b]\n"
-        );
+        assert_eq!(t.render(&msgs(&[("user", "a"), ("user", "b")]), false).unwrap(), "[a]\n[b]\n");
     }
 
     #[test]
@@ -622,10 +544,7 @@ mod tests {
 
     #[test]
     fn syntax_error_at_compile_time() {
-        assert!(matches!(
-            ChatTemplate::new("{% for %}", "", ""),
-            Err(AmuletError::ChatTemplate(_))
-        ));
+        assert!(matches!(ChatTemplate::new("{% for %}", "", ""), Err(AmuletError::ChatTemplate(_))));
     }
 
     #[test]
@@ -633,9 +552,7 @@ mod tests {
         let src = "{% for m in messages %}{% if m['content'].startswith('skip') %}{% continue %}{% endif %}\
                    {{ m['content'].strip().upper() }}|{% endfor %}{% for k, v in messages[0].items() %}{{ k }}={{ v }};{% endfor %}";
         let t = ChatTemplate::new(src, "", "").unwrap();
-        let out = t
-            .render(&msgs(&[("user", "  hi  "), ("user", "skip me")]), false)
-            .unwrap();
+        let out = t.render(&msgs(&[("user", "  hi  "), ("user", "skip me")]), false).unwrap();
         assert_eq!(out, "HI|role=user;content=  hi  ;");
     }
 
@@ -670,18 +587,9 @@ mod tests {
 
     #[test]
     fn strftime_known_dates() {
-        assert_eq!(
-            strftime("%Y-%m-%d %H:%M:%S %a %b %j", 0),
-            "1970-01-01 00:00:00 Thu Jan 001"
-        );
-        assert_eq!(
-            strftime("%d %B %Y %A", 1_709_251_200),
-            "01 March 2024 Friday"
-        );
-        assert_eq!(
-            strftime("%-d %b %y %I%p %%", 1_709_251_200 + 13 * 3600),
-            "1 Mar 24 01PM %"
-        );
+        assert_eq!(strftime("%Y-%m-%d %H:%M:%S %a %b %j", 0), "1970-01-01 00:00:00 Thu Jan 001");
+        assert_eq!(strftime("%d %B %Y %A", 1_709_251_200), "01 March 2024 Friday");
+        assert_eq!(strftime("%-d %b %y %I%p %%", 1_709_251_200 + 13 * 3600), "1 Mar 24 01PM %");
     }
 
     #[test]

@@ -224,9 +224,23 @@ impl Generation {
 
 fn quantization_name(file_type: Option<u32>) -> String {
     let names = [
-        (0, "F32"), (1, "F16"), (2, "Q4_0"), (3, "Q4_1"), (7, "Q8_0"), (8, "Q5_0"), (9, "Q5_1"),
-        (10, "Q2_K"), (11, "Q3_K_S"), (12, "Q3_K_M"), (13, "Q3_K_L"), (14, "Q4_K_S"), (15, "Q4_K_M"),
-        (16, "Q5_K_S"), (17, "Q5_K_M"), (18, "Q6_K"), (32, "BF16"),
+        (0, "F32"),
+        (1, "F16"),
+        (2, "Q4_0"),
+        (3, "Q4_1"),
+        (7, "Q8_0"),
+        (8, "Q5_0"),
+        (9, "Q5_1"),
+        (10, "Q2_K"),
+        (11, "Q3_K_S"),
+        (12, "Q3_K_M"),
+        (13, "Q3_K_L"),
+        (14, "Q4_K_S"),
+        (15, "Q4_K_M"),
+        (16, "Q5_K_S"),
+        (17, "Q5_K_M"),
+        (18, "Q6_K"),
+        (32, "BF16"),
     ];
     match file_type {
         Some(t) => names.iter().find(|(k, _)| *k == t).map_or(format!("file type {t}"), |(_, n)| n.to_string()),
@@ -243,7 +257,11 @@ impl Engine {
     }
 
     /// As `load`, reading tensors from `src` one at a time (the file need not be in memory).
-    pub fn load_from<S: TensorSource + ?Sized>(gguf: &Gguf, src: &S, progress: impl FnMut(usize, usize)) -> Result<Engine> {
+    pub fn load_from<S: TensorSource + ?Sized>(
+        gguf: &Gguf,
+        src: &S,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Engine> {
         let model = CpuModel::load(gguf, src, progress)?;
         Self::with_model(gguf, Box::new(model))
     }
@@ -309,7 +327,15 @@ impl Engine {
             device_reason: String::new(),
             chat_template_fallback: template.is_fallback(),
         };
-        Ok(Engine { model, fallback: None, tokenizer: Arc::new(tokenizer), template, info, end_ids, clock: default_clock })
+        Ok(Engine {
+            model,
+            fallback: None,
+            tokenizer: Arc::new(tokenizer),
+            template,
+            info,
+            end_ids,
+            clock: default_clock,
+        })
     }
 
     /// What to run on when the device is lost: the next request after a loss builds the
@@ -352,11 +378,8 @@ impl Engine {
     /// The token ids of the base and preference contexts (pref is None without preference).
     pub fn contexts(&self, req: &GenerateRequest) -> Result<(Vec<u32>, Option<Vec<u32>>)> {
         req.conversation.validate()?;
-        let base = encode_context(
-            &self.template,
-            &self.tokenizer,
-            &req.conversation.with_preference(None, req.placement),
-        )?;
+        let base =
+            encode_context(&self.template, &self.tokenizer, &req.conversation.with_preference(None, req.placement))?;
         let pref = match &req.preference {
             Some(p) => {
                 validate_preference(p)?;
@@ -444,7 +467,7 @@ impl Engine {
         for (i, method) in req.methods.iter().enumerate() {
             let aligner = Aligner::new(*method)?;
             // Each method draws its own stream, reproducible from the one seed.
-            let sampling = SamplingParams { seed: req.sampling.seed.wrapping_add(i as u64), ..req.sampling.clone() };
+            let sampling = SamplingParams { seed: req.sampling.seed.wrapping_add(i as u64), ..req.sampling };
             let sampler = Sampler::new(sampling)?;
             tracks.push(Track {
                 base_seq: None,
@@ -720,7 +743,13 @@ impl Engine {
             .collect()
     }
 
-    fn step_logprobs(&self, base: Option<&[f32]>, pref: Option<&[f32]>, combined: &[f32], n: usize) -> Result<StepLogprobs> {
+    fn step_logprobs(
+        &self,
+        base: Option<&[f32]>,
+        pref: Option<&[f32]>,
+        combined: &[f32],
+        n: usize,
+    ) -> Result<StepLogprobs> {
         Ok(StepLogprobs {
             base: base.map(|b| self.candidates(b, n)).transpose()?,
             pref: pref.map(|p| self.candidates(p, n)).transpose()?,
@@ -732,7 +761,12 @@ impl Engine {
 /// What the backend needs to draw each live track's next token itself, with each track's
 /// uniform drawn now (kept in the track in case rows come back instead). None when some
 /// method's combine is not linear (the iterative game): then the rows come back.
-fn token_requests(tracks: &mut [Track], live: &[usize], batch: &[(SeqId, &[u32])], top_n: usize) -> Option<Vec<TokenRequest>> {
+fn token_requests(
+    tracks: &mut [Track],
+    live: &[usize],
+    batch: &[(SeqId, &[u32])],
+    top_n: usize,
+) -> Option<Vec<TokenRequest>> {
     if live.iter().any(|&i| tracks[i].aligner.linear_form().is_none()) {
         return None;
     }
@@ -764,9 +798,9 @@ fn run_now<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T>
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match future.as_mut().poll(&mut cx) {
         std::task::Poll::Ready(r) => r,
-        std::task::Poll::Pending => Err(AmuletError::Compute(
-            "this backend computes asynchronously: use start_async / step_async".into(),
-        )),
+        std::task::Poll::Pending => {
+            Err(AmuletError::Compute("this backend computes asynchronously: use start_async / step_async".into()))
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use candle_core::{Device, Tensor};
 
 use crate::error::{AmuletError, Result};
 use crate::model::Arch;
+use crate::rng::Rng;
 
 #[derive(Debug, Clone)]
 pub struct FixtureSpec {
@@ -88,32 +89,18 @@ impl FixtureSpec {
             "llama" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
             "gemma3" => Arch::Gemma3,
-            other => return Err(AmuletError::bad_option("arch", format!("`{other}` is not one of llama, qwen2, gemma3"))),
+            other => {
+                return Err(AmuletError::bad_option("arch", format!("`{other}` is not one of llama, qwen2, gemma3")))
+            }
         };
         let quant = parse_quant(quant)?;
         match shape {
             "tiny" => Ok(Self::tiny(arch, quant, seed)),
             "smollm2-135m" if arch == Arch::Llama => Ok(Self::smollm2_135m(seed)),
-            other => Err(AmuletError::bad_option("shape", format!("`{other}` is not one of tiny, smollm2-135m (llama)"))),
+            other => {
+                Err(AmuletError::bad_option("shape", format!("`{other}` is not one of tiny, smollm2-135m (llama)")))
+            }
         }
-    }
-}
-
-/// SplitMix64: a tiny deterministic generator, so fixtures are the same on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-scale, scale).
-    fn uniform(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| ((self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale).collect()
     }
 }
 
@@ -143,10 +130,10 @@ message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_promp
 pub fn write_gguf(spec: &FixtureSpec) -> Result<Vec<u8>> {
     let s = spec;
     let dev = &Device::Cpu;
-    let mut rng = Rng(s.seed ^ 0xA11CE);
+    let mut rng = Rng::new(s.seed ^ 0xA11CE);
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
     let mut add = |name: String, rows: usize, cols: usize, dtype: GgmlDType, scale: f32, offset: f32| -> Result<()> {
-        let data: Vec<f32> = rng.uniform(rows * cols, scale).into_iter().map(|v| v + offset).collect();
+        let data: Vec<f32> = rng.vec(rows * cols, scale).into_iter().map(|v| v + offset).collect();
         let t = if rows == 1 { Tensor::from_vec(data, cols, dev)? } else { Tensor::from_vec(data, (rows, cols), dev)? };
         tensors.push((name, QTensor::quantize(&t, dtype)?));
         Ok(())

@@ -175,11 +175,7 @@ fn ggml_type_name(id: u32) -> String {
         (28, "F64"),
         (29, "IQ1_M"),
     ];
-    known
-        .iter()
-        .find(|(k, _)| *k == id)
-        .map(|(_, n)| n.to_string())
-        .unwrap_or_else(|| format!("type id {id}"))
+    known.iter().find(|(k, _)| *k == id).map(|(_, n)| n.to_string()).unwrap_or_else(|| format!("type id {id}"))
 }
 
 struct Cursor<'a> {
@@ -205,12 +201,12 @@ impl<'a> Cursor<'a> {
                     self.short = true;
                 }
                 Err(AmuletError::BadModel(format!(
-                "file truncated while reading {} (needs {} bytes at offset {}, file has {})",
-                what(),
-                n,
-                self.pos,
-                self.file_len
-            )))
+                    "file truncated while reading {} (needs {} bytes at offset {}, file has {})",
+                    what(),
+                    n,
+                    self.pos,
+                    self.file_len
+                )))
             }
         }
     }
@@ -243,8 +239,7 @@ impl<'a> Cursor<'a> {
         let len = usize::try_from(len)
             .map_err(|_| AmuletError::BadModel(format!("{}: string length {len} too large", what())))?;
         let s = self.take(len, what)?;
-        String::from_utf8(s.to_vec())
-            .map_err(|_| AmuletError::BadModel(format!("{} is not valid UTF-8", what())))
+        String::from_utf8(s.to_vec()).map_err(|_| AmuletError::BadModel(format!("{} is not valid UTF-8", what())))
     }
 
     fn value(&mut self, ty: u32, what: &dyn Fn() -> String, depth: u32) -> Result<MetaValue> {
@@ -325,9 +320,7 @@ impl Gguf {
         }
         let version = c.u32(&|| "the version".into())?;
         if !(2..=3).contains(&version) {
-            return Err(AmuletError::BadModel(format!(
-                "GGUF version {version} is not supported (2 or 3 expected)"
-            )));
+            return Err(AmuletError::BadModel(format!("GGUF version {version} is not supported (2 or 3 expected)")));
         }
         let n_tensors = c.count(&|| "the tensor count".into())?;
         let n_kv = c.count(&|| "the metadata count".into())?;
@@ -525,9 +518,8 @@ impl Gguf {
         name: &str,
         dims: &[usize],
     ) -> Result<(&TensorInfo, Cow<'s, [u8]>)> {
-        let info = self
-            .tensor_info(name)
-            .ok_or_else(|| AmuletError::BadModel(format!("tensor `{name}` is missing")))?;
+        let info =
+            self.tensor_info(name).ok_or_else(|| AmuletError::BadModel(format!("tensor `{name}` is missing")))?;
         if info.dims != dims {
             return Err(AmuletError::BadModel(format!(
                 "tensor `{name}` has shape {:?}, expected {:?} from the metadata",
@@ -549,7 +541,7 @@ impl Gguf {
     pub fn qtensor<S: TensorSource + ?Sized>(&self, src: &S, name: &str, dims: &[usize]) -> Result<QTensor> {
         let (info, data) = self.tensor_bytes(src, name, dims)?;
         // candle reinterprets the bytes in place: hand it an aligned copy when needed.
-        let data: Cow<[u8]> = if (data.as_ptr() as usize) % 4 == 0 { data } else { Cow::Owned(data.to_vec()) };
+        let data: Cow<[u8]> = if (data.as_ptr() as usize).is_multiple_of(4) { data } else { Cow::Owned(data.to_vec()) };
         let shape: Vec<usize> = info.dims.iter().rev().copied().collect();
         Ok(candle_core::quantized::ggml_file::qtensor_from_ggml(info.dtype, &data, shape, &Device::Cpu)?)
     }
@@ -584,7 +576,7 @@ mod tests {
         }
         b.extend(type_id.to_le_bytes());
         b.extend(0u64.to_le_bytes());
-        while b.len() % 32 != 0 {
+        while !b.len().is_multiple_of(32) {
             b.push(0);
         }
         b.extend(vec![0u8; data_len]);

@@ -5,13 +5,14 @@ pub mod align;
 pub mod backend;
 pub mod chat_template;
 pub mod engine;
+pub mod error;
 pub mod eval;
 pub mod fixture;
-pub mod error;
 pub mod gguf;
 pub mod model;
 pub mod prompt;
 pub mod request;
+pub mod rng;
 pub mod sample;
 pub mod tokenizer;
 

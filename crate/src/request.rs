@@ -10,8 +10,26 @@ use crate::error::AmuletError;
 use crate::prompt::Placement;
 
 const KNOWN: &[&str] = &[
-    "messages", "prompt", "system", "preference", "placement", "method", "methods", "alpha", "lambda", "eta",
-    "iterations", "ratio", "game", "maxTokens", "temperature", "topP", "topK", "seed", "topLogprobs", "stop",
+    "messages",
+    "prompt",
+    "system",
+    "preference",
+    "placement",
+    "method",
+    "methods",
+    "alpha",
+    "lambda",
+    "eta",
+    "iterations",
+    "ratio",
+    "game",
+    "maxTokens",
+    "temperature",
+    "topP",
+    "topK",
+    "seed",
+    "topLogprobs",
+    "stop",
     "ignoreEos",
 ];
 
@@ -150,10 +168,13 @@ mod tests {
             "prompt": "hi", "preference": "concise", "methods": ["base", "pref", "amulet", "la"],
             "alpha": 1.5, "iterations": 10, "ratio": 3, "maxTokens": 9, "temperature": 0.7, "topP": 0.9,
             "topK": 5, "seed": 4, "topLogprobs": 3, "stop": "END", "placement": "user", "game": "iterative"
-        })).unwrap();
+        }))
+        .unwrap();
         assert_eq!(r.methods.len(), 4);
         assert_eq!(r.methods[3], Method::LinearAlignment { ratio: 3.0 });
-        assert!(matches!(r.methods[2], Method::Amulet { params, game: Game::Iterative } if params.alpha == 1.5 && params.iterations == 10));
+        assert!(
+            matches!(r.methods[2], Method::Amulet { params, game: Game::Iterative } if params.alpha == 1.5 && params.iterations == 10)
+        );
         assert_eq!(r.max_tokens, 9);
         assert_eq!(r.stop, vec!["END".to_string()]);
         assert_eq!(r.placement, Placement::User);

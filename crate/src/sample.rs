@@ -7,6 +7,7 @@
 use std::cmp::Ordering;
 
 use crate::error::{AmuletError, Result};
+use crate::rng::Rng;
 
 /// Temperatures above this make every token equally likely to within float noise; a larger
 /// value is almost certainly a unit mistake.
@@ -47,10 +48,7 @@ impl SamplingParams {
             ));
         }
         if t > MAX_TEMPERATURE {
-            return Err(AmuletError::bad_option(
-                "temperature",
-                format!("must be at most {MAX_TEMPERATURE}, got {t}"),
-            ));
+            return Err(AmuletError::bad_option("temperature", format!("must be at most {MAX_TEMPERATURE}, got {t}")));
         }
         if let Some(p) = self.top_p {
             if !(p > 0.0 && p <= 1.0) {
@@ -61,45 +59,6 @@ impl SamplingParams {
             return Err(AmuletError::bad_option("top_k", "must be at least 1, got 0"));
         }
         Ok(())
-    }
-}
-
-/// xoshiro256** seeded through SplitMix64 (the authors' recommended seeding), so any
-/// u64 seed, including 0, gives a well-mixed state.
-#[derive(Debug, Clone)]
-struct Rng {
-    s: [u64; 4],
-}
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        let mut x = seed;
-        let mut next = || {
-            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
-        Rng { s: [next(), next(), next(), next()] }
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let s = &mut self.s;
-        let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
-        result
-    }
-
-    /// Uniform in [0, 1) with 53 random bits.
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 }
 
@@ -296,8 +255,7 @@ pub fn top_candidates(scores: &[f32], n: usize) -> Vec<(u32, f32)> {
     }
     if max == f32::INFINITY {
         // Infinitely more likely than anything finite: those tokens share all the mass.
-        let inf: Vec<u32> =
-            (0..scores.len() as u32).filter(|&i| scores[i as usize] == f32::INFINITY).collect();
+        let inf: Vec<u32> = (0..scores.len() as u32).filter(|&i| scores[i as usize] == f32::INFINITY).collect();
         let p = 1.0 / inf.len() as f32;
         return inf.into_iter().take(n).map(|i| (i, p)).collect();
     }
@@ -529,10 +487,9 @@ mod tests {
 
     #[test]
     fn bad_rows_are_errors_not_panics() {
-        for params in [
-            SamplingParams::default(),
-            SamplingParams { temperature: 1.0, top_k: Some(2), top_p: Some(0.9), seed: 0 },
-        ] {
+        for params in
+            [SamplingParams::default(), SamplingParams { temperature: 1.0, top_k: Some(2), top_p: Some(0.9), seed: 0 }]
+        {
             let mut s = Sampler::new(params).unwrap();
             let msg = |r: Result<u32>| match r {
                 Err(AmuletError::Compute(m)) => m,

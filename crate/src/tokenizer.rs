@@ -31,8 +31,8 @@ use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizerSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::template::{SpecialToken, TemplateProcessing};
 use tokenizers::{
-    AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper,
-    SplitDelimiterBehavior, Tokenizer,
+    AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper, SplitDelimiterBehavior,
+    Tokenizer,
 };
 
 use crate::error::{AmuletError, Result};
@@ -76,8 +76,8 @@ const GPT4O_SPLIT: &str = concat!(
 /// chunk, so the wrong regex gives different ids (`def f(x):`: `(`,`x` vs `(x`).
 fn pre_split(pre: Option<&str>) -> Option<&'static str> {
     Some(match pre? {
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
-        | "lfm2" | "jina-v5-nano" | "dbrx" | "smaug-bpe" => LLAMA3_SPLIT,
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2"
+        | "jina-v5-nano" | "dbrx" | "smaug-bpe" => LLAMA3_SPLIT,
         "tekken" => TEKKEN_SPLIT,
         "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "megrez" => QWEN2_SPLIT,
         "qwen35" => QWEN35_SPLIT,
@@ -124,26 +124,15 @@ impl TokenizerSpec {
         let model = g.get_str("tokenizer.ggml.model")?.to_string();
         let tokens = g.str_array("tokenizer.ggml.tokens")?;
         let opt_array = |key: &str| g.get(key).is_some();
-        let scores = if opt_array("tokenizer.ggml.scores") {
-            Some(g.f32_array("tokenizer.ggml.scores")?)
-        } else {
-            None
-        };
-        let token_types = if opt_array("tokenizer.ggml.token_type") {
-            Some(g.i32_array("tokenizer.ggml.token_type")?)
-        } else {
-            None
-        };
-        let merges = if opt_array("tokenizer.ggml.merges") {
-            Some(g.str_array("tokenizer.ggml.merges")?)
-        } else {
-            None
-        };
+        let scores =
+            if opt_array("tokenizer.ggml.scores") { Some(g.f32_array("tokenizer.ggml.scores")?) } else { None };
+        let token_types =
+            if opt_array("tokenizer.ggml.token_type") { Some(g.i32_array("tokenizer.ggml.token_type")?) } else { None };
+        let merges =
+            if opt_array("tokenizer.ggml.merges") { Some(g.str_array("tokenizer.ggml.merges")?) } else { None };
         let n = tokens.len();
         if n == 0 {
-            return Err(AmuletError::BadModel(
-                "tokenizer.ggml.tokens is empty".into(),
-            ));
+            return Err(AmuletError::BadModel("tokenizer.ggml.tokens is empty".into()));
         }
         if let Some(s) = &scores {
             if s.len() != n {
@@ -163,17 +152,15 @@ impl TokenizerSpec {
         }
         let id = |key: &str| -> Result<Option<u32>> {
             match g.opt_u32(key)? {
-                Some(i) if i as usize >= n => Err(AmuletError::BadModel(format!(
-                    "{key} is {i}, but the vocabulary has {n} tokens"
-                ))),
+                Some(i) if i as usize >= n => {
+                    Err(AmuletError::BadModel(format!("{key} is {i}, but the vocabulary has {n} tokens")))
+                }
                 v => Ok(v),
             }
         };
         // Converters often write a placeholder (-1, or an id past the vocabulary) for an
         // unused pad/unk token; that must not make the model unloadable.
-        let lenient_id = |key: &str| -> Option<u32> {
-            g.opt_u32(key).ok().flatten().filter(|&i| (i as usize) < n)
-        };
+        let lenient_id = |key: &str| -> Option<u32> { g.opt_u32(key).ok().flatten().filter(|&i| (i as usize) < n) };
         // llama.cpp's defaults: SentencePiece vocabularies add bos, byte-level BPE ones do not.
         let add_bos_default = model == "llama";
         Ok(TokenizerSpec {
@@ -183,9 +170,7 @@ impl TokenizerSpec {
             eos_id: id("tokenizer.ggml.eos_token_id")?,
             unk_id: lenient_id("tokenizer.ggml.unknown_token_id"),
             pad_id: lenient_id("tokenizer.ggml.padding_token_id"),
-            add_bos: g
-                .opt_bool("tokenizer.ggml.add_bos_token")?
-                .unwrap_or(add_bos_default),
+            add_bos: g.opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(add_bos_default),
             add_eos: g.opt_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false),
             add_space_prefix: g.opt_bool("tokenizer.ggml.add_space_prefix")?,
             model,
@@ -204,27 +189,19 @@ impl TokenizerSpec {
         if n > u32::MAX as usize {
             return Err(tok_err("the vocabulary is too large"));
         }
-        for (name, len) in [
-            ("scores", self.scores.as_ref().map(Vec::len)),
-            ("token_types", self.token_types.as_ref().map(Vec::len)),
-        ] {
+        for (name, len) in
+            [("scores", self.scores.as_ref().map(Vec::len)), ("token_types", self.token_types.as_ref().map(Vec::len))]
+        {
             if let Some(len) = len {
                 if len != n {
                     return Err(tok_err(format!("{name} has {len} entries for {n} tokens")));
                 }
             }
         }
-        for (name, id) in [
-            ("bos", self.bos_id),
-            ("eos", self.eos_id),
-            ("unk", self.unk_id),
-            ("pad", self.pad_id),
-        ] {
+        for (name, id) in [("bos", self.bos_id), ("eos", self.eos_id), ("unk", self.unk_id), ("pad", self.pad_id)] {
             if let Some(id) = id {
                 if id as usize >= n {
-                    return Err(tok_err(format!(
-                        "{name} id {id} is outside the vocabulary of {n} tokens"
-                    )));
+                    return Err(tok_err(format!("{name} id {id} is outside the vocabulary of {n} tokens")));
                 }
             }
         }
@@ -232,16 +209,13 @@ impl TokenizerSpec {
     }
 
     fn token_type(&self, id: usize) -> i32 {
-        self.token_types
-            .as_ref()
-            .map_or(TOKEN_TYPE_NORMAL, |t| t[id])
+        self.token_types.as_ref().map_or(TOKEN_TYPE_NORMAL, |t| t[id])
     }
 
     /// Gemma's SentencePiece export is told apart by its whitespace-run tokens, written with
     /// spaces where SentencePiece writes `▁`; the architecture name is the other hint.
     fn is_gemma(&self) -> bool {
-        self.arch.as_deref().is_some_and(|a| a.starts_with("gemma"))
-            || self.tokens.iter().any(|t| is_space_run(t))
+        self.arch.as_deref().is_some_and(|a| a.starts_with("gemma")) || self.tokens.iter().any(|t| is_space_run(t))
     }
 }
 
@@ -278,21 +252,14 @@ fn is_space_run(token: &str) -> bool {
 }
 
 fn is_byte_piece(piece: &str) -> bool {
-    piece.len() == 6
-        && piece.starts_with("<0x")
-        && piece.ends_with('>')
-        && u8::from_str_radix(&piece[3..5], 16).is_ok()
+    piece.len() == 6 && piece.starts_with("<0x") && piece.ends_with('>') && u8::from_str_radix(&piece[3..5], 16).is_ok()
 }
 
 /// transformers' `GGUFTokenizerSkeleton` merges for SentencePiece files without merges: every
 /// split of a token into two vocabulary pieces, ordered by the whole token's rank (its score,
 /// or for Gemma its vocabulary position), ties broken by the pieces' scores. Kept exact
 /// because BPE results depend on merge order.
-fn derive_merges(
-    tokens: &[String],
-    scores: &[f32],
-    rank_by_position: bool,
-) -> Vec<(String, String)> {
+fn derive_merges(tokens: &[String], scores: &[f32], rank_by_position: bool) -> Vec<(String, String)> {
     // A Python dict: first insertion fixes the order, the last duplicate fixes the value.
     let mut score: HashMap<&str, f32> = HashMap::with_capacity(tokens.len());
     let mut position: HashMap<&str, usize> = HashMap::with_capacity(tokens.len());
@@ -322,18 +289,11 @@ fn derive_merges(
             }
         }
         // Python's `sorted(.., reverse=True)` is stable, as is `sort_by` with a reversed order.
-        local.sort_by(|a, b| {
-            score[b.0]
-                .total_cmp(&score[a.0])
-                .then(score[b.1].total_cmp(&score[a.1]))
-        });
+        local.sort_by(|a, b| score[b.0].total_cmp(&score[a.0]).then(score[b.1].total_cmp(&score[a.1])));
         merges.extend(local.iter().copied());
     }
     merges.sort_by(|a, b| b.2.total_cmp(&a.2));
-    merges
-        .into_iter()
-        .map(|(l, r, _)| (l.to_string(), r.to_string()))
-        .collect()
+    merges.into_iter().map(|(l, r, _)| (l.to_string(), r.to_string())).collect()
 }
 
 /// GPT-2's byte-to-character table (`bytes_to_unicode`).
@@ -359,12 +319,8 @@ fn parse_merges(merges: &[String]) -> Result<Vec<(String, String)>> {
         .map(|(i, m)| {
             let mut parts = m.split(' ');
             match (parts.next(), parts.next(), parts.next()) {
-                (Some(l), Some(r), None) if !l.is_empty() && !r.is_empty() => {
-                    Ok((l.to_string(), r.to_string()))
-                }
-                _ => Err(tok_err(format!(
-                    "merge #{i} {m:?} is not two tokens separated by one space"
-                ))),
+                (Some(l), Some(r), None) if !l.is_empty() && !r.is_empty() => Ok((l.to_string(), r.to_string())),
+                _ => Err(tok_err(format!("merge #{i} {m:?} is not two tokens separated by one space"))),
             }
         })
         .collect()
@@ -372,11 +328,7 @@ fn parse_merges(merges: &[String]) -> Result<Vec<(String, String)>> {
 
 fn bpe_vocab(tokens: &[String]) -> BpeVocab {
     // Like the Python dict comprehension: a duplicated token maps to its last id.
-    tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i as u32))
-        .collect()
+    tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect()
 }
 
 impl TextTokenizer {
@@ -404,9 +356,7 @@ impl TextTokenizer {
                     }
                 }
                 let merges = parse_merges(spec.merges.as_deref().ok_or_else(|| {
-                    AmuletError::BadModel(
-                        "a gpt2 (byte-level BPE) tokenizer needs tokenizer.ggml.merges".into(),
-                    )
+                    AmuletError::BadModel("a gpt2 (byte-level BPE) tokenizer needs tokenizer.ggml.merges".into())
                 })?)?;
                 let mut builder = BPE::builder().vocab_and_merges(bpe_vocab(&pieces), merges);
                 if let Some(unk) = unk_piece(&pieces) {
@@ -416,12 +366,9 @@ impl TextTokenizer {
                 let pre = match pre_split(spec.pre.as_deref()) {
                     None => PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, false, true)),
                     Some(regex) => {
-                        let split = Split::new(
-                            SplitPattern::Regex(regex.into()),
-                            SplitDelimiterBehavior::Isolated,
-                            false,
-                        )
-                        .map_err(tok_err)?;
+                        let split =
+                            Split::new(SplitPattern::Regex(regex.into()), SplitDelimiterBehavior::Isolated, false)
+                                .map_err(tok_err)?;
                         PreTokenizerWrapper::Sequence(PreTokenizerSequence::new(vec![
                             PreTokenizerWrapper::Split(split),
                             PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, false, false)),
@@ -429,9 +376,7 @@ impl TextTokenizer {
                     }
                 };
                 t.with_pre_tokenizer(Some(pre));
-                t.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::new(
-                    false, false, true,
-                ))));
+                t.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::new(false, false, true))));
                 t
             }
             "llama" => {
@@ -458,11 +403,7 @@ impl TextTokenizer {
                 if let Some(unk) = unk_piece(&pieces) {
                     builder = builder.unk_token(unk);
                 }
-                let bpe = builder
-                    .fuse_unk(true)
-                    .byte_fallback(true)
-                    .build()
-                    .map_err(tok_err)?;
+                let bpe = builder.fuse_unk(true).byte_fallback(true).build().map_err(tok_err)?;
                 let mut t = Tokenizer::new(bpe);
                 let add_prefix_space = spec.add_space_prefix.unwrap_or(true);
                 let mut dec = vec![
@@ -474,27 +415,17 @@ impl TextTokenizer {
                     // Gemma: every space becomes `▁`, nothing is prepended unless asked.
                     let mut norm: Vec<NormalizerWrapper> = Vec::new();
                     if add_prefix_space {
-                        norm.push(NormalizerWrapper::Prepend(Prepend::new(
-                            SPIECE_SPACE.into(),
-                        )));
+                        norm.push(NormalizerWrapper::Prepend(Prepend::new(SPIECE_SPACE.into())));
                     }
-                    norm.push(NormalizerWrapper::Replace(
-                        Replace::new(" ", SPIECE_SPACE).map_err(tok_err)?,
-                    ));
-                    t.with_normalizer(Some(NormalizerWrapper::Sequence(NormalizerSequence::new(
-                        norm,
-                    ))))
-                    .map_err(tok_err)?;
+                    norm.push(NormalizerWrapper::Replace(Replace::new(" ", SPIECE_SPACE).map_err(tok_err)?));
+                    t.with_normalizer(Some(NormalizerWrapper::Sequence(NormalizerSequence::new(norm))))
+                        .map_err(tok_err)?;
                     // transformers decodes `▁` before bytes; same result, kept for exactness.
                     dec.rotate_right(1);
                 } else {
                     // SentencePiece proper: `▁` replaces spaces and is prepended once, to the
                     // first chunk only (not after every special token).
-                    let scheme = if add_prefix_space {
-                        PrependScheme::First
-                    } else {
-                        PrependScheme::Never
-                    };
+                    let scheme = if add_prefix_space { PrependScheme::First } else { PrependScheme::Never };
                     t.with_pre_tokenizer(Some(PreTokenizerWrapper::Metaspace(Metaspace::new(
                         '\u{2581}', scheme, false,
                     ))));
@@ -505,9 +436,11 @@ impl TextTokenizer {
                 t.with_decoder(Some(DecoderWrapper::Sequence(DecoderSequence::new(dec))));
                 t
             }
-            other => return Err(AmuletError::Unsupported(format!(
-                "tokenizer model `{other}` (supported: gpt2 byte-level BPE, llama SentencePiece)"
-            ))),
+            other => {
+                return Err(AmuletError::Unsupported(format!(
+                    "tokenizer model `{other}` (supported: gpt2 byte-level BPE, llama SentencePiece)"
+                )))
+            }
         };
 
         // Control tokens and the declared bos/eos/unk/pad become special added tokens;
@@ -528,16 +461,12 @@ impl TextTokenizer {
                 }
             }
         }
-        tokenizer
-            .add_special_tokens(special_added)
-            .map_err(tok_err)?;
+        tokenizer.add_special_tokens(special_added).map_err(tok_err)?;
         tokenizer.add_tokens(user_added).map_err(tok_err)?;
         let special = (0..n as u32)
             .map(|id| {
                 let added = tokenizer.get_added_vocabulary();
-                added
-                    .simple_id_to_token(id)
-                    .is_some_and(|t| added.is_special_token(&t))
+                added.simple_id_to_token(id).is_some_and(|t| added.is_special_token(&t))
             })
             .collect();
 
@@ -551,8 +480,7 @@ impl TextTokenizer {
                 if let Some(b) = spec.bos_id {
                     single.push("BOS");
                     specials.push(
-                        SpecialToken::new("BOS".into(), vec![b], vec![pieces[b as usize].clone()])
-                            .map_err(tok_err)?,
+                        SpecialToken::new("BOS".into(), vec![b], vec![pieces[b as usize].clone()]).map_err(tok_err)?,
                     );
                 }
             }
@@ -563,8 +491,7 @@ impl TextTokenizer {
                     single.push("EOS");
                     pair.push("EOS");
                     specials.push(
-                        SpecialToken::new("EOS".into(), vec![e], vec![pieces[e as usize].clone()])
-                            .map_err(tok_err)?,
+                        SpecialToken::new("EOS".into(), vec![e], vec![pieces[e as usize].clone()]).map_err(tok_err)?,
                     );
                 }
             }
@@ -587,10 +514,7 @@ impl TextTokenizer {
         }
 
         let uses_byte_fallback = spec.model == "llama";
-        let byte_piece = pieces
-            .iter()
-            .map(|p| uses_byte_fallback && is_byte_piece(p))
-            .collect();
+        let byte_piece = pieces.iter().map(|p| uses_byte_fallback && is_byte_piece(p)).collect();
         Ok(TextTokenizer {
             inner: tokenizer,
             vocab_size: n,
@@ -621,10 +545,7 @@ impl TextTokenizer {
     /// template already contain them and should be encoded with `false` (as transformers'
     /// `apply_chat_template` does).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, add_special_tokens)
-            .map_err(tok_err)?;
+        let enc = self.inner.encode(text, add_special_tokens).map_err(tok_err)?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -643,9 +564,7 @@ impl TextTokenizer {
     /// The raw vocabulary entry (e.g. `Ġhello`, `▁hello`, `<0x0A>`, `<|im_end|>`).
     pub fn token_piece(&self, id: u32) -> Result<String> {
         self.check_id(id)?;
-        self.inner
-            .id_to_token(id)
-            .ok_or_else(|| tok_err(format!("token id {id} has no text")))
+        self.inner.id_to_token(id).ok_or_else(|| tok_err(format!("token id {id} has no text")))
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -707,24 +626,15 @@ pub struct StreamDecoder<T: std::borrow::Borrow<TextTokenizer>> {
 
 impl<T: std::borrow::Borrow<TextTokenizer>> StreamDecoder<T> {
     pub fn new(tok: T, skip_special_tokens: bool) -> Self {
-        StreamDecoder {
-            tok,
-            skip_special_tokens,
-            ids: Vec::new(),
-            prefix_len: 0,
-            prefix_text: String::new(),
-        }
+        StreamDecoder { tok, skip_special_tokens, ids: Vec::new(), prefix_len: 0, prefix_text: String::new() }
     }
 
     pub fn push(&mut self, id: u32) -> Result<String> {
         self.tok.borrow().check_id(id)?;
         self.ids.push(id);
         // A skipped special token is invisible to the decoder, so it does not end a byte run.
-        let last_visible = self
-            .ids
-            .iter()
-            .rev()
-            .find(|&&i| !(self.skip_special_tokens && self.tok.borrow().is_special(i)));
+        let last_visible =
+            self.ids.iter().rev().find(|&&i| !(self.skip_special_tokens && self.tok.borrow().is_special(i)));
         if last_visible.is_some_and(|&i| self.tok.borrow().is_byte_piece(i)) {
             return Ok(String::new());
         }
@@ -763,14 +673,9 @@ impl<T: std::borrow::Borrow<TextTokenizer>> StreamDecoder<T> {
     }
 
     fn delta(&self, text: &str) -> Result<String> {
-        text.strip_prefix(self.prefix_text.as_str())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                AmuletError::Tokenizer(format!(
-                    "stream decoding diverged: {text:?} does not extend {:?}",
-                    self.prefix_text
-                ))
-            })
+        text.strip_prefix(self.prefix_text.as_str()).map(str::to_string).ok_or_else(|| {
+            AmuletError::Tokenizer(format!("stream decoding diverged: {text:?} does not extend {:?}", self.prefix_text))
+        })
     }
 }
 
@@ -793,12 +698,7 @@ mod tests {
             model: "gpt2".into(),
             tokens,
             token_types: Some(types),
-            merges: Some(
-                ["h e", "l l", "he ll", "hell o", "Ġ w", "Ġw o"]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-            ),
+            merges: Some(["h e", "l l", "he ll", "hell o", "Ġ w", "Ġw o"].iter().map(|s| s.to_string()).collect()),
             bos_id: Some(n as u32 - 2),
             eos_id: Some(n as u32 - 1),
             ..Default::default()
@@ -816,14 +716,7 @@ mod tests {
             types.push(TOKEN_TYPE_BYTE);
             scores.push(0.0);
         }
-        for (t, s) in [
-            ("▁", -1.0),
-            ("a", -2.0),
-            ("b", -3.0),
-            ("▁a", -4.0),
-            ("ab", -5.0),
-            ("▁ab", -6.0),
-        ] {
+        for (t, s) in [("▁", -1.0), ("a", -2.0), ("b", -3.0), ("▁a", -4.0), ("ab", -5.0), ("▁ab", -6.0)] {
             tokens.push(t.into());
             types.push(TOKEN_TYPE_NORMAL);
             scores.push(s);
@@ -860,18 +753,11 @@ mod tests {
         // Control tokens are recognised in text and skipped on request.
         let ids = tok.encode("<|im_start|>hello<|im_end|>", false).unwrap();
         assert_eq!(ids, vec![bos, hello, eos]);
-        assert_eq!(
-            tok.decode(&ids, false).unwrap(),
-            "<|im_start|>hello<|im_end|>"
-        );
+        assert_eq!(tok.decode(&ids, false).unwrap(), "<|im_start|>hello<|im_end|>");
         assert_eq!(tok.decode(&ids, true).unwrap(), "hello");
         assert!(tok.is_special(bos) && !tok.is_special(hello));
         let text = "hello wörld 😀 中";
-        assert_eq!(
-            tok.decode(&tok.encode(text, false).unwrap(), false)
-                .unwrap(),
-            text
-        );
+        assert_eq!(tok.decode(&tok.encode(text, false).unwrap(), false).unwrap(), text);
         assert_eq!(tok.token_text(tok.token_id("Ġw").unwrap()).unwrap(), " w");
         assert_eq!(tok.token_piece(hello).unwrap(), "hello");
     }
@@ -886,15 +772,8 @@ mod tests {
         assert_eq!(joined, text);
         assert!(deltas.iter().all(|d| !d.contains('\u{FFFD}')), "{deltas:?}");
         // Bytes that never form a character still come out, exactly as decode shows them.
-        let stray = [
-            tok.token_id("a").unwrap(),
-            tok.token_id("ð").unwrap(),
-            tok.token_id("b").unwrap(),
-        ];
-        assert_eq!(
-            stream_all(&tok, &stray, false).1,
-            tok.decode(&stray, false).unwrap()
-        );
+        let stray = [tok.token_id("a").unwrap(), tok.token_id("ð").unwrap(), tok.token_id("b").unwrap()];
+        assert_eq!(stream_all(&tok, &stray, false).1, tok.decode(&stray, false).unwrap());
         let trailing = [tok.token_id("a").unwrap(), tok.token_id("ð").unwrap()];
         assert_eq!(stream_all(&tok, &trailing, false).1, "a\u{FFFD}");
     }
@@ -903,10 +782,7 @@ mod tests {
     fn sentencepiece_prefix_merges_and_byte_fallback() {
         let tok = sentencepiece();
         let id = |t: &str| tok.token_id(t).unwrap();
-        assert_eq!(
-            tok.encode("ab a", false).unwrap(),
-            vec![id("▁ab"), id("▁a")]
-        );
+        assert_eq!(tok.encode("ab a", false).unwrap(), vec![id("▁ab"), id("▁a")]);
         assert_eq!(tok.encode("ab", true).unwrap(), vec![1, id("▁ab")]);
         // Unknown characters fall back to bytes; decoding strips the prepended space.
         let ids = tok.encode("aé", false).unwrap();
@@ -925,23 +801,11 @@ mod tests {
         assert!(deltas.iter().all(|d| !d.contains('\u{FFFD}')), "{deltas:?}");
         // HF decodes a run of byte tokens as a whole: a valid prefix of an invalid run must
         // not be emitted early, and skipped specials do not end the run.
-        let tricky = [
-            id("▁a"),
-            id("<0xC3>"),
-            id("<0xA9>"),
-            2,
-            id("<0xC3>"),
-            id("b"),
-            id("<0xE4>"),
-        ];
+        let tricky = [id("▁a"), id("<0xC3>"), id("<0xA9>"), 2, id("<0xC3>"), id("b"), id("<0xE4>")];
         for skip in [false, true] {
             for end in 1..=tricky.len() {
                 let ids = &tricky[..end];
-                assert_eq!(
-                    stream_all(&tok, ids, skip).1,
-                    tok.decode(ids, skip).unwrap(),
-                    "{ids:?} skip={skip}"
-                );
+                assert_eq!(stream_all(&tok, ids, skip).1, tok.decode(ids, skip).unwrap(), "{ids:?} skip={skip}");
             }
         }
         let mut state = 12345u64;
@@ -949,16 +813,11 @@ mod tests {
         for round in 0..500 {
             let ids: Vec<u32> = (0..1 + round % 9)
                 .map(|_| {
-                    state = state
-                        .wrapping_mul(6_364_136_223_846_793_005)
-                        .wrapping_add(1);
+                    state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
                     ((state >> 33) % n) as u32
                 })
                 .collect();
-            assert_eq!(
-                stream_all(&tok, &ids, round % 2 == 0).1,
-                tok.decode(&ids, round % 2 == 0).unwrap()
-            );
+            assert_eq!(stream_all(&tok, &ids, round % 2 == 0).1, tok.decode(&ids, round % 2 == 0).unwrap());
         }
     }
 
@@ -966,27 +825,13 @@ mod tests {
     fn out_of_range_and_unsupported_are_errors() {
         let tok = byte_level();
         let n = tok.vocab_size() as u32;
-        assert!(matches!(
-            tok.decode(&[0, n], false),
-            Err(AmuletError::Tokenizer(_))
-        ));
+        assert!(matches!(tok.decode(&[0, n], false), Err(AmuletError::Tokenizer(_))));
         assert!(tok.token_text(n).is_err());
         assert!(StreamDecoder::new(&tok, false).push(u32::MAX).is_err());
-        let bad = TokenizerSpec {
-            model: "rwkv".into(),
-            tokens: vec!["a".into()],
-            ..Default::default()
-        };
-        assert!(matches!(
-            TextTokenizer::from_spec(&bad),
-            Err(AmuletError::Unsupported(_))
-        ));
-        let bad = TokenizerSpec {
-            model: "gpt2".into(),
-            tokens: vec!["a".into()],
-            bos_id: Some(3),
-            ..Default::default()
-        };
+        let bad = TokenizerSpec { model: "rwkv".into(), tokens: vec!["a".into()], ..Default::default() };
+        assert!(matches!(TextTokenizer::from_spec(&bad), Err(AmuletError::Unsupported(_))));
+        let bad =
+            TokenizerSpec { model: "gpt2".into(), tokens: vec!["a".into()], bos_id: Some(3), ..Default::default() };
         assert!(TextTokenizer::from_spec(&bad).is_err());
         let bad = TokenizerSpec {
             model: "gpt2".into(),
@@ -999,16 +844,10 @@ mod tests {
 
     #[test]
     fn derived_merges_follow_rank_then_piece_scores() {
-        let tokens: Vec<String> = ["a", "b", "c", "ab", "bc", "abc"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let tokens: Vec<String> = ["a", "b", "c", "ab", "bc", "abc"].iter().map(|s| s.to_string()).collect();
         let scores = [-1.0, -2.0, -3.0, -5.0, -4.0, -6.0];
         let by_score = derive_merges(&tokens, &scores, false);
-        let pairs: Vec<(&str, &str)> = by_score
-            .iter()
-            .map(|(l, r)| (l.as_str(), r.as_str()))
-            .collect();
+        let pairs: Vec<(&str, &str)> = by_score.iter().map(|(l, r)| (l.as_str(), r.as_str())).collect();
         // bc (-4) before ab (-5) before abc (-6); abc's splits ordered by their pieces' scores.
         assert_eq!(pairs, [("b", "c"), ("a", "b"), ("a", "bc"), ("ab", "c")]);
         let by_position = derive_merges(&tokens, &scores, true);

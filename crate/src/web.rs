@@ -109,7 +109,8 @@ impl WasmEngine {
             // A lost GPU: the request that saw it fails, the next one runs on the CPU, built
             // from the file JS still holds (the reader keeps it alive for this).
             engine.set_fallback(Box::new(move || {
-                Ok(Box::new(crate::model::CpuModel::load(&gguf, &src, |_, _| {})?) as Box<dyn crate::model::LanguageModel>)
+                Ok(Box::new(crate::model::CpuModel::load(&gguf, &src, |_, _| {})?)
+                    as Box<dyn crate::model::LanguageModel>)
             }));
         }
         Ok(WasmEngine { inner: Rc::new(RefCell::new(engine)) })
@@ -145,6 +146,9 @@ impl WasmEngine {
     /// `start` as a promise of the generation: works on every backend (WebGPU waits for
     /// its readback without blocking the page).
     #[wasm_bindgen(js_name = startAsync)]
+    // Holding the engine's borrow across the GPU's await is the point: it is the engine's busy
+    // flag, so a second call meanwhile fails with `engine is busy` instead of interleaving.
+    #[allow(clippy::await_holding_refcell_ref)]
     pub fn start_async(&self, request: JsValue) -> js_sys::Promise {
         let engine = self.inner.clone();
         future_to_promise(async move {
@@ -194,7 +198,10 @@ struct JsSource {
 impl TensorSource for JsSource {
     fn read(&self, offset: usize, len: usize) -> crate::Result<Cow<'_, [u8]>> {
         if offset.checked_add(len).is_none_or(|end| end > self.file_len) {
-            return Err(AmuletError::BadModel(format!("read of {len} bytes at {offset} is past the file's {}", self.file_len)));
+            return Err(AmuletError::BadModel(format!(
+                "read of {len} bytes at {offset} is past the file's {}",
+                self.file_len
+            )));
         }
         let v = self
             .read
@@ -262,6 +269,7 @@ impl WasmGeneration {
 
     /// `step` as a promise: works on every backend.
     #[wasm_bindgen(js_name = stepAsync)]
+    #[allow(clippy::await_holding_refcell_ref)] // the borrows are the busy flags (see startAsync)
     pub fn step_async(&self) -> js_sys::Promise {
         let (engine, gen, methods, cancelled) =
             (self.engine.clone(), self.gen.clone(), self.methods.clone(), self.cancelled.clone());
@@ -382,7 +390,10 @@ fn events_to_js(
 #[wasm_bindgen(js_name = closedFormStrength)]
 pub fn closed_form_strength(alpha: f64, lambda: f64, eta: f64, iterations: f64) -> Result<f64, JsValue> {
     if !(iterations.is_finite() && iterations >= 1.0 && iterations.fract() == 0.0 && iterations <= u32::MAX as f64) {
-        return Err(js_error(AmuletError::bad_option("iterations", format!("must be a whole number >= 1, got {iterations}"))));
+        return Err(js_error(AmuletError::bad_option(
+            "iterations",
+            format!("must be a whole number >= 1, got {iterations}"),
+        )));
     }
     let params = AmuletParams { alpha, lambda, eta, iterations: iterations as u32 };
     let method = Method::Amulet { params, game: Game::ClosedForm };

@@ -39,10 +39,12 @@ fn info_comes_from_the_gguf() {
 fn amulet_differs_from_base_and_streams_what_it_returns() {
     let mut e = engine();
     let mut streamed = String::new();
-    let amulet = e.generate(&request(vec![Method::default()], 40), &mut |ev| {
-        streamed.push_str(&ev.text);
-        true
-    }).unwrap();
+    let amulet = e
+        .generate(&request(vec![Method::default()], 40), &mut |ev| {
+            streamed.push_str(&ev.text);
+            true
+        })
+        .unwrap();
     let base = e.generate(&request(vec![Method::Base], 40), &mut |_| true).unwrap();
     let (a, b) = (&amulet.completions[0], &base.completions[0]);
     assert_eq!(streamed, a.text, "deltas must concatenate to the final text");
@@ -68,8 +70,10 @@ fn compare_mode_batch_equals_separate_runs() {
 fn iterative_game_and_closed_form_choose_the_same_tokens() {
     let mut e = engine();
     let p = AmuletParams::default();
-    let closed = e.generate(&request(vec![Method::Amulet { params: p, game: Game::ClosedForm }], 12), &mut |_| true).unwrap();
-    let iter = e.generate(&request(vec![Method::Amulet { params: p, game: Game::Iterative }], 12), &mut |_| true).unwrap();
+    let closed =
+        e.generate(&request(vec![Method::Amulet { params: p, game: Game::ClosedForm }], 12), &mut |_| true).unwrap();
+    let iter =
+        e.generate(&request(vec![Method::Amulet { params: p, game: Game::Iterative }], 12), &mut |_| true).unwrap();
     assert_eq!(closed.completions[0].tokens, iter.completions[0].tokens);
 }
 
@@ -77,10 +81,12 @@ fn iterative_game_and_closed_form_choose_the_same_tokens() {
 fn cancel_stops_within_one_token_and_the_engine_stays_usable() {
     let mut e = engine();
     let mut n = 0;
-    let out = e.generate(&request(vec![Method::default()], 50), &mut |_| {
-        n += 1;
-        n < 3
-    }).unwrap();
+    let out = e
+        .generate(&request(vec![Method::default()], 50), &mut |_| {
+            n += 1;
+            n < 3
+        })
+        .unwrap();
     assert_eq!(out.completions[0].finish_reason, FinishReason::Cancelled);
     assert_eq!(out.completions[0].tokens.len(), 3);
     let again = e.generate(&request(vec![Method::default()], 3), &mut |_| true).unwrap();
@@ -106,10 +112,12 @@ fn top_logprobs_show_all_three_distributions() {
     let mut e = engine();
     let mut r = request(vec![Method::default()], 4);
     r.top_logprobs = 5;
-    let out = e.generate(&r, &mut |ev| {
-        assert!(ev.logprobs.is_some());
-        true
-    }).unwrap();
+    let out = e
+        .generate(&r, &mut |ev| {
+            assert!(ev.logprobs.is_some());
+            true
+        })
+        .unwrap();
     let c = &out.completions[0];
     assert_eq!(c.steps.len(), 4);
     for (step, &tok) in c.steps.iter().zip(&c.tokens) {
@@ -146,14 +154,23 @@ fn bad_requests_are_typed_errors() {
     let mut e = engine();
     let mut r = request(vec![Method::default()], 8);
     r.preference = Some("  ".into());
-    assert!(matches!(e.generate(&r, &mut |_| true), Err(AmuletError::BadOption { ref option, .. }) if option == "preference"));
+    assert!(
+        matches!(e.generate(&r, &mut |_| true), Err(AmuletError::BadOption { ref option, .. }) if option == "preference")
+    );
     r.preference = None;
-    assert!(matches!(e.generate(&r, &mut |_| true), Err(AmuletError::BadOption { ref option, .. }) if option == "preference"));
+    assert!(
+        matches!(e.generate(&r, &mut |_| true), Err(AmuletError::BadOption { ref option, .. }) if option == "preference")
+    );
     let mut r = request(vec![Method::default()], 0);
-    assert!(matches!(e.generate(&r, &mut |_| true), Err(AmuletError::BadOption { ref option, .. }) if option == "max_tokens"));
+    assert!(
+        matches!(e.generate(&r, &mut |_| true), Err(AmuletError::BadOption { ref option, .. }) if option == "max_tokens")
+    );
     r.max_tokens = 4;
-    r.methods = vec![Method::Amulet { params: AmuletParams { alpha: f64::NAN, ..Default::default() }, game: Game::ClosedForm }];
-    assert!(matches!(e.generate(&r, &mut |_| true), Err(AmuletError::BadOption { ref option, .. }) if option == "alpha"));
+    r.methods =
+        vec![Method::Amulet { params: AmuletParams { alpha: f64::NAN, ..Default::default() }, game: Game::ClosedForm }];
+    assert!(
+        matches!(e.generate(&r, &mut |_| true), Err(AmuletError::BadOption { ref option, .. }) if option == "alpha")
+    );
     r.methods = vec![Method::default()];
     r.sampling.temperature = -1.0;
     assert!(e.generate(&r, &mut |_| true).is_err());

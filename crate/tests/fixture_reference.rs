@@ -21,15 +21,18 @@ fn reference(arch: Arch, bytes: &[u8]) -> Forward {
     let input = |t: &[u32]| Tensor::new(t, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
     match arch {
         Arch::Llama => {
-            let mut m = candle_transformers::models::quantized_llama::ModelWeights::from_gguf(ct, &mut r, &dev).unwrap();
+            let mut m =
+                candle_transformers::models::quantized_llama::ModelWeights::from_gguf(ct, &mut r, &dev).unwrap();
             Box::new(move |t, p| run(m.forward(&input(t), p)))
         }
         Arch::Qwen2 => {
-            let mut m = candle_transformers::models::quantized_qwen2::ModelWeights::from_gguf(ct, &mut r, &dev).unwrap();
+            let mut m =
+                candle_transformers::models::quantized_qwen2::ModelWeights::from_gguf(ct, &mut r, &dev).unwrap();
             Box::new(move |t, p| run(m.forward(&input(t), p)))
         }
         Arch::Gemma3 => {
-            let mut m = candle_transformers::models::quantized_gemma3::ModelWeights::from_gguf(ct, &mut r, &dev).unwrap();
+            let mut m =
+                candle_transformers::models::quantized_gemma3::ModelWeights::from_gguf(ct, &mut r, &dev).unwrap();
             Box::new(move |t, p| run(m.forward(&input(t), p)))
         }
     }
@@ -82,7 +85,15 @@ fn scale(v: &[f32]) -> f32 {
 
 #[test]
 fn llama_fixtures_match_candle_transformers() {
-    for q in [GgmlDType::F32, GgmlDType::F16, GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0, GgmlDType::Q4K, GgmlDType::Q6K] {
+    for q in [
+        GgmlDType::F32,
+        GgmlDType::F16,
+        GgmlDType::Q4_0,
+        GgmlDType::Q4_1,
+        GgmlDType::Q8_0,
+        GgmlDType::Q4K,
+        GgmlDType::Q6K,
+    ] {
         check(Arch::Llama, q);
     }
 }

@@ -17,10 +17,8 @@ fn reference_logits(
     continuation: &[u32],
 ) -> Vec<Vec<f32>> {
     let mut out = vec![forward(prompt, 0)];
-    let mut pos = prompt.len();
-    for &t in continuation {
+    for (pos, &t) in (prompt.len()..).zip(continuation) {
         out.push(forward(&[t], pos));
-        pos += 1;
     }
     out
 }
@@ -79,7 +77,8 @@ fn smollm2_batched_logits_match_candle_transformers() {
     let mut reader = std::io::Cursor::new(&bytes);
     let content = candle_core::quantized::gguf_file::Content::read(&mut reader).unwrap();
     let mut reference =
-        candle_transformers::models::quantized_llama::ModelWeights::from_gguf(content, &mut reader, &Device::Cpu).unwrap();
+        candle_transformers::models::quantized_llama::ModelWeights::from_gguf(content, &mut reader, &Device::Cpu)
+            .unwrap();
 
     let mut run = |toks: &[u32], pos: usize| {
         let x = Tensor::new(toks, &Device::Cpu).unwrap().unsqueeze(0).unwrap();

@@ -9,10 +9,7 @@ use amulet::gguf::Gguf;
 use amulet::tokenizer::{StreamDecoder, TextTokenizer, TokenizerSpec};
 use serde_json::Value;
 
-const SMOLLM: (&str, &str) = (
-    "SmolLM2-135M-Instruct.Q4_1.gguf",
-    "smollm2-135m-instruct-q4_1.json",
-);
+const SMOLLM: (&str, &str) = ("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct-q4_1.json");
 const GEMMA: (&str, &str) = ("gemma-3-270m-q4_k_m.gguf", "gemma-3-270m-q4_k_m.json");
 
 fn manifest() -> PathBuf {
@@ -47,21 +44,12 @@ fn load((model, reference): (&str, &str)) -> Option<Loaded> {
     let gguf = Gguf::parse(&bytes).expect("parse gguf");
     let spec = TokenizerSpec::from_gguf(&gguf).expect("tokenizer spec");
     let tok = TextTokenizer::from_spec(&spec).expect("tokenizer");
-    let reference: Value =
-        serde_json::from_str(&std::fs::read_to_string(ref_path).unwrap()).unwrap();
-    Some(Loaded {
-        gguf,
-        tok,
-        reference,
-    })
+    let reference: Value = serde_json::from_str(&std::fs::read_to_string(ref_path).unwrap()).unwrap();
+    Some(Loaded { gguf, tok, reference })
 }
 
 fn ids_of(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
 fn check_cases(l: &Loaded) {
@@ -77,28 +65,14 @@ fn check_cases(l: &Loaded) {
         }
         let decoded = l.tok.decode(&want, false).unwrap();
         if decoded != case["decoded"].as_str().unwrap() {
-            failures.push(format!(
-                "decode {want:?}: got {decoded:?}, want {:?}",
-                case["decoded"]
-            ));
+            failures.push(format!("decode {want:?}: got {decoded:?}, want {:?}", case["decoded"]));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
 
     let special = &l.reference["special"];
-    assert_eq!(
-        l.tok.bos_id(),
-        Some(special["bos_id"].as_u64().unwrap() as u32)
-    );
-    assert_eq!(
-        l.tok.eos_id(),
-        Some(special["eos_id"].as_u64().unwrap() as u32)
-    );
+    assert_eq!(l.tok.bos_id(), Some(special["bos_id"].as_u64().unwrap() as u32));
+    assert_eq!(l.tok.eos_id(), Some(special["eos_id"].as_u64().unwrap() as u32));
     assert_eq!(l.tok.bos_token().as_deref(), special["bos"].as_str());
     assert_eq!(l.tok.eos_token().as_deref(), special["eos"].as_str());
 }
@@ -110,11 +84,7 @@ fn check_chat(l: &Loaded) {
         let agp = chat["add_generation_prompt"].as_bool().unwrap();
         let rendered = template.render(&messages, agp).unwrap();
         assert_eq!(rendered, chat["rendered"].as_str().unwrap());
-        assert_eq!(
-            l.tok.encode(&rendered, false).unwrap(),
-            ids_of(&chat["ids"]),
-            "{rendered:?}"
-        );
+        assert_eq!(l.tok.encode(&rendered, false).unwrap(), ids_of(&chat["ids"]), "{rendered:?}");
     }
 }
 
@@ -149,14 +119,10 @@ fn check_streams(l: &Loaded) {
     // Arbitrary id sequences (partial characters, stray continuation bytes, specials) keep the
     // invariant too: a model can emit anything.
     let n = l.tok.vocab_size() as u64;
-    let byte_ids: Vec<u32> = (0..=255u8)
-        .filter_map(|b| l.tok.token_id(&format!("<0x{b:02X}>")))
-        .collect();
+    let byte_ids: Vec<u32> = (0..=255u8).filter_map(|b| l.tok.token_id(&format!("<0x{b:02X}>"))).collect();
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = || {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         state >> 33
     };
     for round in 0..300 {
@@ -178,10 +144,7 @@ fn check_errors(l: &Loaded) {
     assert!(l.tok.token_text(u32::MAX).is_err());
     let mut sd = StreamDecoder::new(&l.tok, false);
     assert!(sd.push(n + 5).is_err());
-    assert_eq!(
-        l.tok.encode("", true).unwrap().len(),
-        usize::from(l.tok.inner().get_post_processor().is_some())
-    );
+    assert_eq!(l.tok.encode("", true).unwrap().len(), usize::from(l.tok.inner().get_post_processor().is_some()));
 }
 
 #[test]
@@ -220,43 +183,23 @@ fn gemma3_matches_hf_reference() {
     check_chat(&l);
     check_errors(&l);
     // add_bos_token is true in this GGUF.
-    assert_eq!(
-        l.tok.encode("hello world", true).unwrap(),
-        vec![2, 23391, 1902]
-    );
+    assert_eq!(l.tok.encode("hello world", true).unwrap(), vec![2, 23391, 1902]);
 
     // No template in the base model: the Gemma turn fallback, with markers as single tokens.
     let template = ChatTemplate::from_gguf(&l.gguf, &l.tok).unwrap();
     assert!(template.is_fallback());
-    let prompt = template
-        .render(
-            &[
-                ChatMessage::new("system", "Be brief."),
-                ChatMessage::new("user", "Hi"),
-            ],
-            true,
-        )
-        .unwrap();
-    assert_eq!(
-        prompt,
-        "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
-    );
+    let prompt =
+        template.render(&[ChatMessage::new("system", "Be brief."), ChatMessage::new("user", "Hi")], true).unwrap();
+    assert_eq!(prompt, "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n");
     let ids = l.tok.encode(&prompt, false).unwrap();
-    let (bos, sot, eot) = (
-        2,
-        l.tok.token_id("<start_of_turn>").unwrap(),
-        l.tok.token_id("<end_of_turn>").unwrap(),
-    );
+    let (bos, sot, eot) = (2, l.tok.token_id("<start_of_turn>").unwrap(), l.tok.token_id("<end_of_turn>").unwrap());
     assert_eq!((sot, eot), (105, 106));
     assert_eq!(ids.iter().filter(|&&i| i == bos).count(), 1);
     assert_eq!(ids[0..2], [bos, sot]);
     assert_eq!(ids.iter().filter(|&&i| i == sot).count(), 2);
     assert_eq!(ids.iter().filter(|&&i| i == eot).count(), 1);
     assert_eq!(l.tok.decode(&ids, false).unwrap(), prompt);
-    assert_eq!(
-        l.tok.decode(&ids, true).unwrap(),
-        "user\nBe brief.\n\nHi\nmodel\n"
-    );
+    assert_eq!(l.tok.decode(&ids, true).unwrap(), "user\nBe brief.\n\nHi\nmodel\n");
 }
 
 #[test]
@@ -266,11 +209,7 @@ fn gemma3_streaming() {
     // Byte-fallback characters (𝔘 is <0xF0><0x9D><0x94><0x98>) appear whole, never as U+FFFD.
     let text = "free 𝔘𝔫 ok";
     let ids = l.tok.encode(text, false).unwrap();
-    assert!(
-        ids.iter()
-            .any(|&i| l.tok.token_text(i).unwrap() == "\u{FFFD}"),
-        "{ids:?}"
-    );
+    assert!(ids.iter().any(|&i| l.tok.token_text(i).unwrap() == "\u{FFFD}"), "{ids:?}");
     let mut sd = StreamDecoder::new(&l.tok, false);
     let mut out = String::new();
     for &id in &ids {

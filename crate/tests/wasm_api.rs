@@ -56,7 +56,10 @@ fn every_architecture_generates_and_streams_its_text() {
     for arch in [Arch::Llama, Arch::Qwen2, Arch::Gemma3] {
         let e = engine(arch);
         assert_eq!(get(&e.info().unwrap(), "architecture").as_string().unwrap(), arch.name());
-        let (text, out) = run(&e, r#"{"prompt":"hello","preference":"terse","methods":["base","amulet"],"maxTokens":6,"ignoreEos":true}"#);
+        let (text, out) = run(
+            &e,
+            r#"{"prompt":"hello","preference":"terse","methods":["base","amulet"],"maxTokens":6,"ignoreEos":true}"#,
+        );
         let completions: js_sys::Array = get(&out, "completions").dyn_into().unwrap();
         assert_eq!(completions.length(), 2);
         let joined: String = completions.iter().map(|c| get(&c, "text").as_string().unwrap()).collect();
@@ -101,7 +104,9 @@ fn streaming_load_reads_the_file_through_a_callback() {
     let file = js_sys::Uint8Array::from(&bytes[..]);
     let reader = {
         let file = file.clone();
-        Closure::<dyn Fn(f64, f64) -> js_sys::Uint8Array>::new(move |o: f64, l: f64| file.subarray(o as u32, (o + l) as u32))
+        Closure::<dyn Fn(f64, f64) -> js_sys::Uint8Array>::new(move |o: f64, l: f64| {
+            file.subarray(o as u32, (o + l) as u32)
+        })
     };
     let read: js_sys::Function = reader.as_ref().unchecked_ref::<js_sys::Function>().clone();
     let e = WasmEngine::load_streaming(bytes.len() as f64, read, None).map_err(|e| format!("{e:?}")).unwrap();
@@ -111,11 +116,16 @@ fn streaming_load_reads_the_file_through_a_callback() {
     assert_eq!(text, same, "streaming and whole-file loads build the same model");
 
     // A reader returning the wrong length, or not bytes, is a typed error.
-    let short = Closure::<dyn Fn(f64, f64) -> js_sys::Uint8Array>::new(move |_o: f64, _l: f64| js_sys::Uint8Array::new_with_length(3));
+    let short = Closure::<dyn Fn(f64, f64) -> js_sys::Uint8Array>::new(move |_o: f64, _l: f64| {
+        js_sys::Uint8Array::new_with_length(3)
+    });
     let f: js_sys::Function = short.as_ref().unchecked_ref::<js_sys::Function>().clone();
     assert_eq!(code(WasmEngine::load_streaming(bytes.len() as f64, f, None).err().unwrap()), "BAD_MODEL");
     let junk = Closure::<dyn Fn(f64, f64) -> JsValue>::new(move |_o: f64, _l: f64| JsValue::from_str("nope"));
     let f: js_sys::Function = junk.as_ref().unchecked_ref::<js_sys::Function>().clone();
     assert_eq!(code(WasmEngine::load_streaming(bytes.len() as f64, f, None).err().unwrap()), "IO");
-    assert_eq!(code(WasmEngine::load_streaming(-1.0, js_sys::Function::new_no_args(""), None).err().unwrap()), "BAD_OPTION");
+    assert_eq!(
+        code(WasmEngine::load_streaming(-1.0, js_sys::Function::new_no_args(""), None).err().unwrap()),
+        "BAD_OPTION"
+    );
 }

@@ -55,7 +55,16 @@ async fn compare(arch: Arch, quant: GgmlDType, tolerance: f32) {
     // One more step with the token drawn on the GPU: amulet's extrapolation of two rows,
     // greedy, with the top candidates (the chooser kernel through Tint).
     let step = [(seqs_gpu[0], &[40u32][..]), (seqs_gpu[1], &[41u32][..])];
-    let request = TokenRequest { base: Some(1), pref: Some(0), strength: 4.0 / 3.0, temperature: 0.0, top_k: None, top_p: None, uniform: None, top_n: 3 };
+    let request = TokenRequest {
+        base: Some(1),
+        pref: Some(0),
+        strength: 4.0 / 3.0,
+        temperature: 0.0,
+        top_k: None,
+        top_p: None,
+        uniform: None,
+        top_n: 3,
+    };
     let StepOutput::Tokens(chosen) = gpu.forward_choose(&step, &[request]).await.unwrap() else {
         panic!("{arch:?} {quant:?}: the GPU sent rows back instead of a token");
     };
@@ -63,7 +72,10 @@ async fn compare(arch: Arch, quant: GgmlDType, tolerance: f32) {
     let combined: Vec<f32> = rows[0].iter().zip(&rows[1]).map(|(p, b)| p + request.strength * (p - b)).collect();
     assert_eq!(chosen[0].id as usize, argmax(&combined), "{arch:?} {quant:?}: chosen token");
     let want_top = top_candidates(&combined, 3);
-    assert_eq!(chosen[0].top_combined.iter().map(|c| c.0).collect::<Vec<_>>(), want_top.iter().map(|c| c.0).collect::<Vec<_>>());
+    assert_eq!(
+        chosen[0].top_combined.iter().map(|c| c.0).collect::<Vec<_>>(),
+        want_top.iter().map(|c| c.0).collect::<Vec<_>>()
+    );
     assert_eq!(chosen[0].top_base.len(), 3);
 }
 

@@ -38,7 +38,13 @@ fn compare(arch: Arch, quant: GgmlDType, max_binding: Option<u64>, prompt: u32) 
 
 /// `prefill_matmul`: force the tiled matmul (Some(true)) or the matvec's 8-row slices
 /// (Some(false)) for prefill; None: the adapter's default (the matmul on lavapipe).
-fn compare_with(arch: Arch, quant: GgmlDType, max_binding: Option<u64>, prompt: u32, prefill_matmul: Option<bool>) -> (f32, usize, usize) {
+fn compare_with(
+    arch: Arch,
+    quant: GgmlDType,
+    max_binding: Option<u64>,
+    prompt: u32,
+    prefill_matmul: Option<bool>,
+) -> (f32, usize, usize) {
     let bytes = write_gguf(&FixtureSpec::tiny(arch, quant, 11)).unwrap();
     let g = Gguf::parse(&bytes).unwrap();
     let mut cfg = ModelConfig::from_gguf(&g).unwrap();
@@ -70,7 +76,15 @@ fn compare_with(arch: Arch, quant: GgmlDType, max_binding: Option<u64>, prompt: 
 fn every_architecture_and_weight_type_matches_the_cpu_backend() {
     let mut failures = Vec::new();
     for arch in [Arch::Llama, Arch::Qwen2, Arch::Gemma3] {
-        for quant in [GgmlDType::F32, GgmlDType::F16, GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0, GgmlDType::Q4K, GgmlDType::Q6K] {
+        for quant in [
+            GgmlDType::F32,
+            GgmlDType::F16,
+            GgmlDType::Q4_0,
+            GgmlDType::Q4_1,
+            GgmlDType::Q8_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+        ] {
             let (worst, agree, total) = compare(arch, quant, None, 150);
             // F32 differs only in summation order; quantized types also in that the CPU
             // quantizes activations to 8 bits for its dot products (the GPU keeps f32).
@@ -276,7 +290,8 @@ fn drawn_on_gpu_and_cpu(spec: FixtureSpec, cases: &[(f64, Option<usize>, Option<
                 assert_eq!(sx.base.as_ref().map(|v| v.len()), sy.base.as_ref().map(|v| v.len()));
             }
         }
-        let distinct: std::collections::BTreeSet<u32> = a.completions.iter().flat_map(|c| c.tokens.iter().copied()).collect();
+        let distinct: std::collections::BTreeSet<u32> =
+            a.completions.iter().flat_map(|c| c.tokens.iter().copied()).collect();
         eprintln!("T={temperature} k={top_k:?} p={top_p:?}: {} distinct tokens", distinct.len());
         if temperature > 0.0 {
             assert!(distinct.len() > 4, "the draws should spread at T={temperature}: {distinct:?}");

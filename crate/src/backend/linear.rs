@@ -14,7 +14,10 @@ use crate::gguf::{Gguf, TensorSource};
 
 pub enum Linear {
     /// `exact`: use the scalar kernel, which sums in candle's order (bit-exact reference runs).
-    Q41 { w: Q41Matrix, exact: bool },
+    Q41 {
+        w: Q41Matrix,
+        exact: bool,
+    },
     /// Q8_0 through our multi-row kernel (bit-identical to candle's); shared with the
     /// embedding lookup when the output projection is tied.
     Q80(Arc<Q80Matrix>),
@@ -26,10 +29,14 @@ pub enum Linear {
 impl Linear {
     /// Loads `names` (each of GGUF shape [k, n_i]) as one matrix with sum(n_i) outputs, fused
     /// when they are all Q4_1 so q/k/v or gate/up cost one pass over the activations.
-    pub fn load<S: TensorSource + ?Sized>(g: &Gguf, bytes: &S, names: &[String], k: usize, outs: &[usize]) -> Result<Linear> {
-        let all_q41 = names
-            .iter()
-            .all(|n| g.tensor_info(n).is_some_and(|t| t.dtype == GgmlDType::Q4_1));
+    pub fn load<S: TensorSource + ?Sized>(
+        g: &Gguf,
+        bytes: &S,
+        names: &[String],
+        k: usize,
+        outs: &[usize],
+    ) -> Result<Linear> {
+        let all_q41 = names.iter().all(|n| g.tensor_info(n).is_some_and(|t| t.dtype == GgmlDType::Q4_1));
         if all_q41 {
             let mut parts = Vec::with_capacity(names.len());
             for (name, &n) in names.iter().zip(outs) {

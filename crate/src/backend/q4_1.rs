@@ -113,9 +113,10 @@ impl Q41Matrix {
             return Err(AmuletError::BadModel(format!("Q4_1 matrix {n}x{k}: no rows")));
         }
         let nb = k / QK;
-        let expected = n.checked_mul(nb).and_then(|b| b.checked_mul(GGUF_BLOCK_BYTES)).ok_or_else(|| {
-            AmuletError::BadModel(format!("Q4_1 matrix {n}x{k}: size overflows"))
-        })?;
+        let expected = n
+            .checked_mul(nb)
+            .and_then(|b| b.checked_mul(GGUF_BLOCK_BYTES))
+            .ok_or_else(|| AmuletError::BadModel(format!("Q4_1 matrix {n}x{k}: size overflows")))?;
         if data.len() != expected {
             return Err(AmuletError::BadModel(format!(
                 "Q4_1 matrix {n}x{k}: expected {expected} bytes of data, got {}",
@@ -158,15 +159,10 @@ impl Q41Matrix {
     /// Stacks matrices along the output dimension, so q/k/v (or gate/up) run as one matmul
     /// that quantizes the activations once.
     pub fn concat_rows(parts: &[Q41Matrix]) -> Result<Q41Matrix> {
-        let first = parts
-            .first()
-            .ok_or_else(|| AmuletError::BadModel("Q4_1 concat_rows: no matrices given".into()))?;
+        let first = parts.first().ok_or_else(|| AmuletError::BadModel("Q4_1 concat_rows: no matrices given".into()))?;
         let k = first.k;
         if let Some(p) = parts.iter().find(|p| p.k != k) {
-            return Err(AmuletError::BadModel(format!(
-                "Q4_1 concat_rows: column counts differ ({k} vs {})",
-                p.k
-            )));
+            return Err(AmuletError::BadModel(format!("Q4_1 concat_rows: column counts differ ({k} vs {})", p.k)));
         }
         let n = parts.iter().map(|p| p.n).sum();
         let mut qs = Vec::with_capacity(n * first.ppr());
@@ -766,8 +762,18 @@ mod wasm {
             let (va, vb) = (v128_load(u), v128_load(u.add(1)));
             let (la, ha) = (v128_and(va, mask), u8x16_shr(va, 4));
             let (lb, hb) = (v128_and(vb, mask), u8x16_shr(vb, 4));
-            let wa = [u16x8_extend_low_u8x16(la), u16x8_extend_high_u8x16(la), u16x8_extend_low_u8x16(ha), u16x8_extend_high_u8x16(ha)];
-            let wb = [u16x8_extend_low_u8x16(lb), u16x8_extend_high_u8x16(lb), u16x8_extend_low_u8x16(hb), u16x8_extend_high_u8x16(hb)];
+            let wa = [
+                u16x8_extend_low_u8x16(la),
+                u16x8_extend_high_u8x16(la),
+                u16x8_extend_low_u8x16(ha),
+                u16x8_extend_high_u8x16(ha),
+            ];
+            let wb = [
+                u16x8_extend_low_u8x16(lb),
+                u16x8_extend_high_u8x16(lb),
+                u16x8_extend_low_u8x16(hb),
+                u16x8_extend_high_u8x16(hb),
+            ];
             // [dA, dB, mA, mB]
             let w4 = v128_load(sc.add(16 * groups + 4 * t) as *const v128);
             let wd = i32x4_shuffle::<0, 0, 1, 1>(w4, w4);
@@ -776,7 +782,10 @@ mod wasm {
                 let lo = xq[r].add(8 * groups + 2 * t) as *const v128;
                 let hi = lo.add(4);
                 let dot = |a: v128, p: *const v128| i32x4_dot_i16x8(a, v128_load(p));
-                let da = i32x4_add(i32x4_add(dot(wa[0], lo), dot(wa[1], lo.add(1))), i32x4_add(dot(wa[2], hi), dot(wa[3], hi.add(1))));
+                let da = i32x4_add(
+                    i32x4_add(dot(wa[0], lo), dot(wa[1], lo.add(1))),
+                    i32x4_add(dot(wa[2], hi), dot(wa[3], hi.add(1))),
+                );
                 let db = i32x4_add(
                     i32x4_add(dot(wb[0], lo.add(2)), dot(wb[1], lo.add(3))),
                     i32x4_add(dot(wb[2], hi.add(2)), dot(wb[3], hi.add(3))),
@@ -803,7 +812,6 @@ mod wasm {
     pub(super) fn matmul(w: &Q41Matrix, x: &[f32], m: usize, out: &mut [f32]) {
         run_tiles!(w, x, m, out, i16)
     }
-
 
     /// `quantize_q8_1` for simd128; bit-identical to the scalar one (tested).
     #[inline]
@@ -855,25 +863,13 @@ mod wasm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::Rng;
     use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
     use candle_core::{Device, Module, Tensor};
 
-    struct Rng(u64);
-    impl Rng {
-        fn next_f32(&mut self) -> f32 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        }
-        fn vec(&mut self, len: usize, scale: f32) -> Vec<f32> {
-            (0..len).map(|_| self.next_f32() * scale).collect()
-        }
-    }
-
     /// Random weights quantized by candle: (ours, candle's QTensor, candle's bytes).
     fn weights(n: usize, k: usize, seed: u64) -> (Q41Matrix, QTensor, Vec<u8>) {
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut rng = Rng::new(seed);
         // Per-row offsets so that m (the min) varies in sign and size.
         let mut w = rng.vec(n * k, 0.1);
         for (i, row) in w.chunks_mut(k).enumerate() {
@@ -888,7 +884,7 @@ mod tests {
     }
 
     fn activations(m: usize, k: usize, seed: u64) -> Vec<f32> {
-        let mut rng = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
+        let mut rng = Rng::new(seed ^ 0xD1B5_4A32_D192_ED03);
         let mut x = rng.vec(m * k, 2.0);
         // An outlier, and an all-zero block (d = 0) when there is room.
         x[0] = 40.0;
@@ -980,11 +976,11 @@ mod tests {
     /// rounding ties, NaN, infinities, zeros and subnormal scales.
     #[test]
     fn q4_1_quantizer_matches_scalar() {
-        let mut rng = Rng(42);
+        let mut rng = Rng::new(42);
         let mut blocks: Vec<[f32; QK]> = (0..2000)
             .map(|i| {
                 let scale = [1e-3f32, 1.0, 30.0, 1e4][i % 4];
-                std::array::from_fn(|_| rng.next_f32() * scale)
+                std::array::from_fn(|_| rng.signed_f32() * scale)
             })
             .collect();
         // amax = 127 gives d = 1 and x * id = x: ties both ways and the float just below 0.5.
@@ -1038,7 +1034,8 @@ mod tests {
     #[test]
     fn q4_1_concat_rows_equals_separate() {
         let k = 576;
-        let parts: Vec<Q41Matrix> = [(576, 11u64), (192, 12), (192, 13)].iter().map(|&(n, s)| weights(n, k, s).0).collect();
+        let parts: Vec<Q41Matrix> =
+            [(576, 11u64), (192, 12), (192, 13)].iter().map(|&(n, s)| weights(n, k, s).0).collect();
         let fused = Q41Matrix::concat_rows(&parts).unwrap();
         assert_eq!((fused.rows(), fused.cols()), (960, k));
         assert_eq!(fused.storage_bytes(), parts.iter().map(|p| p.storage_bytes()).sum::<usize>());

@@ -29,12 +29,15 @@ impl Q80Matrix {
     /// embedding read from JS would otherwise exist twice at the load peak).
     pub fn from_gguf_bytes<'a>(data: impl Into<std::borrow::Cow<'a, [u8]>>, n: usize, k: usize) -> Result<Self> {
         let data = data.into();
-        if k % QK != 0 {
+        if !k.is_multiple_of(QK) {
             return Err(AmuletError::BadModel(format!("Q8_0 rows of {k} are not a multiple of {QK}")));
         }
         let want = n * (k / QK) * BLOCK;
         if data.len() != want {
-            return Err(AmuletError::BadModel(format!("Q8_0 matrix {n}x{k} has {} bytes, expected {want}", data.len())));
+            return Err(AmuletError::BadModel(format!(
+                "Q8_0 matrix {n}x{k} has {} bytes, expected {want}",
+                data.len()
+            )));
         }
         Ok(Q80Matrix { n, k, data: data.into_owned() })
     }

@@ -4,6 +4,8 @@
 
 use std::collections::HashSet;
 
+use crate::rng::Rng;
+
 /// Lower-cased words: runs of letters and digits, with an apostrophe kept inside a word
 /// ("don't"). Markdown bullets, numbering dots and emoji are not words, so a list and the
 /// same sentences as prose count alike.
@@ -113,37 +115,6 @@ pub fn median(xs: &[f64]) -> Option<f64> {
     Some(if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 })
 }
 
-/// SplitMix64: a tiny seeded generator, so bootstrap intervals are reproducible without a
-/// random-number crate.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in 0..n (n > 0), by rejection so no value is favoured.
-    pub fn below(&mut self, n: usize) -> usize {
-        let n = n as u64;
-        let zone = u64::MAX - u64::MAX % n;
-        loop {
-            let x = self.next_u64();
-            if x < zone {
-                return (x % n) as usize;
-            }
-        }
-    }
-}
-
 /// A mean with its percentile-bootstrap confidence interval.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Estimate {
@@ -160,7 +131,7 @@ pub fn bootstrap_mean_ci(xs: &[f64], resamples: usize, level: f64, seed: u64) ->
     if xs.len() == 1 || resamples == 0 {
         return Some(Estimate { mean: m, lo: m, hi: m, n: xs.len() });
     }
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = Rng::new(seed);
     let mut means: Vec<f64> =
         (0..resamples).map(|_| (0..xs.len()).map(|_| xs[rng.below(xs.len())]).sum::<f64>() / xs.len() as f64).collect();
     means.sort_by(f64::total_cmp);
@@ -268,7 +239,7 @@ mod tests {
 
     #[test]
     fn rng_below_stays_in_range() {
-        let mut r = SplitMix64::new(0);
+        let mut r = Rng::new(0);
         let mut seen = [false; 5];
         for _ in 0..200 {
             seen[r.below(5)] = true;

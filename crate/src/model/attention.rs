@@ -17,10 +17,7 @@ pub struct RopeTable {
 impl RopeTable {
     pub fn new(rope_dim: usize, base: f32, layout: RopeLayout) -> Self {
         // Same f32 arithmetic as candle-transformers, so logits agree tightly.
-        let inv_freq = (0..rope_dim)
-            .step_by(2)
-            .map(|i| 1f32 / base.powf(i as f32 / rope_dim as f32))
-            .collect();
+        let inv_freq = (0..rope_dim).step_by(2).map(|i| 1f32 / base.powf(i as f32 / rope_dim as f32)).collect();
         RopeTable { inv_freq, cos: Vec::new(), sin: Vec::new(), layout }
     }
 
@@ -292,4 +289,3 @@ mod tests {
         assert!((out[0] - 20.0).abs() < 1e-5);
     }
 }
-

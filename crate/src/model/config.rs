@@ -89,14 +89,14 @@ impl ModelConfig {
                 "{arch_name}: zero in block_count/embedding_length/head_count/feed_forward_length/context_length"
             )));
         }
-        if n_head % n_kv_head != 0 {
+        if !n_head.is_multiple_of(n_kv_head) {
             return Err(AmuletError::BadModel(format!(
                 "{arch_name}.attention.head_count {n_head} is not a multiple of head_count_kv {n_kv_head}"
             )));
         }
         let head_dim = match g.opt_u32(&key("attention.key_length"))? {
             Some(k) => k as usize,
-            None if d_model % n_head == 0 => d_model / n_head,
+            None if d_model.is_multiple_of(n_head) => d_model / n_head,
             None => {
                 return Err(AmuletError::BadModel(format!(
                     "{arch_name}.embedding_length {d_model} is not a multiple of head_count {n_head}"
@@ -179,7 +179,7 @@ impl ModelConfig {
     /// Gemma 3: `Some(window)` for the sliding-window layers, `None` for global ones.
     pub fn layer_window(&self, layer: usize) -> Option<usize> {
         let w = self.sliding_window?;
-        let is_global = (layer + 1) % self.sliding_window_pattern == 0;
+        let is_global = (layer + 1).is_multiple_of(self.sliding_window_pattern);
         (!is_global).then_some(w)
     }
 

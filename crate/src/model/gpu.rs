@@ -203,7 +203,8 @@ fn stacked<S: TensorSource + ?Sized>(
     parts: &[(String, usize)],
     k: usize,
 ) -> Result<Vec<(GpuMatrix, usize)>> {
-    let repacked = parts.iter().map(|(name, rows)| repack_tensor(g, src, name, k, *rows)).collect::<Result<Vec<_>>>()?;
+    let repacked =
+        parts.iter().map(|(name, rows)| repack_tensor(g, src, name, k, *rows)).collect::<Result<Vec<_>>>()?;
     match Repacked::stack(repacked) {
         Ok(one) => Ok(vec![(GpuMatrix::upload(ctx, &one)?, 0)]),
         Err(each) => {
@@ -244,7 +245,7 @@ impl GpuModel {
         if [cfg.d_model, cfg.q_dim(), cfg.d_ff].iter().any(|n| n % 4 != 0) {
             return Err(AmuletError::NoWebGpu("the kernels read rows as vec4: widths must be multiples of 4".into()));
         }
-        if cfg.head_dim > 256 || cfg.head_dim % 4 != 0 {
+        if cfg.head_dim > 256 || !cfg.head_dim.is_multiple_of(4) {
             return Err(AmuletError::NoWebGpu(format!(
                 "head size {} (the kernels take multiples of 4 up to 256)",
                 cfg.head_dim
@@ -266,7 +267,12 @@ impl GpuModel {
             let m = |s: &str, k: usize, rows: usize| GpuMatrix::load(&ctx, g, src, &n(s), k, rows);
             let v = |s: &str, len: usize| vector(&ctx, g, src, &[(n(s), len)]);
             let qkv_bias = match cfg.arch {
-                Arch::Qwen2 => Some(vector(&ctx, g, src, &[(n("attn_q.bias"), q), (n("attn_k.bias"), kv), (n("attn_v.bias"), kv)])?),
+                Arch::Qwen2 => Some(vector(
+                    &ctx,
+                    g,
+                    src,
+                    &[(n("attn_q.bias"), q), (n("attn_k.bias"), kv), (n("attn_v.bias"), kv)],
+                )?),
                 _ => None,
             };
             let hd = cfg.head_dim;
@@ -285,7 +291,13 @@ impl GpuModel {
             };
             layers.push(Layer {
                 attn_norm: v("attn_norm.weight", d)?,
-                qkv: stacked(&ctx, g, src, &[(n("attn_q.weight"), q), (n("attn_k.weight"), kv), (n("attn_v.weight"), kv)], d)?,
+                qkv: stacked(
+                    &ctx,
+                    g,
+                    src,
+                    &[(n("attn_q.weight"), q), (n("attn_k.weight"), kv), (n("attn_v.weight"), kv)],
+                    d,
+                )?,
                 qkv_bias,
                 qk_norm,
                 attn_out: m("attn_output.weight", q, d)?,
@@ -394,7 +406,8 @@ impl GpuModel {
         let ek = rec.kernels.embed(self.embed.format);
         for c in &self.embed.chunks {
             let p = uniform(ctx, &EmbedParams { d: d as u32, row0: c.row0 as u32, n: c.rows as u32, scale });
-            let bind = bind(dev, &ek.layout, &[(0, &p), (1, &c.wq), (2, &c.ws), (3, &b.meta), (4, &b.x), (5, &b.pass_rows)]);
+            let bind =
+                bind(dev, &ek.layout, &[(0, &p), (1, &c.wq), (2, &c.ws), (3, &b.meta), (4, &b.x), (5, &b.pass_rows)]);
             body.push(Step { label: "embed", pipeline: ek.pipeline.clone(), bind, grid: Grid::PerRow(div_up(d, 256)) });
         }
 
@@ -408,7 +421,22 @@ impl GpuModel {
             let rows = &b.pass_rows;
             rec.norm(&mut body, &b.x, &l.attn_norm, &b.xn, false, d, rows);
             for (m, off) in &l.qkv {
-                rec.matvec(&mut body, Mv { label: "qkv", m, input: MatvecInput::Plain, x: &b.xn, x_stride: d, y: &b.qkv, y_stride: qkv_w, n_off: *off, accumulate: false, bias, pass: rows });
+                rec.matvec(
+                    &mut body,
+                    Mv {
+                        label: "qkv",
+                        m,
+                        input: MatvecInput::Plain,
+                        x: &b.xn,
+                        x_stride: d,
+                        y: &b.qkv,
+                        y_stride: qkv_w,
+                        n_off: *off,
+                        accumulate: false,
+                        bias,
+                        pass: rows,
+                    },
+                );
             }
 
             let rp = RopeCacheParams {
@@ -463,23 +491,78 @@ impl GpuModel {
                 &k.layout,
                 &[(0, &p), (1, &b.qkv), (2, &b.meta), (3, &self.kv.k), (4, &self.kv.v), (5, &b.partial), (6, rows)],
             );
-            body.push(Step { label: "attention", pipeline: k.pipeline.clone(), bind: bind_at, grid: Grid::Attention(cfg.n_head as u32) });
+            body.push(Step {
+                label: "attention",
+                pipeline: k.pipeline.clone(),
+                bind: bind_at,
+                grid: Grid::Attention(cfg.n_head as u32),
+            });
             let k = &rec.kernels.attention_merge;
             let bind_m = bind(dev, &k.layout, &[(0, &p), (2, &b.meta), (5, &b.partial), (6, rows), (7, &b.attn)]);
-            body.push(Step { label: "attention", pipeline: k.pipeline.clone(), bind: bind_m, grid: Grid::PerRow(cfg.n_head as u32) });
+            body.push(Step {
+                label: "attention",
+                pipeline: k.pipeline.clone(),
+                bind: bind_m,
+                grid: Grid::PerRow(cfg.n_head as u32),
+            });
 
             let (out_y, out_acc) = if l.post_attn_norm.is_some() { (&b.tmp, false) } else { (&b.x, true) };
-            rec.matvec(&mut body, Mv { label: "attn_out", m: &l.attn_out, input: MatvecInput::Plain, x: &b.attn, x_stride: q, y: out_y, y_stride: d, n_off: 0, accumulate: out_acc, bias: None, pass: rows });
+            rec.matvec(
+                &mut body,
+                Mv {
+                    label: "attn_out",
+                    m: &l.attn_out,
+                    input: MatvecInput::Plain,
+                    x: &b.attn,
+                    x_stride: q,
+                    y: out_y,
+                    y_stride: d,
+                    n_off: 0,
+                    accumulate: out_acc,
+                    bias: None,
+                    pass: rows,
+                },
+            );
             if let Some(w) = &l.post_attn_norm {
                 rec.norm(&mut body, &b.tmp, w, &b.x, true, d, rows);
             }
 
             rec.norm(&mut body, &b.x, &l.ffn_norm, &b.xn, false, d, rows);
             for (m, off) in &l.gate_up {
-                rec.matvec(&mut body, Mv { label: "gate_up", m, input: MatvecInput::Plain, x: &b.xn, x_stride: d, y: &b.gu, y_stride: 2 * ff, n_off: *off, accumulate: false, bias: None, pass: rows });
+                rec.matvec(
+                    &mut body,
+                    Mv {
+                        label: "gate_up",
+                        m,
+                        input: MatvecInput::Plain,
+                        x: &b.xn,
+                        x_stride: d,
+                        y: &b.gu,
+                        y_stride: 2 * ff,
+                        n_off: *off,
+                        accumulate: false,
+                        bias: None,
+                        pass: rows,
+                    },
+                );
             }
             let (down_y, down_acc) = if l.post_ffn_norm.is_some() { (&b.tmp, false) } else { (&b.x, true) };
-            rec.matvec(&mut body, Mv { label: "down", m: &l.down, input: act, x: &b.gu, x_stride: 2 * ff, y: down_y, y_stride: d, n_off: 0, accumulate: down_acc, bias: None, pass: rows });
+            rec.matvec(
+                &mut body,
+                Mv {
+                    label: "down",
+                    m: &l.down,
+                    input: act,
+                    x: &b.gu,
+                    x_stride: 2 * ff,
+                    y: down_y,
+                    y_stride: d,
+                    n_off: 0,
+                    accumulate: down_acc,
+                    bias: None,
+                    pass: rows,
+                },
+            );
             if let Some(w) = &l.post_ffn_norm {
                 rec.norm(&mut body, &b.tmp, w, &b.x, true, d, rows);
             }
@@ -489,11 +572,31 @@ impl GpuModel {
         let k = &rec.kernels.gather;
         let p = uniform(ctx, &GatherParams { d: d as u32, count: MAX_LAST as u32, _pad: [0; 2] });
         let bind_g = bind(dev, &k.layout, &[(0, &p), (1, &b.last_index), (2, &b.x), (3, &b.last_x)]);
-        head.push(Step { label: "gather", pipeline: k.pipeline.clone(), bind: bind_g, grid: Grid::PerRow(div_up(d, 256)) });
+        head.push(Step {
+            label: "gather",
+            pipeline: k.pipeline.clone(),
+            bind: bind_g,
+            grid: Grid::PerRow(div_up(d, 256)),
+        });
         let out = self.output.as_ref().unwrap_or(&self.embed);
         let vocab = cfg.vocab_size;
         rec.norm(&mut head, &b.last_x, &self.output_norm, &b.xn, false, d, &b.pass_last);
-        rec.matvec(&mut head, Mv { label: "output", m: out, input: MatvecInput::Plain, x: &b.xn, x_stride: d, y: &b.logits, y_stride: vocab, n_off: 0, accumulate: false, bias: None, pass: &b.pass_last });
+        rec.matvec(
+            &mut head,
+            Mv {
+                label: "output",
+                m: out,
+                input: MatvecInput::Plain,
+                x: &b.xn,
+                x_stride: d,
+                y: &b.logits,
+                y_stride: vocab,
+                n_off: 0,
+                accumulate: false,
+                bias: None,
+                pass: &b.pass_last,
+            },
+        );
         Plan { body, head }
     }
 
@@ -648,7 +751,13 @@ impl GpuModel {
     fn copy_logits(&self, enc: &mut wgpu::CommandEncoder, lasts: &[(u32, usize)]) {
         let row_bytes = (self.cfg.vocab_size * 4) as u64;
         for (j, &(_, b)) in lasts.iter().enumerate() {
-            enc.copy_buffer_to_buffer(&self.bufs.logits, j as u64 * row_bytes, &self.bufs.staging, b as u64 * row_bytes, row_bytes);
+            enc.copy_buffer_to_buffer(
+                &self.bufs.logits,
+                j as u64 * row_bytes,
+                &self.bufs.staging,
+                b as u64 * row_bytes,
+                row_bytes,
+            );
         }
     }
 
@@ -819,13 +928,27 @@ impl Recorder<'_> {
                 ],
             );
             let tiled = tiled.clone().map(|t| (t, div_up(c.rows, MATMUL_TILE_N as usize)));
-            steps.push(Step { label: mv.label, pipeline: k.pipeline.clone(), bind, grid: Grid::Matvec(div_up(c.rows, wg_rows), tiled) });
+            steps.push(Step {
+                label: mv.label,
+                pipeline: k.pipeline.clone(),
+                bind,
+                grid: Grid::Matvec(div_up(c.rows, wg_rows), tiled),
+            });
         }
     }
 
     /// RMS norm of `n` rows of t, written to out (or added to it, Gemma's post-norms).
     #[allow(clippy::too_many_arguments)]
-    fn norm(&mut self, steps: &mut Vec<Step>, t: &wgpu::Buffer, w: &wgpu::Buffer, out: &wgpu::Buffer, accumulate: bool, d: usize, pass: &wgpu::Buffer) {
+    fn norm(
+        &mut self,
+        steps: &mut Vec<Step>,
+        t: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        accumulate: bool,
+        d: usize,
+        pass: &wgpu::Buffer,
+    ) {
         let p = uniform(self.ctx, &NormParams { d: d as u32, eps: self.eps, accumulate: accumulate as u32, _pad: 0 });
         let k = &self.kernels.norm;
         let bind = bind(&self.ctx.device, &k.layout, &[(0, &p), (1, t), (2, w), (3, out), (4, pass)]);
@@ -975,6 +1098,6 @@ impl LanguageModel for GpuModel {
 #[path = "gpu_choose.rs"]
 mod choose;
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))] // the adapter is opened blocking
 #[path = "gpu_tests.rs"]
 mod tests;

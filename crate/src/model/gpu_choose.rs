@@ -3,7 +3,7 @@
 //! reads back a few words instead of a vocabulary-sized row per sequence.
 
 use super::*;
-use crate::backend::webgpu::choose::{ChooseParams, Choice, Chooser, MAX_TOP_N, NO_ROW};
+use crate::backend::webgpu::choose::{Choice, ChooseParams, Chooser, MAX_TOP_N, NO_ROW};
 use crate::model::{ChosenToken, StepOutput, TokenRequest};
 
 /// Largest f32 below 1: a uniform in [0, 1) must stay below 1 when narrowed.
@@ -59,7 +59,11 @@ fn chooser_params(requests: &[TokenRequest]) -> (Vec<ChooseParams>, Vec<Slots>) 
 impl GpuModel {
     /// `forward_choose`: a one-pass decode step whose last rows are the batch entries in
     /// order; anything else (a prefill) returns rows.
-    pub(super) async fn choose_gpu(&mut self, batch: &[(SeqId, &[u32])], requests: &[TokenRequest]) -> Result<StepOutput> {
+    pub(super) async fn choose_gpu(
+        &mut self,
+        batch: &[(SeqId, &[u32])],
+        requests: &[TokenRequest],
+    ) -> Result<StepOutput> {
         let one_pass = batch.len() <= MAX_LAST && batch.iter().all(|(_, t)| t.len() == 1);
         if !one_pass || requests.is_empty() || !self.choose_on_gpu {
             return Ok(StepOutput::Rows(self.forward_gpu(batch).await?));
@@ -70,7 +74,14 @@ impl GpuModel {
         let (params, slots) = chooser_params(requests);
         let chooser = self.chooser.get_or_insert_with(|| Chooser::new(&self.ctx.device));
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        chooser.encode(&self.ctx.device, &self.ctx.queue, &mut enc, &self.bufs.logits, self.cfg.vocab_size as u32, &params);
+        chooser.encode(
+            &self.ctx.device,
+            &self.ctx.queue,
+            &mut enc,
+            &self.bufs.logits,
+            self.cfg.vocab_size as u32,
+            &params,
+        );
         self.ctx.queue.submit([enc.finish()]);
         let t1 = self.timing.is_some().then(std::time::Instant::now);
         let words = self.ctx.read_f32_async(chooser.readback(), Chooser::result_words(params.len())).await?;
@@ -84,7 +95,8 @@ impl GpuModel {
         };
         let mut chosen = Vec::with_capacity(slots.len());
         for s in &slots {
-            let (Choice::Token { id, top: top_combined }, Some(top_base), Some(top_pref)) = (&choices[s.token], top(s.base), top(s.pref))
+            let (Choice::Token { id, top: top_combined }, Some(top_base), Some(top_pref)) =
+                (&choices[s.token], top(s.base), top(s.pref))
             else {
                 // A non-finite row or a nucleus too wide for the kernel: the engine takes the
                 // rows (they were copied to the readback buffer with the pass) and reports or
@@ -105,7 +117,16 @@ mod tests {
 
     #[test]
     fn candidates_of_single_rows_ride_along_only_when_asked() {
-        let r = TokenRequest { base: Some(0), pref: Some(1), strength: 4.0 / 3.0, temperature: 0.7, top_k: Some(40), top_p: Some(0.9), uniform: Some(0.999_999_999), top_n: 0 };
+        let r = TokenRequest {
+            base: Some(0),
+            pref: Some(1),
+            strength: 4.0 / 3.0,
+            temperature: 0.7,
+            top_k: Some(40),
+            top_p: Some(0.9),
+            uniform: Some(0.999_999_999),
+            top_n: 0,
+        };
         let (p, s) = chooser_params(&[r, TokenRequest { base: None, top_n: 5, ..r }]);
         assert_eq!(p.len(), 3);
         assert_eq!((s[0].token, s[0].base, s[0].pref), (0, None, None));

@@ -4,19 +4,7 @@
 
 use super::*;
 use crate::backend::webgpu::kernels::Format;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.next()).collect()
-    }
-}
+use crate::rng::Rng;
 
 fn context() -> GpuContext {
     GpuContext::open().unwrap_or_else(|e| panic!("{e}: install mesa-vulkan-drivers (./build.sh test does)"))
@@ -67,27 +55,40 @@ fn act(input: MatvecInput, g: f32) -> f32 {
 fn matvec_matches_a_cpu_reference_for_every_format_input_and_shape() {
     let ctx = context();
     let mut kernels = Kernels::new(&ctx.device, ctx.info.software);
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     for format in [Format::F32, Format::F16, Format::Q4_0, Format::Q4_1, Format::Q8_0, Format::Q8_16] {
         // Q8_16 comes from Q6_K, whose rows are whole 256-value blocks.
         let (n, k) = (37, if format == Format::Q8_16 { 256 } else { 96 });
-        let w = matrix(format, &rng.vec(n * k), n, k);
+        let w = matrix(format, &rng.vec(n * k, 1.0), n, k);
         for input in [MatvecInput::Plain, MatvecInput::SiluGate, MatvecInput::GeluGate] {
             for (rows, chunk_rows) in [(1, n), (11, 10), (5, 8)] {
                 let gated = input != MatvecInput::Plain;
                 let x_stride = if gated { 2 * k } else { k };
                 let (y_stride, n_off) = (n + 6, 3);
-                let x = rng.vec(rows * x_stride);
-                let bias = rng.vec(n + n_off);
-                let y0 = rng.vec(rows * y_stride);
+                let x = rng.vec(rows * x_stride, 1.0);
+                let bias = rng.vec(n + n_off, 1.0);
+                let y0 = rng.vec(rows * y_stride, 1.0);
                 let row_bytes = 4 * (w.words.len() / n).max(w.scales.len() / n);
                 let gm = GpuMatrix::upload_limited(&ctx, &w, (chunk_rows * row_bytes) as u64).unwrap();
                 let (xb, yb, bb) = (buffer(&ctx, &x), buffer(&ctx, &y0), buffer(&ctx, &bias));
                 let pass = uniform(&ctx, &PassInfo { n_rows: rows as u32, _pad: [0; 3] });
                 let dummy = buffer(&ctx, &[0.0; 4]);
                 let mut steps = Vec::new();
-                let mut rec = Recorder { ctx: &ctx, kernels: &mut kernels, dummy: &dummy, eps: 1e-6, use_matmul: false };
-                let mv = Mv { label: "t", m: &gm, input, x: &xb, x_stride, y: &yb, y_stride, n_off, accumulate: true, bias: Some(&bb), pass: &pass };
+                let mut rec =
+                    Recorder { ctx: &ctx, kernels: &mut kernels, dummy: &dummy, eps: 1e-6, use_matmul: false };
+                let mv = Mv {
+                    label: "t",
+                    m: &gm,
+                    input,
+                    x: &xb,
+                    x_stride,
+                    y: &yb,
+                    y_stride,
+                    n_off,
+                    accumulate: true,
+                    bias: Some(&bb),
+                    pass: &pass,
+                };
                 rec.matvec(&mut steps, mv);
                 assert_eq!(steps.len(), n.div_ceil(chunk_rows), "{format:?}: chunks");
                 let mut enc = ctx.device.create_command_encoder(&Default::default());
@@ -96,6 +97,7 @@ fn matvec_matches_a_cpu_reference_for_every_format_input_and_shape() {
                 let got = read(&ctx, &yb, rows * y_stride);
                 let mut worst = 0f32;
                 for m in 0..rows {
+                    #[allow(clippy::needless_range_loop)] // col indexes y, y0 and bias at different offsets
                     for col in 0..y_stride {
                         let i = m * y_stride + col;
                         let want = if col < n_off || col >= n_off + n {
@@ -123,15 +125,16 @@ fn matvec_matches_a_cpu_reference_for_every_format_input_and_shape() {
 fn norm_writes_or_adds_rms_normed_rows() {
     let ctx = context();
     let mut kernels = Kernels::new(&ctx.device, ctx.info.software);
-    let mut rng = Rng(9);
+    let mut rng = Rng::new(9);
     let (d, rows) = (300, 3);
-    let (t, w, out0) = (rng.vec(rows * d), rng.vec(d), rng.vec(rows * d));
+    let (t, w, out0) = (rng.vec(rows * d, 1.0), rng.vec(d, 1.0), rng.vec(rows * d, 1.0));
     for accumulate in [false, true] {
         let (tb, wb, ob) = (buffer(&ctx, &t), buffer(&ctx, &w), buffer(&ctx, &out0));
         let pass = uniform(&ctx, &PassInfo { n_rows: rows as u32, _pad: [0; 3] });
         let dummy = buffer(&ctx, &[0.0; 4]);
         let mut steps = Vec::new();
-        Recorder { ctx: &ctx, kernels: &mut kernels, dummy: &dummy, eps: 1e-5, use_matmul: false }.norm(&mut steps, &tb, &wb, &ob, accumulate, d, &pass);
+        Recorder { ctx: &ctx, kernels: &mut kernels, dummy: &dummy, eps: 1e-5, use_matmul: false }
+            .norm(&mut steps, &tb, &wb, &ob, accumulate, d, &pass);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         record(&mut enc, &steps, rows, 1);
         ctx.queue.submit([enc.finish()]);
@@ -149,8 +152,8 @@ fn norm_writes_or_adds_rms_normed_rows() {
 
 #[test]
 fn q8_0_requantization_stays_within_half_a_step() {
-    let mut rng = Rng(3);
-    let values = rng.vec(4 * 64);
+    let mut rng = Rng::new(3);
+    let values = rng.vec(4 * 64, 1.0);
     let q = Repacked::q8_0(&values, 4, 64);
     for r in 0..4 {
         for b in 0..2 {
@@ -170,7 +173,7 @@ fn repacks_without_loss(dtype: candle_core::quantized::GgmlDType, format: Format
     use candle_core::quantized::QTensor;
     use candle_core::{Device, Tensor};
     let (rows, k) = (3, 512);
-    let t = Tensor::from_vec(Rng(seed).vec(rows * k), (rows, k), &Device::Cpu).unwrap();
+    let t = Tensor::from_vec(Rng::new(seed).vec(rows * k, 1.0), (rows, k), &Device::Cpu).unwrap();
     let q = QTensor::quantize(&t, dtype).unwrap();
     let want: Vec<f32> = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     let bytes = q.data().unwrap();

@@ -100,7 +100,9 @@ fn load_gpu<S: TensorSource + ?Sized>(
     }
     match GpuModel::load(ctx, g, src, &mut *progress) {
         Ok(m) => Ok(Loaded { model: Box::new(m), reason: format!("WebGPU on {adapter}") }),
-        Err(e) if !forced => load_cpu(g, src, format!("the WebGPU adapter {adapter} cannot hold this model: {e}"), progress),
+        Err(e) if !forced => {
+            load_cpu(g, src, format!("the WebGPU adapter {adapter} cannot hold this model: {e}"), progress)
+        }
         Err(e) => Err(e),
     }
 }

@@ -208,7 +208,14 @@ impl CpuModel {
             };
             for (r, &(seq, pos)) in rows.iter().enumerate() {
                 let lkv = &self.seqs[seq].as_ref().expect("checked sequence").layers[li];
-                attend(&shape, &q[r * q_dim..(r + 1) * q_dim], lkv, pos, &mut attn[r * q_dim..(r + 1) * q_dim], &mut self.scores);
+                attend(
+                    &shape,
+                    &q[r * q_dim..(r + 1) * q_dim],
+                    lkv,
+                    pos,
+                    &mut attn[r * q_dim..(r + 1) * q_dim],
+                    &mut self.scores,
+                );
             }
             let a = Tensor::from_slice(&attn, (n_rows, q_dim), &Device::Cpu)?;
             let mut a = layer.attn_out.forward(&a)?;

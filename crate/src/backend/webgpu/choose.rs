@@ -94,7 +94,12 @@ fn layout_entry(binding: u32, ty: wgpu::BufferBindingType) -> wgpu::BindGroupLay
 }
 
 fn buffer(device: &wgpu::Device, label: &str, size: usize, usage: wgpu::BufferUsages) -> wgpu::Buffer {
-    device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: size as u64, usage, mapped_at_creation: false })
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: size as u64,
+        usage,
+        mapped_at_creation: false,
+    })
 }
 
 impl Chooser {
@@ -124,7 +129,10 @@ impl Chooser {
             module: &module,
             entry_point: Some("main"),
             // The kernel initialises the workgroup memory it reads.
-            compilation_options: wgpu::PipelineCompilationOptions { constants: &[], zero_initialize_workgroup_memory: false },
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &[],
+                zero_initialize_workgroup_memory: false,
+            },
             cache: None,
         });
         let info = buffer(device, "choose info", 16, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
@@ -172,9 +180,14 @@ impl Chooser {
             .enumerate()
             .map(|(binding, b)| wgpu::BindGroupEntry { binding: binding as u32, resource: b.as_entire_binding() })
             .collect();
-        let group = device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some("choose"), layout: &self.layout, entries: &entries });
+        let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("choose"),
+            layout: &self.layout,
+            entries: &entries,
+        });
         {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("choose"), timestamp_writes: None });
+            let mut pass =
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("choose"), timestamp_writes: None });
             pass.set_pipeline(&self.pipeline);
             pass.set_bind_group(0, &group, &[]);
             pass.dispatch_workgroups(n as u32, 1, 1);
@@ -214,6 +227,6 @@ impl Chooser {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))] // the adapter is opened blocking
 #[path = "choose_tests.rs"]
 mod tests;

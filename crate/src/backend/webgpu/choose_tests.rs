@@ -8,6 +8,7 @@ use wgpu::util::DeviceExt;
 use super::*;
 use crate::align::{Aligner, Method};
 use crate::backend::webgpu::GpuContext;
+use crate::rng::Rng;
 use crate::sample::{top_candidates, Sampler, SamplingParams};
 
 /// f32 on the GPU may pick the neighbour when u·total lies within this fraction of the
@@ -15,31 +16,22 @@ use crate::sample::{top_candidates, Sampler, SamplingParams};
 const BOUNDARY: f64 = 1e-5;
 const K: f32 = 4.0 / 3.0;
 
-struct Rng(u64);
+fn range(rng: &mut Rng, lo: f32, hi: f32) -> f32 {
+    lo + (hi - lo) * rng.next_f64() as f32
+}
 
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+/// Logit-like: a flat cold mass in [-10, 0] and `hot` ids in [4, 12]; hot = 0: a
+/// flatter row in [-4, 4].
+fn row(rng: &mut Rng, n: usize, hot: usize) -> Vec<f32> {
+    if hot == 0 {
+        return (0..n).map(|_| range(rng, -4.0, 4.0)).collect();
     }
-
-    fn range(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * self.unit() as f32
+    let mut row: Vec<f32> = (0..n).map(|_| range(rng, -10.0, 0.0)).collect();
+    for _ in 0..hot {
+        let i = (rng.next_f64() * n as f64) as usize;
+        row[i] = range(rng, 4.0, 12.0);
     }
-
-    /// Logit-like: a flat cold mass in [-10, 0] and `hot` ids in [4, 12]; hot = 0: a
-    /// flatter row in [-4, 4].
-    fn row(&mut self, n: usize, hot: usize) -> Vec<f32> {
-        if hot == 0 {
-            return (0..n).map(|_| self.range(-4.0, 4.0)).collect();
-        }
-        let mut row: Vec<f32> = (0..n).map(|_| self.range(-10.0, 0.0)).collect();
-        for _ in 0..hot {
-            let i = (self.unit() * n as f64) as usize;
-            row[i] = self.range(4.0, 12.0);
-        }
-        row
-    }
+    row
 }
 
 fn context() -> GpuContext {
@@ -199,9 +191,9 @@ fn params(temperature: f32, top_k: u32, top_p: f32, top_n: u32) -> ChooseParams 
 fn greedy_and_top_n_match_the_cpu_including_ties() {
     let ctx = context();
     let mut chooser = Chooser::new(&ctx.device);
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     for (vocab, hot) in [(1000, 0), (49_152, 40), (262_144, 60)] {
-        let (base, pref) = (rng.row(vocab, hot), rng.row(vocab, hot));
+        let (base, pref) = (row(&mut rng, vocab, hot), row(&mut rng, vocab, hot));
         // Rows 2 (base) and 3 (pref): the best combined score shared by four ids, given
         // highest id first, and a tie further down that top_n must order by id too.
         let (mut tied_base, mut tied_pref) = (base.clone(), pref.clone());
@@ -237,7 +229,7 @@ fn greedy_and_top_n_match_the_cpu_including_ties() {
 fn sampling_matches_the_cpu_draw_for_draw() {
     let ctx = context();
     let mut chooser = Chooser::new(&ctx.device);
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     let settings = [
         params(1.0, 0, 1.0, 0),
         params(0.5, 0, 1.0, 3),
@@ -250,8 +242,10 @@ fn sampling_matches_the_cpu_draw_for_draw() {
         params(1.0, 2000, 1.0, 0), // top-k alone beyond MAX_SORTED: the CPU's job
     ];
     let (mut total, mut unsure) = (0, 0);
-    for (vocab, hot, draws, quantized) in [(1000, 0, 24, false), (1000, 0, 24, true), (49_152, 40, 8, false), (262_144, 60, 4, false)] {
-        let mut data = [rng.row(vocab, hot), rng.row(vocab, hot)].concat();
+    for (vocab, hot, draws, quantized) in
+        [(1000, 0, 24, false), (1000, 0, 24, true), (49_152, 40, 8, false), (262_144, 60, 4, false)]
+    {
+        let mut data = [row(&mut rng, vocab, hot), row(&mut rng, vocab, hot)].concat();
         if quantized {
             // Coarse scores: top-k cuts and sorted order both go through ties.
             data.iter_mut().for_each(|x| *x = (*x * 2.0).round() / 2.0);
@@ -261,7 +255,7 @@ fn sampling_matches_the_cpu_draw_for_draw() {
         for s in settings {
             for p in methods(s) {
                 for _ in 0..draws {
-                    requests.push(ChooseParams { uniform: rng.unit() as f32, ..p });
+                    requests.push(ChooseParams { uniform: rng.next_f64() as f32, ..p });
                 }
             }
         }
@@ -276,9 +270,9 @@ fn sampling_matches_the_cpu_draw_for_draw() {
 fn bad_rows_and_oversized_nuclei_are_reported() {
     let ctx = context();
     let mut chooser = Chooser::new(&ctx.device);
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     let vocab = 49_152;
-    let (mut base, mut pref) = (rng.row(vocab, 40), rng.row(vocab, 40));
+    let (mut base, mut pref) = (row(&mut rng, vocab, 40), row(&mut rng, vocab, 40));
     pref[12_345] = f32::NAN;
     base[777] = f32::INFINITY;
     let mut flat = vec![0.0f32; vocab];

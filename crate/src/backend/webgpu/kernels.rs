@@ -227,14 +227,16 @@ impl Kernels {
             "matvec",
             &[(0, Uniform), (1, Read), (2, Read), (3, Read), (4, ReadWrite), (5, Read), (6, Uniform)],
         );
-        let embed_layout = layout(device, "embed", &[(0, Uniform), (1, Read), (2, Read), (3, Read), (4, ReadWrite), (5, Uniform)]);
+        let embed_layout =
+            layout(device, "embed", &[(0, Uniform), (1, Read), (2, Read), (3, Read), (4, ReadWrite), (5, Uniform)]);
         let attention = module(device, "attention", ATTENTION);
         let attention_layout = layout(
             device,
             "attention",
             &[(0, Uniform), (1, Read), (2, Read), (3, Read), (4, Read), (5, ReadWrite), (6, Uniform)],
         );
-        let merge_layout = layout(device, "attention merge", &[(0, Uniform), (2, Read), (5, ReadWrite), (6, Uniform), (7, ReadWrite)]);
+        let merge_layout =
+            layout(device, "attention merge", &[(0, Uniform), (2, Read), (5, ReadWrite), (6, Uniform), (7, ReadWrite)]);
         let lanes = std::env::var("AMULET_MATVEC_LANES").ok().and_then(|v| v.parse().ok());
         Kernels {
             device: device.clone(),
@@ -251,7 +253,16 @@ impl Kernels {
                 device,
                 "rope_cache",
                 ROPE_CACHE,
-                &[(0, Uniform), (1, ReadWrite), (2, Read), (3, ReadWrite), (4, ReadWrite), (5, Read), (6, Read), (7, Uniform)],
+                &[
+                    (0, Uniform),
+                    (1, ReadWrite),
+                    (2, Read),
+                    (3, ReadWrite),
+                    (4, ReadWrite),
+                    (5, Read),
+                    (6, Read),
+                    (7, Uniform),
+                ],
             ),
             attention: Kernel {
                 pipeline: pipeline(device, "attention", &attention, &attention_layout, &[]),
@@ -267,7 +278,8 @@ impl Kernels {
 
     /// The matvec pipeline for a weight format and input mode (built on first use).
     pub fn matvec(&mut self, format: Format, input: MatvecInput) -> &Kernel {
-        let (device, module, layout, lanes) = (&self.device, &self.matvec_module, &self.matvec_layout, self.matvec_lanes);
+        let (device, module, layout, lanes) =
+            (&self.device, &self.matvec_module, &self.matvec_layout, self.matvec_lanes);
         self.matvec.entry((format, input)).or_insert_with(|| Kernel {
             pipeline: pipeline(
                 device,
@@ -312,14 +324,16 @@ impl Kernels {
 }
 
 /// One bind group from buffers in binding order 0, 1, 2, ...
-pub fn bind(device: &wgpu::Device, layout: &wgpu::BindGroupLayout, buffers: &[(u32, &wgpu::Buffer)]) -> wgpu::BindGroup {
-    let entries: Vec<wgpu::BindGroupEntry> = buffers
-        .iter()
-        .map(|&(binding, b)| wgpu::BindGroupEntry { binding, resource: b.as_entire_binding() })
-        .collect();
+pub fn bind(
+    device: &wgpu::Device,
+    layout: &wgpu::BindGroupLayout,
+    buffers: &[(u32, &wgpu::Buffer)],
+) -> wgpu::BindGroup {
+    let entries: Vec<wgpu::BindGroupEntry> =
+        buffers.iter().map(|&(binding, b)| wgpu::BindGroupEntry { binding, resource: b.as_entire_binding() }).collect();
     device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries })
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))] // the adapter is opened blocking
 #[path = "matmul_tests.rs"]
 mod matmul_tests;

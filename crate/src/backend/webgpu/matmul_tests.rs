@@ -8,19 +8,7 @@ use wgpu::util::DeviceExt;
 use super::*;
 use crate::backend::webgpu::weights::{GpuMatrix, Repacked};
 use crate::backend::webgpu::GpuContext;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.next()).collect()
-    }
-}
+use crate::rng::Rng;
 
 fn context() -> GpuContext {
     GpuContext::open().unwrap_or_else(|e| panic!("{e}: install mesa-vulkan-drivers (./build.sh test does)"))
@@ -90,7 +78,7 @@ struct Case {
 /// y0 in between); returns (matvec y, matmul y, CPU y), each with the guard row.
 fn run(ctx: &GpuContext, kernels: &mut Kernels, rng: &mut Rng, c: &Case) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (n, k, rows) = (c.n, c.k, c.rows);
-    let w = matrix(c.format, &rng.vec(n * k), n, k);
+    let w = matrix(c.format, &rng.vec(n * k, 1.0), n, k);
     let gated = c.input != MatvecInput::Plain;
     // Row strides above the row length, multiples of 4 (x is read as vec4).
     let up_off = if gated { k.next_multiple_of(4) } else { 0 };
@@ -99,9 +87,9 @@ fn run(ctx: &GpuContext, kernels: &mut Kernels, rng: &mut Rng, c: &Case) -> (Vec
     let y_stride = n_off + n + 5;
     // One row more than the pass has in x and y (buffers are sized for the longest pass):
     // rows past n_rows must be neither read into results nor written.
-    let x = rng.vec((rows + 1) * x_stride);
-    let bias = rng.vec(n_off + n);
-    let y0 = rng.vec((rows + 1) * y_stride);
+    let x = rng.vec((rows + 1) * x_stride, 1.0);
+    let bias = rng.vec(n_off + n, 1.0);
+    let y0 = rng.vec((rows + 1) * y_stride, 1.0);
     let gm = GpuMatrix::upload(ctx, &w).unwrap();
     assert_eq!(gm.chunks.len(), 1);
     let chunk = &gm.chunks[0];
@@ -115,7 +103,8 @@ fn run(ctx: &GpuContext, kernels: &mut Kernels, rng: &mut Rng, c: &Case) -> (Vec
         accumulate: c.accumulate as u32,
         has_bias: c.bias as u32,
     };
-    let (pb, xb, yb, y0b, bb) = (uniform(ctx, &params), buffer(ctx, &x), buffer(ctx, &y0), buffer(ctx, &y0), buffer(ctx, &bias));
+    let (pb, xb, yb, y0b, bb) =
+        (uniform(ctx, &params), buffer(ctx, &x), buffer(ctx, &y0), buffer(ctx, &y0), buffer(ctx, &bias));
     let dummy = buffer(ctx, &[0.0; 4]);
     let pass = uniform(ctx, &PassInfo { n_rows: rows as u32, _pad: [0; 3] });
     let wg_rows = 256 / kernels.matvec_lanes;
@@ -124,7 +113,15 @@ fn run(ctx: &GpuContext, kernels: &mut Kernels, rng: &mut Rng, c: &Case) -> (Vec
     let group = bind(
         &ctx.device,
         &matmul.layout,
-        &[(0, &pb), (1, &chunk.wq), (2, &chunk.ws), (3, &xb), (4, &yb), (5, if c.bias { &bb } else { &dummy }), (6, &pass)],
+        &[
+            (0, &pb),
+            (1, &chunk.wq),
+            (2, &chunk.ws),
+            (3, &xb),
+            (4, &yb),
+            (5, if c.bias { &bb } else { &dummy }),
+            (6, &pass),
+        ],
     );
     let floats = (rows + 1) * y_stride;
     let bytes = (floats * 4) as u64;
@@ -173,7 +170,7 @@ fn worst(got: &[f32], want: &[f32]) -> f32 {
 fn matmul_matches_the_matvec_and_a_cpu_reference_for_every_format_input_and_shape() {
     let ctx = context();
     let mut kernels = Kernels::new(&ctx.device, ctx.info.software);
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let mut cases = 0;
     for format in [Format::F32, Format::F16, Format::Q4_0, Format::Q4_1, Format::Q8_0, Format::Q8_16] {
         // Q8_16 comes from Q6_K, whose rows are whole 256-value blocks.
@@ -192,7 +189,8 @@ fn matmul_matches_the_matvec_and_a_cpu_reference_for_every_format_input_and_shap
                     let c = Case { format, input, n, k, rows, bias: i % 2 == 0, accumulate: i / 2 == 0 || n == 100 };
                     let (mv, mm, cpu) = run(&ctx, &mut kernels, &mut rng, &c);
                     let (e_mv, e_cpu, e_ref) = (worst(&mm, &mv), worst(&mm, &cpu), worst(&mv, &cpu));
-                    let what = format!("{format:?} {input:?} n {n} k {k} rows {rows} bias {} acc {}", c.bias, c.accumulate);
+                    let what =
+                        format!("{format:?} {input:?} n {n} k {k} rows {rows} bias {} acc {}", c.bias, c.accumulate);
                     assert!(e_mv < 1e-4, "{what}: matmul vs matvec {e_mv}");
                     assert!(e_cpu < 1e-4, "{what}: matmul vs CPU {e_cpu}");
                     assert!(e_ref < 1e-4, "{what}: matvec vs CPU {e_ref}");
@@ -211,14 +209,16 @@ fn matmul_matches_the_matvec_and_a_cpu_reference_for_every_format_input_and_shap
 fn matmul_timing_against_the_matvec() {
     let ctx = context();
     let mut kernels = Kernels::new(&ctx.device, ctx.info.software);
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     let (n, k, rows) = (1536usize, 576usize, 64usize);
     for format in [Format::Q8_0, Format::Q4_0, Format::F32] {
-        let w = matrix(format, &rng.vec(n * k), n, k);
+        let w = matrix(format, &rng.vec(n * k, 1.0), n, k);
         let gm = GpuMatrix::upload(&ctx, &w).unwrap();
         let chunk = &gm.chunks[0];
-        let params = MatvecParams { k: k as u32, n: n as u32, x_stride: k as u32, y_stride: n as u32, ..Default::default() };
-        let (pb, xb, yb) = (uniform(&ctx, &params), buffer(&ctx, &rng.vec(rows * k)), buffer(&ctx, &vec![0.0; rows * n]));
+        let params =
+            MatvecParams { k: k as u32, n: n as u32, x_stride: k as u32, y_stride: n as u32, ..Default::default() };
+        let (pb, xb, yb) =
+            (uniform(&ctx, &params), buffer(&ctx, &rng.vec(rows * k, 1.0)), buffer(&ctx, &vec![0.0; rows * n]));
         let dummy = buffer(&ctx, &[0.0; 4]);
         let pass = uniform(&ctx, &PassInfo { n_rows: rows as u32, _pad: [0; 3] });
         let wg_rows = 256 / kernels.matvec_lanes;
@@ -247,7 +247,8 @@ fn matmul_timing_against_the_matvec() {
             best * 1e3
         };
         let t_mv = time(&matvec, ((n as u32).div_ceil(wg_rows), (rows as u32).div_ceil(MATVEC_ROWS)));
-        let t_mm = time(&matmul.pipeline, ((n as u32).div_ceil(MATMUL_TILE_N), (rows as u32).div_ceil(MATMUL_TILE_ROWS)));
+        let t_mm =
+            time(&matmul.pipeline, ((n as u32).div_ceil(MATMUL_TILE_N), (rows as u32).div_ceil(MATMUL_TILE_ROWS)));
         eprintln!(
             "{} ({}), {format:?} n {n} k {k} rows {rows}: matvec {t_mv:.2} ms, matmul {t_mm:.2} ms (best of 4)",
             ctx.info.name, ctx.info.backend

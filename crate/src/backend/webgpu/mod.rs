@@ -2,8 +2,8 @@
 //! WGSL kernels (`shaders/`, one family per file) and the weight layout they read.
 //! `model::gpu::GpuModel` drives them as the second implementation of the model seam.
 
-mod context;
 pub mod choose;
+mod context;
 pub mod kernels;
 pub mod weights;
 

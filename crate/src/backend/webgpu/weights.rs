@@ -39,7 +39,7 @@ impl Repacked {
         let bad = |m: String| AmuletError::BadModel(m);
         let (format, block_bytes, header) = match dtype {
             GgmlDType::F32 => (Format::F32, 4, 0),
-            GgmlDType::F16 if k % 2 == 0 => (Format::F16, 4, 0),
+            GgmlDType::F16 if k.is_multiple_of(2) => (Format::F16, 4, 0),
             GgmlDType::Q4_0 => (Format::Q4_0, 18, 2),
             GgmlDType::Q4_1 => (Format::Q4_1, 20, 4),
             GgmlDType::Q8_0 => (Format::Q8_0, 34, 2),
@@ -48,7 +48,7 @@ impl Repacked {
             _ => return Ok(None),
         };
         let quantized = header > 0;
-        if quantized && k % 32 != 0 {
+        if quantized && !k.is_multiple_of(32) {
             return Err(bad(format!("a {dtype:?} row of {k} elements is not whole blocks")));
         }
         let (blocks, expect) = if quantized {
@@ -112,7 +112,13 @@ impl Repacked {
     }
 
     pub fn f32(values: &[f32], rows: usize, k: usize) -> Self {
-        Repacked { format: Format::F32, rows, k, words: values.iter().map(|v| v.to_bits()).collect(), scales: Vec::new() }
+        Repacked {
+            format: Format::F32,
+            rows,
+            k,
+            words: values.iter().map(|v| v.to_bits()).collect(),
+            scales: Vec::new(),
+        }
     }
 
     /// Element (row, i), dequantized as the kernels do (the CPU reference in tests).
@@ -191,7 +197,14 @@ impl GpuMatrix {
     }
 
     /// A GGUF tensor of `rows` x `k`, repacked (or requantized) and uploaded.
-    pub fn load<S: TensorSource + ?Sized>(ctx: &GpuContext, g: &Gguf, src: &S, name: &str, k: usize, rows: usize) -> Result<Self> {
+    pub fn load<S: TensorSource + ?Sized>(
+        ctx: &GpuContext,
+        g: &Gguf,
+        src: &S,
+        name: &str,
+        k: usize,
+        rows: usize,
+    ) -> Result<Self> {
         Self::upload(ctx, &repack_tensor(g, src, name, k, rows)?)
     }
 }
@@ -199,7 +212,7 @@ impl GpuMatrix {
 /// A K-quant matrix must be whole 256-value super-blocks of `block` bytes.
 fn check_super_blocks(name: &str, data: &[u8], rows: usize, k: usize, block: usize) -> Result<()> {
     let expect = rows * k / 256 * block;
-    if k % 256 != 0 || data.len() != expect {
+    if !k.is_multiple_of(256) || data.len() != expect {
         return Err(AmuletError::BadModel(format!(
             "{name} matrix {rows}x{k} has {} bytes, expected {expect} in whole 256-value blocks",
             data.len()
@@ -265,25 +278,33 @@ fn q6_k_as_q8_16(data: &[u8], rows: usize, k: usize) -> Result<Repacked> {
             }
         }
         scales.extend(sc.iter().map(|&s| d * s as i8 as f32));
-        words.extend(values.chunks_exact(4).map(|c| u32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8])));
+        words.extend(
+            values.chunks_exact(4).map(|c| u32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8])),
+        );
     }
     Ok(Repacked { format: Format::Q8_16, rows, k, words, scales })
 }
 
 /// The kernel layout of a GGUF matrix, whatever its type.
-pub fn repack_tensor<S: TensorSource + ?Sized>(g: &Gguf, src: &S, name: &str, k: usize, rows: usize) -> Result<Repacked> {
+pub fn repack_tensor<S: TensorSource + ?Sized>(
+    g: &Gguf,
+    src: &S,
+    name: &str,
+    k: usize,
+    rows: usize,
+) -> Result<Repacked> {
     let (info, data) = g.tensor_bytes(src, name, &[k, rows])?;
     if let Some(r) = Repacked::from_gguf(info.dtype, &data, rows, k)? {
         return Ok(r);
     }
     let values: Vec<f32> = g.qtensor(src, name, &[k, rows])?.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1()?;
-    Ok(if k % 32 == 0 { Repacked::q8_0(&values, rows, k) } else { Repacked::f32(&values, rows, k) })
+    Ok(if k.is_multiple_of(32) { Repacked::q8_0(&values, rows, k) } else { Repacked::f32(&values, rows, k) })
 }
 
 /// A read-only storage buffer holding `bytes` (at least 16 bytes: empty bindings are invalid).
 pub fn storage(ctx: &GpuContext, label: &str, bytes: &[u8]) -> wgpu::Buffer {
     let mut padded;
-    let contents = if bytes.len() < 16 || bytes.len() % 4 != 0 {
+    let contents = if bytes.len() < 16 || !bytes.len().is_multiple_of(4) {
         padded = bytes.to_vec();
         padded.resize(bytes.len().max(16).next_multiple_of(4), 0);
         &padded[..]
@@ -298,7 +319,12 @@ pub fn storage(ctx: &GpuContext, label: &str, bytes: &[u8]) -> wgpu::Buffer {
 }
 
 /// f32 vectors (norm weights, biases), one after the other, as one storage buffer.
-pub fn vector<S: TensorSource + ?Sized>(ctx: &GpuContext, g: &Gguf, src: &S, parts: &[(String, usize)]) -> Result<wgpu::Buffer> {
+pub fn vector<S: TensorSource + ?Sized>(
+    ctx: &GpuContext,
+    g: &Gguf,
+    src: &S,
+    parts: &[(String, usize)],
+) -> Result<wgpu::Buffer> {
     let mut v: Vec<f32> = Vec::new();
     for (name, len) in parts {
         v.extend(g.qtensor(src, name, &[*len])?.dequantize(&Device::Cpu)?.to_vec1::<f32>()?);

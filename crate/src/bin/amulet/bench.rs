@@ -128,7 +128,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "backends": results,
     });
     if let Some(path) = &a.out {
-        std::fs::write(path, format!("{result:#}\n")).map_err(|e| amulet::AmuletError::Io(format!("{}: {e}", path.display())))?;
+        std::fs::write(path, format!("{result:#}\n"))
+            .map_err(|e| amulet::AmuletError::Io(format!("{}: {e}", path.display())))?;
     }
     if a.json {
         println!("{result}");

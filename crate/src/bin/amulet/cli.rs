@@ -170,7 +170,8 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let game: Game = args.game.parse()?;
     let method = parse_method(&args.method, params, args.strength.ratio, game)?;
     let placement: Placement = args.placement.parse()?;
-    let sampling = SamplingParams { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
+    let sampling =
+        SamplingParams { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
     sampling.validate()?;
     let path = model_path::resolve(args.model.as_deref())?;
     let (mut engine, load_ms) = load_engine(&path, args.json, args.device.parse()?)?;
