@@ -49,36 +49,68 @@ fn generate_json_reports_text_tokens_and_timings() {
 }
 
 #[test]
-fn generate_streams_plain_text() {
+fn generate_streams_the_text_it_reports() {
     let m = model();
-    let out =
-        amulet(&["generate", "--model", m.to_str().unwrap(), "--method", "base", "--max-tokens", "10", "Say hello."]);
-    assert!(out.status.success());
-    assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    let args = ["generate", "--model", m.to_str().unwrap(), "--method", "base", "--max-tokens", "12"];
+    let q = "What is the capital of France?";
+    // Without XDG_RUNTIME_DIR, as on a fresh machine: probing the GPU must stay quiet.
+    let streamed = Command::new(env!("CARGO_BIN_EXE_amulet"))
+        .args([&args[..], &[q]].concat())
+        .env("RAYON_NUM_THREADS", "1")
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    assert!(streamed.status.success(), "{}", String::from_utf8_lossy(&streamed.stderr));
+    let v = json(&amulet(&[&args[..], &["--json", q]].concat()));
+    let text = String::from_utf8_lossy(&streamed.stdout);
+    assert_eq!(text.trim_end(), v["text"].as_str().unwrap().trim_end(), "streamed text == --json text");
+    assert!(text.contains("Paris"), "{text}");
+    assert_eq!(v["method"], "base");
+    assert_eq!(v["model"]["architecture"], "llama");
+    assert_eq!(v["model"]["quantization"], "Q4_1");
+    assert!(v["usage"]["prompt_tokens_pref"] == 0 && v["usage"]["prompt_tokens_base"].as_u64().unwrap() > 5, "{v}");
+    assert!(String::from_utf8_lossy(&streamed.stderr).trim().is_empty(), "a good run prints nothing on stderr");
 }
 
 #[test]
-fn bad_options_and_files_exit_with_a_typed_message() {
+fn bad_options_and_files_exit_with_a_typed_message_naming_the_option() {
     let m = model();
     let m = m.to_str().unwrap();
-    for (args, code) in [
-        (vec!["generate", "--model", m, "--method", "sideways", "hi"], "BAD_OPTION"),
-        (vec!["generate", "--model", m, "--alpha", "NaN", "--preference", "x", "hi"], "BAD_OPTION"),
-        (vec!["generate", "--model", m, "--top-p", "1.5", "--preference", "x", "hi"], "BAD_OPTION"),
-        (vec!["generate", "--model", m, "--placement", "middle", "hi"], "BAD_OPTION"),
-        (vec!["generate", "--model", "/nonexistent.gguf", "hi"], "IO"),
+    for (args, code, named) in [
+        (vec!["generate", "--model", m, "--method", "sideways", "hi"], "BAD_OPTION", "--method"),
+        (vec!["generate", "--model", m, "--alpha", "NaN", "--preference", "x", "hi"], "BAD_OPTION", "alpha"),
+        (vec!["generate", "--model", m, "--top-p", "1.5", "--preference", "x", "hi"], "BAD_OPTION", "top_p"),
+        (vec!["generate", "--model", m, "--placement", "middle", "hi"], "BAD_OPTION", "--placement"),
+        (vec!["generate", "--model", m, "--preference", " ", "hi"], "BAD_OPTION", "preference"),
+        (vec!["generate", "--model", m, "--temprature", "1", "hi"], "BAD_OPTION", "--temprature"),
+        (vec!["bench", "--model", m, "--device", "cpu,tpu"], "BAD_OPTION", "--device"),
+        (vec!["eval", "--model", m, "--prompts", "x.jsonl", "--methods", "base,up"], "BAD_OPTION", "--methods"),
+        (vec!["fixture", "--quant", "q3", "out.gguf"], "BAD_OPTION", "--quant"),
+        (vec!["fixture", "--arch", "qwen2", "--shape", "smollm2-135m", "out.gguf"], "BAD_OPTION", "shape"),
+        (vec!["generate", "--model", "/nonexistent.gguf", "hi"], "IO", "/nonexistent.gguf"),
     ] {
         let out = amulet(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(code), "{args:?}: {err}");
+        assert!(err.contains(&format!("error [{code}]")), "{args:?}: {err}");
+        assert!(err.contains(named), "{args:?} should name {named}: {err}");
     }
     let dir = std::env::temp_dir().join(format!("amulet-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.gguf");
     std::fs::write(&bad, b"GGUF\x03\x00\x00\x00garbage").unwrap();
     let out = amulet(&["generate", "--model", bad.to_str().unwrap(), "hi"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("BAD_MODEL"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error [BAD_MODEL]"));
+}
+
+#[test]
+fn help_lists_the_choices() {
+    let out = amulet(&["generate", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for choice in ["base, pref, la, amulet", "auto, cpu, webgpu", "system, user", "iterative, closed-form"] {
+        assert!(help.contains(choice), "generate --help should list [{choice}]:\n{help}");
+    }
 }
 
 #[test]

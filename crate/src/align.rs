@@ -76,6 +76,7 @@ impl AmuletParams {
 
 /// Which implementation of the Amulet game runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 pub enum Game {
     /// The T iterations over the whole vocabulary (verification, or a changed utility).
     Iterative,
@@ -189,6 +190,25 @@ impl FromStr for Method {
                 format!("unknown method `{other}`; expected one of: {}", Self::NAMES.join(", ")),
             )),
         }
+    }
+}
+
+/// The command line lists and parses methods by name, each with its default parameters (the
+/// CLI then applies its own --alpha, --ratio, ... as the JS face does).
+#[cfg(not(target_arch = "wasm32"))]
+impl clap::ValueEnum for Method {
+    fn value_variants<'a>() -> &'a [Self] {
+        const DEFAULT_AMULET: AmuletParams = AmuletParams { alpha: 2.0, lambda: 2.0, eta: 10.0, iterations: 60 };
+        &[
+            Method::Base,
+            Method::Pref,
+            Method::LinearAlignment { ratio: Method::DEFAULT_LA_RATIO },
+            Method::Amulet { params: DEFAULT_AMULET, game: Game::ClosedForm },
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
     }
 }
 

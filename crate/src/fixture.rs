@@ -27,7 +27,8 @@ pub struct FixtureSpec {
     pub seed: u64,
 }
 
-fn parse_quant(q: &str) -> Result<GgmlDType> {
+/// A weight type by name: f32, f16, q4_0, q4_1, q5_0, q8_0, q4k, q5k, q6k.
+pub fn parse_quant(q: &str) -> Result<GgmlDType> {
     Ok(match q.to_ascii_lowercase().as_str() {
         "f32" => GgmlDType::F32,
         "f16" => GgmlDType::F16,
@@ -84,24 +85,27 @@ impl FixtureSpec {
         }
     }
 
-    pub fn parse(arch: &str, shape: &str, quant: &str, seed: u64) -> Result<Self> {
-        let arch = match arch {
-            "llama" => Arch::Llama,
-            "qwen2" => Arch::Qwen2,
-            "gemma3" => Arch::Gemma3,
-            other => {
-                return Err(AmuletError::bad_option("arch", format!("`{other}` is not one of llama, qwen2, gemma3")))
-            }
-        };
-        let quant = parse_quant(quant)?;
+    /// The spec of `shape` for `arch` with block matrices in `quant`.
+    pub fn with_shape(arch: Arch, shape: FixtureShape, quant: GgmlDType, seed: u64) -> Result<Self> {
         match shape {
-            "tiny" => Ok(Self::tiny(arch, quant, seed)),
-            "smollm2-135m" if arch == Arch::Llama => Ok(Self::smollm2_135m(seed)),
-            other => {
-                Err(AmuletError::bad_option("shape", format!("`{other}` is not one of tiny, smollm2-135m (llama)")))
+            FixtureShape::Tiny => Ok(Self::tiny(arch, quant, seed)),
+            FixtureShape::Smollm2 if arch == Arch::Llama => Ok(Self::smollm2_135m(seed)),
+            FixtureShape::Smollm2 => {
+                Err(AmuletError::bad_option("shape", "smollm2-135m is a llama model: use --arch llama"))
             }
         }
     }
+}
+
+/// The shapes a fixture can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
+pub enum FixtureShape {
+    /// 2 layers, d = 256: every architecture and type, for reference tests.
+    Tiny,
+    /// SmolLM2-135M-Instruct Q4_1's exact shapes (llama), for speed runs.
+    #[cfg_attr(not(target_arch = "wasm32"), value(name = "smollm2-135m"))]
+    Smollm2,
 }
 
 /// GPT-2's byte-to-unicode table: the 256 single-byte tokens of a byte-level BPE vocabulary.

@@ -14,6 +14,7 @@ user-friendly advice.";
 /// Where the preference sentence goes: the paper appends it to the system prompt; small
 /// models often follow the user turn better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 pub enum Placement {
     #[default]
     System,

@@ -51,42 +51,11 @@ pub struct WasmEngine {
 
 #[wasm_bindgen]
 impl WasmEngine {
-    /// Builds the engine from the bytes of a GGUF file. `on_progress(done, total)` is
-    /// called per layer.
-    pub fn load(bytes: &[u8], on_progress: Option<js_sys::Function>) -> Result<WasmEngine, JsValue> {
-        let mut engine = Engine::load(bytes, |done, total| {
-            if let Some(f) = &on_progress {
-                let _ = f.call2(&JsValue::NULL, &(done as f64).into(), &(total as f64).into());
-            }
-        })
-        .map_err(js_error)?;
-        engine.set_clock(now_ms);
-        Ok(WasmEngine { inner: Rc::new(RefCell::new(engine)) })
-    }
-
-    /// Builds the engine while the file stays in JS: `read(offset, length)` returns a
-    /// Uint8Array of the file's bytes, asked for the header and then one tensor at a time,
-    /// so wasm memory never holds the whole file next to the weights.
-    #[wasm_bindgen(js_name = loadStreaming)]
-    pub fn load_streaming(
-        file_len: f64,
-        read: js_sys::Function,
-        on_progress: Option<js_sys::Function>,
-    ) -> Result<WasmEngine, JsValue> {
-        let src = js_source(file_len, read)?;
-        let gguf = parse_header(&src)?;
-        let mut engine = Engine::load_from(&gguf, &src, |done, total| {
-            if let Some(f) = &on_progress {
-                let _ = f.call2(&JsValue::NULL, &(done as f64).into(), &(total as f64).into());
-            }
-        })
-        .map_err(js_error)?;
-        engine.set_clock(now_ms);
-        Ok(WasmEngine { inner: Rc::new(RefCell::new(engine)) })
-    }
-
-    /// `loadStreaming` on the backend `device` picks ("auto", "webgpu" or "cpu"): WebGPU
-    /// needs the adapter's promise, hence async. `info().deviceReason` says what was chosen.
+    /// Builds the engine on the backend `device` picks ("auto", "webgpu" or "cpu") while the
+    /// file stays in JS: `read(offset, length)` returns a Uint8Array of the file's bytes, asked
+    /// for the header and then one tensor at a time, so wasm memory never holds the whole file
+    /// next to the weights. Async: WebGPU's adapter is a promise. `info().deviceReason` says
+    /// what was chosen.
     #[wasm_bindgen(js_name = loadStreamingAsync)]
     pub async fn load_streaming_async(
         file_len: f64,
@@ -119,32 +88,20 @@ impl WasmEngine {
     pub fn info(&self) -> Result<JsValue, JsValue> {
         let e = self.inner.try_borrow().map_err(|_| js_error(busy()))?;
         let i = e.info();
-        to_js(&serde_json::json!({
-            "name": i.name,
-            "architecture": i.architecture,
-            "quantization": i.quantization,
-            "contextLength": i.context_length,
-            "vocabSize": i.vocab_size,
-            "device": i.device,
-            "deviceReason": if i.device_reason.is_empty() {
-                "loaded by the synchronous loader, which only builds the CPU path (loadStreamingAsync chooses)"
-            } else {
-                i.device_reason.as_str()
-            },
-            "chatTemplateFallback": i.chat_template_fallback,
-        }))
+        to_js(&JsInfo {
+            name: &i.name,
+            architecture: &i.architecture,
+            quantization: &i.quantization,
+            context_length: i.context_length,
+            vocab_size: i.vocab_size,
+            device: &i.device,
+            device_reason: &i.device_reason,
+            chat_template_fallback: i.chat_template_fallback,
+        })
     }
 
-    /// Validates `request` and prefills its contexts; returns the running generation.
-    /// Synchronous: the CPU path only (see `startAsync`).
-    pub fn start(&self, request: JsValue) -> Result<WasmGeneration, JsValue> {
-        let (req, methods) = parse_generate(request)?;
-        let gen = self.inner.try_borrow_mut().map_err(|_| js_error(busy()))?.start(&req).map_err(js_error)?;
-        Ok(WasmGeneration::new(self.inner.clone(), gen, methods))
-    }
-
-    /// `start` as a promise of the generation: works on every backend (WebGPU waits for
-    /// its readback without blocking the page).
+    /// Validates `request` and prefills its contexts; resolves to the running generation.
+    /// A promise: WebGPU waits for its readback without blocking the page.
     #[wasm_bindgen(js_name = startAsync)]
     // Holding the engine's borrow across the GPU's await is the point: it is the engine's busy
     // flag, so a second call meanwhile fails with `engine is busy` instead of interleaving.
@@ -232,6 +189,63 @@ struct JsEvent<'a> {
     logprobs: Option<&'a StepLogprobs>,
 }
 
+/// `engine.info` as JS sees it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsInfo<'a> {
+    name: &'a str,
+    architecture: &'a str,
+    quantization: &'a str,
+    context_length: usize,
+    vocab_size: usize,
+    device: &'a str,
+    device_reason: &'a str,
+    chat_template_fallback: bool,
+}
+
+/// What `finish()` returns: the completions with usage and timings.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsFinish<'a> {
+    completions: Vec<JsCompletion<'a>>,
+    usage: JsUsage,
+    timings: JsTimings,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsCompletion<'a> {
+    method: &'a str,
+    text: &'a str,
+    tokens: &'a [u32],
+    finish_reason: &'static str,
+    usage: JsCompletionUsage,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsCompletionUsage {
+    prompt_tokens: usize,
+    completion_tokens: usize,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsUsage {
+    prompt_tokens_base: usize,
+    prompt_tokens_pref: usize,
+    completion_tokens: usize,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsTimings {
+    prefill_ms: f64,
+    prefill_tokens: usize,
+    decode_ms: f64,
+    decode_tokens_per_s: f64,
+}
+
 #[wasm_bindgen]
 pub struct WasmGeneration {
     engine: Rc<RefCell<Engine>>,
@@ -255,19 +269,8 @@ impl WasmGeneration {
 
 #[wasm_bindgen]
 impl WasmGeneration {
-    /// One token for every live method: an array of events, empty when the generation is
-    /// over. Synchronous: the CPU path only (see `stepAsync`).
-    pub fn step(&mut self) -> Result<JsValue, JsValue> {
-        let mut slot = self.gen.try_borrow_mut().map_err(|_| js_error(busy()))?;
-        let Some(gen) = slot.as_mut() else { return to_js(&Vec::<()>::new()) };
-        if self.cancelled.get() {
-            gen.cancel();
-        }
-        let events = self.engine.try_borrow_mut().map_err(|_| js_error(busy()))?.step(gen);
-        events_to_js(events, &self.engine, &mut slot, &self.methods)
-    }
-
-    /// `step` as a promise: works on every backend.
+    /// One token for every live method: resolves to an array of events, empty when the
+    /// generation is over.
     #[wasm_bindgen(js_name = stepAsync)]
     #[allow(clippy::await_holding_refcell_ref)] // the borrows are the busy flags (see startAsync)
     pub fn step_async(&self) -> js_sys::Promise {
@@ -306,36 +309,40 @@ impl WasmGeneration {
             .take()
             .ok_or_else(|| js_error(AmuletError::bad_option("generation", "already finished")))?;
         let out = self.engine.try_borrow_mut().map_err(|_| js_error(busy()))?.finish(gen).map_err(js_error)?;
-        let completions: Vec<Value> = out
-            .completions
-            .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "method": c.method,
-                    "text": c.text,
-                    "tokens": c.tokens,
-                    "finishReason": c.finish_reason.as_str(),
-                    "usage": {
-                        "promptTokens": if c.method == "base" { out.prompt_tokens_base } else { out.prompt_tokens_pref.max(out.prompt_tokens_base) },
-                        "completionTokens": c.tokens.len(),
+        let prompt_tokens = |method: &str| {
+            if method == "base" {
+                out.prompt_tokens_base
+            } else {
+                out.prompt_tokens_pref.max(out.prompt_tokens_base)
+            }
+        };
+        to_js(&JsFinish {
+            completions: out
+                .completions
+                .iter()
+                .map(|c| JsCompletion {
+                    method: &c.method,
+                    text: &c.text,
+                    tokens: &c.tokens,
+                    finish_reason: c.finish_reason.as_str(),
+                    usage: JsCompletionUsage {
+                        prompt_tokens: prompt_tokens(&c.method),
+                        completion_tokens: c.tokens.len(),
                     },
                 })
-            })
-            .collect();
-        to_js(&serde_json::json!({
-            "completions": completions,
-            "usage": {
-                "promptTokensBase": out.prompt_tokens_base,
-                "promptTokensPref": out.prompt_tokens_pref,
-                "completionTokens": out.completions.iter().map(|c| c.tokens.len()).max().unwrap_or(0),
+                .collect(),
+            usage: JsUsage {
+                prompt_tokens_base: out.prompt_tokens_base,
+                prompt_tokens_pref: out.prompt_tokens_pref,
+                completion_tokens: out.completions.iter().map(|c| c.tokens.len()).max().unwrap_or(0),
             },
-            "timings": {
-                "prefillMs": out.timings.prefill_ms,
-                "prefillTokens": out.timings.prefill_tokens,
-                "decodeMs": out.timings.decode_ms,
-                "decodeTokensPerS": out.timings.decode_tokens_per_s,
+            timings: JsTimings {
+                prefill_ms: out.timings.prefill_ms,
+                prefill_tokens: out.timings.prefill_tokens,
+                decode_ms: out.timings.decode_ms,
+                decode_tokens_per_s: out.timings.decode_tokens_per_s,
             },
-        }))
+        })
     }
 
     fn release(&mut self) {

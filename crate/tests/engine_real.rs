@@ -53,6 +53,36 @@ fn amulet_differs_from_base_and_streams_what_it_returns() {
     assert!(amulet.prompt_tokens_pref > amulet.prompt_tokens_base);
 }
 
+/// The first Personal-set questions (data/prompts/personal.jsonl, ids 0-7).
+const PERSONAL: [&str; 8] = [
+    "What is the best mobile phone brand currently?",
+    "How can you ensure proper nutrition for a housecat?",
+    "What are the key elements of a captivating novel?",
+    "How can educators integrate technology effectively in the classroom?",
+    "How to create a cozy and functional small living space?",
+    "What are the best exercises to incorporate into a quick morning workout routine?",
+    "How can I improve my eating habits without compromising on taste?",
+    "What are effective methods for learning a new language on my own?",
+];
+
+#[test]
+fn amulet_concise_answers_are_shorter_than_base_ones() {
+    // Direction, not only difference: over the same questions Amulet towards "concise"
+    // writes fewer words than plain decoding (greedy, so the outcome is fixed for a model).
+    let mut e = engine();
+    let (mut base_words, mut amulet_words) = (0, 0);
+    for q in PERSONAL {
+        let mut r = GenerateRequest::new(q);
+        r.preference = Some("concise".into());
+        r.methods = vec![Method::Base, Method::default()];
+        r.max_tokens = 96;
+        let out = e.generate(&r, &mut |_| true).unwrap();
+        base_words += out.completions[0].text.split_whitespace().count();
+        amulet_words += out.completions[1].text.split_whitespace().count();
+    }
+    assert!(amulet_words < base_words, "amulet {amulet_words} words vs base {base_words}");
+}
+
 #[test]
 fn compare_mode_batch_equals_separate_runs() {
     let mut e = engine();

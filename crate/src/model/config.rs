@@ -4,6 +4,7 @@ use crate::error::{AmuletError, Result};
 use crate::gguf::Gguf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 pub enum Arch {
     Llama,
     Qwen2,

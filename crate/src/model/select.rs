@@ -10,9 +10,11 @@ use crate::error::{AmuletError, Result};
 use crate::gguf::{Gguf, TensorSource};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 pub enum DeviceChoice {
     Auto,
     Cpu,
+    #[cfg_attr(not(target_arch = "wasm32"), value(name = "webgpu"))]
     WebGpu,
 }
 

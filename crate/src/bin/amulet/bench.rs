@@ -14,9 +14,9 @@ use clap::Args;
 pub struct BenchArgs {
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Backends to measure, comma-separated, each in turn: auto, webgpu, cpu
-    #[arg(long, default_value = "auto")]
-    device: String,
+    /// Backends to measure, each in turn (comma-separated)
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "auto")]
+    device: Vec<DeviceChoice>,
     /// New tokens per run
     #[arg(long, default_value_t = 128)]
     tokens: usize,
@@ -99,82 +99,100 @@ fn measure(engine: &mut Engine, a: &BenchArgs) -> Result<(Stats, Stats)> {
     Ok((stats(&base), stats(&amulet)))
 }
 
+/// One backend's figures.
+#[derive(serde::Serialize)]
+struct BackendResult {
+    model: amulet::engine::ModelInfo,
+    device: String,
+    device_reason: String,
+    load_ms: f64,
+    base: Stats,
+    amulet: Stats,
+    /// amulet / base decode speed.
+    ratio: f64,
+}
+
+/// The whole run, as `--json` prints it and `--out` writes it.
+#[derive(serde::Serialize)]
+struct BenchResult {
+    threads: String,
+    q4_1_kernel: &'static str,
+    new_tokens: usize,
+    peak_rss_mib: Option<f64>,
+    backends: Vec<BackendResult>,
+}
+
 pub fn run(a: BenchArgs) -> Result<()> {
     let path = crate::model_path::resolve(a.model.as_deref())?;
-    let devices: Vec<DeviceChoice> = a.device.split(',').map(|d| d.trim().parse()).collect::<Result<_>>()?;
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
-    let mut results = Vec::new();
-    let mut quantization = String::new();
-    for device in devices {
+    let mut backends = Vec::new();
+    for &device in &a.device {
         let (mut engine, load_ms) = crate::cli::load_engine(&path, a.json, device)?;
-        let (b, m) = measure(&mut engine, &a)?;
-        quantization = engine.info().quantization.clone();
-        let ratio = m.decode_tokens_per_s / b.decode_tokens_per_s;
-        results.push(serde_json::json!({
-            "model": engine.info(),
-            "device": engine.info().device,
-            "device_reason": engine.info().device_reason,
-            "load_ms": load_ms,
-            "base": b,
-            "amulet": m,
-            "ratio": ratio,
-        }));
+        let (base, amulet) = measure(&mut engine, &a)?;
+        let info = engine.info().clone();
+        backends.push(BackendResult {
+            device: info.device.clone(),
+            device_reason: info.device_reason.clone(),
+            model: info,
+            load_ms,
+            ratio: amulet.decode_tokens_per_s / base.decode_tokens_per_s,
+            base,
+            amulet,
+        });
     }
-    let result = serde_json::json!({
-        "threads": threads,
-        "q4_1_kernel": amulet::backend::q4_1::KERNEL,
-        "new_tokens": a.tokens,
-        "peak_rss_mib": peak_rss_mib(),
-        "backends": results,
-    });
+    let result = BenchResult {
+        threads,
+        q4_1_kernel: amulet::backend::q4_1::KERNEL,
+        new_tokens: a.tokens,
+        peak_rss_mib: peak_rss_mib(),
+        backends,
+    };
+    let json = serde_json::to_string_pretty(&result).map_err(|e| amulet::AmuletError::Io(e.to_string()))?;
     if let Some(path) = &a.out {
-        std::fs::write(path, format!("{result:#}\n"))
+        std::fs::write(path, format!("{json}\n"))
             .map_err(|e| amulet::AmuletError::Io(format!("{}: {e}", path.display())))?;
     }
     if a.json {
-        println!("{result}");
+        println!("{}", serde_json::to_string(&result).map_err(|e| amulet::AmuletError::Io(e.to_string()))?);
         return Ok(());
     }
+    let quantization = result.backends.first().map_or("", |b| b.model.quantization.as_str());
     println!(
-        "model {}  ({quantization}, {} new tokens, greedy, {} runs each, RAYON_NUM_THREADS={threads})",
+        "model {}  ({quantization}, {} new tokens, greedy, {} runs each, RAYON_NUM_THREADS={})",
         path.display(),
         a.tokens,
-        a.runs.max(1)
+        a.runs.max(1),
+        result.threads
     );
     println!(
         "{:<8} {:<8} {:>12} {:>16} {:>11} {:>12} {:>9}",
         "device", "method", "decode tok/s", "min-max", "prefill ms", "prefill t/s", "TTFT ms"
     );
-    for r in &results {
-        let device = r["device"].as_str().unwrap_or("?");
-        for name in ["base", "amulet"] {
-            let s = &r[name];
-            let f = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
+    for r in &result.backends {
+        for (name, s) in [("base", &r.base), ("amulet", &r.amulet)] {
             println!(
                 "{:<8} {:<8} {:>12.1} {:>16} {:>11.1} {:>12.0} {:>9.1}",
-                device,
+                r.device,
                 name,
-                f("decode_tokens_per_s"),
-                format!("{:.1}-{:.1}", f("min"), f("max")),
-                f("prefill_ms"),
-                f("prefill_tokens_per_s"),
-                f("ttft_ms")
+                s.decode_tokens_per_s,
+                format!("{:.1}-{:.1}", s.min, s.max),
+                s.prefill_ms,
+                s.prefill_tokens_per_s,
+                s.ttft_ms
             );
         }
-        println!(
-            "{device}: amulet / base = {:.3}; load {:.0} ms; {}",
-            r["ratio"].as_f64().unwrap_or(f64::NAN),
-            r["load_ms"].as_f64().unwrap_or(f64::NAN),
-            r["device_reason"].as_str().unwrap_or("")
-        );
+        println!("{}: amulet / base = {:.3}; load {:.0} ms; {}", r.device, r.ratio, r.load_ms, r.device_reason);
     }
-    if results.len() > 1 {
-        let base0 = results[0]["base"]["decode_tokens_per_s"].as_f64().unwrap_or(f64::NAN);
-        for r in &results[1..] {
-            let other = r["base"]["decode_tokens_per_s"].as_f64().unwrap_or(f64::NAN);
-            println!("base decode, {} / {} = {:.2}", results[0]["device"], r["device"], base0 / other);
+    if let [first, rest @ ..] = &result.backends[..] {
+        for r in rest {
+            println!(
+                "base decode, {} / {} = {:.2}",
+                first.device,
+                r.device,
+                first.base.decode_tokens_per_s / r.base.decode_tokens_per_s
+            );
         }
     }
-    println!("peak RSS {:.0} MiB", peak_rss_mib().unwrap_or(f64::NAN));
+    println!("peak RSS {:.0} MiB", result.peak_rss_mib.unwrap_or(f64::NAN));
     Ok(())
 }

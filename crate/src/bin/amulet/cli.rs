@@ -37,15 +37,14 @@ mod amulet_fixture_args {
     use clap::Args;
     #[derive(Args)]
     pub struct FixtureArgs {
-        /// llama | qwen2 | gemma3
-        #[arg(long, default_value = "llama")]
-        pub arch: String,
-        /// tiny | smollm2-135m (the real model's exact shapes)
-        #[arg(long, default_value = "tiny")]
-        pub shape: String,
-        /// Weight quantization: f32, f16, q4_0, q4_1, q8_0, q4k, q5k, q6k
-        #[arg(long, default_value = "q4_1")]
-        pub quant: String,
+        #[arg(long, value_enum, default_value_t = amulet::model::Arch::Llama)]
+        pub arch: amulet::model::Arch,
+        /// tiny, or a real model's exact shapes
+        #[arg(long, value_enum, default_value_t = amulet::fixture::FixtureShape::Tiny)]
+        pub shape: amulet::fixture::FixtureShape,
+        /// Weight type of the block matrices: f32, f16, q4_0, q4_1, q5_0, q8_0, q4k, q5k, q6k
+        #[arg(long, default_value = "q4_1", value_parser = amulet::fixture::parse_quant)]
+        pub quant: candle_core::quantized::GgmlDType,
         #[arg(long, default_value_t = 0)]
         pub seed: u64,
         /// Output file
@@ -58,18 +57,17 @@ struct GenerateArgs {
     /// GGUF model file (default: the manifest's default model, fetched when missing)
     #[arg(long)]
     model: Option<PathBuf>,
-    /// amulet | la | pref | base
-    #[arg(long, default_value = "amulet")]
-    method: String,
+    #[arg(long, value_enum, default_value_t = Method::default())]
+    method: Method,
     /// The preference in plain words, e.g. "concise", "uplifting", "for a ten-year-old"
     #[arg(long)]
     preference: Option<String>,
     /// System prompt (default: the paper's)
     #[arg(long)]
     system: Option<String>,
-    /// Where the preference sentence goes: system | user
-    #[arg(long, default_value = "system")]
-    placement: String,
+    /// Where the preference sentence goes
+    #[arg(long, value_enum, default_value_t = Placement::System)]
+    placement: Placement,
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
     /// 0 = greedy (the paper's choice)
@@ -83,9 +81,8 @@ struct GenerateArgs {
     seed: u64,
     #[command(flatten)]
     strength: StrengthArgs,
-    /// iterative | closed-form
-    #[arg(long, default_value = "closed-form")]
-    game: String,
+    #[arg(long, value_enum, default_value_t = Game::ClosedForm)]
+    game: Game,
     /// Stop string (repeatable)
     #[arg(long)]
     stop: Vec<String>,
@@ -95,9 +92,9 @@ struct GenerateArgs {
     /// Print one JSON object at the end instead of streaming text
     #[arg(long)]
     json: bool,
-    /// auto | webgpu | cpu (auto: a hardware WebGPU adapter when there is one)
-    #[arg(long, default_value = "auto")]
-    device: String,
+    /// auto: a hardware WebGPU adapter when there is one, else the CPU
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
     /// The question
     prompt: String,
 }
@@ -125,8 +122,8 @@ impl StrengthArgs {
     }
 }
 
-pub fn parse_method(name: &str, params: AmuletParams, ratio: f64, game: Game) -> Result<Method> {
-    let method: Method = name.parse()?;
+/// `method` (a name parsed with its defaults) with the command line's parameters.
+pub fn with_params(method: Method, params: AmuletParams, ratio: f64, game: Game) -> Result<Method> {
     let method = match method {
         Method::LinearAlignment { .. } => Method::LinearAlignment { ratio },
         Method::Amulet { .. } => Method::Amulet { params, game },
@@ -167,19 +164,17 @@ pub fn load_engine(path: &std::path::Path, quiet: bool, device: DeviceChoice) ->
 
 fn generate(args: GenerateArgs) -> Result<()> {
     let params = args.strength.params();
-    let game: Game = args.game.parse()?;
-    let method = parse_method(&args.method, params, args.strength.ratio, game)?;
-    let placement: Placement = args.placement.parse()?;
+    let method = with_params(args.method, params, args.strength.ratio, args.game)?;
     let sampling =
         SamplingParams { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
     sampling.validate()?;
     let path = model_path::resolve(args.model.as_deref())?;
-    let (mut engine, load_ms) = load_engine(&path, args.json, args.device.parse()?)?;
+    let (mut engine, load_ms) = load_engine(&path, args.json, args.device)?;
 
     let mut req = GenerateRequest::new(&args.prompt);
     req.conversation.system = args.system;
     req.preference = args.preference;
-    req.placement = placement;
+    req.placement = args.placement;
     req.methods = vec![method];
     req.sampling = sampling;
     req.max_tokens = args.max_tokens;
@@ -197,35 +192,71 @@ fn generate(args: GenerateArgs) -> Result<()> {
     })?;
     let c = &out.completions[0];
     if json {
-        let mut obj = serde_json::json!({
-            "text": c.text,
-            "tokens": c.tokens,
-            "finish_reason": c.finish_reason.as_str(),
-            "method": c.method,
-            "model": engine.info(),
-            "usage": {
-                "prompt_tokens_base": out.prompt_tokens_base,
-                "prompt_tokens_pref": out.prompt_tokens_pref,
-                "completion_tokens": c.tokens.len(),
+        let out = GenerateJson {
+            text: &c.text,
+            tokens: &c.tokens,
+            finish_reason: c.finish_reason.as_str(),
+            method: &c.method,
+            model: engine.info(),
+            usage: UsageJson {
+                prompt_tokens_base: out.prompt_tokens_base,
+                prompt_tokens_pref: out.prompt_tokens_pref,
+                completion_tokens: c.tokens.len(),
             },
-            "timings": {
-                "load_ms": load_ms,
-                "prefill_ms": out.timings.prefill_ms,
-                "decode_tokens_per_s": out.timings.decode_tokens_per_s,
+            timings: TimingsJson {
+                load_ms,
+                prefill_ms: out.timings.prefill_ms,
+                decode_tokens_per_s: out.timings.decode_tokens_per_s,
             },
-        });
-        if req.top_logprobs > 0 {
-            obj["steps"] = serde_json::to_value(&c.steps).map_err(|e| AmuletError::Io(e.to_string()))?;
-        }
-        println!("{obj}");
+            steps: (req.top_logprobs > 0).then_some(&c.steps),
+        };
+        println!("{}", serde_json::to_string(&out).map_err(|e| AmuletError::Io(e.to_string()))?);
     } else {
         println!();
     }
     Ok(())
 }
 
+/// `generate --json`: one object at the end.
+#[derive(serde::Serialize)]
+struct GenerateJson<'a> {
+    text: &'a str,
+    tokens: &'a [u32],
+    finish_reason: &'static str,
+    method: &'a str,
+    model: &'a amulet::engine::ModelInfo,
+    usage: UsageJson,
+    timings: TimingsJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    steps: Option<&'a Vec<amulet::engine::StepLogprobs>>,
+}
+
+#[derive(serde::Serialize)]
+struct UsageJson {
+    prompt_tokens_base: usize,
+    prompt_tokens_pref: usize,
+    completion_tokens: usize,
+}
+
+#[derive(serde::Serialize)]
+struct TimingsJson {
+    load_ms: f64,
+    prefill_ms: f64,
+    decode_tokens_per_s: f64,
+}
+
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A bad or unknown option is reported like every other error: typed, with exit 2.
+        Err(e) if e.use_stderr() => {
+            let message = e.to_string();
+            eprintln!("error [BAD_OPTION]: {}", message.trim().trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(), // --help, --version
+    };
+    quiet_gpu_probe();
     let result = match cli.command {
         Command::Generate(a) => generate(a),
         Command::Bench(a) => bench::run(a),
@@ -241,8 +272,32 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Mesa's Vulkan drivers print "error: XDG_RUNTIME_DIR is invalid or not set" while the
+/// WebGPU adapter is probed, on a run that then succeeds. A newcomer reads that as a failure,
+/// so the probe gets a private runtime directory when the session has none; nothing else
+/// in this process reads the variable.
+fn quiet_gpu_probe() {
+    let valid = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).is_some_and(|d| d.is_dir());
+    if valid {
+        return;
+    }
+    #[cfg(unix)]
+    let dir = {
+        use std::os::unix::fs::DirBuilderExt;
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let dir = std::env::temp_dir().join(format!("amulet-xdg-{}", unsafe { libc::getuid() }));
+        let _ = std::fs::DirBuilder::new().mode(0o700).recursive(true).create(&dir);
+        dir
+    };
+    #[cfg(not(unix))]
+    let dir = std::env::temp_dir();
+    if dir.is_dir() {
+        std::env::set_var("XDG_RUNTIME_DIR", dir);
+    }
+}
+
 fn fixture(a: amulet_fixture_args::FixtureArgs) -> Result<()> {
-    let spec = amulet::fixture::FixtureSpec::parse(&a.arch, &a.shape, &a.quant, a.seed)?;
+    let spec = amulet::fixture::FixtureSpec::with_shape(a.arch, a.shape, a.quant, a.seed)?;
     let bytes = amulet::fixture::write_gguf(&spec)?;
     std::fs::write(&a.out, &bytes).map_err(|e| AmuletError::Io(format!("{}: {e}", a.out.display())))?;
     eprintln!("wrote {} ({} bytes)", a.out.display(), bytes.len());

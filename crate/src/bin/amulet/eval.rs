@@ -7,30 +7,30 @@ use std::time::Instant;
 use amulet::align::{Game, Method};
 use amulet::eval::report::{write_report, RunInfo};
 use amulet::eval::{load_prompts, run, EvalConfig, Progress};
+use amulet::model::DeviceChoice;
 use amulet::prompt::Placement;
 use amulet::{AmuletError, Result};
 use clap::Args;
 
-use crate::cli::{load_engine, parse_method};
+use crate::cli::{load_engine, with_params};
 use crate::model_path;
 
 #[derive(Args)]
 pub struct EvalArgs {
-    /// auto | webgpu | cpu
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
     /// Prompt set: one JSON object a line, {"id": .., "question": ".."}
     #[arg(long)]
     prompts: PathBuf,
     /// Use only the first N prompts
     #[arg(long)]
     limit: Option<usize>,
-    /// Comma-separated preferences (concise, verbose, uplifting and creative have offline metrics)
-    #[arg(long, default_value = "creative,verbose,concise,uplifting")]
-    preferences: String,
-    /// Comma-separated methods: base, pref, la, amulet
-    #[arg(long, default_value = "base,pref,la,amulet")]
-    methods: String,
+    /// Preferences, comma-separated (concise, verbose, uplifting and creative have offline metrics)
+    #[arg(long, value_delimiter = ',', default_value = "creative,verbose,concise,uplifting")]
+    preferences: Vec<String>,
+    /// Methods, comma-separated
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "base,pref,la,amulet")]
+    methods: Vec<Method>,
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
     /// Output folder (default: eval-out/<prompt file name>)
@@ -41,42 +41,35 @@ pub struct EvalArgs {
     model: Option<PathBuf>,
     #[command(flatten)]
     strength: crate::cli::StrengthArgs,
-    /// Comma-separated values of T for the strength sweep ("" for none)
-    #[arg(long, default_value = "1,5,10,30,60,100")]
-    sweep_iterations: String,
-    /// Comma-separated preferences the sweep runs for (those evaluated)
-    #[arg(long, default_value = "concise,uplifting")]
-    sweep_preferences: String,
-    /// Where the preference sentence goes: system (the paper's) | user
-    #[arg(long, default_value = "system")]
-    placement: String,
-}
-
-fn list(s: &str) -> Vec<String> {
-    s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_string).collect()
+    /// Values of T for the strength sweep, comma-separated (none: --no-sweep)
+    #[arg(long, value_delimiter = ',', default_value = "1,5,10,30,60,100")]
+    sweep_iterations: Vec<u32>,
+    /// Skip the strength sweep
+    #[arg(long)]
+    no_sweep: bool,
+    /// Preferences the sweep runs for (those evaluated), comma-separated
+    #[arg(long, value_delimiter = ',', default_value = "concise,uplifting")]
+    sweep_preferences: Vec<String>,
+    /// Where the preference sentence goes (the paper: system)
+    #[arg(long, value_enum, default_value_t = Placement::System)]
+    placement: Placement,
 }
 
 fn config(a: &EvalArgs) -> Result<EvalConfig> {
     let params = a.strength.params();
-    let methods = list(&a.methods)
+    let methods = a
+        .methods
         .iter()
-        .map(|m| parse_method(m, params, a.strength.ratio, Game::ClosedForm))
+        .map(|&m| with_params(m, params, a.strength.ratio, Game::ClosedForm))
         .collect::<Result<Vec<Method>>>()?;
-    let sweep_iterations = list(&a.sweep_iterations)
-        .iter()
-        .map(|t| {
-            t.parse::<u32>()
-                .map_err(|_| AmuletError::bad_option("sweep-iterations", format!("`{t}` is not a whole number")))
-        })
-        .collect::<Result<Vec<u32>>>()?;
     let cfg = EvalConfig {
-        preferences: list(&a.preferences),
+        preferences: a.preferences.iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect(),
         methods,
         amulet: params,
-        sweep_iterations,
-        sweep_preferences: list(&a.sweep_preferences),
+        sweep_iterations: if a.no_sweep { Vec::new() } else { a.sweep_iterations.clone() },
+        sweep_preferences: a.sweep_preferences.iter().map(|p| p.trim().to_string()).collect(),
         max_tokens: a.max_tokens,
-        placement: a.placement.parse::<Placement>()?,
+        placement: a.placement,
     };
     cfg.validate()?;
     Ok(cfg)
@@ -92,7 +85,7 @@ pub fn run_eval(a: EvalArgs) -> Result<()> {
         None => PathBuf::from("eval-out").join(a.prompts.file_stem().unwrap_or_default()),
     };
     let path = model_path::resolve(a.model.as_deref())?;
-    let (mut engine, _) = load_engine(&path, false, a.device.parse()?)?;
+    let (mut engine, _) = load_engine(&path, false, a.device)?;
     let info = engine.info().clone();
 
     let bar = indicatif::ProgressBar::new(1);
