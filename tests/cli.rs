@@ -108,7 +108,7 @@ fn help_lists_the_choices() {
     let out = amulet(&["generate", "--help"]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for choice in ["base, pref, la, amulet", "auto, cpu, webgpu", "system, user", "iterative, closed-form"] {
+    for choice in ["base, pref, la, amulet", "auto, cpu, webgpu", "system, user", "- iterative:", "- closed-form:"] {
         assert!(help.contains(choice), "generate --help should list [{choice}]:\n{help}");
     }
 }
