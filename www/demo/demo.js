@@ -5,18 +5,45 @@ const $ = (id) => document.getElementById(id);
 
 const ui = {
   app: $('app'),
-  error: $('error'), errorCode: $('error-code'), errorMessage: $('error-message'), errorClose: $('error-close'),
-  modelForm: $('model-form'), modelUrl: $('model-url'), modelFile: $('model-file'), device: $('device'),
-  load: $('load'), useWorker: $('use-worker'), useCache: $('use-cache'),
-  progress: $('progress'), progressText: $('progress-text'),
-  info: $('model-info'), infoDevice: $('info-device'), infoName: $('info-name'), infoArch: $('info-arch'),
-  infoQuant: $('info-quant'), infoContext: $('info-context'), infoThread: $('info-thread'),
-  askForm: $('ask-form'), prompt: $('prompt'), preference: $('preference'),
-  alpha: $('alpha'), lambda: $('lambda'), eta: $('eta'), iterations: $('iterations'), ratio: $('ratio'),
-  strength: $('strength'), maxTokens: $('max-tokens'), placement: $('placement'),
-  generate: $('generate'), compare: $('compare'), stop: $('stop'),
-  runStatus: $('run-status'), deviceBadge: $('device-badge'), tps: $('tps'),
-  answers: $('answers'), inspector: $('inspector'),
+  error: $('error'),
+  errorCode: $('error-code'),
+  errorMessage: $('error-message'),
+  errorClose: $('error-close'),
+  modelForm: $('model-form'),
+  modelUrl: $('model-url'),
+  modelFile: $('model-file'),
+  device: $('device'),
+  load: $('load'),
+  useWorker: $('use-worker'),
+  useCache: $('use-cache'),
+  progress: $('progress'),
+  progressText: $('progress-text'),
+  info: $('model-info'),
+  infoDevice: $('info-device'),
+  infoName: $('info-name'),
+  infoArch: $('info-arch'),
+  infoQuant: $('info-quant'),
+  infoContext: $('info-context'),
+  infoThread: $('info-thread'),
+  askForm: $('ask-form'),
+  prompt: $('prompt'),
+  preference: $('preference'),
+  alpha: $('alpha'),
+  lambda: $('lambda'),
+  eta: $('eta'),
+  iterations: $('iterations'),
+  ratio: $('ratio'),
+  strength: $('strength'),
+  maxTokens: $('max-tokens'),
+  placement: $('placement'),
+  generate: $('generate'),
+  compare: $('compare'),
+  stop: $('stop'),
+  runStatus: $('run-status'),
+  deviceBadge: $('device-badge'),
+  tps: $('tps'),
+  answers: $('answers'),
+  inspector: $('inspector'),
 };
 
 const METHOD_TITLES = {
@@ -26,12 +53,12 @@ const METHOD_TITLES = {
   amulet: 'Amulet',
 };
 
-let api = null;          // the package facade module
-let engine = null;       // the loaded engine (worker-backed or in-page)
-let worker = null;       // the Worker behind `engine`, if any
-let controller = null;   // AbortController of the running generation
-let busy = false;        // loading or generating
-let panels = new Map();  // method -> panel of the current run
+let api = null; // the package facade module
+let engine = null; // the loaded engine (worker-backed or in-page)
+let worker = null; // the Worker behind `engine`, if any
+let controller = null; // AbortController of the running generation
+let busy = false; // loading or generating
+let panels = new Map(); // method -> panel of the current run
 
 // ---------------------------------------------------------------- state and errors
 
@@ -95,7 +122,8 @@ async function updateStrength() {
     const a = num(ui.alpha);
     const l = num(ui.lambda);
     ui.strength.classList.toggle('diverging', a > l);
-    ui.strength.title = a >= l ? 'α ≥ λ: k grows without bound as T grows' : `k → α/(λ−α) = ${(a / (l - a)).toFixed(3)} as T grows`;
+    ui.strength.title =
+      a >= l ? 'α ≥ λ: k grows without bound as T grows' : `k → α/(λ−α) = ${(a / (l - a)).toFixed(3)} as T grows`;
   } catch (e) {
     if (seq !== strengthSeq) return;
     ui.strength.value = `k: ${e?.code ?? 'error'}`;
@@ -383,7 +411,14 @@ ui.answers.addEventListener('keydown', (ev) => {
   if (ev.key === 'Escape') return hideInspector();
   const spans = [...hit.panel.body.querySelectorAll('.tok')];
   const at = spans.indexOf(hit.span);
-  const next = { ArrowRight: at + 1, ArrowDown: at + 1, ArrowLeft: at - 1, ArrowUp: at - 1, Home: 0, End: spans.length - 1 }[ev.key];
+  const next = {
+    ArrowRight: at + 1,
+    ArrowDown: at + 1,
+    ArrowLeft: at - 1,
+    ArrowUp: at - 1,
+    Home: 0,
+    End: spans.length - 1,
+  }[ev.key];
   if (next === undefined || !spans[next]) return;
   ev.preventDefault();
   hit.span.tabIndex = -1;
@@ -444,9 +479,10 @@ async function run(mode) {
   let steps = 0;
   let outcome = 'done';
   try {
-    const stream = mode === 'compare'
-      ? engine.compare({ ...options, methods, signal: controller.signal })
-      : engine.generate({ ...options, method, signal: controller.signal });
+    const stream =
+      mode === 'compare'
+        ? engine.compare({ ...options, methods, signal: controller.signal })
+        : engine.generate({ ...options, method, signal: controller.signal });
     for await (const chunk of stream) {
       if (chunk.done) {
         finishRun(chunk, mode, methods);
@@ -490,7 +526,9 @@ async function run(mode) {
 function finishRun(done, mode, methods) {
   const t = done.timings ?? {};
   if (Number.isFinite(t.decodeTokensPerS) && t.decodeTokensPerS > 0) ui.tps.textContent = fmtRate(t.decodeTokensPerS);
-  const results = done.results ?? (done.text !== undefined ? { [methods[0]]: { text: done.text, finishReason: done.finishReason } } : {});
+  const results =
+    done.results ??
+    (done.text !== undefined ? { [methods[0]]: { text: done.text, finishReason: done.finishReason } } : {});
   for (const p of panels.values()) {
     const r = Array.isArray(results) ? results.find((x) => x.method === p.method) : results[p.method];
     const reason = r?.finishReason ?? done.finishReason ?? '';
@@ -498,7 +536,9 @@ function finishRun(done, mode, methods) {
     p.foot.textContent = `${p.steps.length} tokens${reason ? ` · ${reason}` : ''}`;
   }
   const n = Math.max(0, ...[...panels.values()].map((p) => p.steps.length));
-  const parts = [`Done: ${n} token${n === 1 ? '' : 's'}${methods.length > 1 ? ` × ${methods.length} methods in one batched decode` : ''}`];
+  const parts = [
+    `Done: ${n} token${n === 1 ? '' : 's'}${methods.length > 1 ? ` × ${methods.length} methods in one batched decode` : ''}`,
+  ];
   if (Number.isFinite(t.prefillMs)) parts.push(`prefill ${Math.round(t.prefillMs)} ms`);
   if (Number.isFinite(t.decodeMs)) parts.push(`decode ${(t.decodeMs / 1000).toFixed(1)} s`);
   ui.runStatus.textContent = parts.join(' · ') + '.';
@@ -533,7 +573,8 @@ async function start() {
   ui.progressText.textContent = 'Pick a model and press “Load model”.';
   setState('idle');
   updateStrength();
-  if ('gpu' in navigator) ui.device.querySelector('option[value="webgpu"]').textContent = 'webgpu (navigator.gpu present)';
+  if ('gpu' in navigator)
+    ui.device.querySelector('option[value="webgpu"]').textContent = 'webgpu (navigator.gpu present)';
   const params = new URLSearchParams(location.search);
   if (params.has('model')) ui.modelUrl.value = params.get('model');
   if (params.has('autoload')) ui.modelForm.requestSubmit();
@@ -543,8 +584,12 @@ start();
 
 // For the browser tests and curious readers of the console.
 window.amuletDemo = {
-  get engine() { return engine; },
-  get busy() { return busy; },
+  get engine() {
+    return engine;
+  },
+  get busy() {
+    return busy;
+  },
   panels: () => Object.fromEntries([...panels].map(([m, p]) => [m, p.steps.map((s) => s.text).join('')])),
 };
 
@@ -553,7 +598,10 @@ window.amuletDemo = {
 // with /results/index.json listing each subfolder's charts and summary.md.
 
 const results = {
-  toggle: $('results-toggle'), view: $('results-view'), status: $('results-status'), body: $('results-body'),
+  toggle: $('results-toggle'),
+  view: $('results-view'),
+  status: $('results-status'),
+  body: $('results-body'),
   loaded: false,
 };
 
@@ -568,7 +616,12 @@ function el(tag, props = {}, ...children) {
 function renderMarkdown(md) {
   const out = document.createDocumentFragment();
   const lines = md.replace(/\r\n/g, '\n').split('\n');
-  const cells = (l) => l.trim().replace(/^\||\|$/g, '').split('|').map((c) => c.trim());
+  const cells = (l) =>
+    l
+      .trim()
+      .replace(/^\||\|$/g, '')
+      .split('|')
+      .map((c) => c.trim());
   let text = [];
   const flush = () => {
     while (text.length && text[0].trim() === '') text.shift();
@@ -631,7 +684,14 @@ async function loadResults() {
       const grid = el('div', { className: 'results-charts' });
       for (const c of f.charts) {
         const alt = `Chart ${c.name.replace(/\.svg$/i, '').replace(/[-_]+/g, ' ')} (${f.name})`;
-        grid.append(el('figure', {}, el('img', { src: c.url, alt, loading: 'eager', decoding: 'async' }), el('figcaption', { textContent: c.name })));
+        grid.append(
+          el(
+            'figure',
+            {},
+            el('img', { src: c.url, alt, loading: 'eager', decoding: 'async' }),
+            el('figcaption', { textContent: c.name }),
+          ),
+        );
       }
       sec.append(grid);
     } else sec.append(el('p', { className: 'muted', textContent: 'No charts (.svg) in this folder.' }));
@@ -641,9 +701,19 @@ async function loadResults() {
       fetch(f.summary, { cache: 'no-store' })
         .then((r) => (r.ok ? r.text() : Promise.reject(new Error(`HTTP ${r.status}`))))
         .then((md) => summary.append(renderMarkdown(md)))
-        .catch((e) => summary.append(el('p', { className: 'muted', textContent: `summary.md could not be read: ${e.message}` })));
+        .catch((e) =>
+          summary.append(el('p', { className: 'muted', textContent: `summary.md could not be read: ${e.message}` })),
+        );
     } else summary.append(el('p', { className: 'muted', textContent: 'No summary.md in this folder.' }));
-    if (f.responses) sec.append(el('p', { className: 'hint' }, 'Raw generations: ', el('a', { href: f.responses, textContent: 'responses.jsonl' })));
+    if (f.responses)
+      sec.append(
+        el(
+          'p',
+          { className: 'hint' },
+          'Raw generations: ',
+          el('a', { href: f.responses, textContent: 'responses.jsonl' }),
+        ),
+      );
     results.body.append(sec);
   }
 }

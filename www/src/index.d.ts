@@ -297,9 +297,18 @@ export interface ChatCompletionChunk {
 
 export interface Chat {
   completions: {
-    create(params: ChatCompletionParams & { stream: true }, options?: ChatCompletionRequestOptions): Promise<AsyncIterable<ChatCompletionChunk>>;
-    create(params: ChatCompletionParams & { stream?: false }, options?: ChatCompletionRequestOptions): Promise<ChatCompletion>;
-    create(params: ChatCompletionParams, options?: ChatCompletionRequestOptions): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>>;
+    create(
+      params: ChatCompletionParams & { stream: true },
+      options?: ChatCompletionRequestOptions,
+    ): Promise<AsyncIterable<ChatCompletionChunk>>;
+    create(
+      params: ChatCompletionParams & { stream?: false },
+      options?: ChatCompletionRequestOptions,
+    ): Promise<ChatCompletion>;
+    create(
+      params: ChatCompletionParams,
+      options?: ChatCompletionRequestOptions,
+    ): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>>;
   };
 }
 

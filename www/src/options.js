@@ -16,7 +16,9 @@ function show(v) {
 }
 
 function isSignal(s) {
-  return s !== null && typeof s === 'object' && typeof s.aborted === 'boolean' && typeof s.addEventListener === 'function';
+  return (
+    s !== null && typeof s === 'object' && typeof s.aborted === 'boolean' && typeof s.addEventListener === 'function'
+  );
 }
 
 /**
@@ -64,7 +66,8 @@ export function prepareRequest(options, kind) {
   }
   if (request.messages != null) {
     const m = request.messages;
-    if (!Array.isArray(m) || m.length === 0) throw badOption('messages', 'must be a non-empty array of { role, content }');
+    if (!Array.isArray(m) || m.length === 0)
+      throw badOption('messages', 'must be a non-empty array of { role, content }');
     m.forEach((msg, i) => {
       if (msg === null || typeof msg !== 'object' || typeof msg.role !== 'string' || typeof msg.content !== 'string') {
         throw badOption('messages', `message ${i} needs string \`role\` and \`content\``);
