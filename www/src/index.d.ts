@@ -99,7 +99,8 @@ export interface ChatMessage {
   content: string;
 }
 
-/** Options shared by generate() and compare(). Give `messages` or `prompt`. */
+/** Options shared by generate() and compare(). Give `messages` or `prompt`.
+ *  The names are those of src/schema.js (tests/node/schema.test.mjs checks that they agree). */
 export interface RequestOptions {
   messages?: ChatMessage[];
   /** One user turn. */
