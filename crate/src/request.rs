@@ -9,7 +9,8 @@ use crate::engine::GenerateRequest;
 use crate::error::AmuletError;
 use crate::prompt::Placement;
 
-const KNOWN: &[&str] = &[
+/// Every option key the parser accepts; the JS schema (www/src/schema.js) is tested against it.
+pub const KNOWN: &[&str] = &[
     "messages",
     "prompt",
     "system",

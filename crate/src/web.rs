@@ -406,3 +406,9 @@ pub fn closed_form_strength(alpha: f64, lambda: f64, eta: f64, iterations: f64) 
     let method = Method::Amulet { params, game: Game::ClosedForm };
     Engine::strength(method).map(|k| k.unwrap_or(0.0)).map_err(js_error)
 }
+
+/// The option keys the request parser accepts, so the JS side can test its schema against them.
+#[wasm_bindgen(js_name = requestOptions)]
+pub fn request_options() -> Vec<String> {
+    crate::request::KNOWN.iter().map(|k| k.to_string()).collect()
+}

@@ -81,13 +81,15 @@ function parseArgs(argv) {
     else if (a === '--webgpu') o.webgpu = 'force';
     else if (a === '--no-webgpu') o.webgpu = 'off';
     else if (a === '--help' || a === '-h') {
-      console.log('usage: node browser-bench.mjs [--runs 3] [--tokens 128] [--warmup-tokens 8] [--out FILE] [--model GGUF]\n' +
-        '         [--threads 2] [--mt-runs 1] [--budget-s 330] [--no-wllama] [--no-mt] [--webgpu | --no-webgpu]\n' +
-        '--webgpu: our WebGPU path even on a software adapter (SwiftShader: ~0.1 tok/s for SmolLM2, use few --tokens);\n' +
-        '  by default it runs only on a hardware adapter\n' +
-        '--mt-runs: wllama multi-thread takes part in the first N rounds only (it is slow on a loaded 2-core machine)\n' +
-        '--budget-s: no generation round starts once the elapsed time plus the next round\'s expected duration passes it\n' +
-        '(the figures then come from fewer, still complete and interleaved, rounds: see n).');
+      console.log(
+        'usage: node browser-bench.mjs [--runs 3] [--tokens 128] [--warmup-tokens 8] [--out FILE] [--model GGUF]\n' +
+          '         [--threads 2] [--mt-runs 1] [--budget-s 330] [--no-wllama] [--no-mt] [--webgpu | --no-webgpu]\n' +
+          '--webgpu: our WebGPU path even on a software adapter (SwiftShader: ~0.1 tok/s for SmolLM2, use few --tokens);\n' +
+          '  by default it runs only on a hardware adapter\n' +
+          '--mt-runs: wllama multi-thread takes part in the first N rounds only (it is slow on a loaded 2-core machine)\n' +
+          "--budget-s: no generation round starts once the elapsed time plus the next round's expected duration passes it\n" +
+          '(the figures then come from fewer, still complete and interleaved, rounds: see n).',
+      );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -101,7 +103,11 @@ function parseArgs(argv) {
 // server: serve.mjs's handler (www/ at /, the model folder at /models/) plus /bench/ (this
 // folder's page) and /wllama/ (wllama's ESM build: index.js and wasm/wllama.wasm).
 
-const EXTRA_MIME = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.wasm': 'application/wasm' };
+const EXTRA_MIME = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.wasm': 'application/wasm',
+};
 
 export function startServer({ isolate, modelsDir }) {
   const demo = createDemoServer({ isolate, models: modelsDir });
@@ -122,12 +128,21 @@ export function startServer({ isolate, modelsDir }) {
       if (!pathname.startsWith(prefix)) continue;
       const rel = decodeURIComponent(pathname.slice(prefix.length));
       const file = path.resolve(root, rel);
-      if ((allow && !allow.has(rel)) || !file.startsWith(root + path.sep) || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
+      if (
+        (allow && !allow.has(rel)) ||
+        !file.startsWith(root + path.sep) ||
+        !fs.existsSync(file) ||
+        !fs.statSync(file).isFile()
+      ) {
         res.writeHead(404, { ...headers, 'Content-Type': 'text/plain' });
         return res.end('not found\n');
       }
       const st = fs.statSync(file);
-      res.writeHead(200, { ...headers, 'Content-Type': EXTRA_MIME[path.extname(file)] ?? 'application/octet-stream', 'Content-Length': st.size });
+      res.writeHead(200, {
+        ...headers,
+        'Content-Type': EXTRA_MIME[path.extname(file)] ?? 'application/octet-stream',
+        'Content-Length': st.size,
+      });
       if (req.method === 'HEAD') return res.end();
       return fs.createReadStream(file).pipe(res);
     }
@@ -139,10 +154,11 @@ export function startServer({ isolate, modelsDir }) {
       const origin = `http://127.0.0.1:${server.address().port}`;
       resolve({
         origin,
-        close: () => new Promise((done) => {
-          server.close(() => done());
-          server.closeAllConnections();
-        }),
+        close: () =>
+          new Promise((done) => {
+            server.close(() => done());
+            server.closeAllConnections();
+          }),
       });
     });
   });
@@ -165,10 +181,12 @@ const MB = (b) => b / 1e6;
 
 function table(rows) {
   const w = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
-  return rows.map((r, j) => {
-    const line = r.map((c, i) => (i === 0 ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join('  ');
-    return j === 0 ? `${line}\n${w.map((n) => '-'.repeat(n)).join('  ')}` : line;
-  }).join('\n');
+  return rows
+    .map((r, j) => {
+      const line = r.map((c, i) => (i === 0 ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join('  ');
+      return j === 0 ? `${line}\n${w.map((n) => '-'.repeat(n)).join('  ')}` : line;
+    })
+    .join('\n');
 }
 
 // ---------------------------------------------------------------------------------------
@@ -213,11 +231,34 @@ async function main() {
   const result = {
     date: new Date().toISOString(),
     command: `node browser-bench.mjs ${process.argv.slice(2).join(' ')}`.trim(),
-    machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memGiB: +(os.totalmem() / 2 ** 30).toFixed(1), loadavgAtStart: os.loadavg() },
+    machine: {
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model,
+      memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+      loadavgAtStart: os.loadavg(),
+    },
     browser: { version: browser.version(), path: CHROMIUM, args: CHROMIUM_ARGS, headless: true },
-    config: { runs: o.runs, budgetS: o.budgetS, wllamaMtRuns: o.mtRuns, tokens: o.tokens, warmupTokens: o.warmupTokens, prompt: PROMPT, preference: PREFERENCE, greedy: true, ignoreEos: true, wllamaThreadsMt: o.threads },
+    config: {
+      runs: o.runs,
+      budgetS: o.budgetS,
+      wllamaMtRuns: o.mtRuns,
+      tokens: o.tokens,
+      warmupTokens: o.warmupTokens,
+      prompt: PROMPT,
+      preference: PREFERENCE,
+      greedy: true,
+      ignoreEos: true,
+      wllamaThreadsMt: o.threads,
+    },
     model: { path: path.relative(REPO, o.model), bytes: modelSize },
-    ours: { thread: 'main', wasm: { bytes: wasmBytes.length, sha256: crypto.createHash('sha256').update(wasmBytes).digest('hex').slice(0, 16), mtime: fs.statSync(wasmFile).mtime.toISOString() } },
+    ours: {
+      thread: 'main',
+      wasm: {
+        bytes: wasmBytes.length,
+        sha256: crypto.createHash('sha256').update(wasmBytes).digest('hex').slice(0, 16),
+        mtime: fs.statSync(wasmFile).mtime.toISOString(),
+      },
+    },
     wllama: null,
   };
   try {
@@ -225,7 +266,9 @@ async function main() {
     const page = await openBenchPage(context, plain.origin);
     result.env = await page.evaluate(() => window.bench.env());
     result.webgpu = await page.evaluate(() => window.bench.gpuInfo());
-    log(`Chromium ${browser.version()}, ${result.env.hardwareConcurrency} cores seen by the page; WebGPU: ${result.webgpu.available ? `${result.webgpu.vendor} ${result.webgpu.architecture} ${result.webgpu.description ?? ''}` : result.webgpu.reason}`);
+    log(
+      `Chromium ${browser.version()}, ${result.env.hardwareConcurrency} cores seen by the page; WebGPU: ${result.webgpu.available ? `${result.webgpu.vendor} ${result.webgpu.architecture} ${result.webgpu.description ?? ''}` : result.webgpu.reason}`,
+    );
 
     // ---- loads: first (cache cleared: download + store + build) and from the Cache API,
     // alternating, each on a fresh page (a fresh wasm realm).
@@ -239,7 +282,9 @@ async function main() {
       await freshPage(page);
       const cached = await page.evaluate((a) => window.bench.oursLoad(a), { url: modelUrlPath, cache: true });
       loads.cached.push(cached);
-      log(`load ${r + 1}/${o.runs}: first ${fmt(first.totalMs, 0)} ms (${first.source}), cached ${fmt(cached.totalMs, 0)} ms (${cached.source}); wasm memory ${fmt(MB(cached.wasmMemoryBytes))} MB`);
+      log(
+        `load ${r + 1}/${o.runs}: first ${fmt(first.totalMs, 0)} ms (${first.source}), cached ${fmt(cached.totalMs, 0)} ms (${cached.source}); wasm memory ${fmt(MB(cached.wasmMemoryBytes))} MB`,
+      );
     }
 
     // ---- generation: ours (base, amulet) + wllama single-thread on the plain page, wllama
@@ -248,8 +293,26 @@ async function main() {
     const genLoad = await page.evaluate((a) => window.bench.oursLoad(a), { url: modelUrlPath, cache: true });
     const memAfterLoad = genLoad.wasmMemoryBytes;
     const configs = [
-      { key: 'ours.base', run: (t) => page.evaluate((a) => window.bench.oursGen(a), { prompt: PROMPT, preference: PREFERENCE, method: 'base', tokens: t }) },
-      { key: 'ours.amulet', run: (t) => page.evaluate((a) => window.bench.oursGen(a), { prompt: PROMPT, preference: PREFERENCE, method: 'amulet', tokens: t }) },
+      {
+        key: 'ours.base',
+        run: (t) =>
+          page.evaluate((a) => window.bench.oursGen(a), {
+            prompt: PROMPT,
+            preference: PREFERENCE,
+            method: 'base',
+            tokens: t,
+          }),
+      },
+      {
+        key: 'ours.amulet',
+        run: (t) =>
+          page.evaluate((a) => window.bench.oursGen(a), {
+            prompt: PROMPT,
+            preference: PREFERENCE,
+            method: 'amulet',
+            tokens: t,
+          }),
+      },
     ];
     // Our WebGPU path: on a hardware adapter (a software one, SwiftShader, decodes SmolLM2 at
     // ~0.1 tok/s: its figures would only prove that the path runs; --webgpu forces it).
@@ -257,23 +320,50 @@ async function main() {
     if (o.webgpu === 'force' || (o.webgpu === 'auto' && hardware)) {
       const gpuLoad = await page.evaluate((a) => window.bench.oursGpuLoad(a), { url: modelUrlPath });
       result.ours.webgpu = { load: gpuLoad };
-      log(`ours on WebGPU loaded in ${fmt(gpuLoad.totalMs, 0)} ms: ${gpuLoad.info.device} (${gpuLoad.info.deviceReason})`);
+      log(
+        `ours on WebGPU loaded in ${fmt(gpuLoad.totalMs, 0)} ms: ${gpuLoad.info.device} (${gpuLoad.info.deviceReason})`,
+      );
       for (const method of ['base', 'amulet']) {
-        configs.push({ key: `ours.webgpu.${method}`, run: (t) => page.evaluate((a) => window.bench.oursGen(a), { prompt: PROMPT, preference: PREFERENCE, method, tokens: t, gpu: true }) });
+        configs.push({
+          key: `ours.webgpu.${method}`,
+          run: (t) =>
+            page.evaluate((a) => window.bench.oursGen(a), {
+              prompt: PROMPT,
+              preference: PREFERENCE,
+              method,
+              tokens: t,
+              gpu: true,
+            }),
+        });
       }
     } else {
-      const why = o.webgpu === 'off' ? '--no-webgpu' : result.webgpu.available ? 'the only adapter is a software fallback (SwiftShader)' : `no adapter (${result.webgpu.reason})`;
+      const why =
+        o.webgpu === 'off'
+          ? '--no-webgpu'
+          : result.webgpu.available
+            ? 'the only adapter is a software fallback (SwiftShader)'
+            : `no adapter (${result.webgpu.reason})`;
       result.ours.webgpu = { skipped: why };
       log(`ours on WebGPU: skipped: ${why}${o.webgpu === 'auto' ? ' (--webgpu forces it)' : ''}`);
     }
     let wllamaInfo = null;
     let mtPage = null;
     if (o.wllama) {
-      wllamaInfo = { version: JSON.parse(fs.readFileSync(path.join(wllamaDir, 'package.json'), 'utf8')).version, messages: WLLAMA_MESSAGES };
+      wllamaInfo = {
+        version: JSON.parse(fs.readFileSync(path.join(wllamaDir, 'package.json'), 'utf8')).version,
+        messages: WLLAMA_MESSAGES,
+      };
       try {
-        wllamaInfo.st = { load: await page.evaluate((a) => window.bench.wllamaLoad(a), { url: modelUrlPath, threads: 1 }) };
-        log(`wllama ${wllamaInfo.version} single-thread loaded in ${fmt(wllamaInfo.st.load.totalMs, 0)} ms (multithread: ${wllamaInfo.st.load.isMultithread}, threads: ${wllamaInfo.st.load.numThreads})`);
-        configs.push({ key: 'wllama.st', run: (t) => page.evaluate((a) => window.bench.wllamaGen(a), { messages: WLLAMA_MESSAGES, tokens: t }) });
+        wllamaInfo.st = {
+          load: await page.evaluate((a) => window.bench.wllamaLoad(a), { url: modelUrlPath, threads: 1 }),
+        };
+        log(
+          `wllama ${wllamaInfo.version} single-thread loaded in ${fmt(wllamaInfo.st.load.totalMs, 0)} ms (multithread: ${wllamaInfo.st.load.isMultithread}, threads: ${wllamaInfo.st.load.numThreads})`,
+        );
+        configs.push({
+          key: 'wllama.st',
+          run: (t) => page.evaluate((a) => window.bench.wllamaGen(a), { messages: WLLAMA_MESSAGES, tokens: t }),
+        });
       } catch (e) {
         wllamaInfo.st = { error: String(e?.message ?? e) };
         log(`wllama single-thread failed: ${wllamaInfo.st.error}`);
@@ -282,10 +372,18 @@ async function main() {
         try {
           mtPage = await openBenchPage(context, isolated.origin);
           const env = await mtPage.evaluate(() => window.bench.env());
-          const load = await mtPage.evaluate((a) => window.bench.wllamaLoad(a), { url: modelUrlPath, threads: o.threads });
+          const load = await mtPage.evaluate((a) => window.bench.wllamaLoad(a), {
+            url: modelUrlPath,
+            threads: o.threads,
+          });
           wllamaInfo.mt = { env, load };
-          log(`wllama ${o.threads} threads (crossOriginIsolated: ${env.crossOriginIsolated}) loaded in ${fmt(load.totalMs, 0)} ms (multithread: ${load.isMultithread}, threads: ${load.numThreads})`);
-          configs.push({ key: 'wllama.mt', run: (t) => mtPage.evaluate((a) => window.bench.wllamaGen(a), { messages: WLLAMA_MESSAGES, tokens: t }) });
+          log(
+            `wllama ${o.threads} threads (crossOriginIsolated: ${env.crossOriginIsolated}) loaded in ${fmt(load.totalMs, 0)} ms (multithread: ${load.isMultithread}, threads: ${load.numThreads})`,
+          );
+          configs.push({
+            key: 'wllama.mt',
+            run: (t) => mtPage.evaluate((a) => window.bench.wllamaGen(a), { messages: WLLAMA_MESSAGES, tokens: t }),
+          });
         } catch (e) {
           wllamaInfo.mt = { error: String(e?.message ?? e) };
           log(`wllama multi-thread failed: ${wllamaInfo.mt.error}`);
@@ -306,16 +404,23 @@ async function main() {
       const expectS = active.reduce((t, c) => t + (samples[c.key].at(-1)?.totalMs ?? 0) / 1e3, 0);
       const elapsedS = (Date.now() - started) / 1e3;
       if (r > 0 && elapsedS + expectS > o.budgetS) {
-        log(`budget: ${fmt(elapsedS, 0)} s elapsed + ~${fmt(expectS, 0)} s for the next round > --budget-s ${o.budgetS}: stopping after ${r} round(s)`);
+        log(
+          `budget: ${fmt(elapsedS, 0)} s elapsed + ~${fmt(expectS, 0)} s for the next round > --budget-s ${o.budgetS}: stopping after ${r} round(s)`,
+        );
         break;
       }
       const roundStart = Date.now();
       const order = active.map((_, i) => active[(i + r) % active.length]);
       for (const c of order) {
         const s = await c.run(o.tokens);
-        if (s.tokens !== o.tokens) log(`  note: ${c.key} streamed ${s.tokens} chunks (completion tokens ${s.completionTokens}) for ${o.tokens} asked`);
+        if (s.tokens !== o.tokens)
+          log(
+            `  note: ${c.key} streamed ${s.tokens} chunks (completion tokens ${s.completionTokens}) for ${o.tokens} asked`,
+          );
         samples[c.key].push(s);
-        log(`run ${r + 1}/${o.runs} ${c.key.padEnd(11)}: ${fmt(s.decodeTps)} tok/s (wall ${fmt(s.wallTps)}), TTFT ${fmt(s.ttftMs, 0)} ms, prefill ${fmt(s.prefillMs, 0)} ms / ${s.prefillTokens} tok`);
+        log(
+          `run ${r + 1}/${o.runs} ${c.key.padEnd(11)}: ${fmt(s.decodeTps)} tok/s (wall ${fmt(s.wallTps)}), TTFT ${fmt(s.ttftMs, 0)} ms, prefill ${fmt(s.prefillMs, 0)} ms / ${s.prefillTokens} tok`,
+        );
       }
       rounds.push({ order: order.map((c) => c.key), seconds: (Date.now() - roundStart) / 1e3, loadavg: os.loadavg() });
     }
@@ -357,8 +462,19 @@ async function main() {
       ttftBaseOverWllamaSt: ratio('ours.base', 'wllama.st', (s) => s.ttftMs),
     };
     result.ours.loads = {
-      first: { totalMs: stats(loads.first.map((l) => l.totalMs)), readMs: stats(loads.first.map((l) => l.readMs)), storeMs: stats(loads.first.map((l) => l.betweenMs)), buildMs: stats(loads.first.map((l) => l.buildMs)), source: loads.first.map((l) => l.source) },
-      cached: { totalMs: stats(loads.cached.map((l) => l.totalMs)), readMs: stats(loads.cached.map((l) => l.readMs)), buildMs: stats(loads.cached.map((l) => l.buildMs)), source: loads.cached.map((l) => l.source) },
+      first: {
+        totalMs: stats(loads.first.map((l) => l.totalMs)),
+        readMs: stats(loads.first.map((l) => l.readMs)),
+        storeMs: stats(loads.first.map((l) => l.betweenMs)),
+        buildMs: stats(loads.first.map((l) => l.buildMs)),
+        source: loads.first.map((l) => l.source),
+      },
+      cached: {
+        totalMs: stats(loads.cached.map((l) => l.totalMs)),
+        readMs: stats(loads.cached.map((l) => l.readMs)),
+        buildMs: stats(loads.cached.map((l) => l.buildMs)),
+        source: loads.cached.map((l) => l.source),
+      },
       raw: loads,
     };
     result.ours.info = genLoad.info;
@@ -383,24 +499,51 @@ async function main() {
     result.durationS = (Date.now() - started) / 1e3;
 
     // ---- print
-    console.log(`\nChromium ${browser.version()} headless, ${result.machine.cpus} cores (${result.machine.cpuModel}); model ${path.basename(o.model)} ${fmt(MB(modelSize))} MB; ${o.tokens} tokens greedy ignoreEos, ${rounds.length} interleaved round(s) of ${o.runs} asked (wllama ${o.threads} threads: first ${o.mtRuns}); median (min-max), n = samples`);
-    const names = { 'ours.base': 'ours base (main thread)', 'ours.amulet': 'ours amulet (main thread)', 'ours.webgpu.base': 'ours base (WebGPU)', 'ours.webgpu.amulet': 'ours amulet (WebGPU)', 'wllama.st': 'wllama 1 thread (worker)', 'wllama.mt': `wllama ${o.threads} threads (COOP/COEP)` };
+    console.log(
+      `\nChromium ${browser.version()} headless, ${result.machine.cpus} cores (${result.machine.cpuModel}); model ${path.basename(o.model)} ${fmt(MB(modelSize))} MB; ${o.tokens} tokens greedy ignoreEos, ${rounds.length} interleaved round(s) of ${o.runs} asked (wllama ${o.threads} threads: first ${o.mtRuns}); median (min-max), n = samples`,
+    );
+    const names = {
+      'ours.base': 'ours base (main thread)',
+      'ours.amulet': 'ours amulet (main thread)',
+      'ours.webgpu.base': 'ours base (WebGPU)',
+      'ours.webgpu.amulet': 'ours amulet (WebGPU)',
+      'wllama.st': 'wllama 1 thread (worker)',
+      'wllama.mt': `wllama ${o.threads} threads (COOP/COEP)`,
+    };
     const rows = [['engine', 'n', 'decode tok/s', 'wall tok/s', 'TTFT ms', 'prefill ms', 'prompt tok']];
     for (const c of configs) {
       const p = per[c.key];
-      rows.push([names[c.key], String(p.decodeTps?.n ?? 0), fmtS(p.decodeTps), fmtS(p.wallTps), fmtS(p.ttftMs, 0), fmtS(p.prefillMs, 0), String(p.prefillTokens ?? '-')]);
+      rows.push([
+        names[c.key],
+        String(p.decodeTps?.n ?? 0),
+        fmtS(p.decodeTps),
+        fmtS(p.wallTps),
+        fmtS(p.ttftMs, 0),
+        fmtS(p.prefillMs, 0),
+        String(p.prefillTokens ?? '-'),
+      ]);
     }
     console.log(table(rows));
     const rr = [['ratio (within each round, then median)', 'n', 'value']];
-    for (const [k, v] of Object.entries(ratios)) if (v) rr.push([k, String(v.n), `${fmt(v.median, 3)} (${fmt(v.min, 3)}-${fmt(v.max, 3)})`]);
+    for (const [k, v] of Object.entries(ratios))
+      if (v) rr.push([k, String(v.n), `${fmt(v.median, 3)} (${fmt(v.min, 3)}-${fmt(v.max, 3)})`]);
     console.log(`\n${table(rr)}`);
     const L = result.ours.loads;
-    console.log(`\nload (ours): first ${fmtS(L.first.totalMs, 0)} ms = read ${fmtS(L.first.readMs, 0)} + cache put & copy into wasm ${fmtS(L.first.storeMs, 0)} + build ${fmtS(L.first.buildMs, 0)}; from Cache API ${fmtS(L.cached.totalMs, 0)} ms = read ${fmtS(L.cached.readMs, 0)} + build ${fmtS(L.cached.buildMs, 0)}`);
-    if (wllamaInfo?.st?.load) console.log(`load (wllama 1 thread): ${fmt(wllamaInfo.st.load.totalMs, 0)} ms = fetch blob ${fmt(wllamaInfo.st.load.readMs, 0)} + load ${fmt(wllamaInfo.st.load.buildMs, 0)} (one sample)`);
+    console.log(
+      `\nload (ours): first ${fmtS(L.first.totalMs, 0)} ms = read ${fmtS(L.first.readMs, 0)} + cache put & copy into wasm ${fmtS(L.first.storeMs, 0)} + build ${fmtS(L.first.buildMs, 0)}; from Cache API ${fmtS(L.cached.totalMs, 0)} ms = read ${fmtS(L.cached.readMs, 0)} + build ${fmtS(L.cached.buildMs, 0)}`,
+    );
+    if (wllamaInfo?.st?.load)
+      console.log(
+        `load (wllama 1 thread): ${fmt(wllamaInfo.st.load.totalMs, 0)} ms = fetch blob ${fmt(wllamaInfo.st.load.readMs, 0)} + load ${fmt(wllamaInfo.st.load.buildMs, 0)} (one sample)`,
+      );
     const M = result.ours.memory;
-    console.log(`wasm memory (ours): baseline ${fmt(MB(M.baselineBytes))} MB, at build start ${fmt(MB(M.atBuildStartBytes))} MB (bytes copied in), after load ${fmt(MB(M.afterLoadBytes))} MB (${fmt(M.afterLoadOverModel, 2)}x model), after generations ${fmt(MB(M.afterGenerationBytes))} MB (${fmt(M.peakOverModel, 2)}x model; target <= 1.5x: ${M.withinTarget ? 'met' : 'NOT met'})`);
+    console.log(
+      `wasm memory (ours): baseline ${fmt(MB(M.baselineBytes))} MB, at build start ${fmt(MB(M.atBuildStartBytes))} MB (bytes copied in), after load ${fmt(MB(M.afterLoadBytes))} MB (${fmt(M.afterLoadOverModel, 2)}x model), after generations ${fmt(MB(M.afterGenerationBytes))} MB (${fmt(M.peakOverModel, 2)}x model; target <= 1.5x: ${M.withinTarget ? 'met' : 'NOT met'})`,
+    );
     console.log(`WebGPU adapter: ${JSON.stringify(result.webgpu)}`);
-    console.log(`duration ${fmt(result.durationS, 0)} s; load average ${result.machine.loadavgAtStart.map((x) => x.toFixed(2)).join(' ')} -> ${result.machine.loadavgAtEnd.map((x) => x.toFixed(2)).join(' ')}`);
+    console.log(
+      `duration ${fmt(result.durationS, 0)} s; load average ${result.machine.loadavgAtStart.map((x) => x.toFixed(2)).join(' ')} -> ${result.machine.loadavgAtEnd.map((x) => x.toFixed(2)).join(' ')}`,
+    );
 
     fs.mkdirSync(path.dirname(o.out), { recursive: true });
     fs.writeFileSync(o.out, JSON.stringify(result, null, 2) + '\n');

@@ -21,7 +21,13 @@ const REPO = path.resolve(here, '..', '..');
 const PROMPT = 'How can I improve my eating habits without compromising on taste?';
 
 function parseArgs(argv) {
-  const o = { runs: 3, tokens: 128, model: null, webgpuModule: null, out: path.join(REPO, 'target', 'bench', 'node-webgpu.json') };
+  const o = {
+    runs: 3,
+    tokens: 128,
+    model: null,
+    webgpuModule: null,
+    out: path.join(REPO, 'target', 'bench', 'node-webgpu.json'),
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -36,7 +42,8 @@ function parseArgs(argv) {
     else throw new Error(`unknown argument ${a}`);
   }
   if (!o.model) throw new Error('--model is required');
-  for (const k of ['runs', 'tokens']) if (!Number.isInteger(o[k]) || o[k] < 1) throw new Error(`--${k} must be a whole number >= 1`);
+  for (const k of ['runs', 'tokens'])
+    if (!Number.isInteger(o[k]) || o[k] < 1) throw new Error(`--${k} must be a whole number >= 1`);
   return o;
 }
 
@@ -49,7 +56,14 @@ async function installDawn(modulePath) {
   Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
   globalThis.Window ??= class Window {};
   const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
-  return adapter ? { vendor: adapter.info.vendor, architecture: adapter.info.architecture, description: adapter.info.description, isFallbackAdapter: adapter.info.isFallbackAdapter } : null;
+  return adapter
+    ? {
+        vendor: adapter.info.vendor,
+        architecture: adapter.info.architecture,
+        description: adapter.info.description,
+        isFallbackAdapter: adapter.info.isFallbackAdapter,
+      }
+    : null;
 }
 
 async function generate(engine, method, tokens) {
@@ -57,14 +71,27 @@ async function generate(engine, method, tokens) {
   let first = null;
   let final = null;
   const ids = [];
-  for await (const c of engine.generate({ prompt: PROMPT, preference: 'concise', method, maxTokens: tokens, ignoreEos: true, temperature: 0 })) {
+  for await (const c of engine.generate({
+    prompt: PROMPT,
+    preference: 'concise',
+    method,
+    maxTokens: tokens,
+    ignoreEos: true,
+    temperature: 0,
+  })) {
     if (c.done) final = c;
     else {
       first ??= performance.now();
       ids.push(c.token);
     }
   }
-  return { decodeTps: final.timings.decodeTokensPerS, prefillMs: final.timings.prefillMs, prefillTokens: final.timings.prefillTokens, ttftMs: first - t0, tokens: ids };
+  return {
+    decodeTps: final.timings.decodeTokensPerS,
+    prefillMs: final.timings.prefillMs,
+    prefillTokens: final.timings.prefillTokens,
+    ttftMs: first - t0,
+    tokens: ids,
+  };
 }
 
 function median(xs) {
@@ -74,8 +101,16 @@ function median(xs) {
 
 async function main() {
   const o = parseArgs(process.argv.slice(2));
-  const result = { date: new Date().toISOString(), command: `node node-webgpu-bench.mjs ${process.argv.slice(2).join(' ')}`, machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model }, node: process.version, config: { runs: o.runs, tokens: o.tokens, prompt: PROMPT, greedy: true } };
-  result.adapter = o.webgpuModule ? await installDawn(o.webgpuModule).catch((e) => ({ error: String(e?.message ?? e) })) : { error: 'no --webgpu-module' };
+  const result = {
+    date: new Date().toISOString(),
+    command: `node node-webgpu-bench.mjs ${process.argv.slice(2).join(' ')}`,
+    machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model },
+    node: process.version,
+    config: { runs: o.runs, tokens: o.tokens, prompt: PROMPT, greedy: true },
+  };
+  result.adapter = o.webgpuModule
+    ? await installDawn(o.webgpuModule).catch((e) => ({ error: String(e?.message ?? e) }))
+    : { error: 'no --webgpu-module' };
   console.log(`Node ${process.version}; WebGPU adapter: ${JSON.stringify(result.adapter)}`);
   const { AmuletEngine } = await import(pathToFileURL(path.join(REPO, 'www', 'src', 'index.js')).href);
   const bytes = fs.readFileSync(o.model);
@@ -84,14 +119,18 @@ async function main() {
     const t0 = performance.now();
     try {
       engines[device] = await AmuletEngine.load(bytes, { device });
-      console.log(`${device}: loaded in ${(performance.now() - t0).toFixed(0)} ms (${engines[device].info.device}: ${engines[device].info.deviceReason})`);
+      console.log(
+        `${device}: loaded in ${(performance.now() - t0).toFixed(0)} ms (${engines[device].info.device}: ${engines[device].info.deviceReason})`,
+      );
     } catch (e) {
       result[`${device}Error`] = `${e.code}: ${e.message}`;
       console.log(`${device}: ${e.code}: ${e.message}`);
     }
   }
   const configs = [];
-  for (const device of Object.keys(engines)) for (const method of ['base', 'amulet']) configs.push({ key: `${device}.${method}`, engine: engines[device], method });
+  for (const device of Object.keys(engines))
+    for (const method of ['base', 'amulet'])
+      configs.push({ key: `${device}.${method}`, engine: engines[device], method });
   for (const c of configs) await generate(c.engine, c.method, 8); // warm-up: V8 tier-up, pipelines
   const samples = Object.fromEntries(configs.map((c) => [c.key, []]));
   for (let r = 0; r < o.runs; r++) {
@@ -99,19 +138,37 @@ async function main() {
       const c = configs[(i + r) % configs.length];
       const s = await generate(c.engine, c.method, o.tokens);
       samples[c.key].push(s);
-      console.log(`run ${r + 1}/${o.runs} ${c.key.padEnd(13)} ${s.decodeTps.toFixed(1)} tok/s, prefill ${s.prefillMs.toFixed(1)} ms / ${s.prefillTokens} tok, TTFT ${s.ttftMs.toFixed(1)} ms`);
+      console.log(
+        `run ${r + 1}/${o.runs} ${c.key.padEnd(13)} ${s.decodeTps.toFixed(1)} tok/s, prefill ${s.prefillMs.toFixed(1)} ms / ${s.prefillTokens} tok, TTFT ${s.ttftMs.toFixed(1)} ms`,
+      );
     }
   }
   result.summary = {};
   console.log('\npath           decode tok/s (median, min-max)   prefill ms   TTFT ms');
   for (const c of configs) {
     const tps = samples[c.key].map((s) => s.decodeTps);
-    const sum = { decodeTps: median(tps), min: Math.min(...tps), max: Math.max(...tps), prefillMs: median(samples[c.key].map((s) => s.prefillMs)), ttftMs: median(samples[c.key].map((s) => s.ttftMs)) };
+    const sum = {
+      decodeTps: median(tps),
+      min: Math.min(...tps),
+      max: Math.max(...tps),
+      prefillMs: median(samples[c.key].map((s) => s.prefillMs)),
+      ttftMs: median(samples[c.key].map((s) => s.ttftMs)),
+    };
     result.summary[c.key] = sum;
-    console.log(`${c.key.padEnd(14)} ${sum.decodeTps.toFixed(1).padStart(8)} (${sum.min.toFixed(1)}-${sum.max.toFixed(1)})`.padEnd(48) + `${sum.prefillMs.toFixed(1).padStart(9)} ${sum.ttftMs.toFixed(1).padStart(9)}`);
+    console.log(
+      `${c.key.padEnd(14)} ${sum.decodeTps.toFixed(1).padStart(8)} (${sum.min.toFixed(1)}-${sum.max.toFixed(1)})`.padEnd(
+        48,
+      ) + `${sum.prefillMs.toFixed(1).padStart(9)} ${sum.ttftMs.toFixed(1).padStart(9)}`,
+    );
   }
-  const ratio = (a, b) => (result.summary[a] && result.summary[b] ? result.summary[a].decodeTps / result.summary[b].decodeTps : null);
-  result.ratios = { webgpuOverCpuBase: ratio('webgpu.base', 'cpu.base'), webgpuOverCpuAmulet: ratio('webgpu.amulet', 'cpu.amulet'), webgpuAmuletOverBase: ratio('webgpu.amulet', 'webgpu.base'), cpuAmuletOverBase: ratio('cpu.amulet', 'cpu.base') };
+  const ratio = (a, b) =>
+    result.summary[a] && result.summary[b] ? result.summary[a].decodeTps / result.summary[b].decodeTps : null;
+  result.ratios = {
+    webgpuOverCpuBase: ratio('webgpu.base', 'cpu.base'),
+    webgpuOverCpuAmulet: ratio('webgpu.amulet', 'cpu.amulet'),
+    webgpuAmuletOverBase: ratio('webgpu.amulet', 'webgpu.base'),
+    cpuAmuletOverBase: ratio('cpu.amulet', 'cpu.base'),
+  };
   console.log(`\nratios: ${JSON.stringify(result.ratios)}`);
   if (engines.webgpu) {
     // Greedy on both paths: how long do their token sequences agree?

@@ -124,7 +124,14 @@ window.bench = {
   /** One generation of `tokens` tokens; TTFT from the generate() call to the first chunk. */
   async oursGen({ prompt, preference, method, tokens, gpu = false }) {
     const t0 = now();
-    const it = (gpu ? gpuEngine : engine).generate({ prompt, preference, method, maxTokens: tokens, ignoreEos: true, temperature: 0 });
+    const it = (gpu ? gpuEngine : engine).generate({
+      prompt,
+      preference,
+      method,
+      maxTokens: tokens,
+      ignoreEos: true,
+      temperature: 0,
+    });
     let tFirst = null;
     let tLast = null;
     let n = 0;
@@ -166,7 +173,10 @@ window.bench = {
     const t0 = now();
     const blob = await (await fetch(url)).blob();
     const t1 = now();
-    wllama = new Wllama({ default: '/wllama/wasm/wllama.wasm' }, { suppressNativeLog: true, logger: { ...console, debug() {}, log() {}, info() {} } });
+    wllama = new Wllama(
+      { default: '/wllama/wasm/wllama.wasm' },
+      { suppressNativeLog: true, logger: { ...console, debug() {}, log() {}, info() {} } },
+    );
     await wllama.loadModel([blob], { n_threads: threads, n_gpu_layers: 0, n_ctx: nCtx, n_parallel: 1 });
     const t2 = now();
     return {

@@ -47,29 +47,54 @@ async function setValue(selector, value) {
 }
 
 async function setRange(id, value) {
-  await page.evaluate(([id, value]) => {
-    const el = document.getElementById(id);
-    el.value = String(value);
-    el.dispatchEvent(new Event('input', { bubbles: true }));
-  }, [id, value]);
+  await page.evaluate(
+    ([id, value]) => {
+      const el = document.getElementById(id);
+      el.value = String(value);
+      el.dispatchEvent(new Event('input', { bubbles: true }));
+    },
+    [id, value],
+  );
 }
 
 /** Token counts of every answer panel, e.g. { amulet: 12 }. */
 const tokenCounts = () =>
-  page.evaluate(() => Object.fromEntries([...document.querySelectorAll('#answers .answer')].map((a) => [a.dataset.method, Number(a.dataset.tokens)])));
+  page.evaluate(() =>
+    Object.fromEntries(
+      [...document.querySelectorAll('#answers .answer')].map((a) => [a.dataset.method, Number(a.dataset.tokens)]),
+    ),
+  );
 
 const answerTexts = () =>
-  page.evaluate(() => Object.fromEntries([...document.querySelectorAll('#answers .answer')].map((a) => [a.dataset.method, a.querySelector('.text').textContent])));
+  page.evaluate(() =>
+    Object.fromEntries(
+      [...document.querySelectorAll('#answers .answer')].map((a) => [
+        a.dataset.method,
+        a.querySelector('.text').textContent,
+      ]),
+    ),
+  );
 
 async function waitDone(timeout = 90_000) {
-  await page.waitForFunction(() => document.getElementById('answers').dataset.done === 'true' && document.getElementById('app').dataset.state === 'ready', null, { timeout });
+  await page.waitForFunction(
+    () =>
+      document.getElementById('answers').dataset.done === 'true' &&
+      document.getElementById('app').dataset.state === 'ready',
+    null,
+    { timeout },
+  );
   return page.evaluate(() => document.getElementById('answers').dataset.outcome);
 }
 
 async function errorBox() {
   return page.evaluate(() => {
     const box = document.getElementById('error');
-    return { hidden: box.hidden, visible: !box.hidden && box.getBoundingClientRect().height > 0, code: document.getElementById('error-code').textContent, message: document.getElementById('error-message').textContent };
+    return {
+      hidden: box.hidden,
+      visible: !box.hidden && box.getBoundingClientRect().height > 0,
+      code: document.getElementById('error-code').textContent,
+      message: document.getElementById('error-message').textContent,
+    };
   });
 }
 
@@ -83,7 +108,13 @@ test('WebGPU: Chromium with --enable-unsafe-webgpu gives an adapter (recorded)',
     const i = a.info ?? {};
     return {
       navigatorGpu: true,
-      adapter: { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description, isFallbackAdapter: a.isFallbackAdapter ?? i.isFallbackAdapter },
+      adapter: {
+        vendor: i.vendor,
+        architecture: i.architecture,
+        device: i.device,
+        description: i.description,
+        isFallbackAdapter: a.isFallbackAdapter ?? i.isFallbackAdapter,
+      },
       features: [...a.features].sort(),
       maxBufferSize: a.limits.maxBufferSize,
       maxStorageBufferBindingSize: a.limits.maxStorageBufferBindingSize,
@@ -96,42 +127,54 @@ test('WebGPU: Chromium with --enable-unsafe-webgpu gives an adapter (recorded)',
   assert.ok(adapter.adapter, 'requestAdapter() gave an adapter');
 });
 
-test('the default model loads with a moving progress bar; info shows device cpu (device auto)', opts(120_000), async (t) => {
-  assert.equal(await page.inputValue('#device'), 'auto');
-  assert.equal(await page.inputValue('#model-url'), '/models/SmolLM2-135M-Instruct.Q4_1.gguf');
-  await page.evaluate(() => {
-    const bar = document.getElementById('progress');
-    window.__progress = [];
-    new MutationObserver(() => window.__progress.push(bar.value)).observe(bar, { attributes: true, attributeFilter: ['value'] });
-  });
-  const t0 = Date.now();
-  await page.click('#load');
-  await page.waitForFunction(() => document.getElementById('app').dataset.state === 'ready', null, { timeout: 110_000 });
-  const loadMs = Date.now() - t0;
-  const samples = await page.evaluate(() => window.__progress);
-  assert.ok(samples.some((v) => v > 0 && v < 100), `progress passed through intermediate values: ${samples.slice(0, 20)}`);
-  assert.equal(await page.evaluate(() => document.getElementById('progress').value), 100);
-  assert.ok(samples.length >= 3, `several progress updates (${samples.length})`);
-  const info = await page.evaluate(() => ({
-    hidden: document.getElementById('model-info').hidden,
-    device: document.getElementById('info-device').textContent,
-    name: document.getElementById('info-name').textContent,
-    arch: document.getElementById('info-arch').textContent,
-    quant: document.getElementById('info-quant').textContent,
-    thread: document.getElementById('info-thread').textContent,
-    badge: document.getElementById('device-badge').textContent,
-    text: document.getElementById('progress-text').textContent,
-  }));
-  assert.equal(info.hidden, false);
-  assert.equal(info.device, 'cpu');
-  assert.equal(info.badge, 'cpu');
-  assert.equal(info.arch, 'llama');
-  assert.match(info.quant, /Q4_1/i);
-  assert.match(info.text, /^Loaded /);
-  assert.equal(info.thread, 'Web Worker');
-  assert.equal((await errorBox()).hidden, true);
-  t.diagnostic(`model loaded in ${loadMs} ms (${info.thread}): ${JSON.stringify(info)}`);
-});
+test(
+  'the default model loads with a moving progress bar; info shows device cpu (device auto)',
+  opts(120_000),
+  async (t) => {
+    assert.equal(await page.inputValue('#device'), 'auto');
+    assert.equal(await page.inputValue('#model-url'), '/models/SmolLM2-135M-Instruct.Q4_1.gguf');
+    await page.evaluate(() => {
+      const bar = document.getElementById('progress');
+      window.__progress = [];
+      new MutationObserver(() => window.__progress.push(bar.value)).observe(bar, {
+        attributes: true,
+        attributeFilter: ['value'],
+      });
+    });
+    const t0 = Date.now();
+    await page.click('#load');
+    await page.waitForFunction(() => document.getElementById('app').dataset.state === 'ready', null, {
+      timeout: 110_000,
+    });
+    const loadMs = Date.now() - t0;
+    const samples = await page.evaluate(() => window.__progress);
+    assert.ok(
+      samples.some((v) => v > 0 && v < 100),
+      `progress passed through intermediate values: ${samples.slice(0, 20)}`,
+    );
+    assert.equal(await page.evaluate(() => document.getElementById('progress').value), 100);
+    assert.ok(samples.length >= 3, `several progress updates (${samples.length})`);
+    const info = await page.evaluate(() => ({
+      hidden: document.getElementById('model-info').hidden,
+      device: document.getElementById('info-device').textContent,
+      name: document.getElementById('info-name').textContent,
+      arch: document.getElementById('info-arch').textContent,
+      quant: document.getElementById('info-quant').textContent,
+      thread: document.getElementById('info-thread').textContent,
+      badge: document.getElementById('device-badge').textContent,
+      text: document.getElementById('progress-text').textContent,
+    }));
+    assert.equal(info.hidden, false);
+    assert.equal(info.device, 'cpu');
+    assert.equal(info.badge, 'cpu');
+    assert.equal(info.arch, 'llama');
+    assert.match(info.quant, /Q4_1/i);
+    assert.match(info.text, /^Loaded /);
+    assert.equal(info.thread, 'Web Worker');
+    assert.equal((await errorBox()).hidden, true);
+    t.diagnostic(`model loaded in ${loadMs} ms (${info.thread}): ${JSON.stringify(info)}`);
+  },
+);
 
 test('the sliders show the Amulet strength k live; presets fill the preference', opts(20_000), async () => {
   const k = () => page.evaluate(() => document.getElementById('strength').value);
@@ -182,45 +225,62 @@ test('text streams on the CPU path and tokens/s shows', opts(90_000), async (t) 
   t.diagnostic(`streamed ${n} amulet tokens, ${tps} tok/s`);
 });
 
-test('hovering (and focusing) a token shows its candidate chart under base, pref and amulet', opts(30_000), async () => {
-  const span = page.locator('#answers .answer[data-method="amulet"] .tok').nth(2);
-  await span.hover();
-  await page.waitForSelector('#inspector:not([hidden])');
-  const chart = await page.evaluate(() => {
-    const ins = document.getElementById('inspector');
-    return {
-      title: ins.querySelector('.ins-title').textContent,
-      charts: [...ins.querySelectorAll('figure.chart')].map((f) => ({
-        name: f.querySelector('figcaption').textContent,
-        rows: f.querySelectorAll('li').length,
-        chosen: f.querySelectorAll('li.chosen').length,
-        pcts: [...f.querySelectorAll('.pct')].map((p) => p.textContent),
-        widths: [...f.querySelectorAll('.bar span')].map((b) => parseFloat(b.style.width)),
-      })),
-      box: ins.getBoundingClientRect().toJSON(),
-    };
-  });
-  assert.match(chart.title, /^amulet token 3: /);
-  assert.deepEqual(chart.charts.map((c) => c.name), ['base', 'pref', 'amulet']);
-  for (const c of chart.charts) {
-    assert.equal(c.rows, 5, `${c.name}: top 5 candidates`);
-    assert.ok(c.pcts.every((p) => /^\d+\.\d%$/.test(p)), `${c.name}: percentages ${c.pcts}`);
-    assert.ok(c.widths.every((w, i) => i === 0 || w <= c.widths[i - 1] + 1e-9), `${c.name}: bars sorted`);
-  }
-  assert.equal(chart.charts[2].chosen, 1, 'the chosen token is marked in the amulet chart (greedy: its top candidate)');
-  assert.ok(chart.box.width > 100 && chart.box.height > 50, 'the chart has a size');
-  await page.mouse.move(5, 5);
-  await page.waitForSelector('#inspector', { state: 'hidden' });
+test(
+  'hovering (and focusing) a token shows its candidate chart under base, pref and amulet',
+  opts(30_000),
+  async () => {
+    const span = page.locator('#answers .answer[data-method="amulet"] .tok').nth(2);
+    await span.hover();
+    await page.waitForSelector('#inspector:not([hidden])');
+    const chart = await page.evaluate(() => {
+      const ins = document.getElementById('inspector');
+      return {
+        title: ins.querySelector('.ins-title').textContent,
+        charts: [...ins.querySelectorAll('figure.chart')].map((f) => ({
+          name: f.querySelector('figcaption').textContent,
+          rows: f.querySelectorAll('li').length,
+          chosen: f.querySelectorAll('li.chosen').length,
+          pcts: [...f.querySelectorAll('.pct')].map((p) => p.textContent),
+          widths: [...f.querySelectorAll('.bar span')].map((b) => parseFloat(b.style.width)),
+        })),
+        box: ins.getBoundingClientRect().toJSON(),
+      };
+    });
+    assert.match(chart.title, /^amulet token 3: /);
+    assert.deepEqual(
+      chart.charts.map((c) => c.name),
+      ['base', 'pref', 'amulet'],
+    );
+    for (const c of chart.charts) {
+      assert.equal(c.rows, 5, `${c.name}: top 5 candidates`);
+      assert.ok(
+        c.pcts.every((p) => /^\d+\.\d%$/.test(p)),
+        `${c.name}: percentages ${c.pcts}`,
+      );
+      assert.ok(
+        c.widths.every((w, i) => i === 0 || w <= c.widths[i - 1] + 1e-9),
+        `${c.name}: bars sorted`,
+      );
+    }
+    assert.equal(
+      chart.charts[2].chosen,
+      1,
+      'the chosen token is marked in the amulet chart (greedy: its top candidate)',
+    );
+    assert.ok(chart.box.width > 100 && chart.box.height > 50, 'the chart has a size');
+    await page.mouse.move(5, 5);
+    await page.waitForSelector('#inspector', { state: 'hidden' });
 
-  // Keyboard: the first token is a tab stop, arrows move through the tokens.
-  await page.focus('#answers .answer[data-method="amulet"] .tok[data-i="0"]');
-  await page.waitForSelector('#inspector:not([hidden])');
-  await page.keyboard.press('ArrowRight');
-  assert.match(await page.textContent('#inspector .ins-title'), /^amulet token 2: /);
-  assert.equal(await page.evaluate(() => document.activeElement.dataset.i), '1');
-  await page.keyboard.press('Escape');
-  await page.waitForSelector('#inspector', { state: 'hidden' });
-});
+    // Keyboard: the first token is a tab stop, arrows move through the tokens.
+    await page.focus('#answers .answer[data-method="amulet"] .tok[data-i="0"]');
+    await page.waitForSelector('#inspector:not([hidden])');
+    await page.keyboard.press('ArrowRight');
+    assert.match(await page.textContent('#inspector .ins-title'), /^amulet token 2: /);
+    assert.equal(await page.evaluate(() => document.activeElement.dataset.i), '1');
+    await page.keyboard.press('Escape');
+    await page.waitForSelector('#inspector', { state: 'hidden' });
+  },
+);
 
 test('compare streams three different answers side by side (base | pref | amulet)', opts(90_000), async (t) => {
   await page.fill('#preference', 'uplifting');
@@ -246,7 +306,7 @@ test('compare streams three different answers side by side (base | pref | amulet
 
   // A screenshot with the candidate chart of one amulet token open.
   const moved = page.locator('#answers .answer[data-method="amulet"] .tok.moved');
-  assert.ok((await moved.count()) > 0, 'some amulet tokens differ from the base model\'s first choice');
+  assert.ok((await moved.count()) > 0, "some amulet tokens differ from the base model's first choice");
   await moved.first().hover();
   await page.waitForSelector('#inspector:not([hidden])');
   await page.screenshot({ path: outFile('compare.png'), fullPage: true });
@@ -260,7 +320,9 @@ test('on a phone-sized screen the compare columns stack', opts(30_000), async ()
     assert.equal(boxes.length, 3);
     assert.ok(Math.abs(boxes[0].x - boxes[1].x) < 2 && Math.abs(boxes[1].x - boxes[2].x) < 2, 'same column');
     assert.ok(boxes[0].y < boxes[1].y && boxes[1].y < boxes[2].y, 'stacked');
-    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    const overflow = await page.evaluate(
+      () => document.documentElement.scrollWidth - document.documentElement.clientWidth,
+    );
     assert.ok(overflow <= 0, `no horizontal scrolling (${overflow}px)`);
     await page.screenshot({ path: outFile('phone.png'), fullPage: true });
   } finally {
@@ -337,7 +399,9 @@ test('a bad model file (local file and URL) shows the error on the page', opts(6
     // A URL that does not exist.
     await page.fill('#model-url', '/models/no-such-model.gguf');
     await page.click('#load');
-    await page.waitForFunction(() => document.getElementById('app').dataset.state === 'idle' && !document.getElementById('error').hidden);
+    await page.waitForFunction(
+      () => document.getElementById('app').dataset.state === 'idle' && !document.getElementById('error').hidden,
+    );
     const box2 = await errorBox();
     assert.ok(box2.code.length > 0, `a code: ${box2.code}`);
     assert.match(box2.message, /no-such-model\.gguf/);
@@ -357,17 +421,28 @@ test('when the worker cannot start, the page falls back to the main thread', opt
     const errors = [];
     p2.on('pageerror', (e) => errors.push(e));
     await p2.goto(`${server.url}?autoload=1`);
-    await p2.waitForFunction(() => ['ready', 'idle'].includes(document.getElementById('app').dataset.state) && document.getElementById('progress').value === 100, null, { timeout: 60_000 });
+    await p2.waitForFunction(
+      () =>
+        ['ready', 'idle'].includes(document.getElementById('app').dataset.state) &&
+        document.getElementById('progress').value === 100,
+      null,
+      { timeout: 60_000 },
+    );
     assert.equal(await p2.textContent('#info-thread'), 'main thread');
     assert.equal(await p2.textContent('#info-device'), 'cpu');
     assert.equal(await p2.evaluate(() => document.getElementById('error').hidden), true);
     await p2.fill('#max-tokens', '6');
     await p2.click('#compare');
-    await p2.waitForFunction(() => document.getElementById('answers').dataset.done === 'true', null, { timeout: 60_000 });
+    await p2.waitForFunction(() => document.getElementById('answers').dataset.done === 'true', null, {
+      timeout: 60_000,
+    });
     assert.equal(await p2.evaluate(() => document.getElementById('answers').dataset.outcome), 'done');
     const n = await p2.$$eval('#answers .answer', (els) => els.map((e) => Number(e.dataset.tokens)));
     assert.deepEqual(n.length, 3);
-    assert.ok(n.every((x) => x > 0 && x <= 6), `tokens: ${n}`);
+    assert.ok(
+      n.every((x) => x > 0 && x <= 6),
+      `tokens: ${n}`,
+    );
     assert.deepEqual(errors.map(String), []);
   } finally {
     await context.close();
@@ -386,17 +461,29 @@ test('the Results view shows the evaluation charts (or says plainly that there a
   await toggle.focus();
   await page.keyboard.press('Enter');
   assert.equal(await toggle.getAttribute('aria-expanded'), 'true');
-  await page.waitForFunction(() => ['shown', 'empty', 'error'].includes(document.getElementById('results-view').dataset.state));
+  await page.waitForFunction(() =>
+    ['shown', 'empty', 'error'].includes(document.getElementById('results-view').dataset.state),
+  );
   const viewState = await page.evaluate(() => document.getElementById('results-view').dataset.state);
   const statusText = await page.textContent('#results-status');
   if (svgs.length > 0) {
     assert.equal(viewState, 'shown', statusText);
     const imgs = page.locator('.results-folder[data-folder="personal"] .results-charts img');
     assert.equal(await imgs.count(), svgs.length);
-    await page.waitForFunction(() => [...document.querySelectorAll('.results-folder[data-folder="personal"] img')].some((i) => i.complete && i.naturalWidth > 0), null, { timeout: 15_000 });
+    await page.waitForFunction(
+      () =>
+        [...document.querySelectorAll('.results-folder[data-folder="personal"] img')].some(
+          (i) => i.complete && i.naturalWidth > 0,
+        ),
+      null,
+      { timeout: 15_000 },
+    );
     const widths = await imgs.evaluateAll((list) => list.map((i) => i.naturalWidth));
     t.diagnostic(`chart naturalWidths: ${widths.join(', ')}`);
-    assert.ok(widths.some((w) => w > 0), `no chart image loaded: ${widths}`);
+    assert.ok(
+      widths.some((w) => w > 0),
+      `no chart image loaded: ${widths}`,
+    );
   } else if (!fs.existsSync(dir)) {
     // No personal results: the page must say so (when no other folder has results either).
     const others = await page.locator('.results-folder').count();
@@ -414,7 +501,10 @@ test('the Results view shows the evaluation charts (or says plainly that there a
     else assert.equal(viewState, 'shown');
   }
   // The regeneration command is shown either way; the button closes the view again.
-  assert.match(await page.textContent('#results-view'), /amulet eval --prompts \.\.\/shared\/data\/prompts\/personal\.jsonl --limit 20 --out docs\/eval\/personal/);
+  assert.match(
+    await page.textContent('#results-view'),
+    /amulet eval --prompts \.\.\/shared\/data\/prompts\/personal\.jsonl --limit 20 --out docs\/eval\/personal/,
+  );
   await toggle.press('Enter');
   assert.equal(await page.locator('#results-view').isHidden(), true);
 });

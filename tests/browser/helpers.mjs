@@ -16,8 +16,10 @@ export const DEFAULT_MODEL = path.join(REPO, 'models', 'cache', 'SmolLM2-135M-In
 
 /** What the suite needs before it can run; a string saying what is missing, or null. */
 export function missingPrerequisite() {
-  if (!fs.existsSync(path.join(REPO, 'www', 'pkg', 'amulet_bg.wasm'))) return 'www/pkg is missing: run ./build.sh build';
-  if (!fs.existsSync(path.join(REPO, 'www', 'src', 'index.js'))) return 'www/src/index.js (the package facade) is missing';
+  if (!fs.existsSync(path.join(REPO, 'www', 'pkg', 'amulet_bg.wasm')))
+    return 'www/pkg is missing: run ./build.sh build';
+  if (!fs.existsSync(path.join(REPO, 'www', 'src', 'index.js')))
+    return 'www/src/index.js (the package facade) is missing';
   if (!fs.existsSync(DEFAULT_MODEL)) return 'the default model is missing: run models/fetch.sh';
   if (!fs.existsSync(CHROMIUM)) return `no Chromium at ${CHROMIUM} (set CHROMIUM_PATH)`;
   return null;
@@ -25,9 +27,13 @@ export function missingPrerequisite() {
 
 /** Starts serve.mjs on a free port; resolves to { url, origin, close }. */
 export function startServer(extraArgs = []) {
-  const child = spawn(process.execPath, [path.join(REPO, 'www', 'demo', 'serve.mjs'), '--port', '0', '--quiet', ...extraArgs], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [path.join(REPO, 'www', 'demo', 'serve.mjs'), '--port', '0', '--quiet', ...extraArgs],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let out = '';
   let err = '';
   child.stderr.on('data', (d) => (err += d));

@@ -90,7 +90,9 @@ test('path traversal is impossible', async () => {
     path.join(REPO, '.gitignore'),
     path.join(parent, 'secret.txt'),
     '/etc/passwd',
-  ].filter((f) => fs.existsSync(f)).map((f) => fs.readFileSync(f));
+  ]
+    .filter((f) => fs.existsSync(f))
+    .map((f) => fs.readFileSync(f));
   const attempts = [
     '/../README.md',
     '/../../README.md',
@@ -124,7 +126,14 @@ test('path traversal is impossible', async () => {
     for (const f of forbidden) assert.ok(!r.body.equals(f), `${p} served a file outside the roots (${r.status})`);
   }
   // Encoded separators, NUL and hidden names are refused outright.
-  for (const p of ['/models/..%2fsecret.txt', '/models/%2e%2e%2fsecret.txt', '/models/..%5csecret.txt', '/demo/serve.mjs%00.html', '/.gitignore', '/%']) {
+  for (const p of [
+    '/models/..%2fsecret.txt',
+    '/models/%2e%2e%2fsecret.txt',
+    '/models/..%5csecret.txt',
+    '/demo/serve.mjs%00.html',
+    '/.gitignore',
+    '/%',
+  ]) {
     assert.equal((await get(server.port, p)).status, 404, p);
   }
 });

@@ -22,19 +22,29 @@ let browser;
 
 before(async () => {
   dist = fs.mkdtempSync(path.join(os.tmpdir(), 'amulet-vite-run-'));
-  const r = spawnSync(VITE, ['build', '--config', path.join(REPO, 'tests', 'vite-app', 'vite.config.js'), '--outDir', dist, '--emptyOutDir'], {
-    cwd: path.join(REPO, 'tests'),
-    encoding: 'utf8',
-  });
+  const r = spawnSync(
+    VITE,
+    ['build', '--config', path.join(REPO, 'tests', 'vite-app', 'vite.config.js'), '--outDir', dist, '--emptyOutDir'],
+    {
+      cwd: path.join(REPO, 'tests'),
+      encoding: 'utf8',
+    },
+  );
   assert.equal(r.status, 0, `vite build failed:\n${r.stdout}\n${r.stderr}`);
   // dist/ at /, the default model at /model.gguf; nothing else.
   server = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://x');
-    const file = url.pathname === '/model.gguf' ? DEFAULT_MODEL : path.join(dist, path.normalize(url.pathname === '/' ? '/index.html' : url.pathname));
+    const file =
+      url.pathname === '/model.gguf'
+        ? DEFAULT_MODEL
+        : path.join(dist, path.normalize(url.pathname === '/' ? '/index.html' : url.pathname));
     if (!file.startsWith(dist) && file !== DEFAULT_MODEL) return res.writeHead(403).end();
     fs.stat(file, (err, st) => {
       if (err || !st.isFile()) return res.writeHead(404).end();
-      res.writeHead(200, { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'content-length': st.size });
+      res.writeHead(200, {
+        'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream',
+        'content-length': st.size,
+      });
       fs.createReadStream(file).pipe(res);
     });
   });
@@ -56,7 +66,9 @@ for (const mode of ['main thread', 'worker']) {
     const { port } = server.address();
     const q = `?model=/model.gguf&maxTokens=6${mode === 'worker' ? '&worker' : ''}`;
     await page.goto(`http://127.0.0.1:${port}/${q}`);
-    await page.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.state), null, { timeout: 170_000 });
+    await page.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.state), null, {
+      timeout: 170_000,
+    });
     const result = await page.evaluate(() => window.amuletResult);
     assert.equal(await page.evaluate(() => document.body.dataset.state), 'done', JSON.stringify(result.error));
     assert.ok(Math.abs(result.k - 4.6487) < 1e-3, `k = ${result.k}`);

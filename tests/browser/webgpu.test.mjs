@@ -19,7 +19,8 @@ const AMULET = path.join(REPO, 'target', 'release', 'amulet');
 // SwiftShader takes ~35 s a fixture.
 const FIXTURES = [['llama', 'q4_1']];
 
-const skip = missingPrerequisite() ?? (fs.existsSync(AMULET) ? null : 'target/release/amulet is missing: cargo build --release');
+const skip =
+  missingPrerequisite() ?? (fs.existsSync(AMULET) ? null : 'target/release/amulet is missing: cargo build --release');
 const opts = (timeout) => ({ timeout, skip: skip ?? false });
 
 let server;
@@ -34,7 +35,16 @@ before(async () => {
   const dir = outFile('webgpu-models');
   fs.mkdirSync(dir, { recursive: true });
   for (const [arch, quant] of FIXTURES) {
-    execFileSync(AMULET, ['fixture', '--arch', arch, '--quant', quant, '--seed', '5', path.join(dir, `${arch}-${quant}.gguf`)]);
+    execFileSync(AMULET, [
+      'fixture',
+      '--arch',
+      arch,
+      '--quant',
+      quant,
+      '--seed',
+      '5',
+      path.join(dir, `${arch}-${quant}.gguf`),
+    ]);
   }
   const smol = path.join(dir, path.basename(DEFAULT_MODEL));
   fs.rmSync(smol, { force: true });
@@ -88,37 +98,48 @@ test('device auto passes over the software adapter and says why', opts(60_000), 
 });
 
 for (const [arch, quant] of FIXTURES) {
-  test(`${arch} ${quant} fixture: WebGPU in the page gives the CPU path's tokens and probabilities`, opts(240_000), async () => {
-    const model = `${arch}-${quant}.gguf`;
-    const request = { prompt: 'Hi', preference: 'concise', methods: ['base', 'amulet'], maxTokens: 4, temperature: 0, topLogprobs: 5 };
-    const cpu = await run(model, 'cpu', request);
-    const gpu = await run(model, 'webgpu', request);
-    record[model] = { deviceReason: gpu.info.deviceReason, cpu: cpu.timings, webgpu: gpu.timings };
-    assert.equal(gpu.info.device, 'webgpu');
-    assert.match(gpu.info.deviceReason, /navigator\.gpu/);
-    for (const m of ['base', 'amulet']) assert.deepEqual(gpu.results[m].tokens, cpu.results[m].tokens, `${m} tokens`);
-    assert.equal(gpu.steps.length, cpu.steps.length);
-    let worst = 0;
-    gpu.steps.forEach((g, i) => {
-      const c = cpu.steps[i];
-      assert.equal(g.token, c.token, `step ${i} token`);
-      for (const dist of ['base', 'pref', 'combined']) {
-        const [gl, cl] = [g.logprobs[dist], c.logprobs[dist]];
-        if (!cl) continue;
-        assert.equal(gl[0].id, cl[0].id, `step ${i} ${dist} top-1`);
-        for (const cand of cl) {
-          const other = gl.find((x) => x.id === cand.id);
-          const diff = Math.abs((other?.prob ?? 0) - cand.prob);
-          worst = Math.max(worst, diff);
-          assert.ok(diff < 0.02, `step ${i} ${dist} id ${cand.id}: p ${cand.prob} (cpu) vs ${other?.prob} (webgpu)`);
+  test(
+    `${arch} ${quant} fixture: WebGPU in the page gives the CPU path's tokens and probabilities`,
+    opts(240_000),
+    async () => {
+      const model = `${arch}-${quant}.gguf`;
+      const request = {
+        prompt: 'Hi',
+        preference: 'concise',
+        methods: ['base', 'amulet'],
+        maxTokens: 4,
+        temperature: 0,
+        topLogprobs: 5,
+      };
+      const cpu = await run(model, 'cpu', request);
+      const gpu = await run(model, 'webgpu', request);
+      record[model] = { deviceReason: gpu.info.deviceReason, cpu: cpu.timings, webgpu: gpu.timings };
+      assert.equal(gpu.info.device, 'webgpu');
+      assert.match(gpu.info.deviceReason, /navigator\.gpu/);
+      for (const m of ['base', 'amulet']) assert.deepEqual(gpu.results[m].tokens, cpu.results[m].tokens, `${m} tokens`);
+      assert.equal(gpu.steps.length, cpu.steps.length);
+      let worst = 0;
+      gpu.steps.forEach((g, i) => {
+        const c = cpu.steps[i];
+        assert.equal(g.token, c.token, `step ${i} token`);
+        for (const dist of ['base', 'pref', 'combined']) {
+          const [gl, cl] = [g.logprobs[dist], c.logprobs[dist]];
+          if (!cl) continue;
+          assert.equal(gl[0].id, cl[0].id, `step ${i} ${dist} top-1`);
+          for (const cand of cl) {
+            const other = gl.find((x) => x.id === cand.id);
+            const diff = Math.abs((other?.prob ?? 0) - cand.prob);
+            worst = Math.max(worst, diff);
+            assert.ok(diff < 0.02, `step ${i} ${dist} id ${cand.id}: p ${cand.prob} (cpu) vs ${other?.prob} (webgpu)`);
+          }
         }
-      }
-    });
-    record[model].maxProbDiff = worst;
-  });
+      });
+      record[model].maxProbDiff = worst;
+    },
+  );
 }
 
-test('SmolLM2: a short greedy answer on WebGPU in the page is the CPU path\'s answer', opts(600_000), async (t) => {
+test("SmolLM2: a short greedy answer on WebGPU in the page is the CPU path's answer", opts(600_000), async (t) => {
   const request = { prompt: 'What is the capital of France?', methods: ['base'], maxTokens: 4, temperature: 0 };
   const cpu = await run(path.basename(DEFAULT_MODEL), 'cpu', request);
   const gpu = await run(path.basename(DEFAULT_MODEL), 'webgpu', request);
@@ -138,14 +159,21 @@ test('in a Web Worker: WebGPU loads, an abort ends the request, the next one run
     let aborted = null;
     let seen = 0;
     try {
-      for await (const chunk of engine.generate({ prompt: 'Hi', method: 'base', maxTokens: 50, temperature: 0, signal: ac.signal })) {
+      for await (const chunk of engine.generate({
+        prompt: 'Hi',
+        method: 'base',
+        maxTokens: 50,
+        temperature: 0,
+        signal: ac.signal,
+      })) {
         if (!chunk.done && ++seen === 2) ac.abort();
       }
     } catch (e) {
       aborted = e.code;
     }
     let last;
-    for await (const chunk of engine.generate({ prompt: 'Hi', method: 'base', maxTokens: 3, temperature: 0 })) last = chunk;
+    for await (const chunk of engine.generate({ prompt: 'Hi', method: 'base', maxTokens: 3, temperature: 0 }))
+      last = chunk;
     const info = engine.info;
     await engine.dispose();
     return { aborted, seen, info, next: last };

@@ -22,7 +22,8 @@ after(() => engine?.dispose());
 test('load from a file path reports progress for reading and building', () => {
   const phases = new Set(progress.map((p) => p.phase));
   assert.deepEqual([...phases], ['download', 'load']);
-  for (let i = 1; i < progress.length; i++) assert.ok(progress[i].progress >= progress[i - 1].progress, 'progress is monotonic');
+  for (let i = 1; i < progress.length; i++)
+    assert.ok(progress[i].progress >= progress[i - 1].progress, 'progress is monotonic');
   const last = progress.at(-1);
   assert.equal(last.progress, 1);
   assert.equal(last.loaded, last.total);
@@ -128,7 +129,8 @@ test('breaking out of the loop finishes the generation and frees the engine', as
 
 test('two generates at once are queued first in, first out', async () => {
   const order = [];
-  const run = (tag) => collect(engine.generate({ ...QUICK, maxTokens: 4, ignoreEos: true }), (c) => order.push(tag + (c.done ? '!' : '')));
+  const run = (tag) =>
+    collect(engine.generate({ ...QUICK, maxTokens: 4, ignoreEos: true }), (c) => order.push(tag + (c.done ? '!' : '')));
   const [a, b] = await Promise.all([run('a'), run('b')]);
   assert.equal(a.chunks.length, 4);
   assert.equal(b.chunks.length, 4);

@@ -4,7 +4,8 @@ import { fileURLToPath } from 'node:url';
 
 /** The default real model (models/fetch.sh downloads it); AMULET_MODEL overrides. */
 export const MODEL_PATH =
-  process.env.AMULET_MODEL ?? fileURLToPath(new URL('../../models/cache/SmolLM2-135M-Instruct.Q4_1.gguf', import.meta.url));
+  process.env.AMULET_MODEL ??
+  fileURLToPath(new URL('../../models/cache/SmolLM2-135M-Instruct.Q4_1.gguf', import.meta.url));
 
 export function requireModel() {
   if (!existsSync(MODEL_PATH)) {

@@ -11,7 +11,7 @@ test('index.d.ts type-checks the usage file with tsc --noEmit', async () => {
   const project = fileURLToPath(new URL('./types/tsconfig.json', import.meta.url));
   const { code, out } = await new Promise((resolve) => {
     execFile(process.execPath, [tsc, '--noEmit', '-p', project], (err, stdout, stderr) =>
-      resolve({ code: err ? err.code ?? 1 : 0, out: stdout + stderr }),
+      resolve({ code: err ? (err.code ?? 1) : 0, out: stdout + stderr }),
     );
   });
   assert.equal(code, 0, out);

@@ -28,7 +28,9 @@ test('vite build emits the wasm and the worker of amulet-web', async () => {
     assert.ok(emitted.equals(await readFile(wasmPath)), 'the emitted .wasm is the package one');
 
     const js = assets.filter((f) => f.endsWith('.js'));
-    const sources = Object.fromEntries(await Promise.all(js.map(async (f) => [f, await readFile(join(outDir, 'assets', f), 'utf8')])));
+    const sources = Object.fromEntries(
+      await Promise.all(js.map(async (f) => [f, await readFile(join(outDir, 'assets', f), 'utf8')])),
+    );
     const worker = js.find((f) => f.startsWith('worker'));
     assert.ok(worker, `a worker chunk: ${js}`);
     const main = js.find((f) => sources[f].includes(worker));

@@ -85,14 +85,23 @@ test('breaking out of the loop stops the worker-side generation', async () => {
 });
 
 test('compare and chat.completions.create work through the worker', async () => {
-  const { final } = await collect(engine.compare({ prompt: QUESTION, preference: 'concise', methods: ['base', 'amulet'], maxTokens: 4 }));
+  const { final } = await collect(
+    engine.compare({ prompt: QUESTION, preference: 'concise', methods: ['base', 'amulet'], maxTokens: 4 }),
+  );
   assert.deepEqual(Object.keys(final.results).sort(), ['amulet', 'base']);
 
   const res = await engine.chat.completions.create({ messages: [{ role: 'user', content: 'Hi' }], max_tokens: 3 });
   assert.equal(res.object, 'chat.completion');
-  assert.equal(res.usage.completion_tokens, res.choices[0].finish_reason === 'length' ? 3 : res.usage.completion_tokens);
+  assert.equal(
+    res.usage.completion_tokens,
+    res.choices[0].finish_reason === 'length' ? 3 : res.usage.completion_tokens,
+  );
 
-  const stream = await engine.chat.completions.create({ messages: [{ role: 'user', content: 'Hi' }], max_tokens: 3, stream: true });
+  const stream = await engine.chat.completions.create({
+    messages: [{ role: 'user', content: 'Hi' }],
+    max_tokens: 3,
+    stream: true,
+  });
   const chunks = [];
   for await (const c of stream) chunks.push(c);
   assert.ok(chunks.at(-1).usage);

@@ -57,7 +57,9 @@ function parseArgs(argv) {
     else if (a.startsWith('--results=')) o.results = path.resolve(a.slice(10));
     else if (a === '--quiet' || a === '-q') o.quiet = true;
     else if (a === '--help' || a === '-h') {
-      console.log('usage: node www/demo/serve.mjs [PORT] [--port N] [--isolate] [--models DIR] [--results DIR] [--quiet]');
+      console.log(
+        'usage: node www/demo/serve.mjs [PORT] [--port N] [--isolate] [--models DIR] [--results DIR] [--quiet]',
+      );
       process.exit(0);
     } else if (/^\d+$/.test(a)) o.port = a;
     else {
@@ -109,10 +111,16 @@ export function resultsIndex(dir) {
   } catch {
     return { exists: false, folders };
   }
-  for (const d of names.filter((e) => e.isDirectory() && !e.name.startsWith('.')).sort((a, b) => a.name.localeCompare(b.name))) {
+  for (const d of names
+    .filter((e) => e.isDirectory() && !e.name.startsWith('.'))
+    .sort((a, b) => a.name.localeCompare(b.name))) {
     let files = [];
     try {
-      files = fs.readdirSync(path.join(dir, d.name), { withFileTypes: true }).filter((e) => e.isFile() && !e.name.startsWith('.')).map((e) => e.name).sort();
+      files = fs
+        .readdirSync(path.join(dir, d.name), { withFileTypes: true })
+        .filter((e) => e.isFile() && !e.name.startsWith('.'))
+        .map((e) => e.name)
+        .sort();
     } catch {
       continue;
     }
@@ -126,7 +134,11 @@ export function resultsIndex(dir) {
 }
 
 function send(res, status, body, headers = {}) {
-  res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(body), ...headers });
+  res.writeHead(status, {
+    'Content-Type': 'text/plain; charset=utf-8',
+    'Content-Length': Buffer.byteLength(body),
+    ...headers,
+  });
   res.end(body);
 }
 
@@ -165,14 +177,21 @@ export function createServer({
       if (st.isDirectory()) {
         if (!pathname.endsWith('/')) return send(res, 301, 'moved\n', { ...common, Location: pathname + '/' });
         const index = path.join(file, 'index.html');
-        return fs.stat(index, (e2, st2) => (e2 || !st2.isFile() ? send(res, 404, 'not found\n', common) : stream(index, st2)));
+        return fs.stat(index, (e2, st2) =>
+          e2 || !st2.isFile() ? send(res, 404, 'not found\n', common) : stream(index, st2),
+        );
       }
       if (!st.isFile()) return send(res, 404, 'not found\n', common);
       stream(file, st);
     });
     function stream(file, st) {
       const type = MIME[path.extname(file).toLowerCase()] ?? 'application/octet-stream';
-      res.writeHead(200, { ...common, 'Content-Type': type, 'Content-Length': st.size, 'Last-Modified': st.mtime.toUTCString() });
+      res.writeHead(200, {
+        ...common,
+        'Content-Type': type,
+        'Content-Length': st.size,
+        'Last-Modified': st.mtime.toUTCString(),
+      });
       if (req.method === 'HEAD') return res.end();
       const rs = fs.createReadStream(file);
       rs.on('error', () => res.destroy());
@@ -192,7 +211,8 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
     const { port } = server.address();
     console.log(`amulet-web demo: http://127.0.0.1:${port}/demo/${o.isolate ? ' (cross-origin isolated)' : ''}`);
     if (!o.quiet) {
-      if (!fs.existsSync(path.join(repo, 'www', 'pkg', 'amulet_bg.wasm'))) console.log('  note: www/pkg is missing: run ./build.sh build first');
+      if (!fs.existsSync(path.join(repo, 'www', 'pkg', 'amulet_bg.wasm')))
+        console.log('  note: www/pkg is missing: run ./build.sh build first');
       if (!fs.existsSync(o.models)) console.log(`  note: no model directory at ${o.models}`);
     }
   });

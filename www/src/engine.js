@@ -27,7 +27,8 @@ export function checkLoadOptions(options) {
     if (!LOAD_OPTIONS.includes(k)) throw badOption(k, `is not a load option (known: ${LOAD_OPTIONS.join(', ')})`);
   }
   const device = options.device ?? 'auto';
-  if (!DEVICES.includes(device)) throw badOption('device', `must be one of ${DEVICES.join(', ')}, got ${String(device)}`);
+  if (!DEVICES.includes(device))
+    throw badOption('device', `must be one of ${DEVICES.join(', ')}, got ${String(device)}`);
   if (options.onProgress != null && typeof options.onProgress !== 'function') {
     throw badOption('onProgress', 'must be a function');
   }
@@ -55,7 +56,10 @@ export class AmuletEngine {
     this.#wasm = wasm;
     this.#info = Object.freeze(info);
     /** OpenAI-shaped twin of generate(): `engine.chat.completions.create({ messages, stream, amulet })`. */
-    this.chat = createChat((opts) => this.generate(opts), () => this.#info.model);
+    this.chat = createChat(
+      (opts) => this.generate(opts),
+      () => this.#info.model,
+    );
   }
 
   /**
@@ -78,7 +82,10 @@ export class AmuletEngine {
     checkSignal(signal);
     if (device === 'webgpu' && !globalThis.navigator?.gpu) {
       // Before any download: this realm cannot run the WebGPU backend.
-      throw new AmuletError('NO_WEBGPU', "device 'webgpu': no WebGPU here (navigator.gpu is missing); use 'auto' or 'cpu'");
+      throw new AmuletError(
+        'NO_WEBGPU',
+        "device 'webgpu': no WebGPU here (navigator.gpu is missing); use 'auto' or 'cpu'",
+      );
     }
     await initWasm(options.wasm);
 
@@ -261,7 +268,8 @@ export class AmuletEngine {
 }
 
 function toChunk(ev, kind) {
-  const chunk = kind === 'compare' ? { method: ev.method, token: ev.token, text: ev.text } : { token: ev.token, text: ev.text };
+  const chunk =
+    kind === 'compare' ? { method: ev.method, token: ev.token, text: ev.text } : { token: ev.token, text: ev.text };
   if (ev.logprobs) chunk.logprobs = ev.logprobs;
   return chunk;
 }

@@ -4,8 +4,19 @@
 
 /** Every code an AmuletError can carry (the wasm ones first). */
 export const ERROR_CODES = Object.freeze([
-  'BAD_MODEL', 'UNSUPPORTED_MODEL', 'BAD_OPTION', 'TOKENIZER', 'CHAT_TEMPLATE', 'CONTEXT_OVERFLOW',
-  'ABORTED', 'COMPUTE', 'IO', 'NO_WEBGPU', 'DISPOSED', 'NOT_READY', 'WORKER',
+  'BAD_MODEL',
+  'UNSUPPORTED_MODEL',
+  'BAD_OPTION',
+  'TOKENIZER',
+  'CHAT_TEMPLATE',
+  'CONTEXT_OVERFLOW',
+  'ABORTED',
+  'COMPUTE',
+  'IO',
+  'NO_WEBGPU',
+  'DISPOSED',
+  'NOT_READY',
+  'WORKER',
 ]);
 
 export class AmuletError extends Error {

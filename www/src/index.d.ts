@@ -99,7 +99,8 @@ export interface ChatMessage {
   content: string;
 }
 
-/** Options shared by generate() and compare(). Give `messages` or `prompt`. */
+/** Options shared by generate() and compare(). Give `messages` or `prompt`.
+ *  The names are those of src/schema.js (tests/node/schema.test.mjs checks that they agree). */
 export interface RequestOptions {
   messages?: ChatMessage[];
   /** One user turn. */
@@ -297,9 +298,18 @@ export interface ChatCompletionChunk {
 
 export interface Chat {
   completions: {
-    create(params: ChatCompletionParams & { stream: true }, options?: ChatCompletionRequestOptions): Promise<AsyncIterable<ChatCompletionChunk>>;
-    create(params: ChatCompletionParams & { stream?: false }, options?: ChatCompletionRequestOptions): Promise<ChatCompletion>;
-    create(params: ChatCompletionParams, options?: ChatCompletionRequestOptions): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>>;
+    create(
+      params: ChatCompletionParams & { stream: true },
+      options?: ChatCompletionRequestOptions,
+    ): Promise<AsyncIterable<ChatCompletionChunk>>;
+    create(
+      params: ChatCompletionParams & { stream?: false },
+      options?: ChatCompletionRequestOptions,
+    ): Promise<ChatCompletion>;
+    create(
+      params: ChatCompletionParams,
+      options?: ChatCompletionRequestOptions,
+    ): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>>;
   };
 }
 

@@ -4,6 +4,7 @@
 
 import { badOption } from './errors.js';
 import { prepareRequest } from './options.js';
+import { AMULET_OPTIONS } from './schema.js';
 
 // Accepted OpenAI parameters; the ones marked null are accepted and ignored.
 const PARAMS = {
@@ -22,8 +23,6 @@ const PARAMS = {
   stop: 'stop',
   amulet: null,
 };
-
-const AMULET = ['preference', 'method', 'alpha', 'lambda', 'eta', 'iterations', 'ratio', 'placement', 'game', 'system'];
 
 /** finish reasons of the engine -> OpenAI's */
 export function openaiFinishReason(reason) {
@@ -53,7 +52,8 @@ export function toGenerateOptions(params, requestOptions = {}) {
   const amulet = params.amulet ?? {};
   if (typeof amulet !== 'object' || Array.isArray(amulet)) throw badOption('amulet', 'must be an object');
   for (const [k, v] of Object.entries(amulet)) {
-    if (!AMULET.includes(k)) throw badOption(`amulet.${k}`, `is not an amulet option (known: ${AMULET.join(', ')})`);
+    if (!AMULET_OPTIONS.includes(k))
+      throw badOption(`amulet.${k}`, `is not an amulet option (known: ${AMULET_OPTIONS.join(', ')})`);
     if (v !== undefined && v !== null) out[k] = v;
   }
   const signal = requestOptions?.signal;

@@ -1,13 +1,17 @@
 // Cheap checks of generation options before they reach the wasm (which checks again, and
 // alone knows the value ranges and rejects unknown keys). Each error names its option.
+// Which option is of which kind comes from schema.js.
 
 import { badOption } from './errors.js';
+import { optionsOfKind } from './schema.js';
 
 export const METHODS = Object.freeze(['base', 'pref', 'la', 'amulet']);
 
-const NUMBERS = ['alpha', 'lambda', 'eta', 'ratio', 'temperature', 'topP'];
-const WHOLE = ['iterations', 'maxTokens', 'topK', 'seed', 'topLogprobs'];
-const STRINGS = ['prompt', 'system', 'placement', 'method', 'game', 'preference'];
+const NUMBERS = optionsOfKind('number');
+const WHOLE = optionsOfKind('whole');
+const STRINGS = optionsOfKind('string');
+const STRING_LISTS = optionsOfKind('strings');
+const BOOLEANS = optionsOfKind('boolean');
 
 function show(v) {
   if (typeof v === 'string') return JSON.stringify(v);
@@ -16,7 +20,9 @@ function show(v) {
 }
 
 function isSignal(s) {
-  return s !== null && typeof s === 'object' && typeof s.aborted === 'boolean' && typeof s.addEventListener === 'function';
+  return (
+    s !== null && typeof s === 'object' && typeof s.aborted === 'boolean' && typeof s.addEventListener === 'function'
+  );
 }
 
 /**
@@ -55,16 +61,20 @@ export function prepareRequest(options, kind) {
   if (request.preference != null && request.preference.trim() === '') {
     throw badOption('preference', 'must not be empty (e.g. "concise", "uplifting")');
   }
-  const stop = request.stop;
-  if (stop != null && typeof stop !== 'string' && !(Array.isArray(stop) && stop.every((s) => typeof s === 'string'))) {
-    throw badOption('stop', `must be a string or an array of strings, got ${show(stop)}`);
+  for (const k of STRING_LISTS) {
+    const v = request[k];
+    if (v != null && typeof v !== 'string' && !(Array.isArray(v) && v.every((s) => typeof s === 'string'))) {
+      throw badOption(k, `must be a string or an array of strings, got ${show(v)}`);
+    }
   }
-  if (request.ignoreEos != null && typeof request.ignoreEos !== 'boolean') {
-    throw badOption('ignoreEos', `must be a boolean, got ${show(request.ignoreEos)}`);
+  for (const k of BOOLEANS) {
+    const v = request[k];
+    if (v != null && typeof v !== 'boolean') throw badOption(k, `must be a boolean, got ${show(v)}`);
   }
   if (request.messages != null) {
     const m = request.messages;
-    if (!Array.isArray(m) || m.length === 0) throw badOption('messages', 'must be a non-empty array of { role, content }');
+    if (!Array.isArray(m) || m.length === 0)
+      throw badOption('messages', 'must be a non-empty array of { role, content }');
     m.forEach((msg, i) => {
       if (msg === null || typeof msg !== 'object' || typeof msg.role !== 'string' || typeof msg.content !== 'string') {
         throw badOption('messages', `message ${i} needs string \`role\` and \`content\``);

@@ -60,11 +60,21 @@ export function wasmReady() {
  */
 export function closedFormStrength(alpha = 2, lambda = 2, eta = 10, iterations = 60) {
   if (!initialised) {
-    throw new AmuletError('NOT_READY', 'closedFormStrength needs the wasm module: await initWasm() (or AmuletEngine.load) first');
+    throw new AmuletError(
+      'NOT_READY',
+      'closedFormStrength needs the wasm module: await initWasm() (or AmuletEngine.load) first',
+    );
   }
-  for (const [name, v] of [['alpha', alpha], ['lambda', lambda], ['eta', eta], ['iterations', iterations]]) {
+  for (const [name, v] of [
+    ['alpha', alpha],
+    ['lambda', lambda],
+    ['eta', eta],
+    ['iterations', iterations],
+  ]) {
     if (typeof v !== 'number' || !Number.isFinite(v)) {
-      throw new AmuletError('BAD_OPTION', `bad option \`${name}\`: must be a finite number, got ${String(v)}`, { option: name });
+      throw new AmuletError('BAD_OPTION', `bad option \`${name}\`: must be a finite number, got ${String(v)}`, {
+        option: name,
+      });
     }
   }
   try {

@@ -121,8 +121,11 @@ function transferable(source) {
   if (Array.isArray(source)) return { source: source.map(url), transfer: [] };
   if (source instanceof ArrayBuffer) return { source, transfer: [source] };
   if (ArrayBuffer.isView(source)) {
-    const whole = source.byteOffset === 0 && source.byteLength === source.buffer.byteLength && source.buffer instanceof ArrayBuffer;
-    const bytes = whole ? new Uint8Array(source.buffer) : new Uint8Array(source.buffer, source.byteOffset, source.byteLength).slice();
+    const whole =
+      source.byteOffset === 0 && source.byteLength === source.buffer.byteLength && source.buffer instanceof ArrayBuffer;
+    const bytes = whole
+      ? new Uint8Array(source.buffer)
+      : new Uint8Array(source.buffer, source.byteOffset, source.byteLength).slice();
     return { source: bytes, transfer: [bytes.buffer] };
   }
   return { source, transfer: [] }; // Blob / File: structured clone shares the data
@@ -179,7 +182,10 @@ class WorkerEngine {
     this.#worker = worker;
     this.#owned = owned;
     this.#info = info;
-    this.chat = createChat((opts) => this.generate(opts), () => this.#info.model);
+    this.chat = createChat(
+      (opts) => this.generate(opts),
+      () => this.#info.model,
+    );
   }
 
   get info() {

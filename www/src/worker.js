@@ -53,7 +53,10 @@ async function run(id, kind, options) {
   controllers.set(id, ac);
   try {
     if (!engine) throw Object.assign(new Error('no model is loaded in this worker'), { code: 'NOT_READY' });
-    const chunks = kind === 'compare' ? engine.compare({ ...options, signal: ac.signal }) : engine.generate({ ...options, signal: ac.signal });
+    const chunks =
+      kind === 'compare'
+        ? engine.compare({ ...options, signal: ac.signal })
+        : engine.generate({ ...options, signal: ac.signal });
     for await (const chunk of chunks) post({ type: 'chunk', id, chunk });
     post({ type: 'end', id });
   } catch (e) {

@@ -29,7 +29,12 @@ export async function main(url: string): Promise<void> {
 
   const ac = new AbortController();
   let answer = '';
-  for await (const chunk of engine.generate({ prompt: 'Hi', preference: 'concise', maxTokens: 16, signal: ac.signal })) {
+  for await (const chunk of engine.generate({
+    prompt: 'Hi',
+    preference: 'concise',
+    maxTokens: 16,
+    signal: ac.signal,
+  })) {
     if (chunk.done) {
       const reason: 'stop' | 'length' | 'context_full' | 'cancelled' = chunk.finishReason;
       console.log(reason, chunk.usage.totalTokens, chunk.timings.decodeTokensPerS, chunk.text);
@@ -38,7 +43,8 @@ export async function main(url: string): Promise<void> {
       chunk.logprobs?.combined.forEach((c) => c.prob);
     }
   }
-  const firstChunk: GenerateChunk | undefined = (await engine.generate({ messages: [{ role: 'user', content: 'Hi' }] }).next()).value ?? undefined;
+  const firstChunk: GenerateChunk | undefined =
+    (await engine.generate({ messages: [{ role: 'user', content: 'Hi' }] }).next()).value ?? undefined;
   console.log(firstChunk);
 
   for await (const c of engine.compare({ prompt: 'Hi', preference: 'uplifting', methods: ['base', 'la', 'amulet'] })) {
@@ -53,7 +59,10 @@ export async function main(url: string): Promise<void> {
     amulet: { preference: 'concise', alpha: 2, game: 'closed-form' },
   });
   console.log(res.choices[0].message.content, res.usage.total_tokens);
-  const stream = await engine.chat.completions.create({ messages: [{ role: 'user', content: 'Hi' }], stream: true }, { signal: ac.signal });
+  const stream = await engine.chat.completions.create(
+    { messages: [{ role: 'user', content: 'Hi' }], stream: true },
+    { signal: ac.signal },
+  );
   for await (const c of stream) {
     const chunk: ChatCompletionChunk = c;
     console.log(chunk.choices[0].delta.content ?? '', chunk.choices[0].finish_reason);
