@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 fn model() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/cache/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.exists(), "run models/fetch.sh first (./build.sh test does)");
+    assert!(p.exists(), "missing prerequisite: {} (run models/fetch.sh; ./build.sh test does)", p.display());
     p
 }
 

@@ -7,11 +7,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { REPO, launchBrowser, missingPrerequisite, outFile, startServer, until } from './helpers.mjs';
+import { REPO, launchBrowser, requirePrerequisites, outFile, startServer, until } from './helpers.mjs';
 
-// A missing prerequisite fails the suite: a browser test that skips itself proves nothing.
-const missing = missingPrerequisite();
-if (missing) throw new Error(`browser tests cannot run: ${missing}`);
+requirePrerequisites();
 const opts = (timeout) => ({ timeout });
 
 let server;

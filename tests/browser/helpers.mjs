@@ -14,14 +14,23 @@ export const REPO = path.resolve(here, '..', '..');
 export const OUT = path.join(here, 'out');
 export const DEFAULT_MODEL = path.join(REPO, 'models', 'cache', 'SmolLM2-135M-Instruct.Q4_1.gguf');
 
+/**
+ * Fails the suite when something it needs is missing, with the same words every suite uses
+ * (Rust, Node, browser): a test that skips itself proves nothing. `extra` lists
+ * [path, how to get it] pairs a suite needs beyond the common ones.
+ */
+export function requirePrerequisites(extra = []) {
+  const missing =
+    missingPrerequisite() ?? extra.filter(([p]) => !fs.existsSync(p)).map(([p, how]) => `${p} (${how})`)[0];
+  if (missing) throw new Error(`missing prerequisite: ${missing}`);
+}
+
 /** What the suite needs before it can run; a string saying what is missing, or null. */
-export function missingPrerequisite() {
-  if (!fs.existsSync(path.join(REPO, 'www', 'pkg', 'amulet_bg.wasm')))
-    return 'www/pkg is missing: run ./build.sh build';
-  if (!fs.existsSync(path.join(REPO, 'www', 'src', 'index.js')))
-    return 'www/src/index.js (the package facade) is missing';
-  if (!fs.existsSync(DEFAULT_MODEL)) return 'the default model is missing: run models/fetch.sh';
-  if (!fs.existsSync(CHROMIUM)) return `no Chromium at ${CHROMIUM} (set CHROMIUM_PATH)`;
+function missingPrerequisite() {
+  if (!fs.existsSync(path.join(REPO, 'www', 'pkg', 'amulet_bg.wasm'))) return 'www/pkg (run ./build.sh build)';
+  if (!fs.existsSync(path.join(REPO, 'www', 'src', 'index.js'))) return 'www/src/index.js (the package facade)';
+  if (!fs.existsSync(DEFAULT_MODEL)) return `${DEFAULT_MODEL} (run models/fetch.sh)`;
+  if (!fs.existsSync(CHROMIUM)) return `Chromium at ${CHROMIUM} (set CHROMIUM_PATH)`;
   return null;
 }
 

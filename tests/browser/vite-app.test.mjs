@@ -8,12 +8,10 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 
-import { DEFAULT_MODEL, REPO, launchBrowser, missingPrerequisite } from './helpers.mjs';
+import { DEFAULT_MODEL, REPO, launchBrowser, requirePrerequisites } from './helpers.mjs';
 
-const missing = missingPrerequisite();
-if (missing) throw new Error(`browser tests cannot run: ${missing}`);
 const VITE = path.join(REPO, 'tests', 'node_modules', '.bin', 'vite');
-if (!fs.existsSync(VITE)) throw new Error(`${VITE} is missing: run npm ci in tests/ (./build.sh test does)`);
+requirePrerequisites([[VITE, 'run npm ci in tests/; ./build.sh test does']]);
 
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css' };
 let dist;

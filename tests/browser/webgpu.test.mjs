@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { DEFAULT_MODEL, REPO, launchBrowser, missingPrerequisite, outFile, startServer } from './helpers.mjs';
+import { DEFAULT_MODEL, REPO, launchBrowser, requirePrerequisites, outFile, startServer } from './helpers.mjs';
 
 const AMULET = path.join(REPO, 'target', 'release', 'amulet');
 // One fixture through the whole npm package here: the wasm-bindgen test
@@ -19,9 +19,8 @@ const AMULET = path.join(REPO, 'target', 'release', 'amulet');
 // SwiftShader takes ~35 s a fixture.
 const FIXTURES = [['llama', 'q4_1']];
 
-const skip =
-  missingPrerequisite() ?? (fs.existsSync(AMULET) ? null : 'target/release/amulet is missing: cargo build --release');
-const opts = (timeout) => ({ timeout, skip: skip ?? false });
+requirePrerequisites([[AMULET, 'cargo build --release']]);
+const opts = (timeout) => ({ timeout });
 
 let server;
 let browser;
@@ -30,7 +29,6 @@ const pageErrors = [];
 const record = {};
 
 before(async () => {
-  if (skip) return;
   // The fixtures (made by the native CLI) and the default model, served at /models/.
   const dir = outFile('webgpu-models');
   fs.mkdirSync(dir, { recursive: true });
@@ -57,7 +55,6 @@ before(async () => {
 });
 
 after(async () => {
-  if (skip) return;
   fs.writeFileSync(outFile('webgpu-browser.json'), JSON.stringify(record, null, 2) + '\n');
   await browser?.close();
   await server?.close();

@@ -9,7 +9,7 @@ export const MODEL_PATH =
 
 export function requireModel() {
   if (!existsSync(MODEL_PATH)) {
-    throw new Error(`model file missing: ${MODEL_PATH} (run models/fetch.sh, or set AMULET_MODEL)`);
+    throw new Error(`missing prerequisite: ${MODEL_PATH} (run models/fetch.sh, or set AMULET_MODEL)`);
   }
   return MODEL_PATH;
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 pub fn model_path(file: &str) -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/cache").join(file);
-    assert!(p.exists(), "{} is missing: run models/fetch.sh (./build.sh test does)", p.display());
+    assert!(p.exists(), "missing prerequisite: {} (run models/fetch.sh; ./build.sh test does)", p.display());
     p
 }
 
