@@ -1,9 +1,11 @@
 //! GGUF reader with full validation: the single source of truth for every model fact.
 //!
-//! The whole file is parsed from a byte slice (native: read from disk; browser: an
-//! ArrayBuffer), so every length and offset is checked against the real size before use:
-//! a truncated or hostile file gives `AmuletError::BadModel` naming the key or tensor,
-//! never a panic or a huge allocation.
+//! The header (metadata and tensor table) is parsed from the whole file (`parse`) or from its
+//! first bytes (`parse_prefix`: the browser keeps the file in JS and hands over a growing
+//! prefix); tensor data is read later, one tensor at a time, through a [`TensorSource`].
+//! Every length and offset is checked against the real file size before use: a truncated or
+//! hostile file gives `AmuletError::BadModel` naming the key or tensor, never a panic or a
+//! huge allocation.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -22,7 +24,8 @@ const MAX_DIMS: u32 = 4;
 /// Where tensor bytes come from: the whole file in memory, or a reader that hands out one
 /// tensor at a time (the browser keeps the file in JS, so wasm memory never holds it whole).
 pub trait TensorSource {
-    /// `len` bytes at absolute file `offset`; callers only ask for ranges `parse` validated.
+    /// `len` bytes at absolute file `offset`; callers only ask for ranges the header parse
+    /// validated.
     fn read(&self, offset: usize, len: usize) -> Result<Cow<'_, [u8]>>;
 }
 
@@ -285,7 +288,8 @@ impl<'a> Cursor<'a> {
 }
 
 impl Gguf {
-    /// Parses and validates the header, metadata and tensor table of a GGUF file.
+    /// Parses and validates the header, metadata and tensor table of a GGUF file held whole
+    /// in `bytes`.
     pub fn parse(bytes: &[u8]) -> Result<Gguf> {
         Self::parse_inner(bytes, bytes.len()).map_err(|(e, _)| e)
     }

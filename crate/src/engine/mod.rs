@@ -2,138 +2,26 @@
 //! the step loop (one batched forward for every live sequence, then align + sample per
 //! method) and streams each token out through a callback.
 
+mod stop;
+mod types;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::align::{Aligner, Method};
-use crate::chat_template::{ChatMessage, ChatTemplate};
+use crate::chat_template::ChatTemplate;
 use crate::error::{AmuletError, Result};
 use crate::gguf::{Gguf, TensorSource};
 use crate::model::{
     load_model_async, ChosenToken, CpuModel, DeviceChoice, LanguageModel, Loaded, SeqId, StepOutput, TokenRequest,
 };
-use crate::prompt::{encode_context, validate_preference, Conversation, Placement};
+use crate::prompt::{encode_context, validate_preference};
 use crate::sample::{top_candidates, Sampler, SamplingParams};
 use crate::tokenizer::{StreamDecoder, TextTokenizer};
-
-/// What `engine.info` reports.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ModelInfo {
-    pub name: String,
-    pub architecture: String,
-    pub quantization: String,
-    pub context_length: usize,
-    pub vocab_size: usize,
-    pub device: String,
-    /// Why this backend (the adapter, or why WebGPU was passed over).
-    pub device_reason: String,
-    pub chat_template_fallback: bool,
-}
-
-/// One generation request; several methods share the question and run as one batch.
-#[derive(Debug, Clone)]
-pub struct GenerateRequest {
-    pub conversation: Conversation,
-    pub preference: Option<String>,
-    pub placement: Placement,
-    pub methods: Vec<Method>,
-    pub sampling: SamplingParams,
-    pub max_tokens: usize,
-    pub stop: Vec<String>,
-    /// Top candidates per step under base, pref and the combined distribution (0 = none).
-    pub top_logprobs: usize,
-    /// Keep going past end-of-turn tokens (benchmarks measure a fixed token count).
-    pub ignore_eos: bool,
-}
-
-impl GenerateRequest {
-    pub fn new(question: &str) -> Self {
-        GenerateRequest {
-            conversation: Conversation { messages: vec![ChatMessage::new("user", question)], system: None },
-            preference: None,
-            placement: Placement::System,
-            methods: vec![Method::default()],
-            sampling: SamplingParams::default(),
-            max_tokens: 128,
-            stop: Vec::new(),
-            top_logprobs: 0,
-            ignore_eos: false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Candidate {
-    pub id: u32,
-    pub text: String,
-    pub prob: f32,
-}
-
-/// Top candidates at one step; a distribution the method did not compute is None.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct StepLogprobs {
-    pub base: Option<Vec<Candidate>>,
-    pub pref: Option<Vec<Candidate>>,
-    pub combined: Vec<Candidate>,
-}
-
-/// One streamed token of one method.
-#[derive(Debug, Clone)]
-pub struct TokenEvent {
-    /// Index into `GenerateRequest::methods`.
-    pub method: usize,
-    pub token: u32,
-    /// New text, always whole UTF-8 characters (may be empty while a character is split).
-    pub text: String,
-    pub logprobs: Option<StepLogprobs>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FinishReason {
-    Stop,
-    Length,
-    ContextFull,
-    Cancelled,
-}
-
-impl FinishReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FinishReason::Stop => "stop",
-            FinishReason::Length => "length",
-            FinishReason::ContextFull => "context_full",
-            FinishReason::Cancelled => "cancelled",
-        }
-    }
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Completion {
-    pub method: String,
-    pub text: String,
-    pub tokens: Vec<u32>,
-    pub finish_reason: FinishReason,
-    pub steps: Vec<StepLogprobs>,
-}
-
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Timings {
-    pub prefill_ms: f64,
-    pub prefill_tokens: usize,
-    pub decode_ms: f64,
-    /// Decode steps (each produces one token for every live method).
-    pub decode_steps: usize,
-    pub decode_tokens_per_s: f64,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct GenerateOutput {
-    pub completions: Vec<Completion>,
-    pub prompt_tokens_base: usize,
-    pub prompt_tokens_pref: usize,
-    pub timings: Timings,
-}
+use stop::apply_stop;
+pub use types::{
+    Candidate, Completion, FinishReason, GenerateOutput, GenerateRequest, ModelInfo, StepLogprobs, Timings, TokenEvent,
+};
 
 /// Monotonic milliseconds, on every target (the wasm face supplies performance.now()).
 pub type Clock = fn() -> f64;
@@ -801,57 +689,5 @@ fn run_now<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T>
         std::task::Poll::Pending => {
             Err(AmuletError::Compute("this backend computes asynchronously: use start_async / step_async".into()))
         }
-    }
-}
-
-/// Adds `delta` to the held-back text and returns (what can be shown now, whether a stop
-/// string was found). Text that could still grow into a stop string is held back; at a
-/// stop string everything from it on is dropped.
-fn apply_stop(pending: &mut String, delta: &str, stops: &[String], flush: bool) -> (String, bool) {
-    pending.push_str(delta);
-    if let Some(cut) = stops.iter().filter_map(|s| pending.find(s.as_str())).min() {
-        let out = pending[..cut].to_string();
-        pending.clear();
-        return (out, true);
-    }
-    if flush {
-        return (std::mem::take(pending), false);
-    }
-    // Keep the longest suffix of `pending` that is a proper prefix of some stop string.
-    let mut keep = 0;
-    for s in stops {
-        for (i, _) in pending.char_indices() {
-            let tail = &pending[i..];
-            if tail.len() > keep && s.starts_with(tail) {
-                keep = tail.len();
-            }
-        }
-    }
-    let split = pending.len() - keep;
-    let out = pending[..split].to_string();
-    pending.drain(..split);
-    (out, false)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::apply_stop;
-
-    #[test]
-    fn stop_strings_are_cut_even_across_deltas() {
-        let stops = vec!["END".to_string()];
-        let mut p = String::new();
-        assert_eq!(apply_stop(&mut p, "hello E", &stops, false), ("hello ".into(), false));
-        assert_eq!(apply_stop(&mut p, "N", &stops, false), ("".into(), false));
-        assert_eq!(apply_stop(&mut p, "D and more", &stops, false), ("".into(), true));
-    }
-
-    #[test]
-    fn held_back_text_is_released_when_it_cannot_be_a_stop() {
-        let stops = vec!["END".to_string()];
-        let mut p = String::new();
-        assert_eq!(apply_stop(&mut p, "E", &stops, false), ("".into(), false));
-        assert_eq!(apply_stop(&mut p, "x", &stops, false), ("Ex".into(), false));
-        assert_eq!(apply_stop(&mut p, "üE", &stops, true), ("üE".into(), false));
     }
 }
