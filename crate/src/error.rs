@@ -24,9 +24,9 @@ pub enum AmuletError {
     /// The prompt (plus the tokens to generate) does not fit the model's context.
     #[error("context overflow: {0}")]
     ContextOverflow(String),
-    /// The request was cancelled by the caller.
-    #[error("cancelled")]
-    Cancelled,
+    /// The request was aborted by the caller (an AbortSignal in JS).
+    #[error("aborted")]
+    Aborted,
     /// A numeric failure inside the forward pass (NaN logits, shape mismatch).
     #[error("compute: {0}")]
     Compute(String),
@@ -52,7 +52,7 @@ impl AmuletError {
             AmuletError::Tokenizer(_) => "TOKENIZER",
             AmuletError::ChatTemplate(_) => "CHAT_TEMPLATE",
             AmuletError::ContextOverflow(_) => "CONTEXT_OVERFLOW",
-            AmuletError::Cancelled => "ABORTED",
+            AmuletError::Aborted => "ABORTED",
             AmuletError::Compute(_) => "COMPUTE",
             AmuletError::NoWebGpu(_) => "NO_WEBGPU",
             AmuletError::Io(_) => "IO",

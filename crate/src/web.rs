@@ -252,8 +252,8 @@ pub struct WasmGeneration {
     /// Shared with a running `stepAsync`, which holds it across its await.
     gen: Rc<RefCell<Option<Generation>>>,
     methods: Rc<Vec<String>>,
-    /// `cancel()` while a step runs: seen when the next step starts.
-    cancelled: Rc<Cell<bool>>,
+    /// `abort()` while a step runs: seen when the next step starts.
+    aborted: Rc<Cell<bool>>,
 }
 
 impl WasmGeneration {
@@ -262,7 +262,7 @@ impl WasmGeneration {
             engine,
             gen: Rc::new(RefCell::new(Some(gen))),
             methods: Rc::new(methods),
-            cancelled: Rc::default(),
+            aborted: Rc::default(),
         }
     }
 }
@@ -274,28 +274,28 @@ impl WasmGeneration {
     #[wasm_bindgen(js_name = stepAsync)]
     #[allow(clippy::await_holding_refcell_ref)] // the borrows are the busy flags (see startAsync)
     pub fn step_async(&self) -> js_sys::Promise {
-        let (engine, gen, methods, cancelled) =
-            (self.engine.clone(), self.gen.clone(), self.methods.clone(), self.cancelled.clone());
+        let (engine, gen, methods, aborted) =
+            (self.engine.clone(), self.gen.clone(), self.methods.clone(), self.aborted.clone());
         future_to_promise(async move {
-            let mut slot = gen.try_borrow_mut().map_err(|_| js_error(busy()))?;
-            let Some(g) = slot.as_mut() else { return to_js(&Vec::<()>::new()) };
-            if cancelled.get() {
-                g.cancel();
+            let mut held = gen.try_borrow_mut().map_err(|_| js_error(busy()))?;
+            let Some(g) = held.as_mut() else { return to_js(&Vec::<()>::new()) };
+            if aborted.get() {
+                g.abort();
             }
             let events = {
                 let mut e = engine.try_borrow_mut().map_err(|_| js_error(busy()))?;
                 e.step_async(g).await
             };
-            events_to_js(events, &engine, &mut slot, &methods)
+            events_to_js(events, &engine, &mut held, &methods)
         })
     }
 
     /// Stops before the next token.
-    pub fn cancel(&mut self) {
-        self.cancelled.set(true);
-        if let Ok(mut slot) = self.gen.try_borrow_mut() {
-            if let Some(g) = slot.as_mut() {
-                g.cancel();
+    pub fn abort(&mut self) {
+        self.aborted.set(true);
+        if let Ok(mut held) = self.gen.try_borrow_mut() {
+            if let Some(g) = held.as_mut() {
+                g.abort();
             }
         }
     }
@@ -346,8 +346,8 @@ impl WasmGeneration {
     }
 
     fn release(&mut self) {
-        if let Ok(mut slot) = self.gen.try_borrow_mut() {
-            release(&self.engine, &mut slot);
+        if let Ok(mut held) = self.gen.try_borrow_mut() {
+            release(&self.engine, &mut held);
         }
     }
 }
@@ -359,8 +359,8 @@ impl Drop for WasmGeneration {
 }
 
 /// Ends a request whose step failed; the engine stays usable for the next one.
-fn release(engine: &RefCell<Engine>, slot: &mut Option<Generation>) {
-    if let Some(g) = slot.take() {
+fn release(engine: &RefCell<Engine>, held: &mut Option<Generation>) {
+    if let Some(g) = held.take() {
         if let Ok(mut e) = engine.try_borrow_mut() {
             let _ = e.finish(g);
         }
@@ -370,13 +370,13 @@ fn release(engine: &RefCell<Engine>, slot: &mut Option<Generation>) {
 fn events_to_js(
     events: crate::Result<Vec<TokenEvent>>,
     engine: &RefCell<Engine>,
-    slot: &mut Option<Generation>,
+    held: &mut Option<Generation>,
     methods: &[String],
 ) -> Result<JsValue, JsValue> {
     let events = match events {
         Ok(ev) => ev,
         Err(err) => {
-            release(engine, slot);
+            release(engine, held);
             return Err(js_error(err));
         }
     };

@@ -108,7 +108,7 @@ fn iterative_game_and_closed_form_choose_the_same_tokens() {
 }
 
 #[test]
-fn cancel_stops_within_one_token_and_the_engine_stays_usable() {
+fn abort_stops_within_one_token_and_the_engine_stays_usable() {
     let mut e = engine();
     let mut n = 0;
     let out = e
@@ -117,11 +117,11 @@ fn cancel_stops_within_one_token_and_the_engine_stays_usable() {
             n < 3
         })
         .unwrap();
-    assert_eq!(out.completions[0].finish_reason, FinishReason::Cancelled);
+    assert_eq!(out.completions[0].finish_reason, FinishReason::Aborted);
     assert_eq!(out.completions[0].tokens.len(), 3);
     let again = e.generate(&request(vec![Method::default()], 3), &mut |_| true).unwrap();
     assert_eq!(again.completions[0].tokens.len(), 3);
-    assert_eq!(&again.completions[0].tokens[..], &out.completions[0].tokens[..], "greedy restart after cancel");
+    assert_eq!(&again.completions[0].tokens[..], &out.completions[0].tokens[..], "greedy restart after an abort");
 }
 
 #[test]

@@ -116,11 +116,11 @@ async fn bad_input_is_a_typed_error_and_the_engine_survives() {
     }
     let mut g = start(&e, r#"{"prompt":"x","method":"base","maxTokens":50,"ignoreEos":true}"#).await.unwrap();
     step(&g).await.unwrap();
-    g.cancel();
-    assert_eq!(step(&g).await.unwrap().length(), 0, "no token after cancel");
+    g.abort();
+    assert_eq!(step(&g).await.unwrap().length(), 0, "no token after abort");
     let out = g.finish().unwrap();
     let c = js_sys::Array::from(&get(&out, "completions")).get(0);
-    assert_eq!(get(&c, "finishReason").as_string().unwrap(), "cancelled");
+    assert_eq!(get(&c, "finishReason").as_string().unwrap(), "aborted");
     assert_eq!(code(g.finish().err().unwrap()), "BAD_OPTION", "finishing twice is an error, not a panic");
     let (_, out) = run(&e, r#"{"prompt":"x","method":"base","maxTokens":3,"ignoreEos":true}"#).await;
     assert!(get(&out, "timings").is_object());

@@ -234,7 +234,7 @@ export class AmuletEngine {
       if (gen) {
         // Aborted, broken out of, or failed: free the KV caches now.
         try {
-          gen.cancel();
+          gen.abort();
           gen.finish();
         } catch {
           // Already released by a failed step.

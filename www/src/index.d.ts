@@ -166,7 +166,7 @@ export interface TokenChunk {
   logprobs?: StepLogprobs;
 }
 
-export type FinishReason = 'stop' | 'length' | 'context_full' | 'cancelled';
+export type FinishReason = 'stop' | 'length' | 'context_full' | 'aborted';
 
 export interface Timings {
   prefillMs: number;

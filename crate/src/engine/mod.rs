@@ -82,7 +82,7 @@ pub struct Generation {
     ignore_eos: bool,
     max_tokens: usize,
     step: usize,
-    cancelled: bool,
+    aborted: bool,
     prompt_tokens_base: usize,
     prompt_tokens_pref: usize,
     timings: Timings,
@@ -93,11 +93,11 @@ pub struct Generation {
 }
 
 impl Generation {
-    /// Stops before the next token; `finish` then reports `cancelled`.
-    pub fn cancel(&mut self) {
-        self.cancelled = true;
+    /// Stops before the next token; `finish` then reports `aborted`.
+    pub fn abort(&mut self) {
+        self.aborted = true;
         for t in self.tracks.iter_mut().filter(|t| t.finish.is_none()) {
-            t.finish = Some(FinishReason::Cancelled);
+            t.finish = Some(FinishReason::Aborted);
         }
     }
 
@@ -283,7 +283,7 @@ impl Engine {
     }
 
     /// Runs a request to the end. `on_token` sees every token of every method as it is
-    /// chosen and returns false to cancel (the request then ends with reason `cancelled`).
+    /// chosen and returns false to abort (the request then ends with reason `aborted`).
     pub fn generate(
         &mut self,
         req: &GenerateRequest,
@@ -306,7 +306,7 @@ impl Engine {
                 keep_going &= on_token(ev);
             }
             if !keep_going {
-                g.cancel();
+                g.abort();
             }
         }
         self.finish(g)
@@ -382,7 +382,7 @@ impl Engine {
             ignore_eos: req.ignore_eos,
             max_tokens: req.max_tokens,
             step: 0,
-            cancelled: false,
+            aborted: false,
             prompt_tokens_base: base_ids.len(),
             prompt_tokens_pref: pref_ids.as_ref().map_or(0, |p| p.len()),
             timings: Timings::default(),
@@ -517,18 +517,18 @@ impl Engine {
         let generated = g.tracks.iter().map(|t| t.tokens.len()).max().unwrap_or(0);
         g.timings.decode_tokens_per_s =
             if g.timings.decode_ms > 0.0 { generated as f64 / (g.timings.decode_ms / 1e3) } else { 0.0 };
-        let cancelled = g.cancelled;
+        let aborted = g.aborted;
         let mut completions = Vec::with_capacity(g.tracks.len());
         for mut t in g.tracks {
             let mut text = t.text;
             if t.finish != Some(FinishReason::Stop) {
-                // Length, context or cancel: flush what was held back.
+                // Length, context or abort: flush what was held back.
                 text.push_str(&t.pending);
                 text.push_str(&t.decoder.finish()?);
             }
             let finish_reason = match t.finish {
                 Some(r) => r,
-                None if cancelled => FinishReason::Cancelled,
+                None if aborted => FinishReason::Aborted,
                 None => FinishReason::Length,
             };
             completions.push(Completion {

@@ -84,7 +84,7 @@ pub enum FinishReason {
     Stop,
     Length,
     ContextFull,
-    Cancelled,
+    Aborted,
 }
 
 impl FinishReason {
@@ -93,7 +93,7 @@ impl FinishReason {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
             FinishReason::ContextFull => "context_full",
-            FinishReason::Cancelled => "cancelled",
+            FinishReason::Aborted => "aborted",
         }
     }
 }

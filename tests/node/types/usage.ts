@@ -36,7 +36,7 @@ export async function main(url: string): Promise<void> {
     signal: ac.signal,
   })) {
     if (chunk.done) {
-      const reason: 'stop' | 'length' | 'context_full' | 'cancelled' = chunk.finishReason;
+      const reason: 'stop' | 'length' | 'context_full' | 'aborted' = chunk.finishReason;
       console.log(reason, chunk.usage.totalTokens, chunk.timings.decodeTokensPerS, chunk.text);
     } else {
       answer += chunk.text;
