@@ -6,6 +6,7 @@ pub mod backend;
 pub mod chat_template;
 pub mod engine;
 pub mod error;
+#[cfg(not(target_arch = "wasm32"))] // the offline evaluation is a CLI tool: kept out of the wasm package
 pub mod eval;
 pub mod fixture;
 pub mod gguf;
