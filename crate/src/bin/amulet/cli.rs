@@ -31,6 +31,10 @@ enum Command {
     Fixture(amulet_fixture_args::FixtureArgs),
     /// Offline evaluation over a prompt set: base, pref, la and amulet, scored and charted.
     Eval(crate::eval::EvalArgs),
+    /// Merge a sharded GGUF set (name-00001-of-0000N.gguf, ...) into one file.
+    GgufMerge(crate::gguf_split::MergeArgs),
+    /// Split a GGUF file into a sharded set, as llama.cpp's gguf-split does.
+    GgufSplit(crate::gguf_split::SplitArgs),
 }
 
 mod amulet_fixture_args {
@@ -262,6 +266,8 @@ pub fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Fixture(a) => fixture(a),
         Command::Eval(a) => crate::eval::run_eval(a),
+        Command::GgufMerge(a) => crate::gguf_split::merge(a),
+        Command::GgufSplit(a) => crate::gguf_split::split(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,8 @@ mod cli;
 #[cfg(not(target_arch = "wasm32"))]
 mod eval;
 #[cfg(not(target_arch = "wasm32"))]
+mod gguf_split;
+#[cfg(not(target_arch = "wasm32"))]
 mod model_path;
 
 #[cfg(not(target_arch = "wasm32"))]
