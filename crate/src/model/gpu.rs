@@ -9,18 +9,21 @@
 //! output projection. Logits are read back once per call. While the GPU runs a decode
 //! step, the next step's command buffer is recorded.
 //!
-//! KV caches live in one paged pool ([page][layer][16 positions][kv_dim], K and V apart):
-//! every row of a pass finds its sequence's pages through a page table in `meta`, so
-//! sequences at different positions share each dispatch.
+//! KV caches live in one paged pool ([page][layer][KV_PAGE positions][kv_dim], K and V
+//! apart): every row of a pass finds its sequence's pages through a page table in `meta`,
+//! so sequences at different positions share each dispatch.
 
 use wgpu::util::DeviceExt;
 
 use super::attention::RopeTable;
 use super::config::{Activation, Arch, ModelConfig, RopeLayout};
 use super::{check_batch, put_in_free_slot, LanguageModel, LocalFuture, SeqId, StepOutput, TokenRequest};
+use crate::backend::webgpu::abi::{
+    MatvecInput, ATTENTION_CHUNK, KV_PAGE, MATMUL_TILE_N, MATMUL_TILE_ROWS, MATVEC_ROWS, MAX_HEAD_DIM, ROW_META_WORDS,
+    WORKGROUP,
+};
 use crate::backend::webgpu::kernels::{
-    bind, AttentionParams, EmbedParams, GatherParams, Kernels, MatvecInput, MatvecParams, NormParams, PassInfo,
-    RopeCacheParams, ATTENTION_CHUNK, KV_PAGE, MATMUL_TILE_N, MATMUL_TILE_ROWS, MATVEC_ROWS,
+    bind, AttentionParams, EmbedParams, GatherParams, Kernels, MatvecParams, NormParams, PassInfo, RopeCacheParams,
 };
 use crate::backend::webgpu::weights::{repack_tensor, storage, vector, GpuMatrix, Repacked};
 use crate::backend::webgpu::GpuContext;
@@ -245,9 +248,9 @@ impl GpuModel {
         if [cfg.d_model, cfg.q_dim(), cfg.d_ff].iter().any(|n| n % 4 != 0) {
             return Err(AmuletError::NoWebGpu("the kernels read rows as vec4: widths must be multiples of 4".into()));
         }
-        if cfg.head_dim > 256 || !cfg.head_dim.is_multiple_of(4) {
+        if cfg.head_dim > MAX_HEAD_DIM || !cfg.head_dim.is_multiple_of(4) {
             return Err(AmuletError::NoWebGpu(format!(
-                "head size {} (the kernels take multiples of 4 up to 256)",
+                "head size {} (the kernels take multiples of 4 up to {MAX_HEAD_DIM})",
                 cfg.head_dim
             )));
         }
@@ -335,8 +338,8 @@ impl GpuModel {
             pass_rows: uniform(&ctx, &PassInfo::default()),
             pass_last: uniform(&ctx, &PassInfo::default()),
             dummy: f32_buffer(&ctx, "unused", 4, none),
-            meta: f32_buffer(&ctx, "meta", 4 * r + 1024, wgpu::BufferUsages::COPY_DST),
-            meta_words: 4 * r + 1024,
+            meta: f32_buffer(&ctx, "meta", ROW_META_WORDS * r + 1024, wgpu::BufferUsages::COPY_DST),
+            meta_words: ROW_META_WORDS * r + 1024,
             partial: f32_buffer(&ctx, "attention partials", r * cfg.n_head * 4 * (cfg.head_dim + 2), none),
             chunk_cap: 4,
             staging: staging(&ctx, 2 * cfg.vocab_size),
@@ -408,7 +411,12 @@ impl GpuModel {
             let p = uniform(ctx, &EmbedParams { d: d as u32, row0: c.row0 as u32, n: c.rows as u32, scale });
             let bind =
                 bind(dev, &ek.layout, &[(0, &p), (1, &c.wq), (2, &c.ws), (3, &b.meta), (4, &b.x), (5, &b.pass_rows)]);
-            body.push(Step { label: "embed", pipeline: ek.pipeline.clone(), bind, grid: Grid::PerRow(div_up(d, 256)) });
+            body.push(Step {
+                label: "embed",
+                pipeline: ek.pipeline.clone(),
+                bind,
+                grid: Grid::PerRow(div_up(d, WORKGROUP as usize)),
+            });
         }
 
         let qkv_w = q + 2 * kv;
@@ -576,7 +584,7 @@ impl GpuModel {
             label: "gather",
             pipeline: k.pipeline.clone(),
             bind: bind_g,
-            grid: Grid::PerRow(div_up(d, 256)),
+            grid: Grid::PerRow(div_up(d, WORKGROUP as usize)),
         });
         let out = self.output.as_ref().unwrap_or(&self.embed);
         let vocab = cfg.vocab_size;
@@ -655,7 +663,7 @@ impl GpuModel {
 
     fn run_pass(&mut self, rows: &[Row]) -> Result<PassShape> {
         let cfg = self.cfg.clone();
-        let mut meta = vec![0u32; 4 * MAX_ROWS];
+        let mut meta = vec![0u32; ROW_META_WORDS * MAX_ROWS];
         let mut tables: Vec<(SeqId, u32)> = Vec::new();
         for (r, row) in rows.iter().enumerate() {
             let table = match tables.iter().find(|(s, _)| *s == row.seq) {
@@ -667,7 +675,8 @@ impl GpuModel {
                     off
                 }
             };
-            meta[4 * r..4 * r + 4].copy_from_slice(&[row.token, row.pos as u32, table, 0]);
+            let at = ROW_META_WORDS * r;
+            meta[at..at + ROW_META_WORDS].copy_from_slice(&[row.token, row.pos as u32, table, 0]);
         }
         if meta.len() > self.bufs.meta_words {
             let words = meta.len().next_power_of_two();
@@ -897,7 +906,7 @@ impl Recorder<'_> {
     /// One dispatch per row-chunk of the matrix.
     fn matvec(&mut self, steps: &mut Vec<Step>, mv: Mv) {
         let gated = matches!(mv.input, MatvecInput::SiluGate | MatvecInput::GeluGate);
-        let wg_rows = (256 / self.kernels.matvec_lanes) as usize;
+        let wg_rows = (WORKGROUP / self.kernels.matvec_lanes) as usize;
         // Prefill passes (more than 8 rows) can read W once per 64 rows through the tiled
         // matmul (same bindings) instead of once per 8-row slice of the matvec.
         let tiled = self.use_matmul.then(|| self.kernels.matmul(mv.m.format, mv.input).pipeline.clone());

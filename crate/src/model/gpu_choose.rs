@@ -3,11 +3,9 @@
 //! reads back a few words instead of a vocabulary-sized row per sequence.
 
 use super::*;
-use crate::backend::webgpu::choose::{Choice, ChooseParams, Chooser, MAX_TOP_N, NO_ROW};
+use crate::backend::webgpu::abi::{BELOW_ONE, MAX_TOP_N, NO_ROW};
+use crate::backend::webgpu::choose::{Choice, ChooseParams, Chooser};
 use crate::model::{ChosenToken, StepOutput, TokenRequest};
-
-/// Largest f32 below 1: a uniform in [0, 1) must stay below 1 when narrowed.
-const BELOW_ONE: f32 = 1.0 - f32::EPSILON / 2.0;
 
 /// Where each request's answers sit among the chooser's: the drawn token, then the base
 /// and pref rows' own top candidates when logprobs were asked for.
@@ -35,7 +33,7 @@ fn chooser_params(requests: &[TokenRequest]) -> (Vec<ChooseParams>, Vec<Slots>) 
             temperature: r.temperature as f32,
             top_k: r.top_k.map_or(0, |k| k.min(u32::MAX as usize) as u32),
             top_p: r.top_p.map_or(1.0, |p| p as f32),
-            uniform: r.uniform.map_or(0.0, |u| (u as f32).min(BELOW_ONE)),
+            u: r.uniform.map_or(0.0, |u| (u as f32).min(BELOW_ONE)),
             top_n,
         });
         // One row alone, greedy: only its candidates are wanted.
@@ -131,7 +129,7 @@ mod tests {
         assert_eq!(p.len(), 3);
         assert_eq!((s[0].token, s[0].base, s[0].pref), (0, None, None));
         assert_eq!((s[1].token, s[1].base, s[1].pref), (1, None, Some(2)));
-        assert!(p[0].uniform < 1.0, "a uniform below 1 stays below 1 in f32");
+        assert!(p[0].u < 1.0, "a uniform below 1 stays below 1 in f32");
         assert_eq!((p[0].base_row, p[0].pref_row, p[0].top_k), (0, 1, 40));
         assert_eq!((p[2].base_row, p[2].pref_row, p[2].temperature, p[2].top_n), (NO_ROW, 1, 0.0, 5));
     }
