@@ -2,9 +2,11 @@
 //! workgroup takes, 11 input rows across two z-slices, matrices split into row-chunks),
 //! against CPU references. They need an adapter: lavapipe in CI.
 
-use super::*;
-use crate::backend::webgpu::abi::Format;
+use super::plan::{record, Mv, Recorder};
+use crate::backend::webgpu::abi::{Format, MatvecInput};
+use crate::backend::webgpu::kernels::{Kernels, PassInfo};
 use crate::backend::webgpu::test_util::{act, buffer, context, gguf_matrix, read, uniform};
+use crate::backend::webgpu::weights::{GpuMatrix, Repacked};
 use crate::rng::Rng;
 
 #[test]

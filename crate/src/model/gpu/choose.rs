@@ -2,10 +2,11 @@
 //! each method's rows and draws its token there (`backend::webgpu::choose`), so a step
 //! reads back a few words instead of a vocabulary-sized row per sequence.
 
-use super::*;
+use super::{GpuModel, MAX_LAST};
 use crate::backend::webgpu::abi::{BELOW_ONE, MAX_TOP_N, NO_ROW};
 use crate::backend::webgpu::choose::{Choice, ChooseParams, Chooser};
-use crate::model::{ChosenToken, StepOutput, TokenRequest};
+use crate::error::Result;
+use crate::model::{ChosenToken, SeqId, StepOutput, TokenRequest};
 
 /// Where each request's answers sit among the chooser's: the drawn token, then the base
 /// and pref rows' own top candidates when logprobs were asked for.
@@ -67,7 +68,7 @@ impl GpuModel {
             return Ok(StepOutput::Rows(self.forward_gpu(batch).await?));
         }
         self.check_call(batch)?;
-        let t0 = self.now();
+        let t0 = self.profile.now();
         self.submit(batch)?;
         let (params, slots) = chooser_params(requests);
         let chooser = self.chooser.get_or_insert_with(|| Chooser::new(&self.ctx.device));
@@ -81,9 +82,9 @@ impl GpuModel {
             &params,
         );
         self.ctx.queue.submit([enc.finish()]);
-        let t1 = self.timing.is_some().then(std::time::Instant::now);
+        let t1 = self.profile.now();
         let words = self.ctx.read_f32_async(chooser.readback(), Chooser::result_words(params.len())).await?;
-        self.add_timing(t0, t1);
+        self.profile.add_timing(t0, t1);
         self.advance(batch);
         let choices = Chooser::parse(&words, params.len());
         let top = |slot: Option<usize>| match slot.map(|i| &choices[i]) {
@@ -111,7 +112,8 @@ impl GpuModel {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{chooser_params, NO_ROW};
+    use crate::model::TokenRequest;
 
     #[test]
     fn candidates_of_single_rows_ride_along_only_when_asked() {
