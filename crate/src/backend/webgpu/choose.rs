@@ -6,25 +6,16 @@
 //! The sampler's uniform is drawn on the CPU (`Sampler::next_uniform`) and travels with
 //! the request, so when the GPU cannot decide (a non-finite row, a nucleus larger than
 //! `MAX_SORTED`) the CPU can read the rows and replay the same draw (`sample_with`).
+//! The numbers the kernel shares with this file (NO_ROW, MAX_TOP_N, MAX_SORTED, the result
+//! record) are in `abi`.
 
 use bytemuck::{Pod, Zeroable};
 
-/// `base_row` / `pref_row` value for "no such row".
-pub const NO_ROW: u32 = u32::MAX;
-/// Most alternatives `top_n` can ask for.
-pub const MAX_TOP_N: usize = 20;
-/// Candidates the sorted modes (top-k / top-p) can hold in one workgroup: a key and an id
-/// each, 8 KiB, leaving room for the reduction and histogram arrays within the 16 KiB of
-/// workgroup memory WebGPU guarantees (the kernel uses 11 KiB). A power of two for the
-/// bitonic sort; must match MAX_SORTED in choose.wgsl.
-pub const MAX_SORTED: usize = 1024;
+use super::abi::{
+    prelude, CHOOSE_HEADER_WORDS, CHOOSE_WORDS, MAX_TOP_N, STATUS_NON_FINITE, STATUS_TOKEN, STATUS_TOO_MANY,
+};
 
 const SHADER: &str = include_str!("shaders/choose.wgsl");
-/// Result words per request: status, id, n_top, padding, then MAX_TOP_N (id, prob) pairs.
-const WORDS: usize = 4 + 2 * MAX_TOP_N;
-const STATUS_TOKEN: u32 = 0;
-const STATUS_NON_FINITE: u32 = 1;
-const STATUS_TOO_MANY: u32 = 2;
 /// Workgroups per dispatch dimension that WebGPU guarantees.
 const MAX_REQUESTS: usize = 65_535;
 
@@ -44,8 +35,9 @@ pub struct ChooseParams {
     pub top_k: u32,
     /// >= 1 = off.
     pub top_p: f32,
-    /// The CPU sampler's draw for this step (ignored when greedy).
-    pub uniform: f32,
+    /// The CPU sampler's uniform in [0, 1) for this step (`TokenRequest::uniform`; ignored
+    /// when greedy). `u`, not `uniform`: WGSL reserves that word (an address space).
+    pub u: f32,
     /// 0..=MAX_TOP_N: also return the n most likely ids of the combined row with softmax
     /// probabilities (temperature 1, whole row).
     pub top_n: u32,
@@ -116,7 +108,7 @@ impl Chooser {
         });
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("choose"),
-            source: wgpu::ShaderSource::Wgsl(SHADER.into()),
+            source: wgpu::ShaderSource::Wgsl(format!("{}\n{SHADER}", prelude()).into()),
         });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("choose"),
@@ -135,14 +127,19 @@ impl Chooser {
             },
             cache: None,
         });
-        let info = buffer(device, "choose info", 16, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
+        let info = buffer(
+            device,
+            "choose info",
+            size_of::<Info>(),
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        );
         let (params, results, readback) = Self::buffers(device, 1);
         Chooser { pipeline, layout, info, capacity: 1, params, results, readback }
     }
 
     fn buffers(device: &wgpu::Device, capacity: usize) -> (wgpu::Buffer, wgpu::Buffer, wgpu::Buffer) {
         use wgpu::BufferUsages as U;
-        let result_bytes = capacity * WORDS * 4;
+        let result_bytes = capacity * CHOOSE_WORDS * 4;
         (
             buffer(device, "choose params", capacity * size_of::<ChooseParams>(), U::STORAGE | U::COPY_DST),
             buffer(device, "choose results", result_bytes, U::STORAGE | U::COPY_SRC),
@@ -202,7 +199,7 @@ impl Chooser {
 
     /// f32-sized words to read back for `n` requests.
     pub fn result_words(n: usize) -> usize {
-        n * WORDS
+        n * CHOOSE_WORDS
     }
 
     /// Decodes the words read back (u32 bit patterns in f32 clothing) into one Choice per
@@ -210,12 +207,13 @@ impl Chooser {
     pub fn parse(words: &[f32], n: usize) -> Vec<Choice> {
         assert!(words.len() >= Self::result_words(n), "{} result words for {n} requests", words.len());
         words
-            .chunks_exact(WORDS)
+            .chunks_exact(CHOOSE_WORDS)
             .take(n)
             .map(|w| match w[0].to_bits() {
                 STATUS_TOKEN => {
                     let n_top = (w[2].to_bits() as usize).min(MAX_TOP_N);
-                    let top = (0..n_top).map(|j| (w[4 + 2 * j].to_bits(), w[5 + 2 * j])).collect();
+                    let at = |j: usize| CHOOSE_HEADER_WORDS + 2 * j;
+                    let top = (0..n_top).map(|j| (w[at(j)].to_bits(), w[at(j) + 1])).collect();
                     Choice::Token { id: w[1].to_bits(), top }
                 }
                 STATUS_TOO_MANY => Choice::TooManyCandidates,
@@ -226,7 +224,3 @@ impl Chooser {
             .collect()
     }
 }
-
-#[cfg(all(test, not(target_arch = "wasm32")))] // the adapter is opened blocking
-#[path = "choose_tests.rs"]
-mod tests;

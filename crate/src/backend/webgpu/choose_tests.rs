@@ -3,11 +3,11 @@
 //! awkward vocabulary sizes, many requests (base-only, pref-only, extrapolated) per
 //! dispatch. They need an adapter: lavapipe in CI.
 
-use wgpu::util::DeviceExt;
-
-use super::*;
+use super::abi::{CHOOSE_WORDS, MAX_SORTED, MAX_TOP_N, NO_ROW};
+use super::choose::{Choice, ChooseParams, Chooser};
+use super::test_util::{buffer, context};
+use super::GpuContext;
 use crate::align::{Aligner, Method};
-use crate::backend::webgpu::GpuContext;
 use crate::rng::Rng;
 use crate::sample::{top_candidates, Sampler, SamplingParams};
 
@@ -34,10 +34,6 @@ fn row(rng: &mut Rng, n: usize, hot: usize) -> Vec<f32> {
     row
 }
 
-fn context() -> GpuContext {
-    GpuContext::open().unwrap_or_else(|e| panic!("{e}: install mesa-vulkan-drivers (./build.sh test does)"))
-}
-
 /// `rows` rows of `vocab` logits, row r at r·vocab.
 struct Logits {
     vocab: usize,
@@ -51,13 +47,9 @@ impl Logits {
 }
 
 fn run(ctx: &GpuContext, chooser: &mut Chooser, logits: &Logits, requests: &[ChooseParams]) -> Vec<Choice> {
-    let buffer = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: None,
-        contents: bytemuck::cast_slice(&logits.data),
-        usage: wgpu::BufferUsages::STORAGE,
-    });
+    let rows = buffer(ctx, &logits.data);
     let mut enc = ctx.device.create_command_encoder(&Default::default());
-    chooser.encode(&ctx.device, &ctx.queue, &mut enc, &buffer, logits.vocab as u32, requests);
+    chooser.encode(&ctx.device, &ctx.queue, &mut enc, &rows, logits.vocab as u32, requests);
     ctx.queue.submit([enc.finish()]);
     let words = ctx.read_f32(chooser.readback(), Chooser::result_words(requests.len())).unwrap();
     Chooser::parse(&words, requests.len())
@@ -83,7 +75,7 @@ fn cpu_choice(row: &[f32], p: &ChooseParams) -> u32 {
         top_p: (p.top_p < 1.0).then_some(p.top_p as f64),
         seed: 0,
     };
-    let uniform = (p.temperature > 0.0).then_some(p.uniform as f64);
+    let uniform = (p.temperature > 0.0).then_some(p.u as f64);
     Sampler::new(params).unwrap().sample_with(row, uniform).unwrap()
 }
 
@@ -145,7 +137,7 @@ fn expect(row: &[f32], p: &ChooseParams) -> Expect {
     }
     let w: Vec<f64> = ids.iter().map(|&i| weight(i)).collect();
     let total: f64 = w.iter().sum();
-    if near_boundary(&w, p.uniform as f64 * total, total) {
+    if near_boundary(&w, p.u as f64 * total, total) {
         return Expect::Unsure;
     }
     Expect::Id(cpu_choice(row, p))
@@ -255,7 +247,7 @@ fn sampling_matches_the_cpu_draw_for_draw() {
         for s in settings {
             for p in methods(s) {
                 for _ in 0..draws {
-                    requests.push(ChooseParams { uniform: rng.next_f64() as f32, ..p });
+                    requests.push(ChooseParams { u: rng.next_f64() as f32, ..p });
                 }
             }
         }
@@ -314,8 +306,8 @@ fn results_parse_from_their_words() {
     let mut words = vec![0.0f32; Chooser::result_words(3)];
     let w = |x: u32| f32::from_bits(x);
     words[..6].copy_from_slice(&[w(0), w(42), w(1), w(0), w(42), 0.75]);
-    words[44] = w(1);
-    words[88] = w(2);
+    words[CHOOSE_WORDS] = w(1);
+    words[2 * CHOOSE_WORDS] = w(2);
     let want = vec![Choice::Token { id: 42, top: vec![(42, 0.75)] }, Choice::NonFinite, Choice::TooManyCandidates];
     assert_eq!(Chooser::parse(&words, 3), want);
 }

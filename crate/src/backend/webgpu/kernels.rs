@@ -1,12 +1,17 @@
 //! The compute pipelines, their bind-group layouts and parameter blocks. Pipelines are
 //! specialised by override constants (weight format, matvec input mode) and built once.
+//! Every module is the WGSL prelude (`abi::prelude`), common.wgsl, then the kernel's files.
 
 use std::collections::HashMap;
 
 use bytemuck::{Pod, Zeroable};
 
+use super::abi::{prelude, Format, MatvecInput};
+
 const COMMON: &str = include_str!("shaders/common.wgsl");
 const QUANT: &str = include_str!("shaders/quant.wgsl");
+/// The Params, bindings and input read matvec.wgsl and matmul.wgsl share.
+const MATVEC_IO: &str = include_str!("shaders/matvec_io.wgsl");
 const MATVEC: &str = include_str!("shaders/matvec.wgsl");
 const MATMUL: &str = include_str!("shaders/matmul.wgsl");
 const EMBED: &str = include_str!("shaders/embed.wgsl");
@@ -14,26 +19,6 @@ const GATHER: &str = include_str!("shaders/gather.wgsl");
 const ROPE_CACHE: &str = include_str!("shaders/rope_cache.wgsl");
 const ATTENTION: &str = include_str!("shaders/attention.wgsl");
 const NORM: &str = include_str!("shaders/norm.wgsl");
-
-/// Weight formats the kernels read directly (the override constant FORMAT).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Format {
-    F32 = 0,
-    F16 = 1,
-    Q4_0 = 2,
-    Q4_1 = 3,
-    Q8_0 = 4,
-    /// int8 values with one f32 scale per 16 (Q6_K, repacked without loss).
-    Q8_16 = 5,
-}
-
-/// What the matvec applies to its input rows before the product (override INPUT).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MatvecInput {
-    Plain = 0,
-    SiluGate = 2,
-    GeluGate = 3,
-}
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Default)]
@@ -110,17 +95,6 @@ pub struct PassInfo {
     pub _pad: [u32; 3],
 }
 
-/// Positions per KV-cache page (PAGE in the shaders).
-pub const KV_PAGE: usize = 16;
-/// Positions per attention workgroup (CHUNK in attention.wgsl).
-pub const ATTENTION_CHUNK: usize = 64;
-/// Input rows per matvec z-slice (MT in matvec.wgsl).
-pub const MATVEC_ROWS: u32 = 8;
-/// Input rows per matmul workgroup (TM in matmul.wgsl): grid z = ceil(n_rows / this).
-pub const MATMUL_TILE_ROWS: u32 = 64;
-/// Rows of W per matmul workgroup (TN in matmul.wgsl): grid x = ceil(n / this).
-pub const MATMUL_TILE_N: u32 = 64;
-
 #[derive(Clone, Copy)]
 enum Slot {
     Uniform,
@@ -135,7 +109,8 @@ pub struct Kernel {
 
 pub struct Kernels {
     device: wgpu::Device,
-    /// Lanes per row of W in the matvec (LANES in matvec.wgsl).
+    /// Lanes per row of W in the matvec (LANES in matvec.wgsl; WORKGROUP / LANES rows a
+    /// workgroup).
     pub matvec_lanes: u32,
     matvec_layout: wgpu::BindGroupLayout,
     embed_layout: wgpu::BindGroupLayout,
@@ -172,11 +147,12 @@ fn layout(device: &wgpu::Device, name: &str, slots: &[(u32, Slot)]) -> wgpu::Bin
     device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(name), entries: &entries })
 }
 
-/// A shader module: the kernel's source after common.wgsl.
+/// A shader module: the kernel's source after the prelude and common.wgsl.
 fn module(device: &wgpu::Device, name: &str, source: &str) -> wgpu::ShaderModule {
+    let prelude = prelude();
     device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(name),
-        source: wgpu::ShaderSource::Wgsl(format!("{COMMON}\n{source}").into()),
+        source: wgpu::ShaderSource::Wgsl(format!("{prelude}\n{COMMON}\n{source}").into()),
     })
 }
 
@@ -241,7 +217,7 @@ impl Kernels {
         Kernels {
             device: device.clone(),
             matvec_lanes: lanes.unwrap_or(if software { 1 } else { 32 }),
-            matvec_module: module(device, "matvec", &format!("{QUANT}\n{MATVEC}")),
+            matvec_module: module(device, "matvec", &format!("{QUANT}\n{MATVEC_IO}\n{MATVEC}")),
             embed_module: module(device, "embed", &format!("{QUANT}\n{EMBED}")),
             matvec_layout,
             embed_layout,
@@ -299,7 +275,7 @@ impl Kernels {
     pub fn matmul(&mut self, format: Format, input: MatvecInput) -> &Kernel {
         let (device, layout) = (&self.device, &self.matvec_layout);
         self.matmul.entry((format, input)).or_insert_with(|| {
-            let module = module(device, "matmul", &format!("{QUANT}\n{MATMUL}"));
+            let module = module(device, "matmul", &format!("{QUANT}\n{MATVEC_IO}\n{MATMUL}"));
             Kernel {
                 pipeline: pipeline(
                     device,
@@ -333,7 +309,3 @@ pub fn bind(
         buffers.iter().map(|&(binding, b)| wgpu::BindGroupEntry { binding, resource: b.as_entire_binding() }).collect();
     device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries })
 }
-
-#[cfg(all(test, not(target_arch = "wasm32")))] // the adapter is opened blocking
-#[path = "matmul_tests.rs"]
-mod matmul_tests;

@@ -3,64 +3,20 @@
 //! strides, bias and accumulate on and off. Both pipelines are bound with one bind group.
 //! They need an adapter: lavapipe in CI.
 
-use wgpu::util::DeviceExt;
-
-use super::*;
-use crate::backend::webgpu::weights::{GpuMatrix, Repacked};
-use crate::backend::webgpu::GpuContext;
+use super::abi::{Format, MatvecInput, MATMUL_TILE_N, MATMUL_TILE_ROWS, MATVEC_ROWS, WORKGROUP};
+use super::kernels::{bind, Kernels, MatvecParams, PassInfo};
+use super::test_util::{act, buffer, context, gguf_matrix, staging, uniform};
+use super::weights::{GpuMatrix, Repacked};
+use super::GpuContext;
 use crate::rng::Rng;
-
-fn context() -> GpuContext {
-    GpuContext::open().unwrap_or_else(|e| panic!("{e}: install mesa-vulkan-drivers (./build.sh test does)"))
-}
-
-fn buffer(ctx: &GpuContext, data: &[f32]) -> wgpu::Buffer {
-    ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: None,
-        contents: bytemuck::cast_slice(data),
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-    })
-}
-
-fn uniform<T: Pod>(ctx: &GpuContext, value: &T) -> wgpu::Buffer {
-    ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: None,
-        contents: bytemuck::bytes_of(value),
-        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-    })
-}
-
-fn staging(ctx: &GpuContext, floats: usize) -> wgpu::Buffer {
-    ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size: (floats * 4) as u64,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    })
-}
 
 /// A matrix of `format`: F32 and Q8_0 through the repackers, the others through their
 /// GGUF bytes (as a model file holds them).
 fn matrix(format: Format, values: &[f32], rows: usize, k: usize) -> Repacked {
-    use candle_core::quantized::{GgmlDType, QTensor};
-    let dtype = match format {
-        Format::F32 => return Repacked::f32(values, rows, k),
-        Format::Q8_0 => return Repacked::q8_0(values, rows, k),
-        Format::F16 => GgmlDType::F16,
-        Format::Q4_0 => GgmlDType::Q4_0,
-        Format::Q4_1 => GgmlDType::Q4_1,
-        Format::Q8_16 => GgmlDType::Q6K,
-    };
-    let t = candle_core::Tensor::from_slice(values, (rows, k), &candle_core::Device::Cpu).unwrap();
-    let q = QTensor::quantize(&t, dtype).unwrap();
-    Repacked::from_gguf(dtype, &q.data().unwrap(), rows, k).unwrap().unwrap()
-}
-
-fn act(input: MatvecInput, g: f32) -> f32 {
-    match input {
-        MatvecInput::SiluGate => g / (1.0 + (-g).exp()),
-        MatvecInput::GeluGate => 0.5 * g * (1.0 + (0.797_884_6 * (g + 0.044715 * g * g * g)).tanh()),
-        MatvecInput::Plain => g,
+    match format {
+        Format::F32 => Repacked::f32(values, rows, k),
+        Format::Q8_0 => Repacked::q8_0(values, rows, k),
+        _ => gguf_matrix(format, values, rows, k),
     }
 }
 
@@ -107,7 +63,7 @@ fn run(ctx: &GpuContext, kernels: &mut Kernels, rng: &mut Rng, c: &Case) -> (Vec
         (uniform(ctx, &params), buffer(ctx, &x), buffer(ctx, &y0), buffer(ctx, &y0), buffer(ctx, &bias));
     let dummy = buffer(ctx, &[0.0; 4]);
     let pass = uniform(ctx, &PassInfo { n_rows: rows as u32, _pad: [0; 3] });
-    let wg_rows = 256 / kernels.matvec_lanes;
+    let wg_rows = WORKGROUP / kernels.matvec_lanes;
     let matvec = kernels.matvec(c.format, c.input).pipeline.clone();
     let matmul = kernels.matmul(c.format, c.input);
     let group = bind(
@@ -201,57 +157,4 @@ fn matmul_matches_the_matvec_and_a_cpu_reference_for_every_format_input_and_shap
     }
     assert!(ctx.take_error().is_ok());
     eprintln!("{cases} cases");
-}
-
-/// `cargo test --release -p amulet --lib matmul_timing -- --ignored --nocapture`
-#[test]
-#[ignore]
-fn matmul_timing_against_the_matvec() {
-    let ctx = context();
-    let mut kernels = Kernels::new(&ctx.device, ctx.info.software);
-    let mut rng = Rng::new(3);
-    let (n, k, rows) = (1536usize, 576usize, 64usize);
-    for format in [Format::Q8_0, Format::Q4_0, Format::F32] {
-        let w = matrix(format, &rng.vec(n * k, 1.0), n, k);
-        let gm = GpuMatrix::upload(&ctx, &w).unwrap();
-        let chunk = &gm.chunks[0];
-        let params =
-            MatvecParams { k: k as u32, n: n as u32, x_stride: k as u32, y_stride: n as u32, ..Default::default() };
-        let (pb, xb, yb) =
-            (uniform(&ctx, &params), buffer(&ctx, &rng.vec(rows * k, 1.0)), buffer(&ctx, &vec![0.0; rows * n]));
-        let dummy = buffer(&ctx, &[0.0; 4]);
-        let pass = uniform(&ctx, &PassInfo { n_rows: rows as u32, _pad: [0; 3] });
-        let wg_rows = 256 / kernels.matvec_lanes;
-        let matvec = kernels.matvec(format, MatvecInput::Plain).pipeline.clone();
-        let matmul = kernels.matmul(format, MatvecInput::Plain);
-        let group = bind(
-            &ctx.device,
-            &matmul.layout,
-            &[(0, &pb), (1, &chunk.wq), (2, &chunk.ws), (3, &xb), (4, &yb), (5, &dummy), (6, &pass)],
-        );
-        let time = |pipeline: &wgpu::ComputePipeline, grid: (u32, u32)| {
-            let mut best = f64::MAX;
-            for _ in 0..4 {
-                let t = std::time::Instant::now();
-                let mut enc = ctx.device.create_command_encoder(&Default::default());
-                {
-                    let mut cp = enc.begin_compute_pass(&Default::default());
-                    cp.set_pipeline(pipeline);
-                    cp.set_bind_group(0, &group, &[]);
-                    cp.dispatch_workgroups(grid.0, 1, grid.1);
-                }
-                ctx.queue.submit([enc.finish()]);
-                ctx.device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
-                best = best.min(t.elapsed().as_secs_f64());
-            }
-            best * 1e3
-        };
-        let t_mv = time(&matvec, ((n as u32).div_ceil(wg_rows), (rows as u32).div_ceil(MATVEC_ROWS)));
-        let t_mm =
-            time(&matmul.pipeline, ((n as u32).div_ceil(MATMUL_TILE_N), (rows as u32).div_ceil(MATMUL_TILE_ROWS)));
-        eprintln!(
-            "{} ({}), {format:?} n {n} k {k} rows {rows}: matvec {t_mv:.2} ms, matmul {t_mm:.2} ms (best of 4)",
-            ctx.info.name, ctx.info.backend
-        );
-    }
 }

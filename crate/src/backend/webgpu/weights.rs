@@ -11,7 +11,7 @@ use candle_core::Device;
 use half::f16;
 use wgpu::util::DeviceExt;
 
-use super::kernels::Format;
+use super::abi::Format;
 use super::GpuContext;
 use crate::error::{AmuletError, Result};
 use crate::gguf::{Gguf, TensorSource};

@@ -1,6 +1,6 @@
-// Causal attention of one row's query head over a chunk of CHUNK positions of its own
-// sequence's KV cache (split-K "flash decoding": a decode step has few rows, so the
-// positions, not the heads, give the GPU its parallelism). GQA: query head h reads kv
+// Causal attention of one row's query head over a chunk of ATTENTION_CHUNK positions of
+// its own sequence's KV cache (split-K "flash decoding": a decode step has few rows, so
+// the positions, not the heads, give the GPU its parallelism). GQA: query head h reads kv
 // head h / (n_head / n_kv_head); Gemma 3's local layers see positions pos + 1 - window ..= pos.
 // Writes, per (row, head, chunk), the chunk's max score, its sum of exp(score - max) and
 // Σ exp(score - max) · v into `partial` [rows][n_head][max_chunks][head_dim + 2];
@@ -19,9 +19,6 @@ struct Params {
     scale: f32,
 }
 
-const PAGE: u32 = 16u;
-const CHUNK: u32 = 64u;
-
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
 @group(0) @binding(2) var<storage, read> rows_meta: array<u32>;
@@ -31,10 +28,10 @@ const CHUNK: u32 = 64u;
 @group(0) @binding(6) var<uniform> pass_info: Pass;
 @group(0) @binding(7) var<storage, read_write> out: array<f32>;
 
-var<workgroup> q: array<f32, 256>;
+var<workgroup> q: array<f32, MAX_HEAD_DIM>;
 var<workgroup> part: array<f32, 256>;
-var<workgroup> prob: array<f32, 64>;
-var<workgroup> red: array<f32, 64>;
+var<workgroup> prob: array<f32, ATTENTION_CHUNK>;
+var<workgroup> red: array<f32, ATTENTION_CHUNK>;
 
 // The first position a query at `pos` sees (Gemma's local layers see only `window`).
 fn first_visible(pos: u32) -> u32 {
@@ -45,8 +42,8 @@ fn first_visible(pos: u32) -> u32 {
 }
 
 fn slot(table: u32, t: u32, kv_dim: u32) -> u32 {
-    let page = rows_meta[table + t / PAGE];
-    return ((page * p.n_layer + p.layer) * PAGE + t % PAGE) * kv_dim;
+    let page = rows_meta[table + t / KV_PAGE];
+    return ((page * p.n_layer + p.layer) * KV_PAGE + t % KV_PAGE) * kv_dim;
 }
 
 @compute @workgroup_size(256)
@@ -61,15 +58,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     let q_dim = p.n_head * hd;
     let kv_dim = p.n_kv_head * hd;
     let g = h / (p.n_head / p.n_kv_head);
-    let pos = rows_meta[4u * r + 1u];
-    let table = rows_meta[4u * r + 2u];
+    let pos = rows_meta[ROW_META_WORDS * r + 1u];
+    let table = rows_meta[ROW_META_WORDS * r + 2u];
     let start = first_visible(pos);
     let len = pos + 1u - start;
-    let t0 = chunk * CHUNK;
+    let t0 = chunk * ATTENTION_CHUNK;
     if (t0 >= len) {
         return;
     }
-    let count = min(CHUNK, len - t0);
+    let count = min(ATTENTION_CHUNK, len - t0);
     for (var i = tid; i < hd; i += 256u) {
         q[i] = qkv[r * (q_dim + 2u * kv_dim) + h * hd + i];
     }
@@ -87,7 +84,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
     part[tid] = s;
     workgroupBarrier();
-    if (tid < CHUNK) {
+    if (tid < ATTENTION_CHUNK) {
         var score = -3.4e38;
         if (tid < count) {
             score = (part[4u * tid] + part[4u * tid + 1u] + part[4u * tid + 2u] + part[4u * tid + 3u]) * p.scale;
@@ -96,7 +93,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         red[tid] = score;
     }
     workgroupBarrier();
-    for (var off = 32u; off > 0u; off >>= 1u) {
+    for (var off = ATTENTION_CHUNK / 2u; off > 0u; off >>= 1u) {
         if (tid < off) {
             red[tid] = max(red[tid], red[tid + off]);
         }
@@ -104,7 +101,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
     let top = red[0];
     workgroupBarrier();
-    if (tid < CHUNK) {
+    if (tid < ATTENTION_CHUNK) {
         var e = 0.0;
         if (tid < count) {
             e = exp(prob[tid] - top);
@@ -113,7 +110,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         red[tid] = e;
     }
     workgroupBarrier();
-    for (var off = 32u; off > 0u; off >>= 1u) {
+    for (var off = ATTENTION_CHUNK / 2u; off > 0u; off >>= 1u) {
         if (tid < off) {
             red[tid] += red[tid + off];
         }
@@ -156,9 +153,9 @@ fn merge(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     }
     let h = wg.x;
     let hd = p.head_dim;
-    let pos = rows_meta[4u * r + 1u];
+    let pos = rows_meta[ROW_META_WORDS * r + 1u];
     let start = first_visible(pos);
-    let chunks = (pos + 1u - start + CHUNK - 1u) / CHUNK;
+    let chunks = (pos + 1u - start + ATTENTION_CHUNK - 1u) / ATTENTION_CHUNK;
     let base = (r * p.n_head + h) * p.max_chunks * (hd + 2u);
     var top = -3.4e38;
     for (var c = 0u; c < chunks; c++) {

@@ -6,7 +6,8 @@
 // compared through order-preserving u32 keys (−0 counted as +0), so "higher score first,
 // lower id on ties" is a plain integer order, as in sample.rs.
 //   1. One pass: max key + argmax (lowest id on ties) + a non-finite flag. Non-finite
-//      rows report NON_FINITE (the CPU reads the rows and says where); greedy is done.
+//      rows report STATUS_NON_FINITE (the CPU reads the rows and says where); greedy is
+//      done.
 //   2. Plain temperature: each thread sums exp((x − max)/T) over a contiguous chunk, a
 //      workgroup prefix scan finds the chunk holding u·total, and that thread walks it in
 //      id order (zero weights skipped; never crossed: the last positive weight).
@@ -16,27 +17,22 @@
 //      desc, id asc), and thread 0 does the nucleus cut and the inverse-CDF draw in that
 //      order, like sample.rs. m = min(universe, MAX_SORTED), where the universe is the
 //      top-k set or the row; a top-p universe larger than MAX_SORTED gets its total mass
-//      from a reduction, and a nucleus that does not fit reports TOO_MANY (the CPU then
-//      samples with the same uniform), as does top-k alone with k > MAX_SORTED.
+//      from a reduction, and a nucleus that does not fit reports STATUS_TOO_MANY (the CPU
+//      then samples with the same uniform), as does top-k alone with k > MAX_SORTED.
 //   4. top_n: the same selection with n; probabilities exp(x − max) / sum over the row.
 // Arithmetic is f32 (the CPU uses f64 for weights), so a draw can differ only when u
 // lies within float noise of a CDF boundary, and weights below ~e^-87 are 0 here.
 // Portability (Tint): barriers only in uniform control flow, values steering loops come
 // through workgroupUniformLoad, no f16 / subgroups / 64-bit, 11 KiB of workgroup memory.
 //
-// Result per request (WORDS u32): status, chosen id, n_top, 0, then n_top × (id, prob bits).
+// Result per request (CHOOSE_WORDS u32): status, chosen id, n_top, 0 (CHOOSE_HEADER_WORDS),
+// then n_top × (id, prob bits).
 
+// MAX_SORTED, MAX_TOP_N, NO_ROW, the result layout (CHOOSE_WORDS, CHOOSE_HEADER_WORDS,
+// STATUS_*) and BELOW_ONE (the largest f32 below 1: a uniform rounded up to 1.0 on its way
+// to f32 stays a draw) come from the prelude (abi.rs).
 const WG: u32 = 256u;
-const MAX_SORTED: u32 = 1024u;
-const MAX_TOP_N: u32 = 20u;
-const WORDS: u32 = 44u; // 4 + 2 * MAX_TOP_N
-const NO_ROW: u32 = 0xffffffffu;
 const NONE: u32 = 0xffffffffu;
-const TOKEN: u32 = 0u;
-const NON_FINITE: u32 = 1u;
-const TOO_MANY: u32 = 2u;
-// The largest f32 below 1: a uniform rounded up to 1.0 on its way to f32 stays a draw.
-const BELOW_ONE: f32 = 0.99999994;
 const NEVER: f32 = 3.0e38;
 
 struct Info {
@@ -54,7 +50,8 @@ struct Request {
     temperature: f32,
     top_k: u32,
     top_p: f32,
-    draw: f32,
+    // The CPU sampler's uniform in [0, 1) for this draw (TokenRequest::uniform).
+    u: f32,
     top_n: u32,
 }
 
@@ -66,8 +63,8 @@ struct Request {
 var<workgroup> red_key: array<u32, 256>; // reductions and scans (f32 as bits for sums)
 var<workgroup> red_id: array<u32, 256>;
 var<workgroup> hist: array<atomic<u32>, 256>;
-var<workgroup> cand_key: array<u32, 1024>; // MAX_SORTED
-var<workgroup> cand_id: array<u32, 1024>;
+var<workgroup> cand_key: array<u32, MAX_SORTED>;
+var<workgroup> cand_id: array<u32, MAX_SORTED>;
 var<workgroup> n_cand: atomic<u32>;
 var<workgroup> any_bad: atomic<u32>;
 var<workgroup> pick: atomic<u32>;
@@ -95,14 +92,14 @@ fn is_finite(x: f32) -> bool {
 
 // Order-preserving: a > b as floats <=> key(a) > key(b). Every finite key is > 0x007fffff.
 fn key_of(x: f32) -> u32 {
-    var u = bitcast<u32>(x);
+    var bits = bitcast<u32>(x);
     if (x == 0.0) {
-        u = 0u;
+        bits = 0u;
     }
-    if ((u & 0x80000000u) != 0u) {
-        return ~u;
+    if ((bits & 0x80000000u) != 0u) {
+        return ~bits;
     }
-    return u | 0x80000000u;
+    return bits | 0x80000000u;
 }
 
 fn value_of(key: u32) -> f32 {
@@ -228,7 +225,7 @@ fn plain_draw(req: Request, max_value: f32) -> u32 {
     if (tid > 0u) {
         excl = bitcast<f32>(red_key[tid - 1u]);
     }
-    let goal = min(req.draw, BELOW_ONE) * bitcast<f32>(red_key[WG - 1u]);
+    let goal = min(req.u, BELOW_ONE) * bitcast<f32>(red_key[WG - 1u]);
     if (s > 0.0 && excl <= goal && goal < incl) {
         atomicMin(&pick, walk_chunk(req, lo, hi, goal - excl, max_value));
     }
@@ -392,7 +389,7 @@ fn sorted_draw(req: Request, m: u32, whole: bool, universe_mass: f32, max_value:
         }
         if (kept == 0u) {
             if (!whole) {
-                return vec2<u32>(TOO_MANY, 0u);
+                return vec2<u32>(STATUS_TOO_MANY, 0u);
             }
             kept = m; // rounding left the sum a hair short of p·total: keep everything
         }
@@ -401,7 +398,7 @@ fn sorted_draw(req: Request, m: u32, whole: bool, universe_mass: f32, max_value:
     for (var j = 0u; j < kept; j++) {
         total += weight(value_of(cand_key[j]), max_value, t);
     }
-    let goal = min(req.draw, BELOW_ONE) * total;
+    let goal = min(req.u, BELOW_ONE) * total;
     var acc = 0.0;
     var last = 0u;
     for (var j = 0u; j < kept; j++) {
@@ -414,7 +411,7 @@ fn sorted_draw(req: Request, m: u32, whole: bool, universe_mass: f32, max_value:
             }
         }
     }
-    return vec2<u32>(TOKEN, cand_id[last]);
+    return vec2<u32>(STATUS_TOKEN, cand_id[last]);
 }
 
 @compute @workgroup_size(256)
@@ -424,10 +421,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         return;
     }
     let req = requests[wg.x];
-    let out = wg.x * WORDS;
+    let out = wg.x * CHOOSE_WORDS;
     if (req.base_row == NO_ROW && req.pref_row == NO_ROW) {
         if (tid == 0u) {
-            results[out] = NON_FINITE;
+            results[out] = STATUS_NON_FINITE;
         }
         return;
     }
@@ -440,13 +437,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let top = argmax_pass(req);
     if (top.z != 0u) {
         if (tid == 0u) {
-            results[out] = NON_FINITE;
+            results[out] = STATUS_NON_FINITE;
         }
         return;
     }
     let max_value = value_of(top.x);
     let vocab = info.vocab;
-    var status = TOKEN;
+    var status = STATUS_TOKEN;
     var chosen = top.y;
     if (req.temperature > 0.0) {
         let top_k_on = req.top_k > 0u && req.top_k < vocab;
@@ -455,7 +452,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         if (!top_k_on && !top_p_on) {
             chosen = plain_draw(req, max_value);
         } else if (!top_p_on && universe > MAX_SORTED) {
-            status = TOO_MANY;
+            status = STATUS_TOO_MANY;
         } else {
             var universe_mass = 0.0;
             if (universe > MAX_SORTED) {
@@ -481,8 +478,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         if (tid == 0u) {
             for (var j = 0u; j < n; j++) {
                 let p = exp(value_of(cand_key[j]) - max_value) / total;
-                results[out + 4u + 2u * j] = cand_id[j];
-                results[out + 5u + 2u * j] = bitcast<u32>(p);
+                results[out + CHOOSE_HEADER_WORDS + 2u * j] = cand_id[j];
+                results[out + CHOOSE_HEADER_WORDS + 1u + 2u * j] = bitcast<u32>(p);
             }
         }
     }

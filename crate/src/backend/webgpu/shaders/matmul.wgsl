@@ -1,62 +1,27 @@
-// Quantized matrix times many rows (prefill): y[m, n_off + n] (+)= Σ_k W[n, k] · in(m, k)
-// (+ bias), exactly what matvec.wgsl computes (same Params, bindings 0-6 and INPUT modes,
-// so one bind group serves both pipelines), tiled so W is read once per TM input rows.
+// Quantized matrix times many rows (prefill): exactly what matvec.wgsl computes (both are
+// built after matvec_io.wgsl: one Params, bindings and INPUT modes, so one bind group
+// serves both pipelines), tiled so W is read once per MATMUL_TILE_ROWS input rows.
 // W: one row-chunk of a weight matrix, p.n rows of p.k elements (quant.wgsl layout).
-// in(m, k): INPUT 0: x[m, k]; 2/3: act(x[m, k]) · x[m, up_off + k], act = SiLU or
-// GELU-tanh. x is read as vec4: row strides and up_off are multiples of 4.
-// Tiling: a workgroup computes TM = 64 input rows × TN = 64 rows of W (TM covers a whole
-// pass, at most 64 rows, so W is streamed exactly once per pass). 256 threads as 16 × 16,
-// each a 4 × 4 register block, rows tm + 16i and columns tn + 16j (i, j < 4): the tile reads
-// below are then consecutive (W) or broadcast (x) across a warp. k advances one quant
-// block (TK = 32) at a time: each thread dequantizes 8 elements of one W row and loads 8
-// elements (2 vec4) of one input row, both stored k-major ([TK][TN], [TK][TM], 2 × 8 KiB =
-// 16 KiB, WebGPU's default workgroup-storage limit), barrier, 32 × 16 FMAs, barrier.
+// Tiling: a workgroup computes TM = MATMUL_TILE_ROWS (64) input rows × TN = MATMUL_TILE_N
+// (64) rows of W (TM covers a whole pass, at most 64 rows, so W is streamed exactly once
+// per pass). WORKGROUP (256) threads as 16 × 16, each a 4 × 4 register block, rows
+// tm + 16i and columns tn + 16j (i, j < 4): the tile reads below are then consecutive (W)
+// or broadcast (x) across a warp. k advances one quant block (TK = 32) at a time: each
+// thread dequantizes 8 elements of one W row and loads 8 elements (2 vec4) of one input
+// row, both stored k-major ([TK][TN], [TK][TM], 2 × 8 KiB = 16 KiB, WebGPU's default
+// workgroup-storage limit), barrier, 32 × 16 FMAs, barrier.
 // Elements past p.k (F32/F16 rows need not be whole blocks) load as 0; rows m ≥ n_rows
 // and n ≥ p.n load as 0 and are never written. Every barrier is reached by all threads:
 // the k loop bound comes from the uniform p only.
 
-struct Params {
-    k: u32,
-    n: u32,
-    n_off: u32,
-    x_stride: u32,
-    y_stride: u32,
-    up_off: u32,
-    accumulate: u32,
-    has_bias: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
-@group(0) @binding(5) var<storage, read> bias: array<f32>;
-@group(0) @binding(6) var<uniform> pass_info: Pass;
-
-override INPUT: u32 = 0u;
-const TM: u32 = 64u;
-const TN: u32 = 64u;
+// The tile shape: TM and TN are the grid's divisors in kernels.rs; TK is one quant block.
+const TM: u32 = MATMUL_TILE_ROWS;
+const TN: u32 = MATMUL_TILE_N;
 const TK: u32 = 32u;
 
 // W tile: wt[kk * TN + n], dequantized. x tile: xt[kk * TM + m], after the input mode.
-var<workgroup> wt: array<f32, 2048>;
-var<workgroup> xt: array<f32, 2048>;
-
-// Input elements k..k+3 of row m (k a multiple of 4), as matvec.wgsl.
-fn in4(m: u32, k: u32) -> vec4<f32> {
-    let v = x[(m * p.x_stride + k) / 4u];
-    switch INPUT {
-        case 2u: {
-            let up = x[(m * p.x_stride + p.up_off + k) / 4u];
-            return v / (1.0 + exp(-v)) * up;
-        }
-        case 3u: {
-            let up = x[(m * p.x_stride + p.up_off + k) / 4u];
-            let t = clamp(0.7978845608028654 * (v + 0.044715 * v * v * v), vec4<f32>(-15.0), vec4<f32>(15.0));
-            return 0.5 * v * (1.0 + tanh(t)) * up;
-        }
-        default: { return v; }
-    }
-}
+var<workgroup> wt: array<f32, TK * TN>;
+var<workgroup> xt: array<f32, TK * TM>;
 
 // Part `part` (0-3, 8 elements) of block kb of W row `row` into column nl of the tile.
 // Q4: word `part` holds elements 4·part..+3 (low nibbles) and 16 + 4·part..+3 (high);
@@ -71,7 +36,7 @@ fn load_w(nl: u32, row: u32, valid: bool, kb: u32, part: u32) {
     let wpr = words_per_row(p.k);
     let nb = p.k / 32u;
     switch FORMAT {
-        case 4u, 5u: {
+        case FMT_Q8_0, FMT_Q8_16: {
             // Q8_16: the part's 8 elements share one 16-element group.
             let d = ws[row * (p.k / q8_group()) + (kb * TK + part * 8u) / q8_group()];
             for (var j = 0u; j < 2u; j++) {
@@ -81,7 +46,7 @@ fn load_w(nl: u32, row: u32, valid: bool, kb: u32, part: u32) {
                 }
             }
         }
-        case 2u, 3u: {
+        case FMT_Q4_0, FMT_Q4_1: {
             let b = row * nb + kb;
             let word = wq[b * 4u + part];
             for (var c = 0u; c < 4u; c++) {
@@ -96,7 +61,7 @@ fn load_w(nl: u32, row: u32, valid: bool, kb: u32, part: u32) {
                 }
             }
         }
-        case 1u: {
+        case FMT_F16: {
             // k is even: a pair starting below p.k lies wholly inside the row.
             for (var j = 0u; j < 4u; j++) {
                 let kk = part * 8u + 2u * j;
@@ -137,7 +102,7 @@ fn load_x(ml: u32, m: u32, valid: bool, kb: u32, q: u32) {
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let n0 = wg.x * TN;
     let m0 = wg.z * TM;

@@ -5,15 +5,10 @@
 // `ws`: f32 block scales, one per 32 elements (Q4_1: d then m; Q8_16, Q6_K's int8 values
 // in Q8_0's words: one per 16 elements). FORMAT is fixed per
 // pipeline (an override constant), so every switch below folds away.
-// Prepended to matvec.wgsl and embed.wgsl, which bind wq at 1 and ws at 2.
+// The FMT_* values come from the prelude (abi.rs).
+// Prepended to matvec.wgsl, matmul.wgsl and embed.wgsl, which bind wq at 1 and ws at 2.
 
-override FORMAT: u32 = 4u;
-const FMT_F32: u32 = 0u;
-const FMT_F16: u32 = 1u;
-const FMT_Q4_0: u32 = 2u;
-const FMT_Q4_1: u32 = 3u;
-const FMT_Q8_0: u32 = 4u;
-const FMT_Q8_16: u32 = 5u;
+override FORMAT: u32 = FMT_Q8_0;
 
 // Elements per f32 scale of the int8 formats.
 fn q8_group() -> u32 {
@@ -25,9 +20,9 @@ fn q8_group() -> u32 {
 
 fn words_per_row(k: u32) -> u32 {
     switch FORMAT {
-        case 0u: { return k; }
-        case 1u: { return k / 2u; }
-        case 4u, 5u: { return k / 4u; }
+        case FMT_F32: { return k; }
+        case FMT_F16: { return k / 2u; }
+        case FMT_Q8_0, FMT_Q8_16: { return k / 4u; }
         default: { return k / 8u; }
     }
 }
@@ -36,12 +31,12 @@ fn words_per_row(k: u32) -> u32 {
 fn dequant(row: u32, i: u32, k: u32) -> f32 {
     let wpr = words_per_row(k);
     switch FORMAT {
-        case 0u: { return bitcast<f32>(wq[row * wpr + i]); }
-        case 1u: {
+        case FMT_F32: { return bitcast<f32>(wq[row * wpr + i]); }
+        case FMT_F16: {
             let pair = unpack2x16float(wq[row * wpr + i / 2u]);
             return select(pair.x, pair.y, (i & 1u) == 1u);
         }
-        case 4u, 5u: {
+        case FMT_Q8_0, FMT_Q8_16: {
             let word = wq[row * wpr + i / 4u];
             let q = extractBits(bitcast<i32>(word), (i % 4u) * 8u, 8u);
             return f32(q) * ws[row * (k / q8_group()) + i / q8_group()];

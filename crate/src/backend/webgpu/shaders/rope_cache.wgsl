@@ -1,11 +1,12 @@
 // Per (head, row): Gemma's per-head RMS norm of q and k (QK_NORM), the rotary embedding at
 // the row's position (interleaved pairs (2i, 2i+1) or halves (i, i + rope_dim/2)), then q
 // goes back into qkv and k, v go into the row's slot of its sequence's KV cache.
-// qkv: [rows][q_dim + 2 kv_dim]. rows_meta: 4 u32 per row (token, position, page-table offset,
-// -) and the page tables. KV pool: [page][layer][PAGE][kv_dim] f32, for K and for V.
+// qkv: [rows][q_dim + 2 kv_dim]. rows_meta: ROW_META_WORDS u32 per row (token, position,
+// page-table offset, -) and the page tables. KV pool: [page][layer][KV_PAGE][kv_dim] f32,
+// for K and for V.
 // rope: [position][cos(half) | sin(half)] for this layer's base.
 // Heads 0..n_head are q, then n_kv_head k heads, then n_kv_head v heads (copied as is).
-// Workgroup: 64 threads over one head (head_dim <= 256); grid (n_head + 2 n_kv_head, rows).
+// Workgroup: 64 threads over one head (head_dim <= MAX_HEAD_DIM); grid (n_head + 2 n_kv_head, rows).
 
 struct Params {
     n_head: u32,
@@ -22,8 +23,6 @@ struct Params {
     _pad2: u32,
 }
 
-const PAGE: u32 = 16u;
-
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> qkv: array<f32>;
 @group(0) @binding(2) var<storage, read> rows_meta: array<u32>;
@@ -33,7 +32,7 @@ const PAGE: u32 = 16u;
 @group(0) @binding(6) var<storage, read> qk_norm_w: array<f32>;
 @group(0) @binding(7) var<uniform> pass_info: Pass;
 
-var<workgroup> head: array<f32, 256>;
+var<workgroup> head: array<f32, MAX_HEAD_DIM>;
 var<workgroup> red: array<f32, 64>;
 
 @compute @workgroup_size(64)
@@ -76,7 +75,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
             }
             workgroupBarrier();
         }
-        let pos = rows_meta[4u * r + 1u];
+        let pos = rows_meta[ROW_META_WORDS * r + 1u];
         let half = p.rope_half;
         for (var i = tid; i < half; i += 64u) {
             let c = rope[pos * 2u * half + i];
@@ -101,9 +100,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         }
         return;
     }
-    let pos = rows_meta[4u * r + 1u];
-    let page = rows_meta[rows_meta[4u * r + 2u] + pos / PAGE];
-    let slot = ((page * p.n_layer + p.layer) * PAGE + pos % PAGE) * kv_dim;
+    let pos = rows_meta[ROW_META_WORDS * r + 1u];
+    let page = rows_meta[rows_meta[ROW_META_WORDS * r + 2u] + pos / KV_PAGE];
+    let slot = ((page * p.n_layer + p.layer) * KV_PAGE + pos % KV_PAGE) * kv_dim;
     if (is_v) {
         let hv = h - p.n_head - p.n_kv_head;
         for (var i = tid; i < hd; i += 64u) {

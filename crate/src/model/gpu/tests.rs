@@ -2,54 +2,12 @@
 //! workgroup takes, 11 input rows across two z-slices, matrices split into row-chunks),
 //! against CPU references. They need an adapter: lavapipe in CI.
 
-use super::*;
-use crate::backend::webgpu::kernels::Format;
+use super::plan::{record, Mv, Recorder};
+use crate::backend::webgpu::abi::{Format, MatvecInput};
+use crate::backend::webgpu::kernels::{Kernels, PassInfo};
+use crate::backend::webgpu::test_util::{act, buffer, context, gguf_matrix, read, uniform};
+use crate::backend::webgpu::weights::{GpuMatrix, Repacked};
 use crate::rng::Rng;
-
-fn context() -> GpuContext {
-    GpuContext::open().unwrap_or_else(|e| panic!("{e}: install mesa-vulkan-drivers (./build.sh test does)"))
-}
-
-fn buffer(ctx: &GpuContext, data: &[f32]) -> wgpu::Buffer {
-    ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: None,
-        contents: bytemuck::cast_slice(data),
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-    })
-}
-
-fn read(ctx: &GpuContext, b: &wgpu::Buffer, floats: usize) -> Vec<f32> {
-    let st = staging(ctx, floats);
-    let mut enc = ctx.device.create_command_encoder(&Default::default());
-    enc.copy_buffer_to_buffer(b, 0, &st, 0, (floats * 4) as u64);
-    ctx.queue.submit([enc.finish()]);
-    ctx.read_f32(&st, floats).unwrap()
-}
-
-/// Quantizes through the GGUF bytes of each format (as a model file holds them).
-fn matrix(format: Format, values: &[f32], rows: usize, k: usize) -> Repacked {
-    use candle_core::quantized::{GgmlDType, QTensor};
-    let t = candle_core::Tensor::from_slice(values, (rows, k), &candle_core::Device::Cpu).unwrap();
-    let dtype = match format {
-        Format::F32 => GgmlDType::F32,
-        Format::F16 => GgmlDType::F16,
-        Format::Q4_0 => GgmlDType::Q4_0,
-        Format::Q4_1 => GgmlDType::Q4_1,
-        Format::Q8_0 => GgmlDType::Q8_0,
-        Format::Q8_16 => GgmlDType::Q6K,
-    };
-    let q = QTensor::quantize(&t, dtype).unwrap();
-    let bytes = q.data().unwrap();
-    Repacked::from_gguf(dtype, &bytes, rows, k).unwrap().unwrap()
-}
-
-fn act(input: MatvecInput, g: f32) -> f32 {
-    match input {
-        MatvecInput::SiluGate => g / (1.0 + (-g).exp()),
-        MatvecInput::GeluGate => 0.5 * g * (1.0 + (0.797_884_6 * (g + 0.044715 * g * g * g)).tanh()),
-        MatvecInput::Plain => g,
-    }
-}
 
 #[test]
 fn matvec_matches_a_cpu_reference_for_every_format_input_and_shape() {
@@ -59,7 +17,7 @@ fn matvec_matches_a_cpu_reference_for_every_format_input_and_shape() {
     for format in [Format::F32, Format::F16, Format::Q4_0, Format::Q4_1, Format::Q8_0, Format::Q8_16] {
         // Q8_16 comes from Q6_K, whose rows are whole 256-value blocks.
         let (n, k) = (37, if format == Format::Q8_16 { 256 } else { 96 });
-        let w = matrix(format, &rng.vec(n * k, 1.0), n, k);
+        let w = gguf_matrix(format, &rng.vec(n * k, 1.0), n, k);
         for input in [MatvecInput::Plain, MatvecInput::SiluGate, MatvecInput::GeluGate] {
             for (rows, chunk_rows) in [(1, n), (11, 10), (5, 8)] {
                 let gated = input != MatvecInput::Plain;

@@ -2,12 +2,11 @@
 //! each method's rows and draws its token there (`backend::webgpu::choose`), so a step
 //! reads back a few words instead of a vocabulary-sized row per sequence.
 
-use super::*;
-use crate::backend::webgpu::choose::{Choice, ChooseParams, Chooser, MAX_TOP_N, NO_ROW};
-use crate::model::{ChosenToken, StepOutput, TokenRequest};
-
-/// Largest f32 below 1: a uniform in [0, 1) must stay below 1 when narrowed.
-const BELOW_ONE: f32 = 1.0 - f32::EPSILON / 2.0;
+use super::{GpuModel, MAX_LAST};
+use crate::backend::webgpu::abi::{BELOW_ONE, MAX_TOP_N, NO_ROW};
+use crate::backend::webgpu::choose::{Choice, ChooseParams, Chooser};
+use crate::error::Result;
+use crate::model::{ChosenToken, SeqId, StepOutput, TokenRequest};
 
 /// Where each request's answers sit among the chooser's: the drawn token, then the base
 /// and pref rows' own top candidates when logprobs were asked for.
@@ -35,7 +34,7 @@ fn chooser_params(requests: &[TokenRequest]) -> (Vec<ChooseParams>, Vec<Slots>) 
             temperature: r.temperature as f32,
             top_k: r.top_k.map_or(0, |k| k.min(u32::MAX as usize) as u32),
             top_p: r.top_p.map_or(1.0, |p| p as f32),
-            uniform: r.uniform.map_or(0.0, |u| (u as f32).min(BELOW_ONE)),
+            u: r.uniform.map_or(0.0, |u| (u as f32).min(BELOW_ONE)),
             top_n,
         });
         // One row alone, greedy: only its candidates are wanted.
@@ -69,7 +68,7 @@ impl GpuModel {
             return Ok(StepOutput::Rows(self.forward_gpu(batch).await?));
         }
         self.check_call(batch)?;
-        let t0 = self.now();
+        let t0 = self.profile.now();
         self.submit(batch)?;
         let (params, slots) = chooser_params(requests);
         let chooser = self.chooser.get_or_insert_with(|| Chooser::new(&self.ctx.device));
@@ -83,9 +82,9 @@ impl GpuModel {
             &params,
         );
         self.ctx.queue.submit([enc.finish()]);
-        let t1 = self.timing.is_some().then(std::time::Instant::now);
+        let t1 = self.profile.now();
         let words = self.ctx.read_f32_async(chooser.readback(), Chooser::result_words(params.len())).await?;
-        self.add_timing(t0, t1);
+        self.profile.add_timing(t0, t1);
         self.advance(batch);
         let choices = Chooser::parse(&words, params.len());
         let top = |slot: Option<usize>| match slot.map(|i| &choices[i]) {
@@ -113,7 +112,8 @@ impl GpuModel {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{chooser_params, NO_ROW};
+    use crate::model::TokenRequest;
 
     #[test]
     fn candidates_of_single_rows_ride_along_only_when_asked() {
@@ -131,7 +131,7 @@ mod tests {
         assert_eq!(p.len(), 3);
         assert_eq!((s[0].token, s[0].base, s[0].pref), (0, None, None));
         assert_eq!((s[1].token, s[1].base, s[1].pref), (1, None, Some(2)));
-        assert!(p[0].uniform < 1.0, "a uniform below 1 stays below 1 in f32");
+        assert!(p[0].u < 1.0, "a uniform below 1 stays below 1 in f32");
         assert_eq!((p[0].base_row, p[0].pref_row, p[0].top_k), (0, 1, 40));
         assert_eq!((p[2].base_row, p[2].pref_row, p[2].temperature, p[2].top_n), (NO_ROW, 1, 0.0, 5));
     }
