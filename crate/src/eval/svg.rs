@@ -221,11 +221,11 @@ pub fn bar_chart(title: &str, panels: &[BarPanel]) -> String {
         let lo = p.bars.iter().map(|b| b.estimate.lo).fold(f64::INFINITY, f64::min);
         let hi = p.bars.iter().map(|b| b.estimate.hi).fold(f64::NEG_INFINITY, f64::max);
         let f = panel_frame(&mut out, pi, &p.title, &p.note, lo, hi, true);
-        let slot = f.w / p.bars.len().max(1) as f64;
+        let band = f.w / p.bars.len().max(1) as f64;
         let zero = f.y(0.0);
         for (i, b) in p.bars.iter().enumerate() {
-            let cx = f.x0 + slot * (i as f64 + 0.5);
-            let bw = slot * 0.6;
+            let cx = f.x0 + band * (i as f64 + 0.5);
+            let bw = band * 0.6;
             let ym = f.y(b.estimate.mean);
             let (top, h) = if ym < zero { (ym, zero - ym) } else { (zero, ym - zero) };
             let _ = writeln!(

@@ -132,17 +132,17 @@ pub(crate) fn check_batch(
     Ok(())
 }
 
-/// Stores `value` in the first empty slot (or a new one) and returns its index: sequence
+/// Stores a sequence in the first free entry of `table` (or a new one) and returns its id: sequence
 /// ids are reused once freed.
-pub(crate) fn put_in_free_slot<T>(slots: &mut Vec<Option<T>>, value: T) -> SeqId {
-    match slots.iter().position(|s| s.is_none()) {
+pub(crate) fn insert_sequence<T>(table: &mut Vec<Option<T>>, value: T) -> SeqId {
+    match table.iter().position(|s| s.is_none()) {
         Some(i) => {
-            slots[i] = Some(value);
+            table[i] = Some(value);
             i
         }
         None => {
-            slots.push(Some(value));
-            slots.len() - 1
+            table.push(Some(value));
+            table.len() - 1
         }
     }
 }

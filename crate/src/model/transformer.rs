@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 
 use super::attention::{attend, AttentionShape, KvCache, RopeTable};
 use super::config::{Activation, Arch, ModelConfig};
-use super::{check_batch, put_in_free_slot, LanguageModel, SeqId};
+use super::{check_batch, insert_sequence, LanguageModel, SeqId};
 use crate::backend::linear::Linear;
 use crate::backend::q8_0::Q80Matrix;
 use crate::error::{AmuletError, Result};
@@ -272,7 +272,7 @@ impl LanguageModel for CpuModel {
     }
 
     fn new_sequence(&mut self) -> SeqId {
-        put_in_free_slot(&mut self.seqs, KvCache::new(self.cfg.n_layer))
+        insert_sequence(&mut self.seqs, KvCache::new(self.cfg.n_layer))
     }
 
     fn fork_sequence(&mut self, source: SeqId) -> Option<SeqId> {

@@ -64,15 +64,15 @@ impl GpuContext {
         let error: Arc<Mutex<Option<String>>> = Arc::default();
         let sink = error.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
-            slot.get_or_insert_with(|| e.to_string());
+            let mut first = sink.lock().unwrap_or_else(|p| p.into_inner());
+            first.get_or_insert_with(|| e.to_string());
         }));
         let lost: Arc<Mutex<Option<String>>> = Arc::default();
         let (sink, lost_sink) = (error.clone(), lost.clone());
         device.set_device_lost_callback(move |reason, message| {
             let text = format!("the WebGPU device was lost ({reason:?}): {message}");
-            for slot in [&sink, &lost_sink] {
-                slot.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| text.clone());
+            for sink in [&sink, &lost_sink] {
+                sink.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| text.clone());
             }
         });
         let software = adapter_info.device_type == wgpu::DeviceType::Cpu
@@ -102,8 +102,8 @@ impl GpuContext {
 
     /// The error wgpu reported since the last call, as a typed error.
     pub fn take_error(&self) -> Result<()> {
-        let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
-        match slot.take() {
+        let mut first = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        match first.take() {
             Some(message) => Err(AmuletError::Compute(format!("WebGPU: {message}"))),
             None => Ok(()),
         }

@@ -96,7 +96,7 @@ pub struct PassInfo {
 }
 
 #[derive(Clone, Copy)]
-enum Slot {
+enum Access {
     Uniform,
     Read,
     ReadWrite,
@@ -126,17 +126,17 @@ pub struct Kernels {
     pub norm: Kernel,
 }
 
-fn layout(device: &wgpu::Device, name: &str, slots: &[(u32, Slot)]) -> wgpu::BindGroupLayout {
-    let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
+fn layout(device: &wgpu::Device, name: &str, bindings: &[(u32, Access)]) -> wgpu::BindGroupLayout {
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
         .iter()
-        .map(|&(binding, slot)| wgpu::BindGroupLayoutEntry {
+        .map(|&(binding, access)| wgpu::BindGroupLayoutEntry {
             binding,
             visibility: wgpu::ShaderStages::COMPUTE,
             ty: wgpu::BindingType::Buffer {
-                ty: match slot {
-                    Slot::Uniform => wgpu::BufferBindingType::Uniform,
-                    Slot::Read => wgpu::BufferBindingType::Storage { read_only: true },
-                    Slot::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                ty: match access {
+                    Access::Uniform => wgpu::BufferBindingType::Uniform,
+                    Access::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                    Access::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
                 },
                 has_dynamic_offset: false,
                 min_binding_size: None,
@@ -189,15 +189,15 @@ fn entry_pipeline(
     })
 }
 
-fn kernel(device: &wgpu::Device, name: &str, source: &str, slots: &[(u32, Slot)]) -> Kernel {
-    let layout = layout(device, name, slots);
+fn kernel(device: &wgpu::Device, name: &str, source: &str, bindings: &[(u32, Access)]) -> Kernel {
+    let layout = layout(device, name, bindings);
     let module = module(device, name, source);
     Kernel { pipeline: pipeline(device, name, &module, &layout, &[]), layout }
 }
 
 impl Kernels {
     pub fn new(device: &wgpu::Device, software: bool) -> Self {
-        use Slot::*;
+        use Access::*;
         let matvec_layout = layout(
             device,
             "matvec",

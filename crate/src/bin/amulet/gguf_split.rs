@@ -45,11 +45,14 @@ fn bad(path: &Path, e: impl std::fmt::Display) -> AmuletError {
     AmuletError::BadModel(format!("{}: {e}", path.display()))
 }
 
+type Metadata = Vec<(String, Value)>;
+type Tensors = Vec<(String, QTensor)>;
+
 /// A shard's header and its tensors, read into memory.
-fn read(path: &Path) -> Result<(Vec<(String, Value)>, Vec<(String, QTensor)>)> {
+fn read(path: &Path) -> Result<(Metadata, Tensors)> {
     let mut r = BufReader::new(File::open(path).map_err(|e| io(path, e))?);
     let content = gguf_file::Content::read(&mut r).map_err(|e| bad(path, e))?;
-    let mut metadata: Vec<(String, Value)> = content.metadata.clone().into_iter().collect();
+    let mut metadata: Metadata = content.metadata.clone().into_iter().collect();
     metadata.sort_by(|a, b| a.0.cmp(&b.0));
     // Tensors keep the file's order (by offset), as gguf-split writes them.
     let mut names: Vec<(&String, u64)> = content.tensor_infos.iter().map(|(n, t)| (n, t.offset)).collect();
@@ -114,7 +117,7 @@ pub fn split(a: SplitArgs) -> Result<()> {
     let count = tensors.len().div_ceil(a.tensors).max(1);
     for (i, chunk) in tensors.chunks(a.tensors).enumerate() {
         // gguf-split keeps the model's metadata in the first shard only.
-        let mut md: Vec<(String, Value)> = if i == 0 { metadata.clone() } else { Vec::new() };
+        let mut md: Metadata = if i == 0 { metadata.clone() } else { Vec::new() };
         md.push(("split.no".into(), Value::U16(i as u16)));
         md.push(("split.count".into(), Value::U16(count as u16)));
         md.push(("split.tensors.count".into(), Value::I32(tensors.len() as i32)));

@@ -10,7 +10,7 @@ use crate::model::{ChosenToken, SeqId, StepOutput, TokenRequest};
 
 /// Where each request's answers sit among the chooser's: the drawn token, then the base
 /// and pref rows' own top candidates when logprobs were asked for.
-struct Slots {
+struct RequestRows {
     token: usize,
     base: Option<usize>,
     pref: Option<usize>,
@@ -21,9 +21,9 @@ fn row(index: Option<usize>) -> u32 {
 }
 
 /// The chooser's parameter blocks for `requests`.
-fn chooser_params(requests: &[TokenRequest]) -> (Vec<ChooseParams>, Vec<Slots>) {
+fn chooser_params(requests: &[TokenRequest]) -> (Vec<ChooseParams>, Vec<RequestRows>) {
     let mut params = Vec::new();
-    let mut slots = Vec::with_capacity(requests.len());
+    let mut rows = Vec::with_capacity(requests.len());
     for r in requests {
         let top_n = r.top_n.min(MAX_TOP_N) as u32;
         let token = params.len();
@@ -50,9 +50,9 @@ fn chooser_params(requests: &[TokenRequest]) -> (Vec<ChooseParams>, Vec<Slots>) 
         };
         let base = alone(r.base, true);
         let pref = alone(r.pref, false);
-        slots.push(Slots { token, base, pref });
+        rows.push(RequestRows { token, base, pref });
     }
-    (params, slots)
+    (params, rows)
 }
 
 impl GpuModel {
@@ -70,7 +70,7 @@ impl GpuModel {
         self.check_call(batch)?;
         let t0 = self.profile.now();
         self.submit(batch)?;
-        let (params, slots) = chooser_params(requests);
+        let (params, rows) = chooser_params(requests);
         let chooser = self.chooser.get_or_insert_with(|| Chooser::new(&self.ctx.device));
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         chooser.encode(
@@ -87,13 +87,13 @@ impl GpuModel {
         self.profile.add_timing(t0, t1);
         self.advance(batch);
         let choices = Chooser::parse(&words, params.len());
-        let top = |slot: Option<usize>| match slot.map(|i| &choices[i]) {
+        let top = |row: Option<usize>| match row.map(|i| &choices[i]) {
             Some(Choice::Token { top, .. }) => Some(top.clone()),
             Some(_) => None,
             None => Some(Vec::new()),
         };
-        let mut chosen = Vec::with_capacity(slots.len());
-        for s in &slots {
+        let mut chosen = Vec::with_capacity(rows.len());
+        for s in &rows {
             let (Choice::Token { id, top: top_combined }, Some(top_base), Some(top_pref)) =
                 (&choices[s.token], top(s.base), top(s.pref))
             else {

@@ -42,7 +42,7 @@ use crate::backend::webgpu::GpuContext;
 use crate::error::{AmuletError, Result};
 use crate::gguf::{Gguf, TensorSource};
 use crate::model::config::ModelConfig;
-use crate::model::{check_batch, put_in_free_slot, LanguageModel, LocalFuture, SeqId, StepOutput, TokenRequest};
+use crate::model::{check_batch, insert_sequence, LanguageModel, LocalFuture, SeqId, StepOutput, TokenRequest};
 
 /// Rows per pass (prefill is split into passes of this many tokens).
 const MAX_ROWS: usize = 64;
@@ -199,7 +199,7 @@ impl LanguageModel for GpuModel {
     }
 
     fn new_sequence(&mut self) -> SeqId {
-        put_in_free_slot(&mut self.seqs, Sequence { pages: Vec::new(), len: 0 })
+        insert_sequence(&mut self.seqs, Sequence { pages: Vec::new(), len: 0 })
     }
 
     fn fork_sequence(&mut self, source: SeqId) -> Option<SeqId> {
@@ -219,8 +219,8 @@ impl LanguageModel for GpuModel {
     }
 
     fn free_sequence(&mut self, id: SeqId) {
-        if let Some(slot) = self.seqs.get_mut(id) {
-            if let Some(seq) = slot.take() {
+        if let Some(entry) = self.seqs.get_mut(id) {
+            if let Some(seq) = entry.take() {
                 self.kv.release(seq.pages);
             }
         }

@@ -163,7 +163,7 @@ impl GpuModel {
         enc.finish()
     }
 
-    /// Copies each last row's logits to its batch slot in the readback buffer.
+    /// Copies each last row's logits to its place in the readback buffer (its index in the batch).
     fn copy_logits(&self, enc: &mut wgpu::CommandEncoder, lasts: &[(u32, usize)]) {
         let row_bytes = (self.cfg.vocab_size * 4) as u64;
         for (j, &(_, b)) in lasts.iter().enumerate() {

@@ -41,7 +41,7 @@ fn first_visible(pos: u32) -> u32 {
     return 0u;
 }
 
-fn slot(table: u32, t: u32, kv_dim: u32) -> u32 {
+fn kv_at(table: u32, t: u32, kv_dim: u32) -> u32 {
     let page = rows_meta[table + t / KV_PAGE];
     return ((page * p.n_layer + p.layer) * KV_PAGE + t % KV_PAGE) * kv_dim;
 }
@@ -76,7 +76,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     let quarter = hd / 4u;
     var s = 0.0;
     if (j < count) {
-        let at = slot(table, start + t0 + j, kv_dim) + g * hd;
+        let at = kv_at(table, start + t0 + j, kv_dim) + g * hd;
         let i0 = (tid % 4u) * quarter;
         for (var i = i0; i < i0 + quarter; i++) {
             s += q[i] * k_pool[at + i];
@@ -123,7 +123,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     var acc = 0.0;
     if (grp < groups) {
         for (var t = grp; t < count; t += groups) {
-            acc += prob[t] * v_pool[slot(table, start + t0 + t, kv_dim) + g * hd + i];
+            acc += prob[t] * v_pool[kv_at(table, start + t0 + t, kv_dim) + g * hd + i];
         }
     }
     part[tid] = acc;

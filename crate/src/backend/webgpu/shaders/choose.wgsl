@@ -324,10 +324,10 @@ fn gather_sorted(req: Request, threshold: vec2<u32>, m: u32) {
     for (var i = tid; i < info.vocab; i += WG) {
         let kx = key_of(combined(req, i));
         if (selected(kx, i, threshold)) {
-            let slot = atomicAdd(&n_cand, 1u);
-            if (slot < MAX_SORTED) {
-                cand_key[slot] = kx;
-                cand_id[slot] = i;
+            let at = atomicAdd(&n_cand, 1u);
+            if (at < MAX_SORTED) {
+                cand_key[at] = kx;
+                cand_id[at] = i;
             }
         }
     }

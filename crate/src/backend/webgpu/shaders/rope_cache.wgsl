@@ -1,6 +1,6 @@
 // Per (head, row): Gemma's per-head RMS norm of q and k (QK_NORM), the rotary embedding at
 // the row's position (interleaved pairs (2i, 2i+1) or halves (i, i + rope_dim/2)), then q
-// goes back into qkv and k, v go into the row's slot of its sequence's KV cache.
+// goes back into qkv and k, v go into the row's place in its sequence's KV cache.
 // qkv: [rows][q_dim + 2 kv_dim]. rows_meta: ROW_META_WORDS u32 per row (token, position,
 // page-table offset, -) and the page tables. KV pool: [page][layer][KV_PAGE][kv_dim] f32,
 // for K and for V.
@@ -102,16 +102,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
     let pos = rows_meta[ROW_META_WORDS * r + 1u];
     let page = rows_meta[rows_meta[ROW_META_WORDS * r + 2u] + pos / KV_PAGE];
-    let slot = ((page * p.n_layer + p.layer) * KV_PAGE + pos % KV_PAGE) * kv_dim;
+    let at = ((page * p.n_layer + p.layer) * KV_PAGE + pos % KV_PAGE) * kv_dim;
     if (is_v) {
         let hv = h - p.n_head - p.n_kv_head;
         for (var i = tid; i < hd; i += 64u) {
-            v_pool[slot + hv * hd + i] = head[i];
+            v_pool[at + hv * hd + i] = head[i];
         }
     } else {
         let hk = h - p.n_head;
         for (var i = tid; i < hd; i += 64u) {
-            k_pool[slot + hk * hd + i] = head[i];
+            k_pool[at + hk * hd + i] = head[i];
         }
     }
 }
