@@ -1,6 +1,6 @@
 //! The report of an evaluation run: responses.jsonl, summary.md and the SVG charts.
 //!
-//! Each preference is judged on its own offline signal (AMULET.md §6): concise/verbose by
+//! Each preference is judged on its own offline signal (docs/method.md §6): concise/verbose by
 //! words, uplifting by VADER compound, creative by distinct-2, always beside the fluency
 //! cost (perplexity under the base context).
 
@@ -349,7 +349,7 @@ pub fn build(records: &[Record], cfg: &EvalConfig, info: &RunInfo) -> (String, V
         let _ = writeln!(md, "\n## Amulet strength sweep\n");
         let _ = writeln!(
             md,
-            "T game iterations give the strength k of z_p + k·(z_p − z_b) (AMULET.md §3; α={}, λ={}, η={}); LA uses a fixed r. Same prompts.\n",
+            "T game iterations give the strength k of z_p + k·(z_p − z_b) (docs/method.md §3; α={}, λ={}, η={}); LA uses a fixed r. Same prompts.\n",
             a.alpha, a.lambda, a.eta
         );
         let _ = writeln!(md, "| preference | T | k | own metric | perplexity |");

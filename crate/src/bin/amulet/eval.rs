@@ -1,4 +1,4 @@
-//! `amulet eval`: base, pref, LA and Amulet over a prompt set, scored offline (AMULET.md
+//! `amulet eval`: base, pref, LA and Amulet over a prompt set, scored offline (docs/method.md
 //! §6), with a progress bar; the work itself lives in the library (`amulet::eval`).
 
 use std::path::PathBuf;
