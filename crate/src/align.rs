@@ -1,5 +1,5 @@
 //! Turning the two next-token logit rows (base context, preference context) into the one
-//! score row the sampler draws from: the baselines and Amulet (AMULET.md §2-4).
+//! score row the sampler draws from: the baselines and Amulet (docs/method.md §2-4).
 //!
 //! Pure functions over `&[f32]` so the same code runs natively and in wasm32, and so the
 //! closed form can be checked against the faithful game without a model.
@@ -15,7 +15,7 @@ const MAX_VALUE: f64 = 1e6;
 /// Keeps the per-request recursion (and the faithful game) cheap and bounded.
 const MAX_ITERATIONS: u32 = 10_000;
 
-/// Parameters of the per-token online-learning game (AMULET.md §2).
+/// Parameters of the per-token online-learning game (docs/method.md §2).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AmuletParams {
     /// Utility weight α.
@@ -109,7 +109,7 @@ impl fmt::Display for Game {
     }
 }
 
-/// How the next-token scores are formed (AMULET.md §4).
+/// How the next-token scores are formed (docs/method.md §4).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Method {
     /// z_b: the model without the preference.
@@ -218,7 +218,7 @@ impl fmt::Display for Method {
     }
 }
 
-/// The strength k_{T+1} of AMULET.md §3: the T-iteration game collapses to
+/// The strength k_{T+1} of docs/method.md §3: the T-iteration game collapses to
 /// `z_p + k·(z_p − z_b)`, and k depends on the parameters only, never on the logits.
 /// No validation here (callers sweeping parameters may want raw values); may return
 /// inf or NaN for divergent settings.
@@ -242,7 +242,7 @@ fn log_softmax_f64_in_place(v: &mut [f64]) {
     }
 }
 
-/// The faithful game of AMULET.md §2 in f64, returning log π_{T+1}.
+/// The faithful game of docs/method.md §2 in f64, returning log π_{T+1}.
 /// Costs T passes over the vocabulary and allocates; it exists to verify the closed form
 /// and as the starting point for anyone who changes the utility.
 ///

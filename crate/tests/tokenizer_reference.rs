@@ -1,6 +1,7 @@
 //! End-to-end: tokenizers and chat templates built from the real GGUF files must reproduce the
 //! Hugging Face reference (transformers' tokenizer loaded from the same GGUF) exactly.
-//! Skips (with a note) when the model files or reference data are not on this machine.
+//! The reference outputs are vendored in `tests/data/tokenizer` (see its README); missing model
+//! files or reference data fail the test.
 
 use std::path::PathBuf;
 
@@ -16,14 +17,13 @@ fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn reference_path(name: &str) -> Option<PathBuf> {
-    let mut dirs = Vec::new();
-    if let Ok(d) = std::env::var("AMULET_TOKENIZER_REF_DIR") {
-        dirs.push(PathBuf::from(d));
-    }
-    dirs.push(manifest().join("../shared/data/tokenizer"));
-    dirs.push(manifest().join("../../shared/data/tokenizer"));
-    dirs.into_iter().map(|d| d.join(name)).find(|p| p.exists())
+/// The vendored reference file, or the one in `AMULET_TOKENIZER_REF_DIR` when that is set.
+fn reference_path(name: &str) -> PathBuf {
+    let dir = match std::env::var("AMULET_TOKENIZER_REF_DIR") {
+        Ok(d) => PathBuf::from(d),
+        Err(_) => manifest().join("../tests/data/tokenizer"),
+    };
+    dir.join(name)
 }
 
 struct Loaded {
@@ -38,13 +38,14 @@ fn load((model, reference): (&str, &str)) -> Option<Loaded> {
     let Ok(bytes) = std::fs::read(&model_path) else {
         panic!("{} not found: run models/fetch.sh (./build.sh test does)", model_path.display());
     };
-    let Some(ref_path) = reference_path(reference) else {
-        panic!("reference {reference} not found beside the checkout (../shared/data/tokenizer)");
+    let ref_path = reference_path(reference);
+    let Ok(ref_text) = std::fs::read_to_string(&ref_path) else {
+        panic!("reference {} not found (tests/data/tokenizer)", ref_path.display());
     };
     let gguf = Gguf::parse(&bytes).expect("parse gguf");
     let spec = TokenizerSpec::from_gguf(&gguf).expect("tokenizer spec");
     let tok = TextTokenizer::from_spec(&spec).expect("tokenizer");
-    let reference: Value = serde_json::from_str(&std::fs::read_to_string(ref_path).unwrap()).unwrap();
+    let reference: Value = serde_json::from_str(&ref_text).unwrap();
     Some(Loaded { gguf, tok, reference })
 }
 

@@ -1,4 +1,4 @@
-//! Offline signals of a response (AMULET.md §6), pure functions so they can be tested
+//! Offline signals of a response (docs/method.md §6), pure functions so they can be tested
 //! without a model: length, lexicon sentiment, lexical diversity, and the statistics
 //! (bootstrap intervals, win rates) the summary is built from.
 

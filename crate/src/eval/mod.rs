@@ -1,5 +1,5 @@
 //! Offline evaluation (`amulet eval`): runs a prompt set through base, pref, LA and Amulet,
-//! scores every response with the signals of AMULET.md §6 and writes a report.
+//! scores every response with the signals of docs/method.md §6 and writes a report.
 //!
 //! Speed comes from the engine's compare mode: every method of one (prompt, preference)
 //! decodes as ONE batch over a shared prompt prefix, base runs once per prompt (it does not

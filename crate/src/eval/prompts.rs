@@ -1,4 +1,4 @@
-//! Prompt sets: one JSON object a line, `{"id": .., "question": ".."}` (AMULET.md §6).
+//! Prompt sets: one JSON object a line, `{"id": .., "question": ".."}` (docs/method.md §6).
 
 use std::path::Path;
 

@@ -1,11 +1,11 @@
 //! The report of an evaluation run: responses.jsonl, summary.md and the SVG charts.
 //!
-//! Each preference is judged on its own offline signal (AMULET.md §6): concise/verbose by
+//! Each preference is judged on its own offline signal (docs/method.md §6): concise/verbose by
 //! words, uplifting by VADER compound, creative by distinct-2, always beside the fluency
 //! cost (perplexity under the base context).
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use super::metrics::{
     bootstrap_mean_ci, corpus_distinct_n, mean, median, pairwise_scores, words, Direction, Estimate, Metrics,
@@ -77,11 +77,69 @@ impl OwnMetric {
 /// What the summary says about the run itself.
 #[derive(Debug, Clone)]
 pub struct RunInfo {
-    /// The command line, for reproduction.
+    /// The command line, for reproduction (paths as `recorded_command` writes them).
     pub command: String,
+    /// The prompt file (as `recorded_path` writes it).
     pub prompts_source: String,
     pub model: String,
     pub wall_s: f64,
+}
+
+/// `.` and `..` resolved without touching the file system.
+fn lexically_normal(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `path` relative to `root` with '/' separators, when it lies inside (both absolute).
+fn inside(path: &Path, root: &Path) -> Option<String> {
+    let rel = lexically_normal(path).strip_prefix(lexically_normal(root)).ok()?.to_path_buf();
+    let parts: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    Some(if parts.is_empty() { ".".into() } else { parts.join("/") })
+}
+
+/// How a report names a file: relative to the repository root `root` when it lies inside
+/// it, else by its file name alone, so that a committed report names no folder of the
+/// machine it ran on. A relative `path` is taken from `cwd`; a path that reaches the
+/// repository only through a symbolic link is recognised through its real location.
+pub fn recorded_path(path: &Path, cwd: &Path, root: &Path) -> String {
+    if let Some(rel) = inside(&cwd.join(path), root) {
+        return rel;
+    }
+    if let Some(rel) = std::fs::canonicalize(cwd.join(path)).ok().and_then(|real| inside(&real, root)) {
+        return rel;
+    }
+    lexically_normal(path).file_name().map_or_else(|| path.display().to_string(), |f| f.to_string_lossy().into_owned())
+}
+
+/// The command line as a report records it: the program (when given as a path) and the
+/// values of `path_flags` (`--flag value` or `--flag=value`) go through `recorded_path`;
+/// every other argument is kept as it was.
+pub fn recorded_command(args: &[String], path_flags: &[&str], cwd: &Path, root: &Path) -> String {
+    let shown = |a: &str| recorded_path(Path::new(a), cwd, root);
+    let mut out = Vec::with_capacity(args.len());
+    let mut value_is_path = false;
+    for (i, a) in args.iter().enumerate() {
+        let flag_value = a.split_once('=').filter(|(flag, _)| path_flags.contains(flag));
+        out.push(if value_is_path || (i == 0 && a.contains(['/', '\\'])) {
+            shown(a)
+        } else if let Some((flag, value)) = flag_value {
+            format!("{flag}={}", shown(value))
+        } else {
+            a.clone()
+        });
+        value_is_path = path_flags.contains(&a.as_str());
+    }
+    out.join(" ")
 }
 
 /// Chart colour of a method.
@@ -349,7 +407,7 @@ pub fn build(records: &[Record], cfg: &EvalConfig, info: &RunInfo) -> (String, V
         let _ = writeln!(md, "\n## Amulet strength sweep\n");
         let _ = writeln!(
             md,
-            "T game iterations give the strength k of z_p + k·(z_p − z_b) (AMULET.md §3; α={}, λ={}, η={}); LA uses a fixed r. Same prompts.\n",
+            "T game iterations give the strength k of z_p + k·(z_p − z_b) (docs/method.md §3; α={}, λ={}, η={}); LA uses a fixed r. Same prompts.\n",
             a.alpha, a.lambda, a.eta
         );
         let _ = writeln!(md, "| preference | T | k | own metric | perplexity |");
@@ -506,5 +564,44 @@ mod tests {
         let names: Vec<&str> = charts.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, vec!["concise.svg", "sweep-concise.svg"]);
         assert_eq!(file_stem(" Explain like I'm 5! "), "explain-like-i-m-5");
+    }
+
+    #[test]
+    fn reports_name_files_relative_to_the_repository_or_by_file_name() {
+        let root = Path::new("/repo");
+        let at = |p: &str, cwd: &str| recorded_path(Path::new(p), Path::new(cwd), root);
+        assert_eq!(at("data/prompts/personal.jsonl", "/repo"), "data/prompts/personal.jsonl");
+        assert_eq!(at("../data/prompts/personal.jsonl", "/repo/crate"), "data/prompts/personal.jsonl");
+        assert_eq!(at("./target/release/amulet", "/repo"), "target/release/amulet");
+        assert_eq!(at("/repo/docs/eval/personal", "/elsewhere"), "docs/eval/personal");
+        assert_eq!(at("/repo", "/repo"), ".");
+        // Outside the repository: the file name only.
+        assert_eq!(at("../elsewhere/data/prompts/personal.jsonl", "/repo"), "personal.jsonl");
+        assert_eq!(at("/opt/someone/prompts.jsonl", "/repo"), "prompts.jsonl");
+        assert_eq!(at("/repository/p.jsonl", "/repo"), "p.jsonl");
+
+        let args: Vec<String> = [
+            "/repo/target/release/amulet",
+            "eval",
+            "--prompts",
+            "/srv/someone/data/personal.jsonl",
+            "--limit",
+            "14",
+            "--preferences",
+            "concise,a/b",
+            "--out=/repo/docs/eval/personal",
+            "--model",
+            "models/cache/m.gguf",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            recorded_command(&args, &["--prompts", "--out", "--model"], Path::new("/repo"), root),
+            "target/release/amulet eval --prompts personal.jsonl --limit 14 --preferences concise,a/b \
+             --out=docs/eval/personal --model models/cache/m.gguf"
+        );
+        let bare: Vec<String> = vec!["amulet".into(), "eval".into()];
+        assert_eq!(recorded_command(&bare, &[], Path::new("/repo/crate"), root), "amulet eval");
     }
 }

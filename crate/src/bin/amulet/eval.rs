@@ -1,11 +1,11 @@
-//! `amulet eval`: base, pref, LA and Amulet over a prompt set, scored offline (AMULET.md
+//! `amulet eval`: base, pref, LA and Amulet over a prompt set, scored offline (docs/method.md
 //! §6), with a progress bar; the work itself lives in the library (`amulet::eval`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use amulet::align::{Game, Method};
-use amulet::eval::report::{write_report, RunInfo};
+use amulet::eval::report::{recorded_command, recorded_path, write_report, RunInfo};
 use amulet::eval::{load_prompts, run, EvalConfig, Progress};
 use amulet::model::DeviceChoice;
 use amulet::prompt::Placement;
@@ -53,6 +53,16 @@ pub struct EvalArgs {
     /// Where the preference sentence goes (the paper: system)
     #[arg(long, value_enum, default_value_t = Placement::System)]
     placement: Placement,
+}
+
+/// The options whose values are paths, recorded relative to the repository in the summary.
+const PATH_OPTIONS: [&str; 3] = ["--prompts", "--out", "--model"];
+
+/// The repository this binary was built from: the summary names files inside it relative to
+/// it and any other file by its name only, so committed reports carry no machine's paths.
+fn repo_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::canonicalize(&root).unwrap_or(root)
 }
 
 fn config(a: &EvalArgs) -> Result<EvalConfig> {
@@ -110,9 +120,11 @@ pub fn run_eval(a: EvalArgs) -> Result<()> {
     })?;
     bar.finish_and_clear();
 
+    let (root, cwd) = (repo_root(), std::env::current_dir().unwrap_or_default());
+    let args: Vec<String> = std::env::args().collect();
     let run_info = RunInfo {
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        prompts_source: a.prompts.display().to_string(),
+        command: recorded_command(&args, &PATH_OPTIONS, &cwd, &root),
+        prompts_source: recorded_path(&a.prompts, &cwd, &root),
         model: format!(
             "`{}`: {} ({}, {})",
             path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
