@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-1}"   # one thread is fastest on 2-core machines
 
-log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+START=$SECONDS
+log() { printf '\033[1m==> [%dm%02ds] %s\033[0m\n' $(((SECONDS - START) / 60)) $(((SECONDS - START) % 60)) "$*" >&2; }
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -14,6 +15,16 @@ need_models() {
   log "models: default (SmolLM2-135M-Instruct Q4_1) and gemma-3-270m (Q4_K_M)"
   models/fetch.sh >/dev/null
   models/fetch.sh gemma-3-270m-q4_k_m >/dev/null
+}
+
+need_rust_components() {
+  local c
+  for c in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^$c"; then
+      log "rustup component add $c"
+      rustup component add "$c"
+    fi
+  done
 }
 
 need_wasm_toolchain() {
@@ -84,7 +95,21 @@ cmd_serve() {
   exec node www/demo/serve.mjs "${PORT:-8080}"
 }
 
+# Cheap checks first: the repository stands alone, its code is formatted and lint-free.
+gates() {
+  log "gates: nothing outside the repository, cargo fmt, clippy (native, wasm32), prettier"
+  tests/check-self-contained.sh
+  need_rust_components
+  cargo fmt --check
+  cargo clippy --release --all-targets -- -D warnings
+  need_wasm_toolchain
+  cargo clippy --release --target wasm32-unknown-unknown --lib --test wasm_api --test wasm_webgpu -- -D warnings
+  need_node_modules tests
+  (cd tests && npm run --silent format:check)
+}
+
 cmd_test() {
+  gates
   need_models
   need_chromium
   need_vulkan

@@ -499,7 +499,10 @@ test('the Results view shows the evaluation charts (or says plainly that there a
     else assert.equal(viewState, 'shown');
   }
   // The regeneration command is shown either way; the button closes the view again.
-  assert.match(await page.textContent('#results-view'), /amulet eval --prompts data\/prompts\/personal\.jsonl --limit 20 --out docs\/eval\/personal/);
+  assert.match(
+    await page.textContent('#results-view'),
+    /amulet eval --prompts data\/prompts\/personal\.jsonl --limit 20 --out docs\/eval\/personal/,
+  );
   await toggle.press('Enter');
   assert.equal(await page.locator('#results-view').isHidden(), true);
 });
