@@ -36,11 +36,11 @@ fn load((model, reference): (&str, &str)) -> Option<Loaded> {
     let model_path = manifest().join("../models/cache").join(model);
     // Missing inputs fail the test: a reference check that skips itself proves nothing.
     let Ok(bytes) = std::fs::read(&model_path) else {
-        panic!("{} not found: run models/fetch.sh (./build.sh test does)", model_path.display());
+        panic!("missing prerequisite: {} (run models/fetch.sh; ./build.sh test does)", model_path.display());
     };
     let ref_path = reference_path(reference);
     let Ok(ref_text) = std::fs::read_to_string(&ref_path) else {
-        panic!("reference {} not found (tests/data/tokenizer)", ref_path.display());
+        panic!("missing prerequisite: {} (the reference data in tests/data/tokenizer)", ref_path.display());
     };
     let gguf = Gguf::parse(&bytes).expect("parse gguf");
     let spec = TokenizerSpec::from_gguf(&gguf).expect("tokenizer spec");

@@ -14,7 +14,9 @@ use common::*;
 
 /// The adapter, or a failure that says how to get one (lavapipe: mesa-vulkan-drivers).
 pub fn context() -> GpuContext {
-    GpuContext::open().unwrap_or_else(|e| panic!("{e}: install mesa-vulkan-drivers (./build.sh test does)"))
+    GpuContext::open().unwrap_or_else(|e| {
+        panic!("missing prerequisite: a WebGPU adapter ({e}; install mesa-vulkan-drivers: ./build.sh test does)")
+    })
 }
 
 fn schedule(m: &mut dyn LanguageModel, prompt: u32) -> Vec<Vec<Vec<f32>>> {

@@ -11,7 +11,9 @@ use super::weights::Repacked;
 use super::GpuContext;
 
 pub fn context() -> GpuContext {
-    GpuContext::open().unwrap_or_else(|e| panic!("{e}: install mesa-vulkan-drivers (./build.sh test does)"))
+    GpuContext::open().unwrap_or_else(|e| {
+        panic!("missing prerequisite: a WebGPU adapter ({e}; install mesa-vulkan-drivers: ./build.sh test does)")
+    })
 }
 
 /// A storage buffer holding `data` (copies in and out allowed).
