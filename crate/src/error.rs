@@ -33,6 +33,10 @@ pub enum AmuletError {
     /// WebGPU was asked for, but there is no adapter or it cannot run this model.
     #[error("WebGPU unavailable: {0}")]
     NoWebGpu(String),
+    /// The model needs more memory than the place it would run can hold (checked from its
+    /// header, before a download).
+    #[error("too large: {0}")]
+    TooLarge(String),
     /// Reading a file failed.
     #[error("io: {0}")]
     Io(String),
@@ -55,6 +59,7 @@ impl AmuletError {
             AmuletError::Aborted => "ABORTED",
             AmuletError::Compute(_) => "COMPUTE",
             AmuletError::NoWebGpu(_) => "NO_WEBGPU",
+            AmuletError::TooLarge(_) => "TOO_LARGE",
             AmuletError::Io(_) => "IO",
         }
     }

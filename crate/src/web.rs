@@ -119,6 +119,64 @@ impl WasmEngine {
     }
 }
 
+/// What a model file will need, from its first bytes (a Range request or a Blob slice), so a
+/// model that cannot fit is refused before its download: null while the header is longer
+/// than `prefix` (call again with more), else `{ name, architecture, fileBytes, cpuBytes,
+/// wasmLimit }` (`cpuBytes`: the CPU path's weights plus two contexts of KV cache).
+#[wasm_bindgen(js_name = inspectModel)]
+pub fn inspect_model(prefix: &[u8], file_len: f64) -> Result<JsValue, JsValue> {
+    let src = js_source(file_len, js_sys::Function::new_no_args(""))?;
+    let Some(g) = Gguf::parse_prefix(prefix, src.file_len).map_err(js_error)? else { return Ok(JsValue::NULL) };
+    let cfg = crate::model::ModelConfig::from_gguf(&g).map_err(js_error)?;
+    to_js(&JsInspect {
+        name: g.opt_str("general.name").unwrap_or("unnamed"),
+        architecture: cfg.arch.name(),
+        file_bytes: src.file_len as u64,
+        cpu_bytes: crate::model::memory::cpu_estimate(&g, true).map_err(js_error)?,
+        wasm_limit: crate::model::memory::WASM32_MEMORY,
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsInspect<'a> {
+    name: &'a str,
+    architecture: &'static str,
+    file_bytes: u64,
+    cpu_bytes: u64,
+    wasm_limit: u64,
+}
+
+/// SHA-256 over bytes that arrive in pieces (a download), for the `integrity` option:
+/// WebCrypto only hashes a whole buffer, and a model should not be held whole for that.
+#[wasm_bindgen]
+pub struct Sha256 {
+    hasher: sha2::Sha256,
+}
+
+#[wasm_bindgen]
+impl Sha256 {
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> Sha256 {
+        Sha256 { hasher: sha2::Digest::new() }
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        sha2::Digest::update(&mut self.hasher, bytes);
+    }
+
+    /// The digest of everything given so far, as 32 bytes.
+    pub fn digest(&self) -> Vec<u8> {
+        sha2::Digest::finalize(self.hasher.clone()).to_vec()
+    }
+}
+
+impl Default for Sha256 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 fn parse_generate(request: JsValue) -> Result<(crate::engine::GenerateRequest, Vec<String>), JsValue> {
     let value: Value = serde_wasm_bindgen::from_value(request)
         .map_err(|e| js_error(AmuletError::bad_option("request", e.to_string())))?;
@@ -128,8 +186,14 @@ fn parse_generate(request: JsValue) -> Result<(crate::engine::GenerateRequest, V
 }
 
 fn js_source(file_len: f64, read: js_sys::Function) -> Result<JsSource, JsValue> {
-    if !(file_len.is_finite() && file_len >= 0.0 && file_len.fract() == 0.0 && file_len <= usize::MAX as f64) {
+    if !(file_len.is_finite() && file_len >= 0.0 && file_len.fract() == 0.0) {
         return Err(js_error(AmuletError::bad_option("fileLength", format!("{file_len} is not a byte count"))));
+    }
+    if file_len > usize::MAX as f64 {
+        return Err(js_error(AmuletError::TooLarge(format!(
+            "the file has {:.1} GB; WebAssembly (wasm32) addresses files below 4.3 GB",
+            file_len / 1e9
+        ))));
     }
     Ok(JsSource { read, file_len: file_len as usize })
 }

@@ -7,13 +7,13 @@
 
 import { AmuletError, abortError, badOption, disposedError, toAmuletError } from './errors.js';
 import { initWasm, strength, WasmEngine } from './wasm.js';
-import { readSource, sourceName } from './source.js';
+import { openSource, parseIntegrity, sourceName } from './source.js';
 import { prepareRequest } from './options.js';
 import { Fifo, yieldToEventLoop } from './schedule.js';
 import { createChat } from './openai.js';
 
 const DEVICES = ['auto', 'webgpu', 'cpu'];
-const LOAD_OPTIONS = ['device', 'onProgress', 'cache', 'signal', 'model', 'wasm', 'fetchOptions'];
+const LOAD_OPTIONS = ['device', 'onProgress', 'cache', 'signal', 'model', 'wasm', 'fetchOptions', 'integrity'];
 const PRIVATE = Symbol('AmuletEngine');
 
 /** Share of the progress bar given to download when there is one (the rest: building). */
@@ -36,6 +36,7 @@ export function checkLoadOptions(options) {
     throw badOption('cache', 'must be a boolean or a cache name');
   }
   if (options.model != null && typeof options.model !== 'string') throw badOption('model', 'must be a string');
+  parseIntegrity(options.integrity);
   return device;
 }
 
@@ -45,15 +46,18 @@ function checkSignal(signal) {
 
 export class AmuletEngine {
   #wasm;
+  /** The opened model file (a Blob, a file descriptor or bytes): closed with the engine. */
+  #file;
   #info;
   #lock = new Fifo();
   #disposed = false;
   #disposing = null;
 
   /** @private Use `AmuletEngine.load`. */
-  constructor(token, wasm, info) {
+  constructor(token, wasm, info, file) {
     if (token !== PRIVATE) throw new TypeError('use `await AmuletEngine.load(source, options)`');
     this.#wasm = wasm;
+    this.#file = file;
     this.#info = Object.freeze(info);
     /** OpenAI-shaped twin of generate(): `engine.chat.completions.create({ messages, stream, amulet })`. */
     this.chat = createChat(
@@ -90,9 +94,11 @@ export class AmuletEngine {
     await initWasm(options.wasm);
 
     let downloaded = false;
-    const { bytes, fetched } = await readSource(source, {
+    const { file, fetched, cached, cacheNote } = await openSource(source, {
       signal,
+      device,
       cache: options.cache,
+      integrity: options.integrity,
       fetchOptions: options.fetchOptions,
       onProgress(loaded, total, text) {
         downloaded = true;
@@ -103,21 +109,20 @@ export class AmuletEngine {
       },
     });
     const base = fetched && downloaded ? DOWNLOAD_SHARE : 0;
-    checkSignal(signal);
-    // Let the last download progress paint before the synchronous build.
-    await yieldToEventLoop();
-    checkSignal(signal);
-
     let wasm;
     try {
-      // The file stays in JS memory; wasm reads the header, then one tensor at a time, so
-      // wasm memory (which never shrinks) holds the weights once, not the file as well.
-      const view = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
-      // 'auto' and 'webgpu' ask the browser for an adapter (a promise); 'auto' takes the CPU
-      // path when there is none or it is a software renderer, and info.deviceReason says so.
+      checkSignal(signal);
+      // Let the last download progress paint before the synchronous build.
+      await yieldToEventLoop();
+      checkSignal(signal);
+      // wasm reads the header, then one tensor at a time, from wherever the file is (a Blob,
+      // a file descriptor, bytes), so wasm memory (which never shrinks) holds the weights
+      // once. 'auto' and 'webgpu' ask the browser for an adapter (a promise); 'auto' takes the
+      // CPU path when there is none or it is a software renderer, and info.deviceReason says so.
+      // On WebGPU the reader stays with the engine: a lost GPU rebuilds the CPU path from it.
       wasm = await WasmEngine.loadStreamingAsync(
-        view.byteLength,
-        (offset, length) => view.subarray(offset, offset + length),
+        file.size,
+        (offset, length) => file.read(offset, length),
         (done, total) => {
           const frac = total > 0 ? done / total : 1;
           report({
@@ -131,6 +136,7 @@ export class AmuletEngine {
         device,
       );
     } catch (e) {
+      file.close();
       throw toAmuletError(e);
     }
     let raw;
@@ -138,6 +144,7 @@ export class AmuletEngine {
       raw = wasm.info();
     } catch (e) {
       wasm.free();
+      file.close();
       throw toAmuletError(e);
     }
     const info = {
@@ -150,8 +157,10 @@ export class AmuletEngine {
       device: raw.device ?? 'cpu',
       deviceReason: raw.deviceReason,
       chatTemplateFallback: raw.chatTemplateFallback,
+      cached,
+      cacheNote,
     };
-    return new AmuletEngine(PRIVATE, wasm, info);
+    return new AmuletEngine(PRIVATE, wasm, info, file);
   }
 
   /** `{ model, name, architecture, quantization, contextLength, vocabSize, device, deviceReason, chatTemplateFallback }` */
@@ -250,6 +259,8 @@ export class AmuletEngine {
     if (this.#disposed && !this.#lock.busy && this.#wasm) {
       this.#wasm.free();
       this.#wasm = null;
+      this.#file?.close();
+      this.#file = null;
     }
   }
 

@@ -13,8 +13,11 @@ export type AmuletErrorCode =
   | 'CONTEXT_OVERFLOW' // the prompt does not fit the context
   | 'ABORTED' // an AbortSignal fired (error.name is 'AbortError')
   | 'COMPUTE'
-  | 'IO' // download / file / cache failures, and a .wasm that could not be loaded
+  | 'IO' // an HTTP error, a file that cannot be read, a .wasm that could not be loaded
+  | 'TOO_LARGE' // the model cannot fit where it would run (wasm32's 4 GB), known before the download
   | 'NO_WEBGPU' // device: 'webgpu' where the realm has no WebGPU adapter (navigator.gpu)
+  | 'NETWORK' // the connection failed, or a download broke and could not be resumed
+  | 'INTEGRITY' // the file's SHA-256 is not the `integrity` given
   | 'DISPOSED' // the engine has been disposed
   | 'NOT_READY' // closedFormStrength before the wasm module was initialised
   | 'WORKER'; // the worker failed or a message could not cross
@@ -68,6 +71,9 @@ export interface LoadOptions {
   wasm?: WasmInput;
   /** Extra fetch() options for URL sources (headers, credentials, ...). */
   fetchOptions?: RequestInit;
+  /** The file's SHA-256, as in SRI (`'sha256-<base64>'`) or 64 hex digits: checked as the bytes
+   *  arrive, before the model is used or cached (INTEGRITY on a mismatch). */
+  integrity?: string;
 }
 
 export type WasmInput = string | URL | Response | BufferSource | WebAssembly.Module;
@@ -86,6 +92,10 @@ export interface EngineInfo {
   deviceReason: string;
   /** True when the GGUF had no usable chat template and a generic one is used. */
   chatTemplateFallback: boolean;
+  /** The Cache API: 'hit' (read from it), 'stored' (downloaded and kept), 'not-stored'
+   *  (downloaded, but the cache refused it: `cacheNote` says why, e.g. the quota), 'off'. */
+  cached: 'hit' | 'stored' | 'not-stored' | 'off';
+  cacheNote: string;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,10 +6,10 @@
 // - Node >= 20 (no bundler): fetch() cannot read file: URLs, so the bytes are read with
 //   node:fs, imported dynamically so that browsers and bundlers never see it.
 
-import init, { WasmEngine, closedFormStrength as wasmStrength } from '../pkg/amulet.js';
+import init, { WasmEngine, closedFormStrength as wasmStrength, inspectModel, Sha256 } from '../pkg/amulet.js';
 import { AmuletError, toAmuletError } from './errors.js';
 
-export { WasmEngine };
+export { WasmEngine, inspectModel, Sha256 };
 
 let ready = null; // Promise of the wasm exports, shared by every caller of this realm
 let initialised = false;

@@ -8,6 +8,7 @@
 pub mod attention;
 pub mod config;
 pub mod gpu;
+pub mod memory;
 pub mod select;
 pub mod transformer;
 

@@ -79,6 +79,9 @@ fn load_cpu<S: TensorSource + ?Sized>(
     reason: String,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Loaded> {
+    // In a browser a model beyond wasm32's memory would abort the module half-way: say so first.
+    #[cfg(target_arch = "wasm32")]
+    super::memory::check_fits_wasm32(g)?;
     Ok(Loaded { model: Box::new(CpuModel::load(g, src, progress)?), reason })
 }
 
