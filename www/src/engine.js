@@ -6,7 +6,7 @@
 // in a FIFO queue and start when the previous one has finished.
 
 import { AmuletError, abortError, badOption, disposedError, toAmuletError } from './errors.js';
-import { initWasm, strength, WasmEngine } from './wasm.js';
+import { initWasm, strength, wasmMemoryBytes, WasmEngine } from './wasm.js';
 import { openSource, parseIntegrity, sourceName } from './source.js';
 import { prepareRequest } from './options.js';
 import { Fifo, yieldToEventLoop } from './schedule.js';
@@ -189,6 +189,16 @@ export class AmuletEngine {
    */
   compare(options = {}) {
     return this.#iterate('compare', options);
+  }
+
+  /**
+   * Memory this engine's realm holds: `{ wasmBytes }`, the wasm memory (the weights on the CPU
+   * path, next to nothing on WebGPU; it only grows, so this is also the peak), and
+   * `fileInMemory`: whether the model file itself is held as bytes in JS (a page's main thread)
+   * rather than read from a Blob or a file as needed.
+   */
+  async memoryUsage() {
+    return { wasmBytes: wasmMemoryBytes(), fileInMemory: this.#file?.held === 'memory' };
   }
 
   /** closedFormStrength(alpha, lambda, eta, iterations), as a promise (same as the worker proxy's). */

@@ -350,7 +350,15 @@ export declare class AmuletEngine implements Engine {
   compare(options: CompareOptions): AsyncGenerator<CompareChunk, void, undefined>;
   readonly chat: Chat;
   strength(alpha?: number, lambda?: number, eta?: number, iterations?: number): Promise<number>;
+  /** The wasm memory of the engine's realm (grow-only: also its peak), and whether the model
+   *  file is held as bytes in JS (a page's main thread) rather than read as needed. */
+  memoryUsage(): Promise<MemoryUsage>;
   dispose(): Promise<void>;
+}
+
+export interface MemoryUsage {
+  wasmBytes: number;
+  fileInMemory: boolean;
 }
 
 export interface WorkerEngine extends Engine {
@@ -381,6 +389,8 @@ export declare function createWorkerEngine(
 
 /** Instantiates the wasm module of this realm (once; later calls share the promise). */
 export declare function initWasm(input?: WasmInput): Promise<void>;
+/** Bytes of this realm's wasm memory (grow-only: also its peak); 0 before initWasm. */
+export declare function wasmMemoryBytes(): number;
 
 /**
  * The Amulet strength k(alpha, lambda, eta, T): log π = z_p + k·(z_p − z_b). Synchronous;

@@ -9,6 +9,6 @@
 export { AmuletEngine } from './engine.js';
 export { createWorkerEngine } from './worker-client.js';
 export { AmuletError, ERROR_CODES } from './errors.js';
-export { initWasm, closedFormStrength, strength } from './wasm.js';
+export { initWasm, closedFormStrength, strength, wasmMemoryBytes } from './wasm.js';
 export { METHODS } from './options.js';
 export { DEFAULT_CACHE_NAME } from './source.js';

@@ -13,6 +13,7 @@ export { WasmEngine, inspectModel, Sha256 };
 
 let ready = null; // Promise of the wasm exports, shared by every caller of this realm
 let initialised = false;
+let memory = null; // the module's WebAssembly.Memory, once initialised
 
 const isNode = typeof process === 'object' && process !== null && typeof process.versions?.node === 'string';
 
@@ -37,7 +38,8 @@ export function initWasm(input) {
   if (!ready) {
     ready = (async () => {
       try {
-        await init({ module_or_path: input ?? (await defaultInput()) });
+        const exports = await init({ module_or_path: input ?? (await defaultInput()) });
+        memory = exports.memory;
         initialised = true;
       } catch (e) {
         ready = null; // allow a retry (e.g. the network came back)
@@ -46,6 +48,11 @@ export function initWasm(input) {
     })();
   }
   return ready;
+}
+
+/** Bytes of this realm's wasm memory; it only grows, so this is also its peak. 0 before init. */
+export function wasmMemoryBytes() {
+  return memory?.buffer.byteLength ?? 0;
 }
 
 /** Whether `initWasm` has completed in this realm. */

@@ -209,6 +209,12 @@ class WorkerEngine {
     return this.#stream('compare', options);
   }
 
+  /** The worker engine's memoryUsage(). */
+  async memoryUsage() {
+    if (this.#disposing) throw disposedError();
+    return (await this.#channel.call({ type: 'memory' }, 'result')).value;
+  }
+
   /** closedFormStrength, computed in the worker. */
   async strength(alpha, lambda, eta, iterations) {
     if (this.#disposing) throw disposedError();

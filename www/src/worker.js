@@ -7,6 +7,7 @@
 //   page -> worker  { type: 'load', id, source, options }      -> progress*, loaded | error
 //                   { type: 'generate' | 'compare', id, options } -> chunk*, end | error
 //                   { type: 'strength', id, args }              -> result | error
+//                   { type: 'memory', id }                      -> result | error
 //                   { type: 'abort', id }   (a load or a generation; also sent on early break)
 //                   { type: 'dispose', id }                     -> disposed
 // The engine loop yields between decode steps, so an abort message is handled within one token.
@@ -76,6 +77,15 @@ async function dispose(id) {
   }
 }
 
+async function memoryUsage(id) {
+  try {
+    if (!engine) throw Object.assign(new Error('no model is loaded in this worker'), { code: 'NOT_READY' });
+    post({ type: 'result', id, value: await engine.memoryUsage() });
+  } catch (e) {
+    fail(id, e);
+  }
+}
+
 async function computeStrength(id, args) {
   try {
     post({ type: 'result', id, value: await strength(...args) });
@@ -99,6 +109,8 @@ scope.addEventListener('message', (event) => {
       return void dispose(msg.id);
     case 'strength':
       return void computeStrength(msg.id, msg.args ?? []);
+    case 'memory':
+      return void memoryUsage(msg.id);
     default:
       return fail(msg.id, Object.assign(new Error(`unknown message type ${msg.type}`), { code: 'WORKER' }));
   }
