@@ -137,15 +137,34 @@ fn fixtures_are_written_and_run() {
 }
 
 #[test]
-fn bench_json_has_both_methods_and_their_ratio_on_both_backends() {
+fn bench_json_has_both_methods_thread_counts_and_backends() {
     let m = model();
-    let v = json(&amulet(&["bench", "--model", m.to_str().unwrap(), "--tokens", "8", "--runs", "1", "--json"]));
-    let r = &v["backends"][0];
-    assert_eq!(r["device"], "cpu");
-    let b = r["base"]["decode_tokens_per_s"].as_f64().unwrap();
-    let a = r["amulet"]["decode_tokens_per_s"].as_f64().unwrap();
-    assert!(b > 0.0 && a > 0.0);
-    assert!((r["ratio"].as_f64().unwrap() - a / b).abs() < 1e-9);
+    let v = json(&amulet(&[
+        "bench",
+        "--model",
+        m.to_str().unwrap(),
+        "--tokens",
+        "8",
+        "--runs",
+        "1",
+        "--threads",
+        "1,2",
+        "--prefill-tokens",
+        "64",
+        "--json",
+    ]));
+    let configs = v["configs"].as_array().unwrap();
+    assert_eq!(configs.len(), 2, "one config per thread count: {v}");
+    for (c, threads) in configs.iter().zip([1, 2]) {
+        assert_eq!(c["device"], "cpu");
+        assert_eq!(c["threads"], threads);
+        let b = c["base"]["decode_tokens_per_s"].as_f64().unwrap();
+        let a = c["amulet"]["decode_tokens_per_s"].as_f64().unwrap();
+        assert!(b > 0.0 && a > 0.0);
+        assert!((c["ratio"].as_f64().unwrap() - a / b).abs() < 1e-9);
+        assert!(c["long_prefill"]["prefill_ms"].as_f64().unwrap() > 0.0);
+    }
+    assert!(v["long_prompt_tokens"].as_u64().unwrap() >= 64);
     // Both backends in one run (a tiny fixture: lavapipe runs SmolLM2 at about a token a second).
     let f = fixture("llama");
     let v = json(&amulet(&[
@@ -164,10 +183,11 @@ fn bench_json_has_both_methods_and_their_ratio_on_both_backends() {
     ]));
     let backends = v["backends"].as_array().unwrap();
     assert_eq!(backends.len(), 2);
-    for (r, device) in backends.iter().zip(["cpu", "webgpu"]) {
-        assert_eq!(r["device"], device);
-        assert!(r["base"]["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
-        assert!(r["amulet"]["ttft_ms"].as_f64().unwrap() > 0.0);
+    for ((b, c), device) in backends.iter().zip(v["configs"].as_array().unwrap()).zip(["cpu", "webgpu"]) {
+        assert_eq!(b["device"], device);
+        assert_eq!(c["device"], device);
+        assert!(c["base"]["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+        assert!(c["amulet"]["ttft_ms"].as_f64().unwrap() > 0.0);
     }
 }
 

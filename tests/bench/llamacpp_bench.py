@@ -121,12 +121,12 @@ def summary(b, runs):
 
 def ours_once(binary, tokens):
     env = dict(os.environ, RAYON_NUM_THREADS="1")
-    p = subprocess.run([binary, "bench", "--device", "cpu", "--runs", "1", "--tokens", str(tokens), "--json"], env=env,
+    p = subprocess.run([binary, "bench", "--device", "cpu", "--threads", "1", "--runs", "1", "--tokens", str(tokens), "--json"], env=env,
                        capture_output=True, text=True)
     if p.returncode != 0:
         die(f"{binary} bench failed ({p.returncode}): {p.stderr.strip()[-400:]}")
     line = [l for l in p.stdout.splitlines() if l.strip().startswith("{")][-1]
-    return json.loads(line)["backends"][0]
+    return json.loads(line)["configs"][0]
 
 
 def interleave(a, b):

@@ -5,6 +5,7 @@
 //! express; on these sizes (a few rows, head size 64-256) plain loops are also faster.
 
 use super::config::RopeLayout;
+use crate::backend::pool::{split, Shared};
 
 /// cos/sin of position × frequency, grown on demand.
 pub struct RopeTable {
@@ -167,65 +168,94 @@ pub struct AttentionShape {
 /// Attention of one query row (all heads) at `position` over the cache `kv`, which already
 /// holds this position. Writes [n_head * head_dim] into `out`; `scores` is scratch.
 pub fn attend(s: &AttentionShape, q: &[f32], kv: &LayerKv, position: usize, out: &mut [f32], scores: &mut Vec<f32>) {
+    for (h, oh) in out.chunks_exact_mut(s.head_dim).enumerate().take(s.n_head) {
+        attend_head(s, &q[h * s.head_dim..(h + 1) * s.head_dim], h, kv, position, oh, scores);
+    }
+}
+
+/// `attend` for every row of a batch: row `r` is query `q[r]` of a sequence whose cache and
+/// position are `rows[r]`. The (row, head) pairs are split across the CPU threads.
+pub fn attend_rows(s: &AttentionShape, q: &[f32], rows: &[(&LayerKv, usize)], out: &mut [f32]) {
+    let (hd, q_dim) = (s.head_dim, s.n_head * s.head_dim);
+    let shared = Shared::new(out);
+    // A (row, head) pair is a few thousand FMAs per cached position: worth a thread from 4 on.
+    split(rows.len() * s.n_head, 4, |items| {
+        let mut scores = Vec::new();
+        for item in items {
+            let (r, h) = (item / s.n_head, item % s.n_head);
+            let (kv, position) = rows[r];
+            let at = r * q_dim + h * hd;
+            // SAFETY: each (row, head) pair owns its own head_dim values of `out`.
+            let oh = unsafe { shared.slice(at..at + hd) };
+            attend_head(s, &q[at..at + hd], h, kv, position, oh, &mut scores);
+        }
+    });
+}
+
+/// One head `h` of one query row: `qh` against the cache, weighted values into `oh`.
+fn attend_head(
+    s: &AttentionShape,
+    qh: &[f32],
+    h: usize,
+    kv: &LayerKv,
+    position: usize,
+    oh: &mut [f32],
+    scores: &mut Vec<f32>,
+) {
     let kv_dim = s.n_kv_head * s.head_dim;
-    let group = s.n_head / s.n_kv_head;
+    let g = h / (s.n_head / s.n_kv_head);
     let start = match s.window {
         Some(w) => (position + 1).saturating_sub(w),
         None => 0,
     };
     // Arithmetic in the order candle's gemm and softmax use (sequential fused multiply-adds,
     // scale applied after the dot product), so logits reproduce candle-transformers'.
-    for h in 0..s.n_head {
-        let g = h / group;
-        let qh = &q[h * s.head_dim..(h + 1) * s.head_dim];
-        scores.clear();
-        let mut max = f32::NEG_INFINITY;
-        // Four key blocks at a time: four independent FMA chains hide the FMA latency.
-        let (first, last) = (start / LANES, position / LANES);
-        let kstride = s.n_kv_head * s.head_dim * LANES;
-        let mut block = first;
-        while block <= last {
-            let nblk = (last + 1 - block).min(GROUP);
-            let mut acc = [[0f32; LANES]; GROUP];
-            let kb: [&[f32]; GROUP] = std::array::from_fn(|b| {
-                let blk = block + b.min(nblk - 1);
-                &kv.k[blk * kstride + g * s.head_dim * LANES..][..s.head_dim * LANES]
-            });
-            for (j, &qj) in qh.iter().enumerate() {
-                for b in 0..GROUP {
-                    let kj = &kb[b][j * LANES..(j + 1) * LANES];
-                    for i in 0..LANES {
-                        acc[b][i] = fma(qj, kj[i], acc[b][i]);
-                    }
+    scores.clear();
+    let mut max = f32::NEG_INFINITY;
+    // Four key blocks at a time: four independent FMA chains hide the FMA latency.
+    let (first, last) = (start / LANES, position / LANES);
+    let kstride = s.n_kv_head * s.head_dim * LANES;
+    let mut block = first;
+    while block <= last {
+        let nblk = (last + 1 - block).min(GROUP);
+        let mut acc = [[0f32; LANES]; GROUP];
+        let kb: [&[f32]; GROUP] = std::array::from_fn(|b| {
+            let blk = block + b.min(nblk - 1);
+            &kv.k[blk * kstride + g * s.head_dim * LANES..][..s.head_dim * LANES]
+        });
+        for (j, &qj) in qh.iter().enumerate() {
+            for b in 0..GROUP {
+                let kj = &kb[b][j * LANES..(j + 1) * LANES];
+                for i in 0..LANES {
+                    acc[b][i] = fma(qj, kj[i], acc[b][i]);
                 }
             }
-            for (b, lanes) in acc.iter().enumerate().take(nblk) {
-                for (i, &a) in lanes.iter().enumerate() {
-                    let t = (block + b) * LANES + i;
-                    if t >= start && t <= position {
-                        let dot = a * s.scale;
-                        max = max.max(dot);
-                        scores.push(dot);
-                    }
+        }
+        for (b, lanes) in acc.iter().enumerate().take(nblk) {
+            for (i, &a) in lanes.iter().enumerate() {
+                let t = (block + b) * LANES + i;
+                if t >= start && t <= position {
+                    let dot = a * s.scale;
+                    max = max.max(dot);
+                    scores.push(dot);
                 }
             }
-            block += nblk;
         }
-        let mut total = 0f32;
-        for x in scores.iter_mut() {
-            *x = (*x - max).exp();
-            total += *x;
-        }
-        for x in scores.iter_mut() {
-            *x /= total;
-        }
-        let oh = &mut out[h * s.head_dim..(h + 1) * s.head_dim];
-        oh.fill(0.0);
-        for (i, &w) in scores.iter().enumerate() {
-            let vt = &kv.v[(start + i) * kv_dim + g * s.head_dim..][..s.head_dim];
-            for (o, &v) in oh.iter_mut().zip(vt) {
-                *o = fma(w, v, *o);
-            }
+        block += nblk;
+    }
+    let mut total = 0f32;
+    for x in scores.iter_mut() {
+        *x = (*x - max).exp();
+        total += *x;
+    }
+    for x in scores.iter_mut() {
+        *x /= total;
+    }
+    oh.fill(0.0);
+    for (i, &w) in scores.iter().enumerate() {
+        let vt = &kv.v[(start + i) * kv_dim + g * s.head_dim..][..s.head_dim];
+        for (o, &v) in oh.iter_mut().zip(vt) {
+            *o = fma(w, v, *o);
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Tensor};
 
-use super::attention::{attend, AttentionShape, KvCache, RopeTable};
+use super::attention::{attend_rows, AttentionShape, KvCache, LayerKv, RopeTable};
 use super::config::{Activation, Arch, ModelConfig};
 use super::{check_batch, insert_sequence, LanguageModel, SeqId};
 use crate::backend::linear::Linear;
@@ -60,7 +60,6 @@ pub struct CpuModel {
     output: Linear,
     ropes: Vec<RopeTable>,
     seqs: Vec<Option<KvCache>>,
-    scores: Vec<f32>,
 }
 
 fn vector<S: TensorSource + ?Sized>(g: &Gguf, bytes: &S, name: &str, len: usize) -> Result<Tensor> {
@@ -139,7 +138,7 @@ impl CpuModel {
         }
         progress(cfg.n_layer, cfg.n_layer);
         let ropes = bases.iter().map(|&b| RopeTable::new(cfg.rope_dim, b, cfg.rope_layout)).collect();
-        Ok(CpuModel { cfg, embeddings, layers, output_norm, output, ropes, seqs: Vec::new(), scores: Vec::new() })
+        Ok(CpuModel { cfg, embeddings, layers, output_norm, output, ropes, seqs: Vec::new() })
     }
 
     /// Runs Q4_1 matmuls through the scalar kernel that sums in candle's order, so logits
@@ -206,17 +205,11 @@ impl CpuModel {
                 scale: cfg.attn_scale,
                 window: layer.window,
             };
-            for (r, &(seq, pos)) in rows.iter().enumerate() {
-                let lkv = &self.seqs[seq].as_ref().expect("checked sequence").layers[li];
-                attend(
-                    &shape,
-                    &q[r * q_dim..(r + 1) * q_dim],
-                    lkv,
-                    pos,
-                    &mut attn[r * q_dim..(r + 1) * q_dim],
-                    &mut self.scores,
-                );
-            }
+            let caches: Vec<(&LayerKv, usize)> = rows
+                .iter()
+                .map(|&(seq, pos)| (&self.seqs[seq].as_ref().expect("checked sequence").layers[li], pos))
+                .collect();
+            attend_rows(&shape, &q, &caches, &mut attn);
             let a = Tensor::from_slice(&attn, (n_rows, q_dim), &Device::Cpu)?;
             let mut a = layer.attn_out.forward(&a)?;
             if let Some(w) = &layer.post_attn_norm {

@@ -1,13 +1,13 @@
-//! `amulet bench`: base-only vs amulet decoding on the same prompt, interleaved runs,
-//! medians with min-max, on one or several backends in the same run. Speed is reported,
-//! never asserted: these machines are noisy.
+//! `amulet bench`: base-only vs amulet decoding on the same prompt, and the prefill of a long
+//! prompt, interleaved runs, medians with min-max, on one or several backends and CPU thread
+//! counts in the same run. Speed is reported, never asserted: these machines are noisy.
 
 use std::path::PathBuf;
 
 use amulet::align::Method;
 use amulet::engine::{Engine, GenerateOutput, GenerateRequest};
 use amulet::model::DeviceChoice;
-use amulet::Result;
+use amulet::{AmuletError, Result};
 use clap::Args;
 
 #[derive(Args)]
@@ -17,6 +17,9 @@ pub struct BenchArgs {
     /// Backends to measure, each in turn (comma-separated)
     #[arg(long, value_enum, value_delimiter = ',', default_value = "auto")]
     device: Vec<DeviceChoice>,
+    /// CPU thread counts to compare, interleaved (comma-separated; 0: one per core)
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    threads: Vec<usize>,
     /// New tokens per run
     #[arg(long, default_value_t = 128)]
     tokens: usize,
@@ -27,6 +30,9 @@ pub struct BenchArgs {
     prompt: String,
     #[arg(long, default_value = "concise")]
     preference: String,
+    /// Also time the prefill of a prompt of about this many tokens (base context; 0: skip)
+    #[arg(long, default_value_t = 0)]
+    prefill_tokens: usize,
     /// Print one JSON object instead of the table
     #[arg(long)]
     json: bool,
@@ -74,7 +80,59 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn measure(engine: &mut Engine, a: &BenchArgs) -> Result<(Stats, Stats)> {
+/// A question whose chat prompt has at least `tokens` tokens: a passage to summarise.
+fn long_prompt(engine: &Engine, tokens: usize) -> Result<GenerateRequest> {
+    const PASSAGE: &str = "The committee met on a rainy Tuesday to review the harbour plans, the budget for the \
+        new ferry terminal, the complaints about night noise from the shipyard, and the schedule for dredging the \
+        eastern channel before the spring tides. ";
+    let mut text = String::from("Summarise the following minutes in two sentences.\n\n");
+    loop {
+        let mut req = GenerateRequest::new(&text);
+        req.methods = vec![Method::Base];
+        req.max_tokens = 1;
+        req.ignore_eos = true;
+        if engine.contexts(&req)?.0.len() >= tokens {
+            return Ok(req);
+        }
+        text.push_str(PASSAGE);
+    }
+}
+
+/// One (backend, thread count)'s figures.
+#[derive(serde::Serialize)]
+struct Config {
+    device: String,
+    threads: usize,
+    base: Stats,
+    amulet: Stats,
+    /// amulet / base decode speed.
+    ratio: f64,
+    /// The long prompt's prefill (base context), when asked for.
+    long_prefill: Option<Stats>,
+}
+
+/// One backend's load.
+#[derive(serde::Serialize)]
+struct Backend {
+    model: amulet::engine::ModelInfo,
+    device: String,
+    device_reason: String,
+    load_ms: f64,
+}
+
+/// The whole run, as `--json` prints it and `--out` writes it.
+#[derive(serde::Serialize)]
+struct BenchResult {
+    q4_1_kernel: &'static str,
+    new_tokens: usize,
+    long_prompt_tokens: Option<usize>,
+    peak_rss_mib: Option<f64>,
+    backends: Vec<Backend>,
+    configs: Vec<Config>,
+}
+
+/// Runs every thread count on one loaded backend, interleaved run by run.
+fn measure(engine: &mut Engine, a: &BenchArgs, threads: &[usize]) -> Result<(Vec<Config>, Option<usize>)> {
     let mut req = GenerateRequest::new(&a.prompt);
     req.preference = Some(a.preference.clone());
     req.max_tokens = a.tokens;
@@ -83,96 +141,102 @@ fn measure(engine: &mut Engine, a: &BenchArgs) -> Result<(Stats, Stats)> {
     base_req.methods = vec![Method::Base];
     let mut amulet_req = req;
     amulet_req.methods = vec![Method::default()];
+    let long = if a.prefill_tokens > 0 { Some(long_prompt(engine, a.prefill_tokens)?) } else { None };
+    let long_tokens = long.as_ref().map(|r| engine.contexts(r).map(|c| c.0.len())).transpose()?;
 
     // Warm-up (page faults, caches, shader compilation), not counted.
     let mut warm = amulet_req.clone();
     warm.max_tokens = 8;
     engine.generate(&warm, &mut |_| true)?;
-    let (mut base, mut amulet) = (Vec::new(), Vec::new());
+    let cpu = engine.info().device == "cpu";
+    let counts: Vec<usize> = if cpu { threads.to_vec() } else { vec![threads[0]] };
+    let mut outs: Vec<[Vec<GenerateOutput>; 3]> = counts.iter().map(|_| Default::default()).collect();
     for i in 0..a.runs.max(1) {
-        if !a.json {
-            eprintln!("{}: run {}/{}", engine.info().device, i + 1, a.runs.max(1));
+        for (c, &n) in counts.iter().enumerate() {
+            let n = amulet::backend::pool::set_threads(n)?;
+            if !a.json {
+                eprintln!("{} {n} threads: run {}/{}", engine.info().device, i + 1, a.runs.max(1));
+            }
+            outs[c][0].push(engine.generate(&base_req, &mut |_| true)?);
+            outs[c][1].push(engine.generate(&amulet_req, &mut |_| true)?);
+            if let Some(long) = &long {
+                outs[c][2].push(engine.generate(long, &mut |_| true)?);
+            }
         }
-        base.push(engine.generate(&base_req, &mut |_| true)?);
-        amulet.push(engine.generate(&amulet_req, &mut |_| true)?);
     }
-    Ok((stats(&base), stats(&amulet)))
-}
-
-/// One backend's figures.
-#[derive(serde::Serialize)]
-struct BackendResult {
-    model: amulet::engine::ModelInfo,
-    device: String,
-    device_reason: String,
-    load_ms: f64,
-    base: Stats,
-    amulet: Stats,
-    /// amulet / base decode speed.
-    ratio: f64,
-}
-
-/// The whole run, as `--json` prints it and `--out` writes it.
-#[derive(serde::Serialize)]
-struct BenchResult {
-    threads: String,
-    q4_1_kernel: &'static str,
-    new_tokens: usize,
-    peak_rss_mib: Option<f64>,
-    backends: Vec<BackendResult>,
-}
-
-pub fn run(a: BenchArgs) -> Result<()> {
-    let path = crate::model_path::resolve(a.model.as_deref())?;
-    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
-    let mut backends = Vec::new();
-    for &device in &a.device {
-        let (mut engine, load_ms) = crate::cli::load_engine(&path, a.json, device)?;
-        let (base, amulet) = measure(&mut engine, &a)?;
-        let info = engine.info().clone();
-        backends.push(BackendResult {
-            device: info.device.clone(),
-            device_reason: info.device_reason.clone(),
-            model: info,
-            load_ms,
+    let mut configs = Vec::new();
+    for (&n, [base, amulet, long]) in counts.iter().zip(outs) {
+        let (base, amulet) = (stats(&base), stats(&amulet));
+        configs.push(Config {
+            device: engine.info().device.clone(),
+            threads: amulet::backend::pool::set_threads(n)?,
             ratio: amulet.decode_tokens_per_s / base.decode_tokens_per_s,
+            long_prefill: (!long.is_empty()).then(|| stats(&long)),
             base,
             amulet,
         });
     }
+    Ok((configs, long_tokens))
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    if a.threads.is_empty() {
+        return Err(AmuletError::bad_option("threads", "give at least one thread count"));
+    }
+    let path = crate::model_path::resolve(a.model.as_deref())?;
+    amulet::backend::pool::set_threads(a.threads.iter().copied().max().unwrap_or(0))?;
+    let (mut backends, mut configs, mut long_tokens) = (Vec::new(), Vec::new(), None);
+    for &device in &a.device {
+        let (mut engine, load_ms) = crate::cli::load_engine(&path, a.json, device)?;
+        let (c, long) = measure(&mut engine, &a, &a.threads)?;
+        configs.extend(c);
+        long_tokens = long_tokens.or(long);
+        let info = engine.info().clone();
+        backends.push(Backend {
+            device: info.device.clone(),
+            device_reason: info.device_reason.clone(),
+            model: info,
+            load_ms,
+        });
+    }
     let result = BenchResult {
-        threads,
         q4_1_kernel: amulet::backend::q4_1::KERNEL,
         new_tokens: a.tokens,
+        long_prompt_tokens: long_tokens,
         peak_rss_mib: peak_rss_mib(),
         backends,
+        configs,
     };
-    let json = serde_json::to_string_pretty(&result).map_err(|e| amulet::AmuletError::Io(e.to_string()))?;
+    let json = serde_json::to_string_pretty(&result).map_err(|e| AmuletError::Io(e.to_string()))?;
     if let Some(path) = &a.out {
-        std::fs::write(path, format!("{json}\n"))
-            .map_err(|e| amulet::AmuletError::Io(format!("{}: {e}", path.display())))?;
+        std::fs::write(path, format!("{json}\n")).map_err(|e| AmuletError::Io(format!("{}: {e}", path.display())))?;
     }
     if a.json {
-        println!("{}", serde_json::to_string(&result).map_err(|e| amulet::AmuletError::Io(e.to_string()))?);
+        println!("{}", serde_json::to_string(&result).map_err(|e| AmuletError::Io(e.to_string()))?);
         return Ok(());
     }
-    let quantization = result.backends.first().map_or("", |b| b.model.quantization.as_str());
+    print_table(&path, &a, &result);
+    Ok(())
+}
+
+fn print_table(path: &std::path::Path, a: &BenchArgs, r: &BenchResult) {
+    let quantization = r.backends.first().map_or("", |b| b.model.quantization.as_str());
     println!(
-        "model {}  ({quantization}, {} new tokens, greedy, {} runs each, RAYON_NUM_THREADS={})",
+        "model {}  ({quantization}, {} new tokens, greedy, {} runs each)",
         path.display(),
         a.tokens,
-        a.runs.max(1),
-        result.threads
+        a.runs.max(1)
     );
     println!(
-        "{:<8} {:<8} {:>12} {:>16} {:>11} {:>12} {:>9}",
-        "device", "method", "decode tok/s", "min-max", "prefill ms", "prefill t/s", "TTFT ms"
+        "{:<8} {:>7} {:<8} {:>12} {:>16} {:>11} {:>12} {:>9}",
+        "device", "threads", "method", "decode tok/s", "min-max", "prefill ms", "prefill t/s", "TTFT ms"
     );
-    for r in &result.backends {
-        for (name, s) in [("base", &r.base), ("amulet", &r.amulet)] {
+    for c in &r.configs {
+        for (name, s) in [("base", &c.base), ("amulet", &c.amulet)] {
             println!(
-                "{:<8} {:<8} {:>12.1} {:>16} {:>11.1} {:>12.0} {:>9.1}",
-                r.device,
+                "{:<8} {:>7} {:<8} {:>12.1} {:>16} {:>11.1} {:>12.0} {:>9.1}",
+                c.device,
+                c.threads,
                 name,
                 s.decode_tokens_per_s,
                 format!("{:.1}-{:.1}", s.min, s.max),
@@ -181,18 +245,39 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 s.ttft_ms
             );
         }
-        println!("{}: amulet / base = {:.3}; load {:.0} ms; {}", r.device, r.ratio, r.load_ms, r.device_reason);
-    }
-    if let [first, rest @ ..] = &result.backends[..] {
-        for r in rest {
+        if let Some(s) = &c.long_prefill {
             println!(
-                "base decode, {} / {} = {:.2}",
-                first.device,
-                r.device,
-                first.base.decode_tokens_per_s / r.base.decode_tokens_per_s
+                "{:<8} {:>7} {:<8} {:>12} {:>16} {:>11.1} {:>12.0} {:>9}",
+                c.device, c.threads, "long", "-", "-", s.prefill_ms, s.prefill_tokens_per_s, "-"
+            );
+        }
+        println!("{} {} threads: amulet / base = {:.3}", c.device, c.threads, c.ratio);
+    }
+    if let Some(n) = r.long_prompt_tokens {
+        println!("long: the prefill of a {n}-token prompt (base context)");
+    }
+    for b in &r.backends {
+        println!("{}: load {:.0} ms; {}", b.device, b.load_ms, b.device_reason);
+    }
+    let cpu: Vec<&Config> = r.configs.iter().filter(|c| c.device == "cpu").collect();
+    if let [one, rest @ ..] = &cpu[..] {
+        for c in rest {
+            println!(
+                "cpu {} threads / {} threads: decode base {:.2}x, amulet {:.2}x{}",
+                c.threads,
+                one.threads,
+                c.base.decode_tokens_per_s / one.base.decode_tokens_per_s,
+                c.amulet.decode_tokens_per_s / one.amulet.decode_tokens_per_s,
+                match (&c.long_prefill, &one.long_prefill) {
+                    (Some(x), Some(y)) => format!(", long prefill {:.2}x", y.prefill_ms / x.prefill_ms),
+                    _ => String::new(),
+                }
             );
         }
     }
-    println!("peak RSS {:.0} MiB", result.peak_rss_mib.unwrap_or(f64::NAN));
-    Ok(())
+    let first = |d: &str| r.configs.iter().find(|c| c.device == d);
+    if let (Some(g), Some(c)) = (first("webgpu"), first("cpu")) {
+        println!("base decode, webgpu / cpu = {:.2}", g.base.decode_tokens_per_s / c.base.decode_tokens_per_s);
+    }
+    println!("peak RSS {:.0} MiB", r.peak_rss_mib.unwrap_or(f64::NAN));
 }

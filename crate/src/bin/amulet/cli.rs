@@ -85,6 +85,8 @@ struct GenerateArgs {
     seed: u64,
     #[command(flatten)]
     strength: StrengthArgs,
+    #[command(flatten)]
+    threads: ThreadsArg,
     #[arg(long, value_enum, default_value_t = Game::ClosedForm)]
     game: Game,
     /// Stop string (repeatable)
@@ -101,6 +103,20 @@ struct GenerateArgs {
     device: DeviceChoice,
     /// The question
     prompt: String,
+}
+
+/// How many CPU threads run the model (the CPU path), shared by `generate` and `eval`.
+#[derive(Args)]
+pub struct ThreadsArg {
+    /// CPU threads (0: one per core)
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+impl ThreadsArg {
+    pub fn apply(&self) -> Result<usize> {
+        amulet::backend::pool::set_threads(self.threads)
+    }
 }
 
 /// The Amulet game's parameters and the LA ratio, shared by `generate` and `eval`.
@@ -167,6 +183,7 @@ pub fn load_engine(path: &std::path::Path, quiet: bool, device: DeviceChoice) ->
 }
 
 fn generate(args: GenerateArgs) -> Result<()> {
+    args.threads.apply()?;
     let params = args.strength.params();
     let method = with_params(args.method, params, args.strength.ratio, args.game)?;
     let sampling =

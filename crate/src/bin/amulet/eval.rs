@@ -41,6 +41,8 @@ pub struct EvalArgs {
     model: Option<PathBuf>,
     #[command(flatten)]
     strength: crate::cli::StrengthArgs,
+    #[command(flatten)]
+    threads: crate::cli::ThreadsArg,
     /// Values of T for the strength sweep, comma-separated (none: --no-sweep)
     #[arg(long, value_delimiter = ',', default_value = "1,5,10,30,60,100")]
     sweep_iterations: Vec<u32>,
@@ -87,6 +89,7 @@ fn config(a: &EvalArgs) -> Result<EvalConfig> {
 
 pub fn run_eval(a: EvalArgs) -> Result<()> {
     let t0 = Instant::now();
+    a.threads.apply()?;
     let cfg = config(&a)?;
     // The prompt file is checked before the (slower) model load.
     let prompts = load_prompts(&a.prompts, a.limit)?;

@@ -1,0 +1,139 @@
+//! The CPU backend's threads: one persistent pool (rayon's global pool: natively its own
+//! threads, in a browser Web Workers started by wasm-bindgen-rayon's `initThreadPool`), and
+//! the one way kernels use it: split the output rows of a product (or the rows and heads of
+//! attention) into one contiguous range per thread. The engine never sees any of this.
+//!
+//! With one thread (the default of the single-threaded wasm build) every split runs inline,
+//! with no pool involved at all.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+#[cfg(not(target_arch = "wasm32"))]
+use crate::error::AmuletError;
+use crate::error::Result;
+
+/// 0: not configured yet (then: the pool's size, or 1 where there are no threads).
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Threads the CPU kernels split their work over.
+pub fn threads() -> usize {
+    match THREADS.load(Ordering::Relaxed) {
+        0 => default_threads(),
+        n => n,
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn default_threads() -> usize {
+    rayon::current_num_threads()
+}
+
+#[cfg(target_arch = "wasm32")]
+fn default_threads() -> usize {
+    // Single-threaded build: rayon runs inline. Threaded build: initThreadPool sets the count.
+    1
+}
+
+/// Natively: uses `n` threads from now on (`0`: one per core). The pool itself is started once,
+/// with one thread per core (or `n` if more), so the count can change between calls (a
+/// benchmark compares 1 and 2 threads in one process); it never grows past that first size.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn set_threads(n: usize) -> Result<usize> {
+    let cores = std::thread::available_parallelism().map_or(1, |p| p.get());
+    let n = if n == 0 { cores } else { n };
+    // Fails when the pool already runs (started here or by a candle op): then keep its size.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n.max(cores))
+        .thread_name(|i| format!("amulet-cpu-{i}"))
+        .build_global();
+    let size = rayon::current_num_threads();
+    if n > size {
+        return Err(AmuletError::bad_option(
+            "threads",
+            format!("{n} is more than the {size} threads of this process's CPU pool"),
+        ));
+    }
+    THREADS.store(n, Ordering::Relaxed);
+    Ok(n)
+}
+
+/// In a browser the pool is started from JS (wasm-bindgen-rayon's `initThreadPool(n)`); this
+/// records how many of its threads the kernels use.
+#[cfg(target_arch = "wasm32")]
+pub fn set_threads(n: usize) -> Result<usize> {
+    THREADS.store(n.max(1), Ordering::Relaxed);
+    Ok(n.max(1))
+}
+
+/// Runs `f` over `0..n` split into at most `threads()` contiguous ranges of at least `min`
+/// items (so small work stays on one thread), in parallel, and returns when all are done.
+pub fn split(n: usize, min: usize, f: impl Fn(Range<usize>) + Sync) {
+    let parts = threads().min(n / min.max(1)).max(1);
+    if parts == 1 {
+        f(0..n);
+        return;
+    }
+    let f = &f;
+    rayon::scope(|s| {
+        for p in 1..parts {
+            s.spawn(move |_| f(p * n / parts..(p + 1) * n / parts));
+        }
+        f(0..n / parts);
+    });
+}
+
+/// A mutable f32 slice that parallel ranges write disjoint elements of.
+#[derive(Clone, Copy)]
+pub struct Shared {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: `Shared` is only handed to `split` ranges that write disjoint indices (each caller
+// states which), and the slice outlives the scope that `split` waits for.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    pub fn new(out: &mut [f32]) -> Self {
+        Shared { ptr: out.as_mut_ptr(), len: out.len() }
+    }
+
+    /// # Safety
+    /// No other range writes or reads index `i` while this one does.
+    #[inline(always)]
+    pub unsafe fn set(&self, i: usize, v: f32) {
+        debug_assert!(i < self.len);
+        *self.ptr.add(i) = v;
+    }
+
+    /// # Safety
+    /// `range` is disjoint from every range other threads use meanwhile.
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)] // the point of the type: disjoint ranges, stated by the caller
+    pub unsafe fn slice(&self, range: Range<usize>) -> &mut [f32] {
+        debug_assert!(range.end <= self.len);
+        std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_covers_every_item_once() {
+        for (n, min) in [(0, 1), (1, 1), (7, 1), (100, 8), (1000, 3), (5, 100)] {
+            let mut out = vec![0f32; n];
+            let shared = Shared::new(&mut out);
+            split(n, min, |r| {
+                for i in r {
+                    // SAFETY: the ranges of one split are disjoint.
+                    unsafe { shared.set(i, shared.slice(i..i + 1)[0] + 1.0) };
+                }
+            });
+            assert!(out.iter().all(|&v| v == 1.0), "n {n} min {min}");
+        }
+    }
+}
