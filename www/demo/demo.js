@@ -5,6 +5,7 @@
 import { setupControls, updateStrength } from './controls.js';
 import { setupInspector } from './inspector.js';
 import { setupLoading } from './loading.js';
+import { setupPicker } from './picker.js';
 import { setupResults } from './results.js';
 import { setupRun } from './run.js';
 import { clearError, current, setState, showError, ui } from './state.js';
@@ -26,13 +27,15 @@ async function start() {
     setState('idle');
     return;
   }
+  const params = new URLSearchParams(location.search);
+  if (params.has('model')) ui.modelUrl.value = params.get('model');
+  // Before the page is ready: the pick depends on the WebGPU adapter, and ?autoload loads it.
+  await setupPicker(current.api, { keepUrl: params.has('model') });
   ui.progressText.textContent = 'Pick a model and press “Load model”.';
   setState('idle');
   updateStrength();
   if ('gpu' in navigator)
     ui.device.querySelector('option[value="webgpu"]').textContent = 'webgpu (navigator.gpu present)';
-  const params = new URLSearchParams(location.search);
-  if (params.has('model')) ui.modelUrl.value = params.get('model');
   if (params.has('autoload')) ui.modelForm.requestSubmit();
 }
 

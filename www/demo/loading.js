@@ -1,6 +1,8 @@
 // Loading a model (a URL or a local file): in a Web Worker when it can start, else on the
-// page's thread; progress bar, model info, and the old engine disposed first.
+// page's thread; progress bar, model info, and the old engine disposed first. A known model
+// the server does not have yet gets the command that fetches it.
 
+import { missingModelHint } from './picker.js';
 import { clearError, current, setState, showError, ui } from './state.js';
 
 function onProgress(p) {
@@ -84,7 +86,9 @@ async function loadModel(source, label) {
     await disposeEngine();
     ui.progress.value = 0;
     ui.progressText.textContent = `Could not load ${label}.`;
-    showError(e, `loading ${label}`);
+    // A known model the demo server does not have yet: say how to fetch it.
+    const hint = missingModelHint(source, e);
+    showError(hint ? { code: e.code, message: `${e.message}. ${hint}` } : e, `loading ${label}`);
     setState('idle');
   }
 }

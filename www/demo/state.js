@@ -10,6 +10,8 @@ export const ui = {
   errorMessage: $('error-message'),
   errorClose: $('error-close'),
   modelForm: $('model-form'),
+  modelPick: $('model-pick'),
+  modelHint: $('model-hint'),
   modelUrl: $('model-url'),
   modelFile: $('model-file'),
   device: $('device'),

@@ -403,3 +403,37 @@ export declare function closedFormStrength(alpha?: number, lambda?: number, eta?
 export declare function strength(alpha?: number, lambda?: number, eta?: number, iterations?: number): Promise<number>;
 
 export declare const DEFAULT_CACHE_NAME: 'amulet-web-models';
+
+// ---------------------------------------------------------------------------------------------
+// Known models (generated from models/models.json by models/catalogue.mjs)
+
+/** A model this project knows: what to fetch and what it weighs, before any download. */
+export interface KnownModel {
+  /** The manifest's id, e.g. 'qwen2.5-coder-1.5b-instruct-q4_k_m' (`models/fetch.sh <id>`). */
+  id: string;
+  /** A readable name, e.g. 'Qwen2.5-Coder 1.5B Instruct'. */
+  name: string;
+  /** The GGUF file name, e.g. 'qwen2.5-coder-1.5b-instruct-q4_k_m.gguf'. */
+  file: string;
+  /** e.g. '135M', '1.5B'. */
+  parameters: string;
+  /** general.architecture of the GGUF: 'llama', 'gemma3', 'qwen2'. */
+  architecture: string;
+  quantization: string;
+  /** The file's size. */
+  bytes: number;
+  /** The file's sha256, lower-case hex. */
+  sha256: string;
+  license: string;
+  /** The https source (a Hugging Face `resolve` URL), or null where the manifest has none. */
+  url: string | null;
+}
+
+/** The known models, in the manifest's order (frozen). */
+export declare const KNOWN_MODELS: ReadonlyArray<Readonly<KnownModel>>;
+
+/** The manifest's default model (SmolLM2-135M-Instruct Q4_1). */
+export declare const DEFAULT_MODEL_ID: string;
+
+/** The known models as fresh, mutable objects. */
+export declare function knownModels(): KnownModel[];

@@ -12,3 +12,4 @@ export { AmuletError, ERROR_CODES } from './errors.js';
 export { initWasm, closedFormStrength, strength, wasmMemoryBytes } from './wasm.js';
 export { METHODS } from './options.js';
 export { DEFAULT_CACHE_NAME } from './source.js';
+export { KNOWN_MODELS, DEFAULT_MODEL_ID, knownModels } from './models.js';

@@ -13,6 +13,10 @@ import {
   type Engine,
   type GenerateChunk,
   type LoadProgress,
+  KNOWN_MODELS,
+  DEFAULT_MODEL_ID,
+  knownModels,
+  type KnownModel,
 } from 'amulet-web';
 
 export async function main(url: string): Promise<void> {
@@ -93,3 +97,12 @@ engine0().generate({ prompt: 'x', methods: ['base'] });
 // @ts-expect-error: temperature is a number
 engine0().generate({ prompt: 'x', temperature: 'hot' });
 declare function engine0(): AmuletEngine;
+
+// The catalogue of known models.
+const known: readonly Readonly<KnownModel>[] = KNOWN_MODELS;
+const picked: KnownModel | undefined = knownModels().find((m) => m.id === DEFAULT_MODEL_ID);
+if (picked) picked.name = `${picked.name} (${(picked.bytes / 1e6).toFixed(0)} MB)`;
+const firstUrl: string | null = known[0].url;
+console.log(firstUrl);
+// @ts-expect-error: KNOWN_MODELS is frozen
+KNOWN_MODELS[0].bytes = 1;
