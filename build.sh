@@ -12,9 +12,10 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 need_models() {
-  log "models: default (SmolLM2-135M-Instruct Q4_1) and gemma-3-270m (Q4_K_M)"
+  log "models: default (SmolLM2-135M-Instruct Q4_1), gemma-3-270m (Q4_K_M), Qwen2.5-Coder-0.5B (Q4_K_M)"
   models/fetch.sh >/dev/null
   models/fetch.sh gemma-3-270m-q4_k_m >/dev/null
+  models/fetch.sh qwen2.5-coder-0.5b-instruct-q4_k_m >/dev/null
 }
 
 need_rust_components() {

@@ -1,17 +1,25 @@
 //! End-to-end: tokenizers and chat templates built from the real GGUF files must reproduce the
 //! Hugging Face reference (transformers' tokenizer loaded from the same GGUF) exactly.
 //! The reference outputs are vendored in `tests/data/tokenizer` (see its README); missing model
-//! files or reference data fail the test.
+//! files or reference data fail the test. The Qwen2.5-Coder 1.5B runs only with
+//! `AMULET_LARGE=1` (it is not fetched by `./build.sh test`).
 
-use std::path::PathBuf;
+mod common;
+
+use std::path::{Path, PathBuf};
 
 use amulet::chat_template::{ChatMessage, ChatTemplate};
 use amulet::gguf::Gguf;
 use amulet::tokenizer::{StreamDecoder, TextTokenizer, TokenizerSpec};
 use serde_json::Value;
 
-const SMOLLM: (&str, &str) = ("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct-q4_1.json");
-const GEMMA: (&str, &str) = ("gemma-3-270m-q4_k_m.gguf", "gemma-3-270m-q4_k_m.json");
+const SMOLLM: (&str, &str) = (common::SMOLLM2, "smollm2-135m-instruct-q4_1.json");
+const GEMMA: (&str, &str) = (common::GEMMA3, "gemma-3-270m-q4_k_m.json");
+const QWEN05: (&str, &str) = (common::QWEN05, "qwen2.5-coder-0.5b-instruct-q4_k_m.json");
+/// The 1.5B has the 0.5B's tokenizer (vocabulary, merges, types, special ids) and the same
+/// template but for the text of its tool-call instructions (`{{` where the 0.5B has `{`), a branch
+/// only rendered with tools: the reference made from it is the 0.5B's, `model_file` aside.
+const QWEN15_REFERENCE: &str = QWEN05.1;
 
 fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -33,9 +41,12 @@ struct Loaded {
 }
 
 fn load((model, reference): (&str, &str)) -> Option<Loaded> {
-    let model_path = manifest().join("../models/cache").join(model);
+    Some(load_path(&manifest().join("../models/cache").join(model), reference))
+}
+
+fn load_path(model_path: &Path, reference: &str) -> Loaded {
     // Missing inputs fail the test: a reference check that skips itself proves nothing.
-    let Ok(bytes) = std::fs::read(&model_path) else {
+    let Ok(bytes) = std::fs::read(model_path) else {
         panic!("missing prerequisite: {} (run models/fetch.sh; ./build.sh test does)", model_path.display());
     };
     let ref_path = reference_path(reference);
@@ -46,7 +57,7 @@ fn load((model, reference): (&str, &str)) -> Option<Loaded> {
     let spec = TokenizerSpec::from_gguf(&gguf).expect("tokenizer spec");
     let tok = TextTokenizer::from_spec(&spec).expect("tokenizer");
     let reference: Value = serde_json::from_str(&ref_text).unwrap();
-    Some(Loaded { gguf, tok, reference })
+    Loaded { gguf, tok, reference }
 }
 
 fn ids_of(v: &Value) -> Vec<u32> {
@@ -220,4 +231,51 @@ fn gemma3_streaming() {
     }
     out.push_str(&sd.finish().unwrap());
     assert_eq!(out, text);
+}
+
+/// Qwen2.5-Coder (0.5B and 1.5B): byte-level BPE with the qwen2 split, ChatML with a default
+/// system prompt.
+fn check_qwen(l: &Loaded) {
+    assert_eq!(l.tok.vocab_size(), 151_936);
+    check_cases(l);
+    check_chat(l);
+    check_errors(l);
+    // add_bos_token is false in these GGUFs (bos is <|endoftext|>, never written by the template).
+    assert_eq!(l.tok.encode("hello world", true).unwrap(), vec![14990, 1879]);
+    let (im_start, im_end) = (l.tok.token_id("<|im_start|>").unwrap(), l.tok.token_id("<|im_end|>").unwrap());
+    assert_eq!((im_start, im_end), (151_644, 151_645));
+    assert!(l.tok.is_special(im_start) && l.tok.is_special(im_end) && !l.tok.is_special(1879));
+    assert_eq!(l.tok.decode(&[im_start, 14990, 1879, im_end], true).unwrap(), "hello world");
+    // Beyond the reference file, what transformers 5.25 gives for the two other token types:
+    // <tool_call>/</tool_call> are user-defined (one token in raw text, kept by skip_special),
+    // the 271 unused [PADn] entries are neither matched in text nor skipped.
+    let ids = l.tok.encode("x<tool_call>y</tool_call>", false).unwrap();
+    assert_eq!(ids, vec![87, 151_657, 88, 151_658]);
+    assert!(!l.tok.is_special(151_657));
+    assert_eq!(l.tok.decode(&[151_657, 14990, im_end, 151_665], true).unwrap(), "<tool_call>hello[PAD151665]");
+    assert_eq!(l.tok.encode("[PAD151665]", false).unwrap(), vec![42347, 1808, 16, 20, 16, 21, 21, 20, 60]);
+    assert_eq!(l.tok.encode("<|fim_prefix|>a", false).unwrap(), vec![151_659, 64]);
+    let template = ChatTemplate::from_gguf(&l.gguf, &l.tok).unwrap();
+    assert!(!template.is_fallback());
+}
+
+#[test]
+fn qwen05_matches_hf_reference() {
+    let Some(l) = load(QWEN05) else { return };
+    check_qwen(&l);
+}
+
+#[test]
+fn qwen05_streaming() {
+    let Some(l) = load(QWEN05) else { return };
+    check_streams(&l);
+}
+
+/// Opt-in (`AMULET_LARGE=1`): the 1.5B file against the same reference.
+#[test]
+fn qwen15_matches_hf_reference() {
+    let Some(path) = common::large_model_path(common::QWEN15, common::QWEN15_ID) else { return };
+    let l = load_path(&path, QWEN15_REFERENCE);
+    check_qwen(&l);
+    check_streams(&l);
 }
