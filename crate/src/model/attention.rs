@@ -208,8 +208,10 @@ fn attend_head(
         Some(w) => (position + 1).saturating_sub(w),
         None => 0,
     };
-    // Arithmetic in the order candle's gemm and softmax use (sequential fused multiply-adds,
-    // scale applied after the dot product), so logits reproduce candle-transformers'.
+    // Each dot product is one sequential chain of fused multiply-adds with the scale applied
+    // after it, as candle's gemm does for short rows; for longer rows candle's gemm sums in
+    // SIMD lanes and then across them (8 or 16, chosen at run time), so from a few positions on
+    // the two agree to rounding only (see crate/tests/model_reference.rs for the bounds).
     scores.clear();
     let mut max = f32::NEG_INFINITY;
     // Four key blocks at a time: four independent FMA chains hide the FMA latency.
