@@ -82,6 +82,26 @@ build_wasm() {
   cargo build --release --lib --target wasm32-unknown-unknown
   wasm-bindgen --target web --out-dir www/pkg --out-name amulet \
     target/wasm32-unknown-unknown/release/amulet.wasm
+  build_wasm_threads
+}
+
+# The threaded build: wasm threads need std rebuilt with atomics (nightly, -Z build-std) and a
+# shared memory of a fixed maximum; its own target dir, since the flags differ.
+build_wasm_threads() {
+  if ! rustup +nightly target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown \
+      || ! rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src'; then
+    log "rustup: nightly with rust-src and the wasm32 target (for the threaded wasm build)"
+    rustup toolchain install nightly --profile minimal --component rust-src --target wasm32-unknown-unknown
+  fi
+  log "cargo +nightly build -Z build-std (+atomics: the threaded wasm build) + wasm-bindgen -> www/pkg-threads"
+  local link="-C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=4294967296"
+  link+=" -C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size"
+  link+=" -C link-arg=--export=__tls_align -C link-arg=--export=__tls_base"
+  RUSTFLAGS="-C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128 $link" \
+    cargo +nightly build --release --lib --target wasm32-unknown-unknown -Z build-std=panic_abort,std \
+    --target-dir target/wasm-threads
+  wasm-bindgen --target web --out-dir www/pkg-threads --out-name amulet \
+    target/wasm-threads/wasm32-unknown-unknown/release/amulet.wasm
 }
 
 cmd_build() {
@@ -95,7 +115,8 @@ cmd_serve() {
   build_wasm
   models/fetch.sh >/dev/null
   log "serving the demo on http://127.0.0.1:${PORT:-8080}/demo/ (Ctrl-C to stop)"
-  exec node www/demo/serve.mjs "${PORT:-8080}"
+  # Cross-origin isolated (COOP/COEP), so the page runs the threaded wasm build.
+  exec node www/demo/serve.mjs "${PORT:-8080}" --isolate
 }
 
 # Cheap checks first: the repository stands alone, its code is formatted and lint-free.

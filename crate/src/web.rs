@@ -457,6 +457,24 @@ fn events_to_js(
     to_js(&out)
 }
 
+/// The threaded build's pool: `initThreadPool(n)` starts n Web Workers sharing this module's
+/// memory (once per realm; the JS side calls it when the page is cross-origin isolated).
+#[cfg(target_feature = "atomics")]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
+/// Whether this build can run threads (the threaded build: atomics and shared memory).
+#[wasm_bindgen(js_name = threadedBuild)]
+pub fn threaded_build() -> bool {
+    cfg!(target_feature = "atomics")
+}
+
+/// How many threads the CPU kernels split their work over from now on (at most the pool's
+/// size); returns the count in use.
+#[wasm_bindgen(js_name = setThreads)]
+pub fn set_threads(n: usize) -> Result<usize, JsValue> {
+    crate::backend::pool::set_threads(n).map_err(js_error)
+}
+
 /// The Amulet strength k for (alpha, lambda, eta, T), validated: the demo's sliders.
 #[wasm_bindgen(js_name = closedFormStrength)]
 pub fn closed_form_strength(alpha: f64, lambda: f64, eta: f64, iterations: f64) -> Result<f64, JsValue> {

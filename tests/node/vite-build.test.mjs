@@ -1,5 +1,6 @@
-// A bundler consumer: `vite build` of tests/vite-app must emit the package's .wasm and its
-// worker as assets, referenced from the JS. (Running the app is left to tests/browser.)
+// A bundler consumer: `vite build` of tests/vite-app must emit the package's two .wasm builds
+// (single-threaded, threaded) and its worker as assets, referenced from the JS. (Running the
+// app is left to tests/browser.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
@@ -11,6 +12,7 @@ import { build } from 'vite';
 
 const app = fileURLToPath(new URL('../vite-app/', import.meta.url));
 const wasmPath = new URL('../../www/pkg/amulet_bg.wasm', import.meta.url);
+const threadsPath = new URL('../../www/pkg-threads/amulet_bg.wasm', import.meta.url);
 
 test('vite build emits the wasm and the worker of amulet-web', async () => {
   const outDir = await mkdtemp(join(tmpdir(), 'amulet-vite-'));
@@ -22,10 +24,17 @@ test('vite build emits the wasm and the worker of amulet-web', async () => {
       build: { outDir, emptyOutDir: true },
     });
     const assets = await readdir(join(outDir, 'assets'));
-    const wasm = assets.filter((f) => f.endsWith('.wasm'));
-    assert.equal(wasm.length, 1, `one .wasm asset: ${assets}`);
-    const emitted = await readFile(join(outDir, 'assets', wasm[0]));
-    assert.ok(emitted.equals(await readFile(wasmPath)), 'the emitted .wasm is the package one');
+    const wasms = assets.filter((f) => f.endsWith('.wasm'));
+    assert.equal(wasms.length, 2, `two .wasm assets: ${assets}`);
+    const emitted = await Promise.all(wasms.map((f) => readFile(join(outDir, 'assets', f))));
+    const single = await readFile(wasmPath);
+    const threaded = await readFile(threadsPath);
+    const wasm = [wasms[emitted.findIndex((b) => b.equals(single))]];
+    assert.ok(wasm[0], 'the single-threaded .wasm is emitted as it is');
+    assert.ok(
+      emitted.some((b) => b.equals(threaded)),
+      'the threaded .wasm is emitted as it is',
+    );
 
     const js = assets.filter((f) => f.endsWith('.js'));
     const sources = Object.fromEntries(

@@ -5,7 +5,7 @@
 
 import { AmuletError, abortError } from './errors.js';
 import { hasher } from './integrity.js';
-import { inspectModel } from './wasm.js';
+import { wasm } from './wasm.js';
 
 /** Bytes of a header asked for before a download (grown when the header is longer). */
 const PROBE_BYTES = 4 << 20;
@@ -66,7 +66,7 @@ export async function probe(url, fetchOptions, signal) {
     await reader.cancel().catch(() => {});
     const prefix = new Uint8Array(got);
     parts.reduce((at, p) => (prefix.set(p, at), at + p.byteLength), 0);
-    const info = inspectModel(prefix.subarray(0, Math.min(got, total)), total);
+    const info = wasm().inspectModel(prefix.subarray(0, Math.min(got, total)), total);
     if (info || got >= total) return info;
   }
 }

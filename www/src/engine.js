@@ -6,14 +6,24 @@
 // in a FIFO queue and start when the previous one has finished.
 
 import { AmuletError, abortError, badOption, disposedError, toAmuletError } from './errors.js';
-import { initWasm, strength, wasmMemoryBytes, WasmEngine } from './wasm.js';
+import { checkThreads, initWasm, strength, useThreads, wasm as wasmBuild, wasmMemoryBytes } from './wasm.js';
 import { openSource, parseIntegrity, sourceName } from './source.js';
 import { prepareRequest } from './options.js';
 import { Fifo, yieldToEventLoop } from './schedule.js';
 import { createChat } from './openai.js';
 
 const DEVICES = ['auto', 'webgpu', 'cpu'];
-const LOAD_OPTIONS = ['device', 'onProgress', 'cache', 'signal', 'model', 'wasm', 'fetchOptions', 'integrity'];
+const LOAD_OPTIONS = [
+  'device',
+  'onProgress',
+  'cache',
+  'signal',
+  'model',
+  'wasm',
+  'fetchOptions',
+  'integrity',
+  'threads',
+];
 const PRIVATE = Symbol('AmuletEngine');
 
 /** Share of the progress bar given to download when there is one (the rest: building). */
@@ -37,6 +47,7 @@ export function checkLoadOptions(options) {
   }
   if (options.model != null && typeof options.model !== 'string') throw badOption('model', 'must be a string');
   parseIntegrity(options.integrity);
+  checkThreads(options.threads);
   return device;
 }
 
@@ -91,7 +102,8 @@ export class AmuletEngine {
         "device 'webgpu': no WebGPU here (navigator.gpu is missing); use 'auto' or 'cpu'",
       );
     }
-    await initWasm(options.wasm);
+    await initWasm(options.wasm, { threads: options.threads });
+    const threads = useThreads(options.threads);
 
     let downloaded = false;
     const { file, fetched, cached, cacheNote } = await openSource(source, {
@@ -120,7 +132,7 @@ export class AmuletEngine {
       // once. 'auto' and 'webgpu' ask the browser for an adapter (a promise); 'auto' takes the
       // CPU path when there is none or it is a software renderer, and info.deviceReason says so.
       // On WebGPU the reader stays with the engine: a lost GPU rebuilds the CPU path from it.
-      wasm = await WasmEngine.loadStreamingAsync(
+      wasm = await wasmBuild().WasmEngine.loadStreamingAsync(
         file.size,
         (offset, length) => file.read(offset, length),
         (done, total) => {
@@ -159,6 +171,8 @@ export class AmuletEngine {
       chatTemplateFallback: raw.chatTemplateFallback,
       cached,
       cacheNote,
+      threads: raw.device === 'webgpu' ? 1 : threads.threads,
+      threadsReason: raw.device === 'webgpu' ? 'the model runs on the GPU' : threads.reason,
     };
     return new AmuletEngine(PRIVATE, wasm, info, file);
   }

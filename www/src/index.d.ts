@@ -74,6 +74,10 @@ export interface LoadOptions {
   /** The file's SHA-256, as in SRI (`'sha256-<base64>'`) or 64 hex digits: checked as the bytes
    *  arrive, before the model is used or cached (INTEGRITY on a mismatch). */
   integrity?: string;
+  /** CPU threads: 'auto' (default: every core) or a count. More than one needs the threaded
+   *  build, which runs where the page is cross-origin isolated (COOP/COEP); elsewhere one
+   *  thread runs and info.threadsReason says why. The first load of a realm sizes its pool. */
+  threads?: number | 'auto';
 }
 
 export type WasmInput = string | URL | Response | BufferSource | WebAssembly.Module;
@@ -96,6 +100,9 @@ export interface EngineInfo {
    *  (downloaded, but the cache refused it: `cacheNote` says why, e.g. the quota), 'off'. */
   cached: 'hit' | 'stored' | 'not-stored' | 'off';
   cacheNote: string;
+  /** CPU threads the model runs on (1 on WebGPU), and why that many. */
+  threads: number;
+  threadsReason: string;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -388,7 +395,7 @@ export declare function createWorkerEngine(
 // The wasm module and the Amulet strength
 
 /** Instantiates the wasm module of this realm (once; later calls share the promise). */
-export declare function initWasm(input?: WasmInput): Promise<void>;
+export declare function initWasm(input?: WasmInput, options?: { threads?: number | 'auto' }): Promise<void>;
 /** Bytes of this realm's wasm memory (grow-only: also its peak); 0 before initWasm. */
 export declare function wasmMemoryBytes(): number;
 

@@ -3,7 +3,7 @@
 // whole buffer, and a model should not be held whole for that).
 
 import { AmuletError, abortError } from './errors.js';
-import { Sha256 } from './wasm.js';
+import { wasm } from './wasm.js';
 
 const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 
@@ -25,7 +25,7 @@ export function parseIntegrity(integrity) {
 /** A hasher for `expected` (a no-op without one): update(bytes) as they come, then check(what). */
 export function hasher(expected) {
   if (!expected) return { update() {}, check() {} };
-  const h = new Sha256();
+  const h = new (wasm().Sha256)();
   return {
     update: (bytes) => h.update(bytes),
     check(what) {

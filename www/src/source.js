@@ -12,7 +12,7 @@ import { AmuletError, abortError } from './errors.js';
 import { blobFile, canReadBlobSync, concat, downloadStore, memoryFile, nodeFile } from './files.js';
 import { checkBlob, hasher, parseIntegrity } from './integrity.js';
 import { drainInto, openDownload, probe } from './download.js';
-import { inspectModel } from './wasm.js';
+import { wasm } from './wasm.js';
 
 export { parseIntegrity };
 
@@ -80,7 +80,7 @@ function checkFits(info, device) {
 function inspectFile(file) {
   for (let want = HEADER_BYTES; want <= 16 * HEADER_BYTES; want *= 4) {
     const n = Math.min(want, file.size);
-    const info = inspectModel(file.read(0, n), file.size);
+    const info = wasm().inspectModel(file.read(0, n), file.size);
     if (info || n === file.size) return info;
   }
   return null;

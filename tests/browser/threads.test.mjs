@@ -1,0 +1,88 @@
+// The two wasm builds in Chromium: the threaded one on a cross-origin isolated page
+// (serve.mjs --isolate: COOP/COEP), the single-threaded one everywhere else; on the page and in
+// the package's Worker; the same greedy tokens whatever the thread count.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { DEFAULT_MODEL, launchBrowser, requirePrerequisites, startServer } from './helpers.mjs';
+
+requirePrerequisites();
+const MODEL = `/models/${path.basename(DEFAULT_MODEL)}`;
+const REQUEST = { prompt: 'What is the capital of France?', preference: 'concise', maxTokens: 12, ignoreEos: true };
+
+let isolated;
+let plain;
+let browser;
+
+before(async () => {
+  isolated = await startServer(['--isolate']);
+  plain = await startServer();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await isolated?.close();
+  await plain?.close();
+});
+
+/** Loads the model with each `threads` in turn in one page (or its Worker): info and tokens. */
+async function run(server, { threads, worker = false }) {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  try {
+    await page.goto(server.url);
+    const out = await page.evaluate(
+      async ({ model, request, threads, worker }) => {
+        const { AmuletEngine, createWorkerEngine } = await import('/src/index.js');
+        const runs = [];
+        for (const n of threads) {
+          const options = { device: 'cpu', cache: false, threads: n };
+          const engine = worker
+            ? await createWorkerEngine(null, model, options)
+            : await AmuletEngine.load(model, options);
+          let last;
+          for await (const chunk of engine.generate(request)) last = chunk;
+          runs.push({ threads: engine.info.threads, reason: engine.info.threadsReason, tokens: last.tokens });
+          await engine.dispose();
+        }
+        return { isolated: globalThis.crossOriginIsolated, runs };
+      },
+      { model: MODEL, request: REQUEST, threads, worker },
+    );
+    assert.deepEqual(errors, []);
+    return out;
+  } finally {
+    await page.close();
+  }
+}
+
+test(
+  'an isolated page runs the threaded build: 2 threads give the tokens 1 thread gives',
+  { timeout: 180_000 },
+  async () => {
+    const r = await run(isolated, { threads: [2, 1] });
+    assert.equal(r.isolated, true);
+    const [two, one] = r.runs;
+    assert.equal(two.threads, 2, two.reason);
+    assert.equal(one.threads, 1);
+    assert.equal(two.tokens.length, REQUEST.maxTokens);
+    assert.deepEqual(two.tokens, one.tokens);
+  },
+);
+
+test('in the Worker of an isolated page too', { timeout: 180_000 }, async () => {
+  const r = await run(isolated, { threads: [2], worker: true });
+  assert.equal(r.runs[0].threads, 2, r.runs[0].reason);
+  const page = await run(plain, { threads: [1] });
+  assert.deepEqual(r.runs[0].tokens, page.runs[0].tokens);
+});
+
+test('a page that is not isolated runs one thread and says why', { timeout: 180_000 }, async () => {
+  const r = await run(plain, { threads: ['auto'] });
+  assert.equal(r.isolated, false);
+  assert.equal(r.runs[0].threads, 1);
+  assert.match(r.runs[0].reason, /cross-origin isolated/);
+});
