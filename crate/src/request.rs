@@ -32,6 +32,7 @@ pub const KNOWN: &[&str] = &[
     "topLogprobs",
     "stop",
     "ignoreEos",
+    "contextOverflow",
 ];
 
 fn bad(option: &str, msg: impl Into<String>) -> AmuletError {
@@ -150,6 +151,9 @@ pub fn parse_request(v: &Value) -> Result<GenerateRequest, AmuletError> {
         req.top_logprobs = n as usize;
     }
     req.stop = strings(o, "stop")?.unwrap_or_default();
+    if let Some(c) = string(o, "contextOverflow")? {
+        req.context_overflow = c.parse()?;
+    }
     req.ignore_eos = match o.get("ignoreEos") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,

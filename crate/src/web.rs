@@ -100,6 +100,26 @@ impl WasmEngine {
         })
     }
 
+    /// The bytes of KV cache finished requests may keep for the next one (a conversation's
+    /// history); 0 keeps none.
+    #[wasm_bindgen(js_name = setPrefixBudget)]
+    pub fn set_prefix_budget(&self, bytes: f64) -> Result<(), JsValue> {
+        if !(bytes.is_finite() && bytes >= 0.0) {
+            return Err(js_error(AmuletError::bad_option("prefixCacheBytes", format!("{bytes} is not a byte count"))));
+        }
+        let mut e = self.inner.try_borrow_mut().map_err(|_| js_error(busy()))?;
+        e.set_prefix_budget(bytes.min(usize::MAX as f64) as usize);
+        Ok(())
+    }
+
+    /// `{ bytes, sequences }` kept for the next request.
+    #[wasm_bindgen(js_name = prefixCacheUsage)]
+    pub fn prefix_cache_usage(&self) -> Result<JsValue, JsValue> {
+        let e = self.inner.try_borrow().map_err(|_| js_error(busy()))?;
+        let (bytes, sequences) = e.prefix_cache_usage();
+        to_js(&JsPrefixCache { bytes, sequences })
+    }
+
     /// Validates `request` and prefills its contexts; resolves to the running generation.
     /// A promise: WebGPU waits for its readback without blocking the page.
     #[wasm_bindgen(js_name = startAsync)]
@@ -267,12 +287,20 @@ struct JsInfo<'a> {
     chat_template_fallback: bool,
 }
 
+#[derive(Serialize)]
+struct JsPrefixCache {
+    bytes: usize,
+    sequences: usize,
+}
+
 /// What `finish()` returns: the completions with usage and timings.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct JsFinish<'a> {
     completions: Vec<JsCompletion<'a>>,
     usage: JsUsage,
+    /// Oldest turns left out to fit the context (contextOverflow 'truncate-oldest').
+    dropped_turns: usize,
     timings: JsTimings,
 }
 
@@ -299,6 +327,9 @@ struct JsUsage {
     prompt_tokens_base: usize,
     prompt_tokens_pref: usize,
     completion_tokens: usize,
+    /// Prompt tokens whose caches were kept from an earlier request, per context.
+    cached_tokens_base: usize,
+    cached_tokens_pref: usize,
 }
 
 #[derive(Serialize)]
@@ -306,6 +337,8 @@ struct JsUsage {
 struct JsTimings {
     prefill_ms: f64,
     prefill_tokens: usize,
+    cached_tokens_base: usize,
+    cached_tokens_pref: usize,
     decode_ms: f64,
     decode_tokens_per_s: f64,
 }
@@ -399,10 +432,15 @@ impl WasmGeneration {
                 prompt_tokens_base: out.prompt_tokens_base,
                 prompt_tokens_pref: out.prompt_tokens_pref,
                 completion_tokens: out.completions.iter().map(|c| c.tokens.len()).max().unwrap_or(0),
+                cached_tokens_base: out.timings.cached_tokens_base,
+                cached_tokens_pref: out.timings.cached_tokens_pref,
             },
+            dropped_turns: out.dropped_turns,
             timings: JsTimings {
                 prefill_ms: out.timings.prefill_ms,
                 prefill_tokens: out.timings.prefill_tokens,
+                cached_tokens_base: out.timings.cached_tokens_base,
+                cached_tokens_pref: out.timings.cached_tokens_pref,
                 decode_ms: out.timings.decode_ms,
                 decode_tokens_per_s: out.timings.decode_tokens_per_s,
             },

@@ -3,6 +3,7 @@
 mod common;
 
 use amulet::align::{AmuletParams, Game, Method};
+use amulet::chat_template::ChatMessage;
 use amulet::engine::{Engine, FinishReason, GenerateRequest};
 use amulet::prompt::Placement;
 use amulet::sample::SamplingParams;
@@ -81,6 +82,72 @@ fn amulet_concise_answers_are_shorter_than_base_ones() {
         amulet_words += out.completions[1].text.split_whitespace().count();
     }
     assert!(amulet_words < base_words, "amulet {amulet_words} words vs base {base_words}");
+}
+
+fn chat(turns: &[(&str, &str)], question: &str) -> GenerateRequest {
+    let mut r = GenerateRequest::new(question);
+    let mut messages = Vec::new();
+    for (q, a) in turns {
+        messages.push(ChatMessage::new("user", *q));
+        messages.push(ChatMessage::new("assistant", *a));
+    }
+    messages.push(ChatMessage::new("user", question));
+    r.conversation.messages = messages;
+    r.preference = Some("concise".into());
+    r.max_tokens = 24;
+    r
+}
+
+#[test]
+fn a_conversation_reuses_its_caches_and_answers_as_a_fresh_engine_does() {
+    let mut e = engine();
+    let q1 = "How can I improve my eating habits without compromising on taste?";
+    let first = e.generate(&chat(&[], q1), &mut |_| true).unwrap();
+    assert_eq!(first.timings.cached_tokens_base + first.timings.cached_tokens_pref, 0);
+    let a1 = first.completions[0].text.clone();
+    let (kept, n) = e.prefix_cache_usage();
+    assert!(kept > 0 && n == 2, "both contexts kept: {n} sequences, {kept} bytes");
+
+    let q2 = "And what should I drink?";
+    let second = e.generate(&chat(&[(q1, &a1)], q2), &mut |_| true).unwrap();
+    let t = &second.timings;
+    assert!(t.cached_tokens_base > 20 && t.cached_tokens_pref > 20, "{t:?}");
+    assert!(t.prefill_tokens < second.prompt_tokens_base / 2, "only the new turn is read: {t:?}");
+
+    // The same conversation on an engine that never saw it: the same greedy tokens.
+    let fresh = engine().generate(&chat(&[(q1, &a1)], q2), &mut |_| true).unwrap();
+    assert_eq!(fresh.timings.cached_tokens_base, 0);
+    assert_eq!(second.completions[0].tokens, fresh.completions[0].tokens);
+
+    // A budget of zero keeps nothing.
+    e.set_prefix_budget(0);
+    assert_eq!(e.prefix_cache_usage(), (0, 0));
+    let third = e.generate(&chat(&[(q1, &a1)], q2), &mut |_| true).unwrap();
+    assert_eq!(third.timings.cached_tokens_base, 0);
+    assert_eq!(third.completions[0].tokens, fresh.completions[0].tokens);
+}
+
+#[test]
+fn a_conversation_too_long_for_the_context_drops_its_oldest_turns_or_fails_as_asked() {
+    use amulet::engine::ContextOverflow;
+    use amulet::fixture::{write_gguf, FixtureSpec};
+    // A tiny model with a 2,048-token context and a byte-level vocabulary: a few long turns fill it.
+    let bytes =
+        write_gguf(&FixtureSpec::tiny(amulet::model::Arch::Llama, candle_core::quantized::GgmlDType::Q8_0, 3)).unwrap();
+    let mut e = Engine::load(&bytes, |_, _| {}).unwrap();
+    let long = "many words about the harbour and its ferries ".repeat(12);
+    let turns: Vec<(String, String)> = (0..6).map(|i| (format!("turn {i}: {long}"), long.clone())).collect();
+    let turns: Vec<(&str, &str)> = turns.iter().map(|(q, a)| (q.as_str(), a.as_str())).collect();
+    let mut r = chat(&turns, "and now?");
+    r.max_tokens = 64;
+    r.ignore_eos = true;
+    let err = e.generate(&r, &mut |_| true).unwrap_err();
+    assert!(matches!(err, AmuletError::ContextOverflow(ref m) if m.contains("truncate-oldest")), "{err}");
+    r.context_overflow = ContextOverflow::TruncateOldest;
+    let out = e.generate(&r, &mut |_| true).unwrap();
+    assert!(out.dropped_turns > 0 && out.dropped_turns < 6, "{} turns dropped", out.dropped_turns);
+    assert!(out.prompt_tokens_pref + 64 <= e.info().context_length);
+    assert_eq!(out.completions[0].tokens.len(), 64);
 }
 
 #[test]

@@ -146,3 +146,13 @@ test('dispose: later calls reject with DISPOSED (model given as a file: URL)', a
   assert.equal(later.code, 'DISPOSED');
   await w.terminate();
 });
+
+test('a chat through the worker keeps its caches between turns', async () => {
+  const chat = engine.createChat({ system: '', method: 'base' });
+  await collect(chat.send('Name a fruit.', { maxTokens: 8 }));
+  const second = await collect(chat.send('And a vegetable?', { maxTokens: 8 }));
+  assert.ok(second.final.usage.cachedTokens > 8, JSON.stringify(second.final.usage));
+  assert.equal(chat.messages.length, 4);
+  const mem = await engine.memoryUsage();
+  assert.ok(mem.prefixCacheBytes > 0);
+});

@@ -10,7 +10,8 @@ import { checkThreads, initWasm, strength, useThreads, wasm as wasmBuild, wasmMe
 import { openSource, parseIntegrity, sourceName } from './source.js';
 import { prepareRequest } from './options.js';
 import { Fifo, yieldToEventLoop } from './schedule.js';
-import { createChat } from './openai.js';
+import { openaiChat } from './openai.js';
+import { Chat } from './chat.js';
 
 const DEVICES = ['auto', 'webgpu', 'cpu'];
 const LOAD_OPTIONS = [
@@ -23,7 +24,10 @@ const LOAD_OPTIONS = [
   'fetchOptions',
   'integrity',
   'threads',
+  'prefixCacheBytes',
 ];
+/** Bytes of KV cache kept between requests by default (a conversation's history). */
+const DEFAULT_PREFIX_CACHE_BYTES = 256 << 20;
 const PRIVATE = Symbol('AmuletEngine');
 
 /** Share of the progress bar given to download when there is one (the rest: building). */
@@ -48,6 +52,10 @@ export function checkLoadOptions(options) {
   if (options.model != null && typeof options.model !== 'string') throw badOption('model', 'must be a string');
   parseIntegrity(options.integrity);
   checkThreads(options.threads);
+  const budget = options.prefixCacheBytes;
+  if (budget != null && !(Number.isInteger(budget) && budget >= 0)) {
+    throw badOption('prefixCacheBytes', `must be a whole number of bytes >= 0, got ${String(budget)}`);
+  }
   return device;
 }
 
@@ -71,7 +79,7 @@ export class AmuletEngine {
     this.#file = file;
     this.#info = Object.freeze(info);
     /** OpenAI-shaped twin of generate(): `engine.chat.completions.create({ messages, stream, amulet })`. */
-    this.chat = createChat(
+    this.chat = openaiChat(
       (opts) => this.generate(opts),
       () => this.#info.model,
     );
@@ -153,6 +161,7 @@ export class AmuletEngine {
     }
     let raw;
     try {
+      wasm.setPrefixBudget(options.prefixCacheBytes ?? DEFAULT_PREFIX_CACHE_BYTES);
       raw = wasm.info();
     } catch (e) {
       wasm.free();
@@ -206,13 +215,29 @@ export class AmuletEngine {
   }
 
   /**
+   * A conversation on this engine: `chat.send(text)` turn after turn (see chat.js). Its
+   * history's caches are kept between turns, so each turn reads only what is new.
+   * @param {{ preference?: string, method?: string, system?: string, placement?: string,
+   *           contextOverflow?: 'error' | 'truncate-oldest', messages?: object[] }} [options]
+   */
+  createChat(options = {}) {
+    return new Chat(this, options);
+  }
+
+  /**
    * Memory this engine's realm holds: `{ wasmBytes }`, the wasm memory (the weights on the CPU
    * path, next to nothing on WebGPU; it only grows, so this is also the peak), and
    * `fileInMemory`: whether the model file itself is held as bytes in JS (a page's main thread)
    * rather than read from a Blob or a file as needed.
    */
   async memoryUsage() {
-    return { wasmBytes: wasmMemoryBytes(), fileInMemory: this.#file?.held === 'memory' };
+    const kept = this.#wasm ? this.#wasm.prefixCacheUsage() : { bytes: 0, sequences: 0 };
+    return {
+      wasmBytes: wasmMemoryBytes(),
+      fileInMemory: this.#file?.held === 'memory',
+      prefixCacheBytes: kept.bytes,
+      prefixCacheSequences: kept.sequences,
+    };
   }
 
   /** closedFormStrength(alpha, lambda, eta, iterations), as a promise (same as the worker proxy's). */
@@ -323,7 +348,13 @@ function finalGenerate(result) {
       totalTokens: c.usage.promptTokens + c.usage.completionTokens,
       promptTokensBase: result.usage.promptTokensBase,
       promptTokensPref: result.usage.promptTokensPref,
+      // Of promptTokens (the context the method's prompt count is of), those kept from an
+      // earlier request: a conversation's history.
+      cachedTokens: c.method === 'base' ? result.usage.cachedTokensBase : result.usage.cachedTokensPref,
+      cachedTokensBase: result.usage.cachedTokensBase,
+      cachedTokensPref: result.usage.cachedTokensPref,
     },
+    droppedTurns: result.droppedTurns,
     timings: result.timings,
   };
 }
@@ -333,5 +364,5 @@ function finalCompare(result) {
   for (const c of result.completions) {
     results[c.method] = { text: c.text, tokens: c.tokens, finishReason: c.finishReason, usage: c.usage };
   }
-  return { done: true, results, usage: result.usage, timings: result.timings };
+  return { done: true, results, usage: result.usage, droppedTurns: result.droppedTurns, timings: result.timings };
 }

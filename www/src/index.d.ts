@@ -78,6 +78,9 @@ export interface LoadOptions {
    *  build, which runs where the page is cross-origin isolated (COOP/COEP); elsewhere one
    *  thread runs and info.threadsReason says why. The first load of a realm sizes its pool. */
   threads?: number | 'auto';
+  /** Bytes of KV cache kept between requests (default 256 MiB; 0: none): a request whose
+   *  messages continue an earlier one (a conversation) re-reads only what is new. */
+  prefixCacheBytes?: number;
 }
 
 export type WasmInput = string | URL | Response | BufferSource | WebAssembly.Module;
@@ -149,6 +152,10 @@ export interface RequestOptions {
   stop?: string | string[];
   /** Keep going past the end-of-sequence token (benchmarks). */
   ignoreEos?: boolean;
+  /** When the conversation and maxTokens no longer fit the context: 'error' (default:
+   *  CONTEXT_OVERFLOW when the prompt does not fit) or 'truncate-oldest' (the oldest turns are
+   *  dropped, the system prompt and the newest turns kept; `droppedTurns` says how many). */
+  contextOverflow?: 'error' | 'truncate-oldest';
   /** Stops the generation within one token; the iteration throws an AbortError (code ABORTED). */
   signal?: AbortSignal;
 }
@@ -187,7 +194,11 @@ export type FinishReason = 'stop' | 'length' | 'context_full' | 'aborted';
 
 export interface Timings {
   prefillMs: number;
+  /** Tokens run through the model; prompt tokens kept from an earlier request are not. */
   prefillTokens: number;
+  /** Prompt tokens whose caches were kept from an earlier request (a conversation), per context. */
+  cachedTokensBase: number;
+  cachedTokensPref: number;
   decodeMs: number;
   decodeTokensPerS: number;
 }
@@ -199,6 +210,11 @@ export interface GenerateUsage {
   /** Prompt tokens of the base context and of the preference context. */
   promptTokensBase: number;
   promptTokensPref: number;
+  /** Of promptTokens, those whose caches were kept from an earlier request (OpenAI's
+   *  prompt_tokens_details.cached_tokens); per context below. */
+  cachedTokens: number;
+  cachedTokensBase: number;
+  cachedTokensPref: number;
 }
 
 export interface GenerateDone {
@@ -209,6 +225,8 @@ export interface GenerateDone {
   tokens: number[];
   finishReason: FinishReason;
   usage: GenerateUsage;
+  /** Oldest turns left out to fit the context (contextOverflow 'truncate-oldest'). */
+  droppedTurns: number;
   timings: Timings;
 }
 
@@ -228,7 +246,14 @@ export interface MethodResult {
 export interface CompareDone {
   done: true;
   results: Partial<Record<Method, MethodResult>>;
-  usage: { promptTokensBase: number; promptTokensPref: number; completionTokens: number };
+  usage: {
+    promptTokensBase: number;
+    promptTokensPref: number;
+    completionTokens: number;
+    cachedTokensBase: number;
+    cachedTokensPref: number;
+  };
+  droppedTurns: number;
   timings: Timings;
 }
 
@@ -248,6 +273,7 @@ export interface AmuletParams {
   placement?: 'system' | 'user';
   game?: 'closed-form' | 'iterative';
   system?: string;
+  contextOverflow?: 'error' | 'truncate-oldest';
 }
 
 export interface ChatCompletionParams {
@@ -279,6 +305,8 @@ export interface CompletionUsage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** cached_tokens: prompt tokens kept from the previous request of a conversation. */
+  prompt_tokens_details: { cached_tokens: number };
 }
 
 export interface ChatCompletion {
@@ -360,12 +388,50 @@ export declare class AmuletEngine implements Engine {
   /** The wasm memory of the engine's realm (grow-only: also its peak), and whether the model
    *  file is held as bytes in JS (a page's main thread) rather than read as needed. */
   memoryUsage(): Promise<MemoryUsage>;
+  /** A conversation whose turns reuse the caches of the ones before. */
+  createChat(options?: ChatOptions): Conversation;
   dispose(): Promise<void>;
 }
 
 export interface MemoryUsage {
   wasmBytes: number;
   fileInMemory: boolean;
+  /** KV cache kept for the next request (a conversation's history), within prefixCacheBytes. */
+  prefixCacheBytes: number;
+  prefixCacheSequences: number;
+}
+
+export interface ChatOptions {
+  preference?: string;
+  method?: Method;
+  system?: string;
+  placement?: 'system' | 'user';
+  /** Default for a chat: 'truncate-oldest' (the oldest turns go when the history outgrows the context). */
+  contextOverflow?: 'error' | 'truncate-oldest';
+  /** A history to start from. */
+  messages?: ChatMessage[];
+}
+
+/** A conversation: each turn sends the history, whose caches the engine kept from the last turn. */
+export interface Conversation {
+  /** The turns so far (a copy). */
+  readonly messages: ChatMessage[];
+  /** The preference of the next turns (changing it re-reads only the preference context). */
+  preference: string | undefined;
+  /** One turn; the answer joins the history when it completes (a failed or aborted turn leaves it as it was). */
+  send(
+    text: string,
+    options?: Omit<GenerateOptions, 'messages' | 'prompt'>,
+  ): AsyncGenerator<GenerateChunk, void, undefined>;
+  /** One turn answered by several methods; the answer of `keep` (default: the chat's method, else amulet) is kept. */
+  compare(
+    text: string,
+    options?: Omit<CompareOptions, 'messages' | 'prompt'> & { keep?: Method },
+  ): AsyncGenerator<CompareChunk, void, undefined>;
+  /** Forgets the turns; the settings stay. */
+  reset(): void;
+  /** A new conversation with these settings and a copy of the turns. */
+  fork(): Conversation;
 }
 
 export interface WorkerEngine extends Engine {

@@ -66,7 +66,7 @@ export function toGenerateOptions(params, requestOptions = {}) {
  * @param {(options: object) => AsyncIterable<object>} generate
  * @param {() => string} modelName
  */
-export function createChat(generate, modelName) {
+export function openaiChat(generate, modelName) {
   async function create(params, requestOptions) {
     const options = toGenerateOptions(params, requestOptions);
     const id = completionId();
@@ -105,6 +105,7 @@ function usage(chunk) {
     prompt_tokens: chunk.usage.promptTokens,
     completion_tokens: chunk.usage.completionTokens,
     total_tokens: chunk.usage.totalTokens,
+    prompt_tokens_details: { cached_tokens: chunk.usage.cachedTokens },
   };
 }
 

@@ -37,6 +37,7 @@ export const REQUEST_OPTIONS = Object.freeze(
     { name: 'topLogprobs', kind: 'whole' },
     { name: 'stop', kind: 'strings' },
     { name: 'ignoreEos', kind: 'boolean' },
+    { name: 'contextOverflow', kind: 'string', amulet: true },
   ].map((o) => Object.freeze(o)),
 );
 

@@ -4,7 +4,8 @@
 import { AmuletError, abortError, badOption, deserializeError, disposedError } from './errors.js';
 import { checkLoadOptions } from './engine.js';
 import { prepareRequest } from './options.js';
-import { createChat } from './openai.js';
+import { openaiChat } from './openai.js';
+import { Chat } from './chat.js';
 
 function workerError(message) {
   return new AmuletError('WORKER', message);
@@ -182,7 +183,7 @@ class WorkerEngine {
     this.#worker = worker;
     this.#owned = owned;
     this.#info = info;
-    this.chat = createChat(
+    this.chat = openaiChat(
       (opts) => this.generate(opts),
       () => this.#info.model,
     );
@@ -207,6 +208,11 @@ class WorkerEngine {
 
   compare(options = {}) {
     return this.#stream('compare', options);
+  }
+
+  /** A conversation on the worker's engine (see AmuletEngine.createChat). */
+  createChat(options = {}) {
+    return new Chat(this, options);
   }
 
   /** The worker engine's memoryUsage(). */

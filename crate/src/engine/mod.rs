@@ -2,6 +2,7 @@
 //! the step loop (one batched forward for every live sequence, then align + sample per
 //! method) and streams each token out through a callback.
 
+mod prefix_cache;
 mod stop;
 mod types;
 
@@ -18,9 +19,15 @@ use crate::model::{
 use crate::prompt::{encode_context, validate_preference};
 use crate::sample::{top_candidates, Sampler, SamplingParams};
 use crate::tokenizer::{StreamDecoder, TextTokenizer};
+use prefix_cache::PrefixCache;
 use stop::apply_stop;
+
+/// The default budget of KV cache kept for the next request (`set_prefix_budget`): a
+/// conversation of a few thousand tokens in both contexts on a 1.5B model.
+pub const DEFAULT_PREFIX_BYTES: usize = 256 << 20;
 pub use types::{
-    Candidate, Completion, FinishReason, GenerateOutput, GenerateRequest, ModelInfo, StepLogprobs, Timings, TokenEvent,
+    Candidate, Completion, ContextOverflow, FinishReason, GenerateOutput, GenerateRequest, ModelInfo, StepLogprobs,
+    Timings, TokenEvent,
 };
 
 /// Monotonic milliseconds, on every target (the wasm face supplies performance.now()).
@@ -49,6 +56,8 @@ pub struct Engine {
     info: ModelInfo,
     end_ids: Vec<u32>,
     clock: Clock,
+    /// Finished sequences kept for the next request's prompt (a conversation's history).
+    prefix: PrefixCache,
 }
 
 /// Per-method state during a request.
@@ -90,6 +99,12 @@ pub struct Generation {
     released: bool,
     /// The shared-prefix sequence while prefill runs.
     root: Option<SeqId>,
+    /// The prompts' token ids (base, preference): with the tokens each sequence ran after
+    /// them, what a finished sequence holds, for the prefix cache.
+    prompts: [Vec<u32>; 2],
+    /// A step or the prefill failed: the caches are not kept.
+    failed: bool,
+    dropped_turns: usize,
 }
 
 impl Generation {
@@ -223,7 +238,28 @@ impl Engine {
             info,
             end_ids,
             clock: default_clock,
+            prefix: PrefixCache::new(DEFAULT_PREFIX_BYTES),
         })
+    }
+
+    /// How many bytes of KV cache finished sequences may keep for the next request (a
+    /// conversation's history); 0 keeps none. Sequences over it are freed now.
+    pub fn set_prefix_budget(&mut self, bytes: usize) {
+        for seq in self.prefix.set_budget(bytes) {
+            self.model.free_sequence(seq);
+        }
+    }
+
+    /// Frees every kept sequence.
+    pub fn clear_prefix_cache(&mut self) {
+        for seq in self.prefix.clear() {
+            self.model.free_sequence(seq);
+        }
+    }
+
+    /// Bytes of KV cache the kept sequences hold, and how many there are.
+    pub fn prefix_cache_usage(&self) -> (usize, usize) {
+        (self.prefix.bytes(), self.prefix.count())
     }
 
     /// What to run on when the device is lost: the next request after a loss builds the
@@ -280,6 +316,41 @@ impl Engine {
             None => None,
         };
         Ok((base, pref))
+    }
+
+    /// The contexts of `req` once they fit the model's context, and how many of the oldest
+    /// user turns were dropped for that (only under `ContextOverflow::TruncateOldest`).
+    fn fitting_contexts(&self, req: &GenerateRequest) -> Result<(Vec<u32>, Option<Vec<u32>>, usize)> {
+        let ctx = self.info.context_length;
+        let mut req = std::borrow::Cow::Borrowed(req);
+        let mut dropped = 0;
+        loop {
+            let (base, pref) = self.contexts(&req)?;
+            let longest = base.len().max(pref.as_ref().map_or(0, |p| p.len()));
+            let fits = match req.context_overflow {
+                ContextOverflow::Error => longest < ctx,
+                ContextOverflow::TruncateOldest => longest + req.max_tokens <= ctx,
+            };
+            if fits {
+                return Ok((base, pref, dropped));
+            }
+            // The oldest user turn and everything up to the next one (its answer) go.
+            let messages = &req.conversation.messages;
+            let users: Vec<usize> = (0..messages.len()).filter(|&i| messages[i].role == "user").collect();
+            if req.context_overflow == ContextOverflow::Error || users.len() < 2 {
+                let hint = match req.context_overflow {
+                    ContextOverflow::Error => "; contextOverflow 'truncate-oldest' drops the oldest turns",
+                    ContextOverflow::TruncateOldest => " even with only the last turn",
+                };
+                return Err(AmuletError::ContextOverflow(format!(
+                    "the prompt has {longest} tokens and {} are asked for; the model's context length is {ctx}{hint}",
+                    req.max_tokens
+                )));
+            }
+            let (first, next) = (users[0], users[1]);
+            req.to_mut().conversation.messages.drain(first..next);
+            dropped += 1;
+        }
     }
 
     /// Runs a request to the end. `on_token` sees every token of every method as it is
@@ -343,14 +414,7 @@ impl Engine {
                 "is required by methods pref, la and amulet (e.g. \"concise\")",
             ));
         }
-        let (base_ids, pref_ids) = self.contexts(req)?;
-        let longest = base_ids.len().max(pref_ids.as_ref().map_or(0, |p| p.len()));
-        if longest >= self.info.context_length {
-            return Err(AmuletError::ContextOverflow(format!(
-                "the prompt has {longest} tokens; the model's context length is {}",
-                self.info.context_length
-            )));
-        }
+        let (base_ids, pref_ids, dropped_turns) = self.fitting_contexts(req)?;
         let mut tracks = Vec::with_capacity(req.methods.len());
         for (i, method) in req.methods.iter().enumerate() {
             let aligner = Aligner::new(*method)?;
@@ -389,9 +453,13 @@ impl Engine {
             decode_start: 0.0,
             released: false,
             root: None,
+            prompts: [base_ids.clone(), pref_ids.clone().unwrap_or_default()],
+            failed: false,
+            dropped_turns,
         };
         let t0 = (self.clock)();
         if let Err(e) = self.prefill(&mut g, &base_ids, pref_ids.as_deref()).await {
+            g.failed = true;
             self.release(&mut g);
             return Err(e);
         }
@@ -408,6 +476,13 @@ impl Engine {
 
     /// `step` for any backend (see `start_async`).
     pub async fn step_async(&mut self, g: &mut Generation) -> Result<Vec<TokenEvent>> {
+        let events = self.step_inner(g).await;
+        // A failed step may leave caches half-advanced: they are not kept for a next request.
+        g.failed |= events.is_err();
+        events
+    }
+
+    async fn step_inner(&mut self, g: &mut Generation) -> Result<Vec<TokenEvent>> {
         if g.is_done() {
             return Ok(Vec::new());
         }
@@ -541,15 +616,17 @@ impl Engine {
         }
         Ok(GenerateOutput {
             completions,
+            dropped_turns: g.dropped_turns,
             prompt_tokens_base: g.prompt_tokens_base,
             prompt_tokens_pref: g.prompt_tokens_pref,
             timings: g.timings,
         })
     }
 
-    /// Creates every track's sequences and runs their prompts. The base and preference
-    /// contexts share a long prefix (the chat template and system prompt), and compare mode
-    /// repeats whole prompts: that prefix is computed once and its cache forked.
+    /// Creates every track's sequences and runs their prompts. A prompt that continues a kept
+    /// sequence (the conversation so far) takes it and runs only what is new. Otherwise the
+    /// base and preference contexts share a long prefix (the chat template and system prompt),
+    /// and compare mode repeats whole prompts: that prefix is computed once and its cache forked.
     async fn prefill(&mut self, g: &mut Generation, base_ids: &[u32], pref_ids: Option<&[u32]>) -> Result<()> {
         let mut wanted: Vec<(usize, bool)> = Vec::new(); // (track, is_pref)
         for (i, t) in g.tracks.iter().enumerate() {
@@ -561,35 +638,51 @@ impl Engine {
             }
         }
         let prompt = |is_pref: bool| if is_pref { pref_ids.unwrap_or(base_ids) } else { base_ids };
-        // Each sequence keeps at least its last token to run: that step yields its logits.
-        let shortest = wanted.iter().map(|&(_, p)| prompt(p).len()).min().unwrap_or(0);
-        let mut shared = shortest.saturating_sub(1);
-        if let Some(p) = pref_ids {
-            if wanted.iter().any(|&(_, is_pref)| is_pref) && wanted.iter().any(|&(_, is_pref)| !is_pref) {
-                let common = base_ids.iter().zip(p).take_while(|(a, b)| a == b).count();
-                shared = shared.min(common);
+        // A kept sequence per context, cut to what its prompt shares with it.
+        let mut kept: [Option<(SeqId, usize)>; 2] = [None, None];
+        for is_pref in [false, true] {
+            if !wanted.iter().any(|&(_, p)| p == is_pref) {
+                continue;
+            }
+            if let Some(reuse) = self.prefix.take(prompt(is_pref)) {
+                if self.model.truncate_sequence(reuse.seq, reuse.shared) {
+                    kept[is_pref as usize] = Some((reuse.seq, reuse.shared));
+                } else {
+                    self.model.free_sequence(reuse.seq);
+                }
             }
         }
-        if wanted.len() < 2 {
-            shared = 0;
+        g.timings.cached_tokens_base = kept[0].map_or(0, |k| k.1);
+        g.timings.cached_tokens_pref = kept[1].map_or(0, |k| k.1);
+        // Without any, the prefix shared by every context is run once and forked.
+        let mut shared = 0;
+        if kept.iter().all(Option::is_none) && wanted.len() > 1 {
+            // Each sequence keeps at least its last token to run: that step yields its logits.
+            shared = wanted.iter().map(|&(_, p)| prompt(p).len()).min().unwrap_or(0).saturating_sub(1);
+            if let Some(p) = pref_ids {
+                if wanted.iter().any(|&(_, is_pref)| is_pref) && wanted.iter().any(|&(_, is_pref)| !is_pref) {
+                    shared = shared.min(base_ids.iter().zip(p).take_while(|(a, b)| a == b).count());
+                }
+            }
         }
-        let root = if shared > 0 {
+        if shared > 0 {
             let root = self.model.new_sequence();
             g.root = Some(root);
-            let prefix = [(root, &base_ids[..shared])];
-            self.model.forward_async(&prefix).await?;
-            Some(root)
-        } else {
-            None
-        };
+            self.model.forward_async(&[(root, &base_ids[..shared])]).await?;
+        }
         let mut batch: Vec<(SeqId, &[u32])> = Vec::with_capacity(wanted.len());
+        let mut taken = [false, false];
         for &(i, is_pref) in &wanted {
-            let seq = match root {
-                Some(r) => self
-                    .model
-                    .fork_sequence(r)
-                    .ok_or_else(|| AmuletError::Compute("the shared prefix sequence vanished".into()))?,
-                None => self.model.new_sequence(),
+            let c = is_pref as usize;
+            let (seq, from) = match (kept[c], g.root) {
+                // The first track of a context takes the kept sequence, the others fork it.
+                (Some((seq, n)), _) if !taken[c] => {
+                    taken[c] = true;
+                    (seq, n)
+                }
+                (Some((seq, n)), _) => (self.fork(seq)?, n),
+                (None, Some(root)) => (self.fork(root)?, shared),
+                (None, None) => (self.model.new_sequence(), 0),
             };
             let t = &mut g.tracks[i];
             if is_pref {
@@ -597,11 +690,10 @@ impl Engine {
             } else {
                 t.base_seq = Some(seq);
             }
-            batch.push((seq, &prompt(is_pref)[shared..]));
+            batch.push((seq, &prompt(is_pref)[from..]));
         }
-        if let Some(r) = root {
+        if let Some(r) = g.root.take() {
             self.model.free_sequence(r);
-            g.root = None;
         }
         g.timings.prefill_tokens = shared + batch.iter().map(|(_, t)| t.len()).sum::<usize>();
         let logits = self.model.forward_async(&batch).await?;
@@ -609,13 +701,32 @@ impl Engine {
         Ok(())
     }
 
+    fn fork(&mut self, seq: SeqId) -> Result<SeqId> {
+        self.model.fork_sequence(seq).ok_or_else(|| AmuletError::Compute("a sequence to fork vanished".into()))
+    }
+
+    /// Frees a generation's sequences, or keeps them for the next request when it ran without
+    /// a failure: each holds its context's prompt and the tokens its track ran after it.
     fn release(&mut self, g: &mut Generation) {
         if g.released {
             return;
         }
+        let keep = !g.failed && self.prefix.budget() > 0;
         for t in &g.tracks {
-            for s in [t.base_seq, t.pref_seq].into_iter().flatten() {
-                self.model.free_sequence(s);
+            for (c, seq) in [t.base_seq, t.pref_seq].into_iter().enumerate() {
+                let Some(seq) = seq else { continue };
+                let len = self.model.sequence_len(seq).unwrap_or(0);
+                let prompt = &g.prompts[c];
+                if !keep || len < prompt.len() || len > prompt.len() + t.tokens.len() {
+                    self.model.free_sequence(seq);
+                    continue;
+                }
+                let mut tokens = prompt.clone();
+                tokens.extend_from_slice(&t.tokens[..len - prompt.len()]);
+                let bytes = self.model.sequence_bytes(seq);
+                for evicted in self.prefix.put(tokens, seq, bytes) {
+                    self.model.free_sequence(evicted);
+                }
             }
         }
         if let Some(r) = g.root.take() {

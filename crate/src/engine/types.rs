@@ -20,6 +20,33 @@ pub struct ModelInfo {
     pub chat_template_fallback: bool,
 }
 
+/// What a request does when its conversation (and the tokens to generate) no longer fits the
+/// model's context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContextOverflow {
+    /// A prompt that does not fit is a CONTEXT_OVERFLOW error; one that fits generates until
+    /// the context is full (finish reason `context_full`).
+    #[default]
+    Error,
+    /// The oldest turns are dropped (the system prompt and the newest turns are kept) until
+    /// the prompt and `max_tokens` fit; `dropped_turns` says how many.
+    TruncateOldest,
+}
+
+impl std::str::FromStr for ContextOverflow {
+    type Err = crate::error::AmuletError;
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s {
+            "error" => Ok(ContextOverflow::Error),
+            "truncate-oldest" => Ok(ContextOverflow::TruncateOldest),
+            other => Err(crate::error::AmuletError::bad_option(
+                "contextOverflow",
+                format!("`{other}` is not one of: error, truncate-oldest"),
+            )),
+        }
+    }
+}
+
 /// One generation request; several methods share the question and run as one batch.
 #[derive(Debug, Clone)]
 pub struct GenerateRequest {
@@ -34,6 +61,7 @@ pub struct GenerateRequest {
     pub top_logprobs: usize,
     /// Keep going past end-of-turn tokens (benchmarks measure a fixed token count).
     pub ignore_eos: bool,
+    pub context_overflow: ContextOverflow,
 }
 
 impl GenerateRequest {
@@ -48,6 +76,7 @@ impl GenerateRequest {
             stop: Vec::new(),
             top_logprobs: 0,
             ignore_eos: false,
+            context_overflow: ContextOverflow::Error,
         }
     }
 }
@@ -110,7 +139,12 @@ pub struct Completion {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Timings {
     pub prefill_ms: f64,
+    /// Tokens run through the model by the prefill (not counting reused ones).
     pub prefill_tokens: usize,
+    /// Prompt tokens whose caches came from an earlier request (a conversation's history),
+    /// per context.
+    pub cached_tokens_base: usize,
+    pub cached_tokens_pref: usize,
     pub decode_ms: f64,
     /// Decode steps (each produces one token for every live method).
     pub decode_steps: usize,
@@ -120,6 +154,9 @@ pub struct Timings {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GenerateOutput {
     pub completions: Vec<Completion>,
+    /// Oldest user turns (with their answers) left out to fit the context
+    /// (`ContextOverflow::TruncateOldest`).
+    pub dropped_turns: usize,
     pub prompt_tokens_base: usize,
     pub prompt_tokens_pref: usize,
     pub timings: Timings,

@@ -39,6 +39,17 @@ pub trait LanguageModel {
     fn free_sequence(&mut self, id: SeqId);
     /// Tokens already in the sequence's cache (its next position), None if unknown.
     fn sequence_len(&self, id: SeqId) -> Option<usize>;
+    /// Cuts a sequence's cache back to its first `len` tokens (a kept conversation reused by
+    /// a prompt that shares only part of it). False where the backend cannot, or `id` is unknown.
+    fn truncate_sequence(&mut self, id: SeqId, len: usize) -> bool {
+        let _ = (id, len);
+        false
+    }
+    /// Bytes the sequence's cache holds (what keeping it costs).
+    fn sequence_bytes(&self, id: SeqId) -> usize {
+        let _ = id;
+        0
+    }
     /// Appends `tokens` to each listed sequence (one step, or a whole prompt) and returns,
     /// per entry, the logits after its last token. On error no cache is changed.
     fn forward(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>>;

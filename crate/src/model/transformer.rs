@@ -285,6 +285,21 @@ impl LanguageModel for CpuModel {
         self.seqs.get(id)?.as_ref().map(|c| c.len)
     }
 
+    fn truncate_sequence(&mut self, id: SeqId, len: usize) -> bool {
+        let kv_dim = self.cfg.kv_dim();
+        match self.seqs.get_mut(id).and_then(|s| s.as_mut()) {
+            Some(c) if len <= c.len => {
+                c.truncate(len, kv_dim);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn sequence_bytes(&self, id: SeqId) -> usize {
+        self.seqs.get(id).and_then(|s| s.as_ref()).map_or(0, |c| c.bytes())
+    }
+
     fn forward(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
         check_batch(&self.cfg, batch, |id| self.sequence_len(id))?;
         let before: Vec<usize> = batch.iter().map(|(id, _)| self.sequence_len(*id).unwrap_or(0)).collect();
