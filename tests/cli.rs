@@ -104,6 +104,33 @@ fn bad_options_and_files_exit_with_a_typed_message_naming_the_option() {
 }
 
 #[test]
+fn chat_turns_reuse_the_history_and_commands_work() {
+    use std::io::Write;
+    let m = model();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_amulet"))
+        .args(["chat", "--model", m.to_str().unwrap(), "--max-tokens", "12", "--device", "cpu"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = "What is the capital of France?\n/preference concise\nAnd of Italy?\n/method sideways\n/quit\n";
+    child.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let turns: Vec<&str> = err.lines().filter(|l| l.starts_with("[turn ")).collect();
+    assert_eq!(turns.len(), 2, "{err}");
+    assert!(turns[0].contains(" 0 reused"), "{}", turns[0]);
+    // Turn 2 adds a preference: the base context comes back from turn 1.
+    let reused: usize = turns[1].split(", ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(reused > 20, "{}", turns[1]);
+    assert!(err.contains("(preference: concise)"));
+    assert!(err.contains("error [BAD_OPTION]"), "a bad /method is reported and the chat goes on: {err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Paris"));
+}
+
+#[test]
 fn help_lists_the_choices() {
     let out = amulet(&["generate", "--help"]);
     assert!(out.status.success());

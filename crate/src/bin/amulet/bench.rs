@@ -33,6 +33,10 @@ pub struct BenchArgs {
     /// Also time the prefill of a prompt of about this many tokens (base context; 0: skip)
     #[arg(long, default_value_t = 0)]
     prefill_tokens: usize,
+    /// Also time a conversation's next turn after a history of about this many tokens: on the
+    /// engine that served the history (its caches kept) against a fresh one (0: skip)
+    #[arg(long, default_value_t = 0)]
+    history_tokens: usize,
     /// Print one JSON object instead of the table
     #[arg(long)]
     json: bool,
@@ -98,6 +102,71 @@ fn long_prompt(engine: &Engine, tokens: usize) -> Result<GenerateRequest> {
     }
 }
 
+/// A conversation of at least `tokens` tokens (amulet, concise), and its next turn.
+fn conversation(engine: &Engine, tokens: usize) -> Result<(GenerateRequest, GenerateRequest)> {
+    use amulet::chat_template::ChatMessage;
+    const ANSWER: &str = "The committee reviewed the harbour plans, agreed the ferry terminal budget, heard \
+        complaints about night noise from the shipyard and set the dredging of the eastern channel for March. ";
+    let mut messages = vec![ChatMessage::new("user", "What did the committee decide at its first meeting?")];
+    let request = |messages: &[ChatMessage]| {
+        let mut r = GenerateRequest::new("");
+        r.conversation.messages = messages.to_vec();
+        r.preference = Some("concise".into());
+        r.max_tokens = 1;
+        r.ignore_eos = true;
+        r
+    };
+    for turn in 2.. {
+        if engine.contexts(&request(&messages))?.1.map_or(0, |p| p.len()) >= tokens {
+            break;
+        }
+        messages.push(ChatMessage::new("assistant", ANSWER.repeat(3)));
+        messages.push(ChatMessage::new("user", format!("And at meeting number {turn}?")));
+    }
+    let history = request(&messages);
+    messages.push(ChatMessage::new("assistant", "It decided to meet again."));
+    messages.push(ChatMessage::new("user", "Summarise all of that in one sentence."));
+    Ok((history, request(&messages)))
+}
+
+/// Time to first token of a conversation's next turn, with the history's caches kept and
+/// without (the cache emptied first), interleaved.
+#[derive(serde::Serialize)]
+struct HistoryTurn {
+    history_tokens: usize,
+    kept: Stats,
+    fresh: Stats,
+    /// kept / fresh time to first token.
+    ttft_ratio: f64,
+    /// KV cache kept for the next request after the turn, and its budget.
+    kept_bytes: usize,
+    budget_bytes: usize,
+}
+
+fn measure_history(engine: &mut Engine, tokens: usize, runs: usize) -> Result<HistoryTurn> {
+    let (history, next) = conversation(engine, tokens)?;
+    let history_tokens = engine.contexts(&history)?.1.map_or(0, |p| p.len());
+    let (mut kept, mut fresh) = (Vec::new(), Vec::new());
+    let mut kept_bytes = 0;
+    for _ in 0..runs.max(1) {
+        engine.clear_prefix_cache();
+        engine.generate(&history, &mut |_| true)?; // the turn before: its caches are kept
+        kept.push(engine.generate(&next, &mut |_| true)?);
+        kept_bytes = engine.prefix_cache_usage().0;
+        engine.clear_prefix_cache();
+        fresh.push(engine.generate(&next, &mut |_| true)?);
+    }
+    let (kept, fresh) = (stats(&kept), stats(&fresh));
+    Ok(HistoryTurn {
+        history_tokens,
+        ttft_ratio: kept.ttft_ms / fresh.ttft_ms,
+        kept,
+        fresh,
+        kept_bytes,
+        budget_bytes: amulet::engine::DEFAULT_PREFIX_BYTES,
+    })
+}
+
 /// One (backend, thread count)'s figures.
 #[derive(serde::Serialize)]
 struct Config {
@@ -109,6 +178,8 @@ struct Config {
     ratio: f64,
     /// The long prompt's prefill (base context), when asked for.
     long_prefill: Option<Stats>,
+    /// A conversation's next turn with and without its history's caches, when asked for.
+    history_turn: Option<HistoryTurn>,
 }
 
 /// One backend's load.
@@ -157,19 +228,28 @@ fn measure(engine: &mut Engine, a: &BenchArgs, threads: &[usize]) -> Result<(Vec
             if !a.json {
                 eprintln!("{} {n} threads: run {}/{}", engine.info().device, i + 1, a.runs.max(1));
             }
-            outs[c][0].push(engine.generate(&base_req, &mut |_| true)?);
-            outs[c][1].push(engine.generate(&amulet_req, &mut |_| true)?);
+            // Every run reads its whole prompt: no caches kept from the run before.
+            let mut run = |req: &GenerateRequest| {
+                engine.clear_prefix_cache();
+                engine.generate(req, &mut |_| true)
+            };
+            outs[c][0].push(run(&base_req)?);
+            outs[c][1].push(run(&amulet_req)?);
             if let Some(long) = &long {
-                outs[c][2].push(engine.generate(long, &mut |_| true)?);
+                outs[c][2].push(run(long)?);
             }
         }
     }
     let mut configs = Vec::new();
     for (&n, [base, amulet, long]) in counts.iter().zip(outs) {
         let (base, amulet) = (stats(&base), stats(&amulet));
+        let threads = amulet::backend::pool::set_threads(n)?;
+        let history_turn =
+            if a.history_tokens > 0 { Some(measure_history(engine, a.history_tokens, a.runs)?) } else { None };
         configs.push(Config {
             device: engine.info().device.clone(),
-            threads: amulet::backend::pool::set_threads(n)?,
+            threads,
+            history_turn,
             ratio: amulet.decode_tokens_per_s / base.decode_tokens_per_s,
             long_prefill: (!long.is_empty()).then(|| stats(&long)),
             base,
@@ -252,6 +332,20 @@ fn print_table(path: &std::path::Path, a: &BenchArgs, r: &BenchResult) {
             );
         }
         println!("{} {} threads: amulet / base = {:.3}", c.device, c.threads, c.ratio);
+        if let Some(h) = &c.history_turn {
+            println!(
+                "{} {} threads: next turn after a {}-token history: TTFT {:.0} ms with its caches kept, {:.0} ms \
+                 fresh ({:.2}x); {:.1} MiB kept of a {:.0} MiB budget",
+                c.device,
+                c.threads,
+                h.history_tokens,
+                h.kept.ttft_ms,
+                h.fresh.ttft_ms,
+                h.ttft_ratio,
+                h.kept_bytes as f64 / (1 << 20) as f64,
+                h.budget_bytes as f64 / (1 << 20) as f64
+            );
+        }
     }
     if let Some(n) = r.long_prompt_tokens {
         println!("long: the prefill of a {n}-token prompt (base context)");

@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Generate an answer that follows a preference, streaming text to stdout.
     Generate(GenerateArgs),
+    /// A conversation: one line a turn, each reusing the caches of the turns before.
+    Chat(crate::chat::ChatArgs),
     /// Decode speed of base vs amulet on the same prompt (interleaved runs, medians).
     Bench(bench::BenchArgs),
     /// Write a random-weight GGUF fixture (tests, and speed runs with real shapes).
@@ -280,6 +282,7 @@ pub fn main() -> ExitCode {
     quiet_gpu_probe();
     let result = match cli.command {
         Command::Generate(a) => generate(a),
+        Command::Chat(a) => crate::chat::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Fixture(a) => fixture(a),
         Command::Eval(a) => crate::eval::run_eval(a),
