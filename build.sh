@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One entry point: ./build.sh build | serve | test | bench
+# One entry point: ./build.sh build | serve | test | test-large | bench
 # Each command installs what it needs when it is missing (model files, toolchain targets).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -200,10 +200,28 @@ cmd_bench() {
   log "JSON: target/bench/native.json, target/bench/gpu-bench.json, target/bench/browser.json$([ "${BENCH_LLAMA_CPP:-0}" = "1" ] && echo ", target/bench/native-vs-llamacpp.json")"
 }
 
+# The large suite: what needs the 1.5B model or minutes of software WebGPU (the suites check
+# AMULET_LARGE=1); run on top of `test`, which it does not repeat.
+cmd_test_large() {
+  need_models
+  models/fetch.sh qwen2.5-coder-1.5b-instruct-q4_k_m >/dev/null
+  need_chromium
+  need_vulkan
+  build_wasm
+  cargo build --release --bin amulet
+  export AMULET_LARGE=1
+  log "large: tokenizer and WebGPU-on-lavapipe tests of Qwen2.5-Coder-1.5B"
+  cargo test --release --test tokenizer_reference --test webgpu_reference
+  need_node_modules tests/browser
+  log "large: SmolLM2 on WebGPU (SwiftShader) in Chromium"
+  (cd tests/browser && node --test webgpu.test.mjs)
+}
+
 case "${1:-}" in
   build) shift; cmd_build "$@" ;;
   serve) shift; cmd_serve "$@" ;;
   test)  shift; cmd_test "$@" ;;
+  test-large) shift; cmd_test_large "$@" ;;
   bench) shift; cmd_bench "$@" ;;
-  *) echo "usage: ./build.sh build | serve | test | bench" >&2; exit 64 ;;
+  *) echo "usage: ./build.sh build | serve | test | test-large | bench" >&2; exit 64 ;;
 esac
