@@ -3,8 +3,8 @@
 //! scales (`ws`), see shaders/quant.wgsl. F32, F16, Q4_0, Q4_1 and Q8_0 are kept as they
 //! are; Q5_0 becomes Q8_0, Q4_K Q4_1 and Q6_K int8 with a scale per 16 (Q8_16), all three
 //! without loss; other types (Q5_1, Q5_K, Q2_K, ...) are dequantized and requantized to
-//! Q8_0 (8.5 bits a weight, finer than the types they come from). A matrix larger than the adapter's
-//! binding limit is split into row-chunks, each its own buffers and dispatch.
+//! Q8_0 (8.5 bits a weight, finer than the types they come from). A matrix larger than the
+//! adapter's binding limit is split into row-chunks, each its own buffers and dispatch.
 
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
