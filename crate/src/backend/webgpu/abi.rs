@@ -48,7 +48,9 @@ pub enum Format {
     F32 = 0,
     F16 = 1,
     Q4_0 = 2,
+    /// Also Q4_K, repacked without loss (a Q4_1 block per 32-value sub-block).
     Q4_1 = 3,
+    /// int8 values with one f32 scale per 32: Q8_0, and Q5_0 repacked without loss.
     Q8_0 = 4,
     /// int8 values with one f32 scale per 16 (Q6_K, repacked without loss).
     Q8_16 = 5,

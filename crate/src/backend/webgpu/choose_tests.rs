@@ -184,7 +184,7 @@ fn greedy_and_top_n_match_the_cpu_including_ties() {
     let ctx = context();
     let mut chooser = Chooser::new(&ctx.device);
     let mut rng = Rng::new(1);
-    for (vocab, hot) in [(1000, 0), (49_152, 40), (262_144, 60)] {
+    for (vocab, hot) in [(1000, 0), (49_152, 40), (151_936, 50), (262_144, 60)] {
         let (base, pref) = (row(&mut rng, vocab, hot), row(&mut rng, vocab, hot));
         // Rows 2 (base) and 3 (pref): the best combined score shared by four ids, given
         // highest id first, and a tie further down that top_n must order by id too.
@@ -234,9 +234,13 @@ fn sampling_matches_the_cpu_draw_for_draw() {
         params(1.0, 2000, 1.0, 0), // top-k alone beyond MAX_SORTED: the CPU's job
     ];
     let (mut total, mut unsure) = (0, 0);
-    for (vocab, hot, draws, quantized) in
-        [(1000, 0, 24, false), (1000, 0, 24, true), (49_152, 40, 8, false), (262_144, 60, 4, false)]
-    {
+    for (vocab, hot, draws, quantized) in [
+        (1000, 0, 24, false),
+        (1000, 0, 24, true),
+        (49_152, 40, 8, false),
+        (151_936, 50, 4, false),
+        (262_144, 60, 4, false),
+    ] {
         let mut data = [row(&mut rng, vocab, hot), row(&mut rng, vocab, hot)].concat();
         if quantized {
             // Coarse scores: top-k cuts and sorted order both go through ties.
@@ -263,8 +267,13 @@ fn bad_rows_and_oversized_nuclei_are_reported() {
     let ctx = context();
     let mut chooser = Chooser::new(&ctx.device);
     let mut rng = Rng::new(3);
-    let vocab = 49_152;
-    let (mut base, mut pref) = (row(&mut rng, vocab, 40), row(&mut rng, vocab, 40));
+    for vocab in [49_152, 151_936] {
+        bad_rows_at(&ctx, &mut chooser, &mut rng, vocab);
+    }
+}
+
+fn bad_rows_at(ctx: &GpuContext, chooser: &mut Chooser, rng: &mut Rng, vocab: usize) {
+    let (mut base, mut pref) = (row(rng, vocab, 40), row(rng, vocab, 40));
     pref[12_345] = f32::NAN;
     base[777] = f32::INFINITY;
     let mut flat = vec![0.0f32; vocab];
@@ -284,11 +293,11 @@ fn bad_rows_and_oversized_nuclei_are_reported() {
         ],
     ]
     .concat();
-    let got = run(&ctx, &mut chooser, &logits, &requests);
+    let got = run(ctx, chooser, &logits, &requests);
     use Choice::*;
     // Row 0 holds +inf, row 1 NaN: only the flat row is usable.
-    assert_eq!(&got[..6], &[NonFinite, NonFinite, NonFinite, NonFinite, NonFinite, NonFinite]);
-    assert_eq!(&got[6..8], &[TooManyCandidates, TooManyCandidates]);
+    assert_eq!(&got[..6], &[NonFinite, NonFinite, NonFinite, NonFinite, NonFinite, NonFinite], "vocab {vocab}");
+    assert_eq!(&got[6..8], &[TooManyCandidates, TooManyCandidates], "vocab {vocab}");
     // A flat row: top-3 is ids 0..3 (lower ids win ties), drawn with u = 0 -> id 0; the
     // alternatives are 1/vocab each.
     match &got[8] {
@@ -296,9 +305,9 @@ fn bad_rows_and_oversized_nuclei_are_reported() {
             assert_eq!(top.iter().map(|c| c.0).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
             assert!(top.iter().all(|c| (c.1 - 1.0 / vocab as f32).abs() < 1e-9));
         }
-        other => panic!("{other:?}"),
+        other => panic!("vocab {vocab}: {other:?}"),
     }
-    assert_eq!(got[9], NonFinite, "no row at all");
+    assert_eq!(got[9], NonFinite, "vocab {vocab}: no row at all");
 }
 
 #[test]

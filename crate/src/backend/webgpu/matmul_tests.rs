@@ -1,27 +1,29 @@
 //! The tiled matmul (matmul.wgsl) against the matvec (matvec.wgsl) and a CPU reference:
-//! every format and input mode, sizes that are not multiples of the tiles, offsets and
-//! strides, bias and accumulate on and off. Both pipelines are bound with one bind group.
+//! every format (and Q5_0, repacked into Q8_0) and input mode, sizes that are not multiples
+//! of the tiles, offsets and strides, bias and accumulate on and off. Both pipelines are
+//! bound with one bind group.
 //! They need an adapter: lavapipe in CI.
 
-use super::abi::{Format, MatvecInput, MATMUL_TILE_N, MATMUL_TILE_ROWS, MATVEC_ROWS, WORKGROUP};
+use super::abi::{MatvecInput, MATMUL_TILE_N, MATMUL_TILE_ROWS, MATVEC_ROWS, WORKGROUP};
 use super::kernels::{bind, Kernels, MatvecParams, PassInfo};
-use super::test_util::{act, buffer, context, gguf_matrix, staging, uniform};
+use super::test_util::{act, buffer, context, gguf_matrix, staging, super_blocks, uniform, GGUF_TYPES};
 use super::weights::{GpuMatrix, Repacked};
 use super::GpuContext;
 use crate::rng::Rng;
+use candle_core::quantized::GgmlDType;
 
-/// A matrix of `format`: F32 and Q8_0 through the repackers, the others through their
+/// A matrix of `dtype`: F32 and Q8_0 through the repackers, the others through their
 /// GGUF bytes (as a model file holds them).
-fn matrix(format: Format, values: &[f32], rows: usize, k: usize) -> Repacked {
-    match format {
-        Format::F32 => Repacked::f32(values, rows, k),
-        Format::Q8_0 => Repacked::q8_0(values, rows, k),
-        _ => gguf_matrix(format, values, rows, k),
+fn matrix(dtype: GgmlDType, values: &[f32], rows: usize, k: usize) -> Repacked {
+    match dtype {
+        GgmlDType::F32 => Repacked::f32(values, rows, k),
+        GgmlDType::Q8_0 => Repacked::q8_0(values, rows, k),
+        _ => gguf_matrix(dtype, values, rows, k),
     }
 }
 
 struct Case {
-    format: Format,
+    dtype: GgmlDType,
     input: MatvecInput,
     n: usize,
     k: usize,
@@ -34,7 +36,7 @@ struct Case {
 /// y0 in between); returns (matvec y, matmul y, CPU y), each with the guard row.
 fn run(ctx: &GpuContext, kernels: &mut Kernels, rng: &mut Rng, c: &Case) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (n, k, rows) = (c.n, c.k, c.rows);
-    let w = matrix(c.format, &rng.vec(n * k, 1.0), n, k);
+    let w = matrix(c.dtype, &rng.vec(n * k, 1.0), n, k);
     let gated = c.input != MatvecInput::Plain;
     // Row strides above the row length, multiples of 4 (x is read as vec4).
     let up_off = if gated { k.next_multiple_of(4) } else { 0 };
@@ -64,8 +66,8 @@ fn run(ctx: &GpuContext, kernels: &mut Kernels, rng: &mut Rng, c: &Case) -> (Vec
     let dummy = buffer(ctx, &[0.0; 4]);
     let pass = uniform(ctx, &PassInfo { n_rows: rows as u32, _pad: [0; 3] });
     let wg_rows = WORKGROUP / kernels.matvec_lanes;
-    let matvec = kernels.matvec(c.format, c.input).pipeline.clone();
-    let matmul = kernels.matmul(c.format, c.input);
+    let matvec = kernels.matvec(w.format, c.input).pipeline.clone();
+    let matmul = kernels.matmul(w.format, c.input);
     let group = bind(
         &ctx.device,
         &matmul.layout,
@@ -128,10 +130,13 @@ fn matmul_matches_the_matvec_and_a_cpu_reference_for_every_format_input_and_shap
     let mut kernels = Kernels::new(&ctx.device, ctx.info.software);
     let mut rng = Rng::new(11);
     let mut cases = 0;
-    for format in [Format::F32, Format::F16, Format::Q4_0, Format::Q4_1, Format::Q8_0, Format::Q8_16] {
-        // Q8_16 comes from Q6_K, whose rows are whole 256-value blocks.
-        let mut shapes = if format == Format::Q8_16 { vec![(37, 256), (100, 512)] } else { vec![(37, 64), (100, 96)] };
-        if matches!(format, Format::F32 | Format::F16) {
+    for dtype in GGUF_TYPES {
+        let mut shapes = if super_blocks(dtype) { vec![(37, 256), (100, 512)] } else { vec![(37, 64), (100, 96)] };
+        if dtype == GgmlDType::Q5_0 {
+            // Odd numbers of blocks, and the 0.5B Qwen's rows (896: 28 blocks).
+            shapes = vec![(37, 96), (100, 160), (29, 896)];
+        }
+        if matches!(dtype, GgmlDType::F32 | GgmlDType::F16) {
             // Rows that are not whole 32-element blocks (nor, for 50, whole vec4s).
             shapes.push((70, 52));
             shapes.push((65, 50));
@@ -142,11 +147,11 @@ fn matmul_matches_the_matvec_and_a_cpu_reference_for_every_format_input_and_shap
                     continue; // up_off must be a multiple of 4
                 }
                 for (i, rows) in [1, 9, 37, 64].into_iter().enumerate() {
-                    let c = Case { format, input, n, k, rows, bias: i % 2 == 0, accumulate: i / 2 == 0 || n == 100 };
+                    let c = Case { dtype, input, n, k, rows, bias: i % 2 == 0, accumulate: i / 2 == 0 || n == 100 };
                     let (mv, mm, cpu) = run(&ctx, &mut kernels, &mut rng, &c);
                     let (e_mv, e_cpu, e_ref) = (worst(&mm, &mv), worst(&mm, &cpu), worst(&mv, &cpu));
                     let what =
-                        format!("{format:?} {input:?} n {n} k {k} rows {rows} bias {} acc {}", c.bias, c.accumulate);
+                        format!("{dtype:?} {input:?} n {n} k {k} rows {rows} bias {} acc {}", c.bias, c.accumulate);
                     assert!(e_mv < 1e-4, "{what}: matmul vs matvec {e_mv}");
                     assert!(e_cpu < 1e-4, "{what}: matmul vs CPU {e_cpu}");
                     assert!(e_ref < 1e-4, "{what}: matvec vs CPU {e_ref}");

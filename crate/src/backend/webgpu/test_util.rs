@@ -6,7 +6,7 @@ use bytemuck::Pod;
 use candle_core::quantized::{GgmlDType, QTensor};
 use wgpu::util::DeviceExt;
 
-use super::abi::{Format, MatvecInput};
+use super::abi::MatvecInput;
 use super::weights::Repacked;
 use super::GpuContext;
 
@@ -53,20 +53,29 @@ pub fn read(ctx: &GpuContext, b: &wgpu::Buffer, floats: usize) -> Vec<f32> {
     ctx.read_f32(&st, floats).unwrap()
 }
 
-/// A `rows` x `k` matrix of `format`, quantized through the GGUF bytes of that format (as a
-/// model file holds them; Q8_16 from Q6_K).
-pub fn gguf_matrix(format: Format, values: &[f32], rows: usize, k: usize) -> Repacked {
+/// The GGUF types the kernel tests quantize through: every format the kernels read once
+/// (Q8_16 from Q6_K), then Q5_0, which runs as Q8_0.
+pub const GGUF_TYPES: [GgmlDType; 7] = [
+    GgmlDType::F32,
+    GgmlDType::F16,
+    GgmlDType::Q4_0,
+    GgmlDType::Q4_1,
+    GgmlDType::Q8_0,
+    GgmlDType::Q6K,
+    GgmlDType::Q5_0,
+];
+
+/// A `rows` x `k` matrix quantized to `dtype` and repacked from its GGUF bytes (as a model
+/// file holds them).
+pub fn gguf_matrix(dtype: GgmlDType, values: &[f32], rows: usize, k: usize) -> Repacked {
     let t = candle_core::Tensor::from_slice(values, (rows, k), &candle_core::Device::Cpu).unwrap();
-    let dtype = match format {
-        Format::F32 => GgmlDType::F32,
-        Format::F16 => GgmlDType::F16,
-        Format::Q4_0 => GgmlDType::Q4_0,
-        Format::Q4_1 => GgmlDType::Q4_1,
-        Format::Q8_0 => GgmlDType::Q8_0,
-        Format::Q8_16 => GgmlDType::Q6K,
-    };
     let q = QTensor::quantize(&t, dtype).unwrap();
     Repacked::from_gguf(dtype, &q.data().unwrap(), rows, k).unwrap().unwrap()
+}
+
+/// Rows of whole 256-value super-blocks (the K-quants) or of 32-value blocks.
+pub fn super_blocks(dtype: GgmlDType) -> bool {
+    matches!(dtype, GgmlDType::Q4K | GgmlDType::Q6K)
 }
 
 /// The matvec's input mode on one element of the gate, as the CPU computes it (the caller

@@ -1,10 +1,10 @@
 //! Weights on the GPU. GGUF blocks are 2-byte aligned and mix scales with quants; WGSL reads
 //! u32 words, so each matrix is repacked at load into packed quants (`wq`) and f32 block
 //! scales (`ws`), see shaders/quant.wgsl. F32, F16, Q4_0, Q4_1 and Q8_0 are kept as they
-//! are, Q4_K becomes Q4_1 and Q6_K int8 with a scale per 16 (Q8_16), both without loss;
-//! other types (Q5_K, Q2_K, ...) are dequantized and requantized to Q8_0 (8.5 bits a weight,
-//! finer than the types they come from). A matrix larger than the adapter's
-//! binding limit is split into row-chunks, each its own buffers and dispatch.
+//! are; Q5_0 becomes Q8_0, Q4_K Q4_1 and Q6_K int8 with a scale per 16 (Q8_16), all three
+//! without loss; other types (Q5_1, Q5_K, Q2_K, ...) are dequantized and requantized to
+//! Q8_0 (8.5 bits a weight, finer than the types they come from). A matrix larger than the
+//! adapter's binding limit is split into row-chunks, each its own buffers and dispatch.
 
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
@@ -43,6 +43,7 @@ impl Repacked {
             GgmlDType::Q4_0 => (Format::Q4_0, 18, 2),
             GgmlDType::Q4_1 => (Format::Q4_1, 20, 4),
             GgmlDType::Q8_0 => (Format::Q8_0, 34, 2),
+            GgmlDType::Q5_0 => return q5_0_as_q8_0(data, rows, k).map(Some),
             GgmlDType::Q4K => return q4_k_as_q4_1(data, rows, k).map(Some),
             GgmlDType::Q6K => return q6_k_as_q8_16(data, rows, k).map(Some),
             _ => return Ok(None),
@@ -209,16 +210,46 @@ impl GpuMatrix {
     }
 }
 
-/// A K-quant matrix must be whole 256-value super-blocks of `block` bytes.
-fn check_super_blocks(name: &str, data: &[u8], rows: usize, k: usize, block: usize) -> Result<()> {
-    let expect = rows * k / 256 * block;
-    if !k.is_multiple_of(256) || data.len() != expect {
+/// A matrix of `rows` x `k` must be whole blocks of `per_block` values, `block` bytes each.
+fn check_blocks(name: &str, data: &[u8], rows: usize, k: usize, per_block: usize, block: usize) -> Result<()> {
+    let expect = rows * k / per_block * block;
+    if !k.is_multiple_of(per_block) || data.len() != expect {
         return Err(AmuletError::BadModel(format!(
-            "{name} matrix {rows}x{k} has {} bytes, expected {expect} in whole 256-value blocks",
+            "{name} matrix {rows}x{k} has {} bytes, expected {expect} in whole {per_block}-value blocks",
             data.len()
         )));
     }
     Ok(())
+}
+
+/// int8 values, four to a little-endian word (Q8_0's words).
+fn int8_words(values: &[i8]) -> impl Iterator<Item = u32> + '_ {
+    values.chunks_exact(4).map(|c| u32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8]))
+}
+
+/// Q5_0 holds 32 values a block as x = d·(q − 16) with 5-bit q and an f16 d: int8 values
+/// q − 16 with the f32 scale d (exact) are Q8_0, so it is repacked without loss and runs
+/// through the Q8_0 kernels (and stacks with Q8_0 matrices: the 0.5B Qwen's v).
+fn q5_0_as_q8_0(data: &[u8], rows: usize, k: usize) -> Result<Repacked> {
+    const BLOCK: usize = 22;
+    check_blocks("Q5_0", data, rows, k, 32, BLOCK)?;
+    let mut words = Vec::with_capacity(rows * k / 4);
+    let mut scales = Vec::with_capacity(rows * k / 32);
+    let mut values = [0i8; 32];
+    for block in data.chunks_exact(BLOCK) {
+        scales.push(f16::from_le_bytes([block[0], block[1]]).to_f32());
+        let qh = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
+        let qs = &block[6..];
+        // ggml's dequantize_row_q5_0: element j is the low nibble of qs[j], element j + 16
+        // its high nibble; bit j of qh is element j's fifth bit.
+        let fifth = |j: usize| (((qh >> j) & 1) << 4) as u8;
+        for j in 0..16 {
+            values[j] = ((qs[j] & 0xF) | fifth(j)) as i8 - 16;
+            values[j + 16] = ((qs[j] >> 4) | fifth(j + 16)) as i8 - 16;
+        }
+        words.extend(int8_words(&values));
+    }
+    Ok(Repacked { format: Format::Q8_0, rows, k, words, scales })
 }
 
 /// Q4_K holds 256 values a block as 8 sub-blocks of 32, each x = d·sc·q − dmin·m with
@@ -226,7 +257,7 @@ fn check_super_blocks(name: &str, data: &[u8], rows: usize, k: usize, block: usi
 /// f32), so it is repacked without loss and runs through the Q4_1 kernels.
 fn q4_k_as_q4_1(data: &[u8], rows: usize, k: usize) -> Result<Repacked> {
     const BLOCK: usize = 144;
-    check_super_blocks("Q4_K", data, rows, k, BLOCK)?;
+    check_blocks("Q4_K", data, rows, k, 256, BLOCK)?;
     let mut words = Vec::with_capacity(rows * k / 8);
     let mut scales = Vec::with_capacity(rows * k / 16);
     for block in data.chunks_exact(BLOCK) {
@@ -259,7 +290,7 @@ fn q4_k_as_q4_1(data: &[u8], rows: usize, k: usize) -> Result<Repacked> {
 /// and an int8 sc: int8 values q − 32 with the f32 scale d·sc per 16 (exact), Q8_0's words.
 fn q6_k_as_q8_16(data: &[u8], rows: usize, k: usize) -> Result<Repacked> {
     const BLOCK: usize = 210;
-    check_super_blocks("Q6_K", data, rows, k, BLOCK)?;
+    check_blocks("Q6_K", data, rows, k, 256, BLOCK)?;
     let mut words = Vec::with_capacity(rows * k / 4);
     let mut scales = Vec::with_capacity(rows * k / 16);
     let mut values = [0i8; 256];
@@ -278,9 +309,7 @@ fn q6_k_as_q8_16(data: &[u8], rows: usize, k: usize) -> Result<Repacked> {
             }
         }
         scales.extend(sc.iter().map(|&s| d * s as i8 as f32));
-        words.extend(
-            values.chunks_exact(4).map(|c| u32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8])),
-        );
+        words.extend(int8_words(&values));
     }
     Ok(Repacked { format: Format::Q8_16, rows, k, words, scales })
 }

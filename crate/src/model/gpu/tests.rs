@@ -5,7 +5,7 @@
 use super::plan::{record, Mv, Recorder};
 use crate::backend::webgpu::abi::{Format, MatvecInput};
 use crate::backend::webgpu::kernels::{Kernels, PassInfo};
-use crate::backend::webgpu::test_util::{act, buffer, context, gguf_matrix, read, uniform};
+use crate::backend::webgpu::test_util::{act, buffer, context, gguf_matrix, read, super_blocks, uniform, GGUF_TYPES};
 use crate::backend::webgpu::weights::{GpuMatrix, Repacked};
 use crate::rng::Rng;
 
@@ -14,10 +14,9 @@ fn matvec_matches_a_cpu_reference_for_every_format_input_and_shape() {
     let ctx = context();
     let mut kernels = Kernels::new(&ctx.device, ctx.info.software);
     let mut rng = Rng::new(5);
-    for format in [Format::F32, Format::F16, Format::Q4_0, Format::Q4_1, Format::Q8_0, Format::Q8_16] {
-        // Q8_16 comes from Q6_K, whose rows are whole 256-value blocks.
-        let (n, k) = (37, if format == Format::Q8_16 { 256 } else { 96 });
-        let w = gguf_matrix(format, &rng.vec(n * k, 1.0), n, k);
+    for dtype in GGUF_TYPES {
+        let (n, k) = (37, if super_blocks(dtype) { 256 } else { 96 });
+        let w = gguf_matrix(dtype, &rng.vec(n * k, 1.0), n, k);
         for input in [MatvecInput::Plain, MatvecInput::SiluGate, MatvecInput::GeluGate] {
             for (rows, chunk_rows) in [(1, n), (11, 10), (5, 8)] {
                 let gated = input != MatvecInput::Plain;
@@ -48,7 +47,7 @@ fn matvec_matches_a_cpu_reference_for_every_format_input_and_shape() {
                     pass: &pass,
                 };
                 rec.matvec(&mut steps, mv);
-                assert_eq!(steps.len(), n.div_ceil(chunk_rows), "{format:?}: chunks");
+                assert_eq!(steps.len(), n.div_ceil(chunk_rows), "{dtype:?}: chunks");
                 let mut enc = ctx.device.create_command_encoder(&Default::default());
                 record(&mut enc, &steps, rows, 1);
                 ctx.queue.submit([enc.finish()]);
@@ -73,7 +72,7 @@ fn matvec_matches_a_cpu_reference_for_every_format_input_and_shape() {
                         worst = worst.max((got[i] - want).abs());
                     }
                 }
-                assert!(worst < 1e-4, "{format:?} {input:?} rows {rows}: max error {worst}");
+                assert!(worst < 1e-4, "{dtype:?} {input:?} rows {rows}: max error {worst}");
             }
         }
     }
@@ -124,13 +123,13 @@ fn q8_0_requantization_stays_within_half_a_step() {
     }
 }
 
-/// A K-quant matrix repacked for the GPU against candle's dequantization of the same bytes
-/// (ggml computes d·sc·q − dmin·m in f32 too; only the order of the last two may differ),
-/// and a byte short of whole blocks rejected.
-fn repacks_without_loss(dtype: candle_core::quantized::GgmlDType, format: Format, seed: u64) {
+/// A matrix repacked for the GPU against candle's dequantization of the same bytes (ggml
+/// computes d·sc·q − dmin·m in f32 too; only the order of the last two may differ), and a
+/// byte short of whole blocks rejected. `k`: a row's length.
+fn repacks_without_loss(dtype: candle_core::quantized::GgmlDType, format: Format, k: usize, seed: u64) {
     use candle_core::quantized::QTensor;
     use candle_core::{Device, Tensor};
-    let (rows, k) = (3, 512);
+    let rows = 3;
     let t = Tensor::from_vec(Rng::new(seed).vec(rows * k, 1.0), (rows, k), &Device::Cpu).unwrap();
     let q = QTensor::quantize(&t, dtype).unwrap();
     let want: Vec<f32> = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
@@ -148,10 +147,16 @@ fn repacks_without_loss(dtype: candle_core::quantized::GgmlDType, format: Format
 
 #[test]
 fn q4_k_is_repacked_as_q4_1_without_loss() {
-    repacks_without_loss(candle_core::quantized::GgmlDType::Q4K, Format::Q4_1, 9);
+    repacks_without_loss(candle_core::quantized::GgmlDType::Q4K, Format::Q4_1, 512, 9);
 }
 
 #[test]
 fn q6_k_is_repacked_as_q8_16_without_loss() {
-    repacks_without_loss(candle_core::quantized::GgmlDType::Q6K, Format::Q8_16, 10);
+    repacks_without_loss(candle_core::quantized::GgmlDType::Q6K, Format::Q8_16, 512, 10);
+}
+
+#[test]
+fn q5_0_is_repacked_as_q8_0_without_loss() {
+    // 896: the 0.5B Qwen's rows, 28 blocks (not whole 256-value super-blocks).
+    repacks_without_loss(candle_core::quantized::GgmlDType::Q5_0, Format::Q8_0, 896, 12);
 }

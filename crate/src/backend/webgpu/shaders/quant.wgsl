@@ -3,7 +3,7 @@
 // words, a Q4_0/Q4_1 block 4 words: byte i holds element i in its low nibble and element
 // i + 16 in its high one). F16 rows are packed in pairs, F32 rows are the float bits.
 // `ws`: f32 block scales, one per 32 elements (Q4_1: d then m; Q8_16, Q6_K's int8 values
-// in Q8_0's words: one per 16 elements). FORMAT is fixed per
+// in Q8_0's words: one per 16 elements). Q5_0 arrives as Q8_0 and Q4_K as Q4_1. FORMAT is fixed per
 // pipeline (an override constant), so every switch below folds away.
 // The FMT_* values come from the prelude (abi.rs).
 // Prepended to matvec.wgsl, matmul.wgsl and embed.wgsl, which bind wq at 1 and ws at 2.
