@@ -4,6 +4,7 @@ pub mod acts;
 pub mod linear;
 pub mod q4_1;
 pub mod q4_k;
+pub mod q5_0;
 pub mod q6_k;
 pub mod q8_0;
 pub mod rows;
