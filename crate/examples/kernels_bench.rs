@@ -6,11 +6,12 @@
 //! (optional arguments: a filter on the shape names, e.g. `1.5B`; `--hot` for one copy of each
 //! matrix, so that small ones stay in cache and the kernels' compute speed shows).
 //!
+//! Each shape also reports how fast our load-time repack runs (wall time, MB/s of GGUF bytes).
 //! Each shape cycles over enough copies of its matrix (at least 128 MB in all) that every call
 //! streams its weights from DRAM, as a decode step does; GB/s counts the weight bytes read
 //! per call (GGUF size). candle runs as the app runs it (its own tier for this CPU: on
 //! AVX512-VNNI machines it repacks Q4_K, Q6_K for m > 1 and Q8_0). Ours and candle's run in
-//! alternating batches of at least 20 ms, 15 of each, timed in this thread's CPU time (Linux:
+//! alternating batches of at least 100 ms, 9 of each, timed in this thread's CPU time (Linux:
 //! /proc/thread-self/schedstat, so waiting for a core on a shared machine does not count);
 //! each figure is its fastest batch. Printed, never asserted.
 
@@ -85,8 +86,9 @@ fn clock() -> f64 {
     START.get_or_init(Instant::now).elapsed().as_secs_f64()
 }
 
-/// Seconds per call of `f(i)` and `g(i)` (i counts calls): batches of at least 20 ms of each,
-/// alternated 15 times so that both see the same machine, and the fastest batch of each.
+/// Seconds per call of `f(i)` and `g(i)` (i counts calls): batches of at least 100 ms of each
+/// (the CPU clock advances in scheduler ticks), alternated 9 times so that both see the same
+/// machine, and the fastest batch of each.
 fn time2(mut f: impl FnMut(usize), mut g: impl FnMut(usize)) -> (f64, f64) {
     let mut calls = 0usize;
     let mut iters = 1usize;
@@ -96,7 +98,7 @@ fn time2(mut f: impl FnMut(usize), mut g: impl FnMut(usize)) -> (f64, f64) {
             f(calls);
             calls += 1;
         }
-        if clock() - t >= 0.02 {
+        if clock() - t >= 0.1 {
             break;
         }
         iters *= 2;
@@ -110,7 +112,7 @@ fn time2(mut f: impl FnMut(usize), mut g: impl FnMut(usize)) -> (f64, f64) {
         (clock() - t) / iters as f64
     };
     let (mut a, mut b) = (f64::INFINITY, f64::INFINITY);
-    for _ in 0..15 {
+    for _ in 0..9 {
         a = a.min(batch(&mut f));
         b = b.min(batch(&mut g));
     }
@@ -172,13 +174,16 @@ fn main() {
         let bytes = gguf_bytes(dtype, n, k, &mut rng);
         let mb = bytes.len() as f64 / 1e6;
         let copies = if hot { 1 } else { (128e6 / bytes.len() as f64).ceil() as usize };
+        let t = Instant::now();
         let ours: Vec<Ours> = (0..copies).map(|_| Ours::load(dtype, &bytes, n, k)).collect();
+        let repack = t.elapsed().as_secs_f64() / copies as f64;
         let theirs: Vec<QMatMul> = (0..copies)
             .map(|_| {
                 QMatMul::from_qtensor(qtensor_from_ggml(dtype, &bytes, vec![n, k], &Device::Cpu).unwrap()).unwrap()
             })
             .collect();
         drop(bytes);
+        println!("{name:<14} {:<5} {mb:>8.1}    repack at load: {:.2} ms, {:.0} MB/s", format!("{dtype:?}"), repack * 1e3, mb / repack);
         for m in [1usize, 2, 8] {
             let x = rng.vec(m * k, 1.0);
             let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu).unwrap();

@@ -51,17 +51,6 @@ const TAIL: usize = 22;
 const PIECES: [&[(usize, u32, u32, u32)]; 3] =
     [&[(0, 5, 3, 0), (1, 5, 2, 3)], &[(1, 7, 1, 0), (2, 5, 3, 1), (3, 5, 1, 4)], &[(3, 6, 2, 0), (4, 5, 3, 2)]];
 
-/// Writes quant `q` (0..31) of register `j` at byte `p` of a group record.
-fn place(rec: &mut [u8], j: usize, p: usize, q: u8) {
-    if j < 5 {
-        rec[32 * j + p] |= q;
-    } else {
-        for &(u, at, bits, from) in PIECES[j - 5] {
-            rec[32 * u + p] |= ((q >> from) & ((1 << bits) - 1)) << at;
-        }
-    }
-}
-
 /// Quant of register `j` at byte `p` of a group record.
 fn take(rec: &[u8], j: usize, p: usize) -> u8 {
     if j < 5 {
@@ -101,24 +90,35 @@ impl Q50Matrix {
     pub fn from_gguf_bytes(data: &[u8], n: usize, k: usize) -> Result<Self> {
         expect_bytes("Q5_0", n, k, QK8_0, GGUF_BYTES, data.len())?;
         let nb = k / QK8_0;
-        let mut m = Q50Matrix { n, k, groups: nb / GB, data: Packed::zeroed(data.len()) };
-        for (j, blk) in data.chunks_exact(GGUF_BYTES).enumerate() {
-            let (i, b) = (j / nb, j % nb);
-            let (off, grouped) = m.at(i, b);
-            let rec = &mut m.data.bytes_mut()[off..];
-            if grouped {
-                let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
-                for (e, &q) in gguf_quants(&blk[6..], qh).iter().enumerate() {
-                    place(rec, e / 4, 4 * (b % GB) + e % 4, q);
+        let groups = nb / GB;
+        let mut packed = Packed::zeroed(data.len());
+        for (src, dst) in data.chunks_exact(nb * GGUF_BYTES).zip(packed.bytes_mut().chunks_exact_mut(nb * GGUF_BYTES)) {
+            let (gsrc, tsrc) = src.split_at(groups * GB * GGUF_BYTES);
+            let (gdst, tdst) = dst.split_at_mut(groups * GROUP);
+            for (blks, rec) in gsrc.chunks_exact(GB * GGUF_BYTES).zip(gdst.chunks_exact_mut(GROUP)) {
+                let mut q = [[0u8; 32]; GB];
+                for (b, blk) in blks.chunks_exact(GGUF_BYTES).enumerate() {
+                    q[b] = gguf_quants(&blk[6..], u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]));
+                    rec[GROUP_D + 2 * b..GROUP_D + 2 * b + 2].copy_from_slice(&blk[..2]);
                 }
-                rec[GROUP_D + 2 * (b % GB)..][..2].copy_from_slice(&blk[..2]);
-            } else {
+                // Byte p = 4b + t of register j is element 4j + t of block b; registers 5..7
+                // go in pieces (see PIECES), written out so that loading stays fast.
+                for p in 0..32 {
+                    let w: [u8; 8] = std::array::from_fn(|j| q[p / 4][4 * j + p % 4]);
+                    rec[p] = w[0] | (w[5] & 7) << 5;
+                    rec[32 + p] = w[1] | (w[5] >> 3) << 5 | (w[6] & 1) << 7;
+                    rec[64 + p] = w[2] | ((w[6] >> 1) & 7) << 5;
+                    rec[96 + p] = w[3] | (w[6] >> 4) << 5 | (w[7] & 3) << 6;
+                    rec[128 + p] = w[4] | (w[7] >> 2) << 5;
+                }
+            }
+            for (blk, rec) in tsrc.chunks_exact(GGUF_BYTES).zip(tdst.chunks_exact_mut(TAIL)) {
                 rec[..16].copy_from_slice(&blk[6..]);
                 rec[16..20].copy_from_slice(&blk[2..6]);
                 rec[20..22].copy_from_slice(&blk[..2]);
             }
         }
-        Ok(m)
+        Ok(Q50Matrix { n, k, groups, data: packed })
     }
 
     /// Where block `b` of row `i` lives: the byte offset of its group record (and true), or of

@@ -64,14 +64,29 @@ impl Q6KMatrix {
         for (blk, rec) in data.chunks_exact(GGUF_BYTES).zip(packed.bytes_mut().chunks_exact_mut(REC)) {
             let (ql, qh) = (&blk[..128], &blk[128..192]);
             rec[SCALES..].copy_from_slice(&blk[192..]);
+            // Quants in element order (candle's `to_float` order), then plain loops over the
+            // record bytes, so that a 1 GB model repacks in well under a second.
+            let mut v = [0u8; QK_K];
             for c in 0..2 {
                 for l in 0..32 {
                     let (a, b, h) = (ql[64 * c + l], ql[64 * c + l + 32], qh[32 * c + l]);
                     let e = 128 * c + l;
-                    place(rec, e, (a & 15) | (h & 3) << 4);
-                    place(rec, e + 32, (b & 15) | ((h >> 2) & 3) << 4);
-                    place(rec, e + 64, (a >> 4) | ((h >> 4) & 3) << 4);
-                    place(rec, e + 96, (b >> 4) | ((h >> 6) & 3) << 4);
+                    v[e] = (a & 15) | (h & 3) << 4;
+                    v[e + 32] = (b & 15) | ((h >> 2) & 3) << 4;
+                    v[e + 64] = (a >> 4) | ((h >> 4) & 3) << 4;
+                    v[e + 96] = (b >> 4) | ((h >> 6) & 3) << 4;
+                }
+            }
+            for p in 0..32 {
+                // Register j holds element 16b + 2j + t at byte p = 2b + t.
+                let e = 16 * (p / 2) + p % 2;
+                for j in 0..6 {
+                    rec[32 * j + p] = v[e + 2 * j];
+                }
+                for (h, w) in [v[e + 12], v[e + 14]].into_iter().enumerate() {
+                    for piece in 0..3 {
+                        rec[32 * (3 * h + piece) + p] |= ((w >> (2 * piece)) & 3) << 6;
+                    }
                 }
             }
         }
@@ -170,19 +185,6 @@ impl Q6KMatrix {
     pub fn matmul_scalar(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
         let a = self.prepare(x, m)?;
         self.run_scalar(&a, 0..self.n, out, self.n)
-    }
-}
-
-/// Writes the 6-bit quant of element `e` into the units of its record.
-fn place(rec: &mut [u8], e: usize, q: u8) {
-    let (b, j, t) = (e / 16, (e % 16) / 2, e % 2);
-    let p = 2 * b + t;
-    if j < 6 {
-        rec[32 * j + p] |= q;
-    } else {
-        for piece in 0..3 {
-            rec[32 * (3 * (j - 6) + piece) + p] |= ((q >> (2 * piece)) & 3) << 6;
-        }
     }
 }
 
