@@ -1,7 +1,14 @@
 //! Backends: where the matrix work runs. CPU: candle QMatMul plus our own SIMD kernels;
 //! WebGPU: wgpu and our WGSL kernels (natively through Vulkan/Metal/DX12, in browsers on navigator.gpu).
+pub mod acts;
 pub mod linear;
 pub mod pool;
 pub mod q4_1;
+pub mod q4_k;
+pub mod q5_0;
+pub mod q6_k;
 pub mod q8_0;
+pub mod rows;
+#[cfg(test)]
+mod testutil;
 pub mod webgpu;

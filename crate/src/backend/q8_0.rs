@@ -1,22 +1,33 @@
 //! Q8_0 weight matrix times a few f32 rows: the (tied) output projection of the default
-//! model, 49,152 x 576, the single largest matrix of a decode step.
+//! model, 49,152 x 576, the single largest matrix of a decode step; the 0.5B's output
+//! projection (151,936 x 896) and some of its v matrices.
 //!
 //! candle's QMatMul runs its dot product once per (row, output), so with the two Amulet
-//! contexts it streams these 30 MB twice per step. Here each weight block is loaded once
-//! and used for up to four activation rows. Per (row, output) the arithmetic is candle's
-//! own (Q8_0 activation quantisation, AVX2 `maddubs` block sums, one FMA per block, the
-//! same horizontal sum), so results are bit-identical to candle.
+//! contexts it streams the weights twice per step. Here each weight block is loaded once
+//! and used for up to 8 activation rows. Per (row, output) the AVX2 arithmetic is candle's
+//! own (Q8_0 activation quantisation, `maddubs` block sums, one FMA per block, the same
+//! horizontal sum), so results are bit-identical to candle's AVX2 tier; the scalar path sums
+//! in candle's generic order (bit-identical to its portable dot), and simd128 differs from it
+//! only in float summation order.
 //!
 //! Layout: GGUF's, kept as is: n rows of k/32 blocks of 34 bytes (d: f16, qs: [i8; 32]).
+//! (Its values already are whole bytes in element order, which is what the kernels want.)
+//!
+//! Kernels: AVX2 (x86-64-v3), simd128 (wasm32, weights widened to i16 once for all rows)
+//! and a portable scalar one (always reachable as `run_scalar` / `matmul_scalar`).
+
+use std::ops::Range;
 
 use half::f16;
 
+use super::acts::{with_q8, Q8Acts, QK8_0};
+use super::rows::{self, check_cols, check_concat, expect_bytes, Dot};
 use crate::error::{AmuletError, Result};
 
-const QK: usize = 32;
+pub use super::rows::KERNEL;
+
+const QK: usize = QK8_0;
 const BLOCK: usize = 34;
-/// Rows sharing one pass over the weights.
-const TILE: usize = 4;
 
 pub struct Q80Matrix {
     n: usize,
@@ -24,22 +35,34 @@ pub struct Q80Matrix {
     data: Vec<u8>,
 }
 
+impl std::fmt::Debug for Q80Matrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Q80Matrix").field("rows", &self.n).field("cols", &self.k).finish()
+    }
+}
+
 impl Q80Matrix {
     /// Takes the bytes as they are (owned bytes are kept without a copy: the 30 MB
     /// embedding read from JS would otherwise exist twice at the load peak).
     pub fn from_gguf_bytes<'a>(data: impl Into<std::borrow::Cow<'a, [u8]>>, n: usize, k: usize) -> Result<Self> {
         let data = data.into();
-        if !k.is_multiple_of(QK) {
-            return Err(AmuletError::BadModel(format!("Q8_0 rows of {k} are not a multiple of {QK}")));
-        }
-        let want = n * (k / QK) * BLOCK;
-        if data.len() != want {
-            return Err(AmuletError::BadModel(format!(
-                "Q8_0 matrix {n}x{k} has {} bytes, expected {want}",
-                data.len()
-            )));
-        }
+        expect_bytes("Q8_0", n, k, QK, BLOCK, data.len())?;
         Ok(Q80Matrix { n, k, data: data.into_owned() })
+    }
+
+    /// The GGUF bytes (kept as they are).
+    pub fn gguf_bytes(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// Stacks matrices along the output dimension, so q/k/v (or gate/up) run as one matmul.
+    pub fn concat_rows(parts: &[&Q80Matrix]) -> Result<Q80Matrix> {
+        let k = check_concat("Q8_0", parts.iter().map(|p| p.k))?;
+        Ok(Q80Matrix {
+            n: parts.iter().map(|p| p.n).sum(),
+            k,
+            data: parts.iter().flat_map(|p| p.data.iter().copied()).collect(),
+        })
     }
 
     pub fn rows(&self) -> usize {
@@ -74,147 +97,301 @@ impl Q80Matrix {
         Ok(())
     }
 
+    /// Quantizes `m` activation rows of `cols()` values for `run`.
+    pub fn prepare(&self, x: &[f32], m: usize) -> Result<Q8Acts> {
+        let mut a = Q8Acts::new();
+        a.quantize(x, m, self.k)?;
+        Ok(a)
+    }
+
+    /// `out[r * ld + (i - rows.start)] = dot(row i, activation row r)` for the prepared rows
+    /// `r` and `i` in `rows`, with this build's kernel (see `KERNEL`).
+    pub fn run(&self, a: &Q8Acts, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
+        check_cols("Q8_0", self.k, a.cols())?;
+        #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+        return rows::run("Q8_0", &x86::Kernel { w: self, a }, rows, out, ld);
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        return rows::run("Q8_0", &wasm::Kernel { w: self, a }, rows, out, ld);
+        #[allow(unreachable_code)]
+        rows::run("Q8_0", &Scalar { w: self, a }, rows, out, ld)
+    }
+
+    /// `run` on the portable path (tests and tools check the SIMD kernels against it).
+    pub fn run_scalar(&self, a: &Q8Acts, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
+        check_cols("Q8_0", self.k, a.cols())?;
+        rows::run("Q8_0", &Scalar { w: self, a }, rows, out, ld)
+    }
+
     /// x: m rows of k -> out: m rows of n.
     pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
-        if x.len() != m * self.k || out.len() != m * self.n {
-            return Err(AmuletError::Compute(format!(
-                "Q8_0 matmul: {} inputs and {} outputs for {m} rows of a {}x{} matrix",
-                x.len(),
-                out.len(),
-                self.n,
-                self.k
-            )));
-        }
-        let nb = self.k / QK;
-        let (xd, xq) = quantize_rows(x, m, self.k);
-        for r0 in (0..m).step_by(TILE) {
-            let rows = (m - r0).min(TILE);
-            for col in 0..self.n {
-                let mut acc = [0f32; TILE];
-                self.dot_tile(col, nb, &xd[r0 * nb..], &xq[r0 * self.k..], rows, &mut acc);
-                for (r, &a) in acc[..rows].iter().enumerate() {
-                    out[(r0 + r) * self.n + col] = a;
-                }
-            }
-        }
-        Ok(())
+        with_q8(|a| {
+            a.quantize(x, m, self.k)?;
+            self.run(a, 0..self.n, out, self.n)
+        })
     }
 
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
-    fn dot_tile(&self, col: usize, nb: usize, xd: &[f32], xq: &[i8], rows: usize, acc: &mut [f32; TILE]) {
-        use std::arch::x86_64::*;
-        // SAFETY: the target features are enabled at compile time (cfg above); every load
-        // reads 32 bytes inside a block (weights: offset 2..34 of 34; activations: 32 i8).
-        unsafe {
-            let mut sums = [_mm256_setzero_ps(); TILE];
+    /// `matmul` on the portable path.
+    pub fn matmul_scalar(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
+        let a = self.prepare(x, m)?;
+        self.run_scalar(&a, 0..self.n, out, self.n)
+    }
+}
+
+/// Portable path: candle's generic order, one running sum, `sumi * d_w * d_x` per block.
+struct Scalar<'a> {
+    w: &'a Q80Matrix,
+    a: &'a Q8Acts,
+}
+
+// SAFETY: `dot` indexes slices (bounds-checked); it reads nothing through raw pointers.
+unsafe impl Dot for Scalar<'_> {
+    fn rows(&self) -> usize {
+        self.w.n
+    }
+    fn acts(&self) -> usize {
+        self.a.rows()
+    }
+    fn row_bytes(&self) -> usize {
+        self.w.k / QK * BLOCK
+    }
+    unsafe fn dot<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
+        let nb = self.w.k / QK;
+        let mut acc = [0f32; R];
+        for b in 0..nb {
+            let (dw, qs) = self.w.block(i, b);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let j = (r0 + r) * nb + b;
+                let sumi: i32 = qs.iter().zip(&self.a.nat[j].0).map(|(&w, &x)| (w as i8) as i32 * x as i32).sum();
+                *acc += sumi as f32 * dw * self.a.d[j];
+            }
+        }
+        acc
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+mod x86 {
+    use super::{Q80Matrix, Q8Acts, BLOCK, QK};
+    use crate::backend::rows::{Dot, PREFETCH};
+    use core::arch::x86_64::*;
+    use half::f16;
+
+    pub(super) struct Kernel<'a> {
+        pub w: &'a Q80Matrix,
+        pub a: &'a Q8Acts,
+    }
+
+    // SAFETY: `dot` reads the blocks of weight row `i` (< rows()), each load 32 bytes inside
+    // a block (offset 2..34 of 34), and whole blocks of activation rows r0..r0 + R (<= acts());
+    // `run` checked that the activations have the matrix's width.
+    unsafe impl Dot for Kernel<'_> {
+        fn rows(&self) -> usize {
+            self.w.n
+        }
+        fn acts(&self) -> usize {
+            self.a.rows()
+        }
+        fn row_bytes(&self) -> usize {
+            self.w.k / QK * BLOCK
+        }
+
+        #[inline(always)]
+        unsafe fn dot<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
+            let (w, a) = (self.w, self.a);
+            let nb = w.k / QK;
+            let row = w.data.as_ptr().add(i * nb * BLOCK);
+            let an = a.nat.as_ptr().add(r0 * nb) as *const __m256i;
+            let ad = a.d.as_ptr().add(r0 * nb);
+            let ones = _mm256_set1_epi16(1);
+            let mut sums = [_mm256_setzero_ps(); R];
             for b in 0..nb {
-                let (dw, qs) = self.block(col, b);
-                let bw = _mm256_loadu_si256(qs.as_ptr() as *const __m256i);
+                let blk = row.add(b * BLOCK);
+                // Past the end of the matrix the hint is harmless (prefetches never fault).
+                _mm_prefetch::<_MM_HINT_T1>((blk as *const i8).wrapping_add(PREFETCH));
+                let dw = f16::from_le_bytes([*blk, *blk.add(1)]).to_f32();
+                let bw = _mm256_loadu_si256(blk.add(2) as *const __m256i);
                 let aw = _mm256_sign_epi8(bw, bw);
-                for r in 0..rows {
-                    let bx = _mm256_loadu_si256(xq[r * self.k + b * QK..].as_ptr() as *const __m256i);
-                    let d = _mm256_set1_ps(dw * xd[r * nb + b]);
+                for (r, sum) in sums.iter_mut().enumerate() {
+                    let j = r * nb + b;
+                    let bx = _mm256_load_si256(an.add(j));
+                    let d = _mm256_set1_ps(dw * *ad.add(j));
                     let sy = _mm256_sign_epi8(bx, bw);
                     let dot = _mm256_maddubs_epi16(aw, sy);
-                    let q = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_set1_epi16(1), dot));
-                    sums[r] = _mm256_fmadd_ps(d, q, sums[r]);
+                    let q = _mm256_cvtepi32_ps(_mm256_madd_epi16(ones, dot));
+                    *sum = _mm256_fmadd_ps(d, q, *sum);
                 }
             }
-            for r in 0..rows {
-                let x = sums[r];
-                let res = _mm256_extractf128_ps(x, 1);
-                let res = _mm_add_ps(res, _mm256_castps256_ps128(x));
-                let res = _mm_add_ps(res, _mm_movehl_ps(res, res));
-                let res = _mm_add_ss(res, _mm_movehdup_ps(res));
-                acc[r] = _mm_cvtss_f32(res);
+            let mut res = [0f32; R];
+            for (o, &x) in res.iter_mut().zip(&sums) {
+                // candle's hsum_float_8.
+                let s = _mm256_extractf128_ps(x, 1);
+                let s = _mm_add_ps(s, _mm256_castps256_ps128(x));
+                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+                *o = _mm_cvtss_f32(s);
             }
-        }
-    }
-
-    /// Portable path (and wasm): candle's generic order, one sum per block.
-    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
-    fn dot_tile(&self, col: usize, nb: usize, xd: &[f32], xq: &[i8], rows: usize, acc: &mut [f32; TILE]) {
-        for b in 0..nb {
-            let (dw, qs) = self.block(col, b);
-            for r in 0..rows {
-                let xs = &xq[r * self.k + b * QK..][..QK];
-                let sumi: i32 = qs.iter().zip(xs).map(|(&w, &x)| (w as i8) as i32 * x as i32).sum();
-                acc[r] += sumi as f32 * (dw * xd[r * nb + b]);
-            }
+            res
         }
     }
 }
 
-/// Activations to Q8_0 exactly as candle's `BlockQ8_0::from_float` does (d rounded to f16).
-fn quantize_rows(x: &[f32], m: usize, k: usize) -> (Vec<f32>, Vec<i8>) {
-    let nb = k / QK;
-    let mut d = vec![0f32; m * nb];
-    let mut q = vec![0i8; m * k];
-    for (j, (xs, qs)) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).enumerate() {
-        let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let dj = amax / 127.0;
-        let id = if dj != 0.0 { 1.0 / dj } else { 0.0 };
-        d[j] = f16::from_f32(dj).to_f32();
-        for (o, &v) in qs.iter_mut().zip(xs) {
-            *o = (v * id).round() as i8;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm {
+    use super::{Q80Matrix, Q8Acts, BLOCK, QK};
+    use crate::backend::rows::{f16_to_f32, Dot};
+    use core::arch::wasm32::*;
+
+    pub(super) struct Kernel<'a> {
+        pub w: &'a Q80Matrix,
+        pub a: &'a Q8Acts,
+    }
+
+    // SAFETY: as for the x86 kernel: 16-byte loads at offsets 2 and 18 of each 34-byte block of
+    // row `i`, whole blocks of activation rows r0..r0 + R.
+    unsafe impl Dot for Kernel<'_> {
+        fn rows(&self) -> usize {
+            self.w.n
+        }
+        fn acts(&self) -> usize {
+            self.a.rows()
+        }
+        fn row_bytes(&self) -> usize {
+            self.w.k / QK * BLOCK
+        }
+
+        /// Weights widened to i16 once for all rows (the activations come widened), then
+        /// `i32x4.dot_i16x8_s` (one `pmaddwd` on x86 hosts) per 8 values.
+        #[inline(always)]
+        unsafe fn dot<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
+            let (w, a) = (self.w, self.a);
+            let nb = w.k / QK;
+            let row = w.data.as_ptr().add(i * nb * BLOCK);
+            let mut acc = [f32x4_splat(0.0); R];
+            for b in 0..nb {
+                let blk = row.add(b * BLOCK);
+                let dw = f16_to_f32(u16::from_le_bytes([*blk, *blk.add(1)]));
+                let (v0, v1) = (v128_load(blk.add(2) as *const v128), v128_load(blk.add(18) as *const v128));
+                let wv = [
+                    i16x8_extend_low_i8x16(v0),
+                    i16x8_extend_high_i8x16(v0),
+                    i16x8_extend_low_i8x16(v1),
+                    i16x8_extend_high_i8x16(v1),
+                ];
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let j = (r0 + r) * nb + b;
+                    let x = a.nat.as_ptr().add(j) as *const v128;
+                    let dot = |v: usize| i32x4_dot_i16x8(wv[v], v128_load(x.add(v)));
+                    let s = i32x4_add(i32x4_add(dot(0), dot(1)), i32x4_add(dot(2), dot(3)));
+                    *acc = f32x4_add(*acc, f32x4_mul(f32x4_convert_i32x4(s), f32x4_splat(dw * a.d[j])));
+                }
+            }
+            let mut res = [0f32; R];
+            for (o, &x) in res.iter_mut().zip(&acc) {
+                *o = (f32x4_extract_lane::<0>(x) + f32x4_extract_lane::<1>(x))
+                    + (f32x4_extract_lane::<2>(x) + f32x4_extract_lane::<3>(x));
+            }
+            res
         }
     }
-    (d, q)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-    use candle_core::{Device, Module, Tensor};
+    use crate::backend::testutil::{self, Case};
+    use candle_core::quantized::GgmlDType;
 
-    fn data(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
+    impl Clone for Q80Matrix {
+        fn clone(&self) -> Self {
+            Q80Matrix { n: self.n, k: self.k, data: self.data.clone() }
+        }
     }
 
+    impl testutil::Kernel for Q80Matrix {
+        type Acts = Q8Acts;
+        const DTYPE: GgmlDType = GgmlDType::Q8_0;
+        fn load(bytes: &[u8], n: usize, k: usize) -> Result<Self> {
+            Q80Matrix::from_gguf_bytes(bytes, n, k)
+        }
+        fn to_gguf(&self) -> Vec<u8> {
+            self.data.clone()
+        }
+        fn concat(parts: &[Self]) -> Result<Self> {
+            Q80Matrix::concat_rows(&parts.iter().collect::<Vec<_>>())
+        }
+        fn dims(&self) -> (usize, usize) {
+            (self.n, self.k)
+        }
+        fn storage(&self) -> usize {
+            self.storage_bytes()
+        }
+        fn dequant(&self, i: usize) -> Vec<f32> {
+            let mut row = vec![0f32; self.k];
+            self.dequantize_row_into(i, &mut row).unwrap();
+            row
+        }
+        fn prepare(&self, x: &[f32], m: usize) -> Result<Q8Acts> {
+            Q80Matrix::prepare(self, x, m)
+        }
+        fn run(&self, a: &Q8Acts, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
+            Q80Matrix::run(self, a, rows, out, ld)
+        }
+        fn run_scalar(&self, a: &Q8Acts, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
+            Q80Matrix::run_scalar(self, a, rows, out, ld)
+        }
+        fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
+            Q80Matrix::matmul(self, x, m, out)
+        }
+    }
+
+    /// Column counts that are not multiples of 256: there candle runs its own dot product on
+    /// every x86 tier (it repacks Q8_0 for AVX512-VNNI otherwise, with other activations).
+    const CASES: [Case; 5] = [
+        Case { n: 13, k: 32 },
+        Case { n: 29, k: 224 },
+        Case { n: 33, k: 672 },
+        Case { n: 70, k: 896 },
+        Case { n: 9, k: 1568 },
+    ];
+
+    #[test]
+    fn q8_0_matches_candle_simd_and_scalar() {
+        testutil::matches_candle::<Q80Matrix>(&CASES);
+    }
+
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
     #[test]
     fn matches_candle_bit_for_bit_for_any_row_count() {
-        let (n, k) = (200, 576);
-        let w = Tensor::from_vec(data(n * k, 1), (n, k), &Device::Cpu).unwrap();
-        let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
-        let ours = Q80Matrix::from_gguf_bytes(q.data().unwrap(), n, k).unwrap();
-        let theirs = QMatMul::from_qtensor(q).unwrap();
-        for m in [1, 2, 3, 4, 5, 9] {
-            let x = data(m * k, 7 + m as u32);
-            let want = theirs.forward(&Tensor::from_vec(x.clone(), (m, k), &Device::Cpu).unwrap()).unwrap();
-            let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let mut got = vec![0f32; m * n];
-            ours.matmul(&x, m, &mut got).unwrap();
-            assert_eq!(got, want, "m = {m}");
+        for (n, k) in [(200, 576), (37, 896)] {
+            let (bytes, _) = testutil::weights(GgmlDType::Q8_0, n, k, 1);
+            let ours = Q80Matrix::from_gguf_bytes(&bytes[..], n, k).unwrap();
+            for m in [1, 2, 3, 4, 5, 8, 9, 17] {
+                let x = testutil::activations(m, k, 7 + m as u64);
+                let want = testutil::candle_matmul(GgmlDType::Q8_0, &bytes, n, k, &x, m);
+                // candle's AVX2 arithmetic, per (row, output).
+                let mut got = vec![0f32; m * n];
+                ours.matmul(&x, m, &mut got).unwrap();
+                assert!(got == want, "{KERNEL}, m = {m}");
+            }
         }
     }
 
     #[test]
-    fn rows_dequantize_like_candle() {
-        let (n, k) = (5, 64);
-        let w = Tensor::from_vec(data(n * k, 3), (n, k), &Device::Cpu).unwrap();
-        let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
-        let want = q.dequantize(&Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
-        let ours = Q80Matrix::from_gguf_bytes(q.data().unwrap(), n, k).unwrap();
-        let mut row = vec![0f32; k];
-        for (i, w) in want.iter().enumerate() {
-            ours.dequantize_row_into(i, &mut row).unwrap();
-            assert_eq!(&row, w);
-        }
-        assert!(ours.dequantize_row_into(n, &mut row).is_err());
+    fn q8_0_rows_dequantize_like_candle() {
+        testutil::lossless::<Q80Matrix>(&CASES);
+        let ours = Q80Matrix::from_gguf_bytes(&testutil::weights(GgmlDType::Q8_0, 5, 64, 3).0[..], 5, 64).unwrap();
+        let mut row = vec![0f32; 64];
+        assert!(ours.dequantize_row_into(5, &mut row).is_err());
+        assert!(ours.dequantize_row_into(0, &mut row[1..]).is_err());
     }
 
     #[test]
-    fn bad_shapes_are_errors() {
-        assert!(Q80Matrix::from_gguf_bytes(&[0u8; 33][..], 1, 32).is_err());
-        assert!(Q80Matrix::from_gguf_bytes(&[0u8; 34][..], 1, 31).is_err());
-        let m = Q80Matrix::from_gguf_bytes(&[0u8; 34][..], 1, 32).unwrap();
-        assert!(m.matmul(&[0.0; 31], 1, &mut [0.0]).is_err());
+    fn q8_0_row_ranges_and_concat() {
+        testutil::ranges_and_concat::<Q80Matrix>(896);
+    }
+
+    #[test]
+    fn q8_0_bad_inputs_are_errors() {
+        testutil::bad_inputs::<Q80Matrix>(32, 34);
     }
 }

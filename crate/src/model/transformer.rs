@@ -90,7 +90,7 @@ impl CpuModel {
         };
         let output = match (g.tensor_info("output.weight"), &embeddings) {
             (Some(_), _) => Linear::load(g, bytes, &["output.weight".to_string()], d, &[cfg.vocab_size])?,
-            (None, Embeddings::Q80(w)) => Linear::Q80(w.clone()),
+            (None, Embeddings::Q80(w)) => Linear::tied_q80(w.clone()),
             (None, Embeddings::Candle(q)) => Linear::Candle(QMatMul::from_arc(q.clone())?),
         };
         let output_norm = vector(g, bytes, "output_norm.weight", d)?;
@@ -141,15 +141,17 @@ impl CpuModel {
         Ok(CpuModel { cfg, embeddings, layers, output_norm, output, ropes, seqs: Vec::new() })
     }
 
-    /// Runs Q4_1 matmuls through the scalar kernel that sums in candle's order, so logits
-    /// are bit-identical to candle-transformers' (verification; the SIMD kernel differs only
-    /// in float summation order).
+    /// Runs Q4_1 matmuls through the scalar kernel that sums in candle's order, and our other
+    /// kernels' types through candle's own QMatMul, so logits are bit-identical to
+    /// candle-transformers' (verification; our SIMD kernels differ only in float summation
+    /// order).
     pub fn set_exact_kernels(&mut self, on: bool) {
         for l in &mut self.layers {
             for lin in [&mut l.qkv, &mut l.attn_out, &mut l.gate_up, &mut l.down] {
                 lin.set_exact(on);
             }
         }
+        self.output.set_exact(on);
     }
 
     /// Bytes held by all KV caches (for the memory report).

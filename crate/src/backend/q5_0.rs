@@ -1,0 +1,611 @@
+//! Q5_0 weight matrix times a few f32 rows (most of the Qwen2.5 0.5B q4_k_m file; candle has
+//! no SIMD Q5_0 dot product at all).
+//!
+//! GGUF layout (input): `n` rows of `k / 32` blocks of 22 bytes, `d: f16, qh: u32 (LE),
+//! qs: [u8; 16]`. Element `e < 16` is `qs[e] & 15`, element `e + 16` is `qs[e] >> 4`, bit 4 of
+//! element `e` is bit `e` of `qh`, and the value is `d * (q - 16)`.
+//!
+//! Our layout (repacked losslessly at load, same 22 bytes per block, rows in GGUF's order: one
+//! forward stream, see `rows::Packed`). The first `8 * groups` blocks of a row form groups of
+//! 8 blocks, each a record of 5 units of 32 bytes and the 8 f16 scales `d`; the units hold 40
+//! bits per byte position for 8 registers of 5 bits: bits 0..4 of byte `p` of unit `u` are byte `p` of
+//! register `u` (u < 5), and bits 5..7 of the 5 units carry registers 5, 6 and 7 in pieces
+//! (`PIECES`). So 5 registers take one AND each and 3 are put together from 2 or 3 pieces
+//! (23 instructions per group, against 35 for GGUF's nibbles plus a bit plane). Byte `4b + t`
+//! of register `j` is element `4j + t` of block `b`, so after `maddubs` the i16 lanes
+//! `2b, 2b + 1` belong to block `b`: four registers add up in i16 (8 products of at most
+//! 31 * 128), one `madd` per half gives the 8 block sums in block order, and one FMA applies
+//! the 8 scales (which F16C converts in one step). The 0..7 leftover blocks of a row follow
+//! as records of GGUF's `qs, qh` and `d` (22 bytes each) and take the activations in element
+//! order.
+//!
+//! The `- 16` is taken out of the products: sum((q - 16) * y) = sum(q * y) - 16 * sum(y), and
+//! the Q8_0 activations carry 16 * sum(y) per block. Activations are candle's Q8_0 (acts.rs);
+//! the scalar path sums in candle's order (bit-identical to candle's generic Q5_0 dot), the
+//! SIMD ones differ only in float summation order.
+//!
+//! Kernels: AVX2 (x86-64-v3), simd128 (wasm32) and a portable scalar one (always reachable as
+//! `run_scalar` / `matmul_scalar`). Each weight row is read once for up to 8 activation rows.
+
+use std::ops::Range;
+
+use half::f16;
+
+use super::acts::{with_q8, Q8Acts, QK8_0};
+use super::rows::{self, check_cols, check_concat, expect_bytes, Dot, Packed};
+use crate::error::Result;
+
+pub use super::rows::KERNEL;
+
+const GGUF_BYTES: usize = 22;
+/// Blocks per group.
+const GB: usize = 8;
+/// A group's record: 5 units, then 8 f16 scales.
+const GROUP: usize = 176;
+const GROUP_D: usize = 160;
+/// A leftover block's record: `qs` (16 bytes), `qh` (4), `d` (2).
+const TAIL: usize = 22;
+
+/// Where registers 5, 6 and 7 keep their bits: `(unit, first bit in the unit byte, bits,
+/// first bit of the value)`.
+const PIECES: [&[(usize, u32, u32, u32)]; 3] =
+    [&[(0, 5, 3, 0), (1, 5, 2, 3)], &[(1, 7, 1, 0), (2, 5, 3, 1), (3, 5, 1, 4)], &[(3, 6, 2, 0), (4, 5, 3, 2)]];
+
+/// Quant of register `j` at byte `p` of a group record.
+fn take(rec: &[u8], j: usize, p: usize) -> u8 {
+    if j < 5 {
+        rec[32 * j + p] & 31
+    } else {
+        PIECES[j - 5]
+            .iter()
+            .fold(0, |q, &(u, at, bits, from)| q | ((rec[32 * u + p] >> at) & ((1 << bits) - 1)) << from)
+    }
+}
+
+/// One Q5_0 weight matrix of `rows()` outputs by `cols()` inputs, in the layout above.
+#[derive(Clone)]
+pub struct Q50Matrix {
+    n: usize,
+    k: usize,
+    groups: usize,
+    data: Packed,
+}
+
+impl std::fmt::Debug for Q50Matrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Q50Matrix").field("rows", &self.n).field("cols", &self.k).finish()
+    }
+}
+
+/// The 32 quants (0..31) of a GGUF block.
+fn gguf_quants(qs: &[u8], qh: u32) -> [u8; 32] {
+    std::array::from_fn(|e| {
+        let nib = if e < 16 { qs[e] & 15 } else { qs[e - 16] >> 4 };
+        nib | (((qh >> e) & 1) as u8) << 4
+    })
+}
+
+impl Q50Matrix {
+    /// Takes the raw GGUF tensor bytes of a Q5_0 matrix with `n` rows of `k` columns.
+    pub fn from_gguf_bytes(data: &[u8], n: usize, k: usize) -> Result<Self> {
+        expect_bytes("Q5_0", n, k, QK8_0, GGUF_BYTES, data.len())?;
+        let nb = k / QK8_0;
+        let groups = nb / GB;
+        let mut packed = Packed::zeroed(data.len());
+        for (src, dst) in data.chunks_exact(nb * GGUF_BYTES).zip(packed.bytes_mut().chunks_exact_mut(nb * GGUF_BYTES)) {
+            let (gsrc, tsrc) = src.split_at(groups * GB * GGUF_BYTES);
+            let (gdst, tdst) = dst.split_at_mut(groups * GROUP);
+            for (blks, rec) in gsrc.chunks_exact(GB * GGUF_BYTES).zip(gdst.chunks_exact_mut(GROUP)) {
+                let mut q = [[0u8; 32]; GB];
+                for (b, blk) in blks.chunks_exact(GGUF_BYTES).enumerate() {
+                    q[b] = gguf_quants(&blk[6..], u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]));
+                    rec[GROUP_D + 2 * b..GROUP_D + 2 * b + 2].copy_from_slice(&blk[..2]);
+                }
+                // Byte p = 4b + t of register j is element 4j + t of block b; registers 5..7
+                // go in pieces (see PIECES), written out so that loading stays fast.
+                for p in 0..32 {
+                    let w: [u8; 8] = std::array::from_fn(|j| q[p / 4][4 * j + p % 4]);
+                    rec[p] = w[0] | (w[5] & 7) << 5;
+                    rec[32 + p] = w[1] | (w[5] >> 3) << 5 | (w[6] & 1) << 7;
+                    rec[64 + p] = w[2] | ((w[6] >> 1) & 7) << 5;
+                    rec[96 + p] = w[3] | (w[6] >> 4) << 5 | (w[7] & 3) << 6;
+                    rec[128 + p] = w[4] | (w[7] >> 2) << 5;
+                }
+            }
+            for (blk, rec) in tsrc.chunks_exact(GGUF_BYTES).zip(tdst.chunks_exact_mut(TAIL)) {
+                rec[..16].copy_from_slice(&blk[6..]);
+                rec[16..20].copy_from_slice(&blk[2..6]);
+                rec[20..22].copy_from_slice(&blk[..2]);
+            }
+        }
+        Ok(Q50Matrix { n, k, groups, data: packed })
+    }
+
+    /// Where block `b` of row `i` lives: the byte offset of its group record (and true), or of
+    /// its own tail record (and false).
+    fn at(&self, i: usize, b: usize) -> (usize, bool) {
+        let row = i * (self.k / QK8_0) * GGUF_BYTES;
+        if b < GB * self.groups {
+            (row + b / GB * GROUP, true)
+        } else {
+            (row + self.groups * GROUP + (b - GB * self.groups) * TAIL, false)
+        }
+    }
+
+    /// The GGUF bytes back (the repack is lossless).
+    pub fn to_gguf_bytes(&self) -> Vec<u8> {
+        let nb = self.k / QK8_0;
+        let mut out = vec![0u8; self.n * nb * GGUF_BYTES];
+        for (j, blk) in out.chunks_exact_mut(GGUF_BYTES).enumerate() {
+            let (d, qs, qh) = self.block(j / nb, j % nb);
+            blk[..2].copy_from_slice(&d.to_le_bytes());
+            blk[2..6].copy_from_slice(&qh.to_le_bytes());
+            blk[6..].copy_from_slice(&qs);
+        }
+        out
+    }
+
+    /// Block `b` of row `i` in GGUF terms: `(d bits, qs, qh)`.
+    fn block(&self, i: usize, b: usize) -> (u16, [u8; 16], u32) {
+        let (off, grouped) = self.at(i, b);
+        let rec = &self.data.bytes()[off..];
+        if !grouped {
+            let qs = rec[..16].try_into().expect("16 bytes");
+            return (
+                u16::from_le_bytes([rec[20], rec[21]]),
+                qs,
+                u32::from_le_bytes([rec[16], rec[17], rec[18], rec[19]]),
+            );
+        }
+        let q: [u8; 32] = std::array::from_fn(|e| take(rec, e / 4, 4 * (b % GB) + e % 4));
+        let qs = std::array::from_fn(|e| (q[e] & 15) | (q[e + 16] & 15) << 4);
+        let qh = q.iter().enumerate().fold(0u32, |h, (e, &v)| h | ((v >> 4) as u32) << e);
+        let d = GROUP_D + 2 * (b % GB);
+        (u16::from_le_bytes([rec[d], rec[d + 1]]), qs, qh)
+    }
+
+    /// Stacks matrices along the output dimension, so q/k/v (or gate/up) run as one matmul.
+    pub fn concat_rows(parts: &[Q50Matrix]) -> Result<Q50Matrix> {
+        let k = check_concat("Q5_0", parts.iter().map(|p| p.k))?;
+        Ok(Q50Matrix {
+            n: parts.iter().map(|p| p.n).sum(),
+            k,
+            groups: parts[0].groups,
+            data: Packed::concat(parts.iter().map(|p| &p.data)),
+        })
+    }
+
+    /// Output dimension (GGUF `ne[1]`).
+    pub fn rows(&self) -> usize {
+        self.n
+    }
+
+    /// Input dimension (GGUF `ne[0]`).
+    pub fn cols(&self) -> usize {
+        self.k
+    }
+
+    /// Bytes held in memory (the GGUF size).
+    pub fn storage_bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Row `i` as f32, computed like candle's `to_float`. Panics if `i >= rows()`.
+    pub fn dequantize_row(&self, i: usize) -> Vec<f32> {
+        assert!(i < self.n, "Q5_0 dequantize_row: row {i} out of range ({} rows)", self.n);
+        let nb = self.k / QK8_0;
+        let mut out = Vec::with_capacity(self.k);
+        for b in 0..nb {
+            let (d, qs, qh) = self.block(i, b);
+            let d = f16::from_bits(d).to_f32();
+            out.extend(gguf_quants(&qs, qh).iter().map(|&q| (q as i32 - 16) as f32 * d));
+        }
+        out
+    }
+
+    /// Quantizes `m` activation rows of `cols()` values for `run`.
+    pub fn prepare(&self, x: &[f32], m: usize) -> Result<Q8Acts> {
+        let mut a = Q8Acts::new();
+        a.quantize(x, m, self.k)?;
+        Ok(a)
+    }
+
+    /// `out[r * ld + (i - rows.start)] = dot(row i, activation row r)` for the prepared rows
+    /// `r` and `i` in `rows`, with this build's kernel (see `KERNEL`).
+    pub fn run(&self, a: &Q8Acts, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
+        check_cols("Q5_0", self.k, a.cols())?;
+        #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+        return rows::run("Q5_0", &x86::Kernel { w: self, a }, rows, out, ld);
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        return rows::run("Q5_0", &wasm::Kernel { w: self, a }, rows, out, ld);
+        #[allow(unreachable_code)]
+        rows::run("Q5_0", &Scalar { w: self, a }, rows, out, ld)
+    }
+
+    /// `run` on the portable path (tests and tools check the SIMD kernels against it).
+    pub fn run_scalar(&self, a: &Q8Acts, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
+        check_cols("Q5_0", self.k, a.cols())?;
+        rows::run("Q5_0", &Scalar { w: self, a }, rows, out, ld)
+    }
+
+    /// x: `m` rows of `cols()` -> out: `m` rows of `rows()`.
+    pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
+        with_q8(|a| {
+            a.quantize(x, m, self.k)?;
+            self.run(a, 0..self.n, out, self.n)
+        })
+    }
+
+    /// `matmul` on the portable path.
+    pub fn matmul_scalar(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
+        let a = self.prepare(x, m)?;
+        self.run_scalar(&a, 0..self.n, out, self.n)
+    }
+}
+
+/// The portable kernel, in candle's order: one running sum, `sumi * d_w * d_x` per block.
+struct Scalar<'a> {
+    w: &'a Q50Matrix,
+    a: &'a Q8Acts,
+}
+
+// SAFETY: `dot` indexes slices (bounds-checked); it reads nothing through raw pointers.
+unsafe impl Dot for Scalar<'_> {
+    fn rows(&self) -> usize {
+        self.w.n
+    }
+    fn acts(&self) -> usize {
+        self.a.rows()
+    }
+    fn row_bytes(&self) -> usize {
+        self.w.k / QK8_0 * GGUF_BYTES
+    }
+    unsafe fn dot<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
+        let nb = self.w.k / QK8_0;
+        let mut acc = [0f32; R];
+        for b in 0..nb {
+            let (dw, qs, qh) = self.w.block(i, b);
+            let dw = f16::from_bits(dw).to_f32();
+            let q = gguf_quants(&qs, qh);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let j = (r0 + r) * nb + b;
+                let sumi: i32 = q.iter().zip(&self.a.nat[j].0).map(|(&w, &x)| (w as i32 - 16) * x as i32).sum();
+                *acc += sumi as f32 * dw * self.a.d[j];
+            }
+        }
+        acc
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+mod x86 {
+    use super::{Q50Matrix, Q8Acts, GB, GROUP, GROUP_D, QK8_0, TAIL};
+    use crate::backend::rows::{Dot, PREFETCH};
+    use core::arch::x86_64::*;
+    use half::f16;
+
+    pub(super) struct Kernel<'a> {
+        pub w: &'a Q50Matrix,
+        pub a: &'a Q8Acts,
+    }
+
+    /// 0xFF in byte `e` where bit `e` of `x` is set (llama.cpp's `bytes_from_bits_32`).
+    #[inline(always)]
+    unsafe fn bytes_from_bits(x: u32) -> __m256i {
+        let shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+        let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
+        let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+        _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+    }
+
+    // SAFETY: `dot` reads weight row `i` (< rows()) and activation rows r0..r0 + R (<= acts())
+    // whole groups and blocks at a time; `run` checked that the activations have the
+    // matrix's width (so the same group / tail split).
+    unsafe impl Dot for Kernel<'_> {
+        fn rows(&self) -> usize {
+            self.w.n
+        }
+        fn acts(&self) -> usize {
+            self.a.rows()
+        }
+        fn row_bytes(&self) -> usize {
+            self.w.k / QK8_0 * 22
+        }
+
+        #[inline(always)]
+        unsafe fn dot<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
+            let (w, a) = (self.w, self.a);
+            let (nb, groups) = (w.k / QK8_0, w.groups);
+            let tb = nb - GB * groups;
+            let row = w.data.as_ptr().add(i * nb * 22);
+            let ag = a.grp.as_ptr().add(r0 * groups * GB) as *const __m256i;
+            let an = a.nat.as_ptr().add(r0 * nb) as *const __m256i;
+            let ad = a.d.as_ptr().add(r0 * nb);
+            let asum = a.sum16.as_ptr().add(r0 * nb);
+            let (m4, bit4, ones) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x10), _mm256_set1_epi16(1));
+            let mut acc = [_mm256_setzero_ps(); R];
+            for g in 0..groups {
+                let rec = row.add(g * GROUP);
+                // Past the end of the matrix the hints are harmless (prefetches never fault).
+                for line in 0..3 {
+                    _mm_prefetch::<_MM_HINT_T1>((rec as *const i8).wrapping_add(PREFETCH + 64 * line));
+                }
+                let v: [__m256i; 5] = std::array::from_fn(|l| _mm256_loadu_si256(rec.add(32 * l) as *const __m256i));
+                // The pieces of registers 5..7 (see PIECES), masked before the i16 shifts so
+                // that no neighbouring byte's bits come along.
+                let and = |x: __m256i, m: u8| _mm256_and_si256(x, _mm256_set1_epi8(m as i8));
+                let wr = [
+                    and(v[0], 31),
+                    and(v[1], 31),
+                    and(v[2], 31),
+                    and(v[3], 31),
+                    and(v[4], 31),
+                    _mm256_or_si256(_mm256_srli_epi16::<5>(and(v[0], 0xE0)), _mm256_srli_epi16::<2>(and(v[1], 0x60))),
+                    _mm256_or_si256(
+                        _mm256_or_si256(
+                            _mm256_srli_epi16::<7>(and(v[1], 0x80)),
+                            _mm256_srli_epi16::<4>(and(v[2], 0xE0)),
+                        ),
+                        _mm256_srli_epi16::<1>(and(v[3], 0x20)),
+                    ),
+                    _mm256_or_si256(_mm256_srli_epi16::<6>(and(v[3], 0xC0)), _mm256_srli_epi16::<3>(and(v[4], 0xE0))),
+                ];
+                let dw = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(GROUP_D) as *const __m128i));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let y = ag.add((r * groups + g) * GB);
+                    let p = |l: usize| _mm256_maddubs_epi16(wr[l], _mm256_load_si256(y.add(l)));
+                    let h0 = _mm256_add_epi16(_mm256_add_epi16(p(0), p(1)), _mm256_add_epi16(p(2), p(3)));
+                    let h1 = _mm256_add_epi16(_mm256_add_epi16(p(4), p(5)), _mm256_add_epi16(p(6), p(7)));
+                    let s = _mm256_add_epi32(_mm256_madd_epi16(h0, ones), _mm256_madd_epi16(h1, ones));
+                    let j = r * nb + GB * g;
+                    let s = _mm256_sub_epi32(s, _mm256_loadu_si256(asum.add(j) as *const __m256i));
+                    let dd = _mm256_mul_ps(dw, _mm256_loadu_ps(ad.add(j)));
+                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
+                }
+            }
+            let sixteen = _mm256_set1_epi8(16);
+            for t in 0..tb {
+                let b = GB * groups + t;
+                let rec = row.add(groups * GROUP + t * TAIL);
+                let q = _mm_loadu_si128(rec as *const __m128i);
+                let nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(q), q), m4);
+                let hb = _mm256_and_si256(bytes_from_bits(std::ptr::read_unaligned(rec.add(16) as *const u32)), bit4);
+                let wv = _mm256_or_si256(nib, hb);
+                let dw = f16::from_bits(std::ptr::read_unaligned(rec.add(20) as *const u16)).to_f32();
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x = _mm256_load_si256(an.add(r * nb + b));
+                    let p = _mm256_sub_epi16(_mm256_maddubs_epi16(wv, x), _mm256_maddubs_epi16(sixteen, x));
+                    let s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+                    *acc = _mm256_fmadd_ps(s, _mm256_set1_ps(dw * *ad.add(r * nb + b)), *acc);
+                }
+            }
+            let mut res = [0f32; R];
+            for (o, &x) in res.iter_mut().zip(&acc) {
+                let a = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
+                let a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+                let a = _mm_add_ss(a, _mm_movehdup_ps(a));
+                *o = _mm_cvtss_f32(a);
+            }
+            res
+        }
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm {
+    use super::{Q50Matrix, Q8Acts, GB, GROUP, GROUP_D, QK8_0, TAIL};
+    use crate::backend::rows::{f16_to_f32, Dot};
+    use core::arch::wasm32::*;
+
+    pub(super) struct Kernel<'a> {
+        pub w: &'a Q50Matrix,
+        pub a: &'a Q8Acts,
+    }
+
+    /// Four f16 (as the low halves of u32 lanes) to f32, exact (see `rows::f16_to_f32`).
+    #[inline(always)]
+    fn f16x4(h: v128) -> v128 {
+        let mag = i32x4_shl(v128_and(h, u32x4_splat(0x7fff)), 13);
+        let v = f32x4_mul(mag, f32x4_splat(f32::from_bits(0x7780_0000)));
+        let special = i32x4_eq(v128_and(h, u32x4_splat(0x7c00)), u32x4_splat(0x7c00));
+        let v = v128_bitselect(v128_or(mag, u32x4_splat(0x7f80_0000)), v, special);
+        v128_or(v, i32x4_shl(v128_and(h, u32x4_splat(0x8000)), 16))
+    }
+
+    // SAFETY: as for the x86 kernel: whole groups and blocks of row `i`, rows r0..r0 + R.
+    unsafe impl Dot for Kernel<'_> {
+        fn rows(&self) -> usize {
+            self.w.n
+        }
+        fn acts(&self) -> usize {
+            self.a.rows()
+        }
+        fn row_bytes(&self) -> usize {
+            self.w.k / QK8_0 * 22
+        }
+
+        /// Weights widened to i16 once for all rows (the activations come widened); products of
+        /// at most 31 * 128 add up in i16 over the 8 registers, then `i32x4.dot_i16x8_s` with
+        /// ones widens. Quarter `c` of a register holds blocks `2c` and `2c + 1`.
+        #[inline(always)]
+        unsafe fn dot<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
+            let (w, a) = (self.w, self.a);
+            let (nb, groups) = (w.k / QK8_0, w.groups);
+            let tb = nb - GB * groups;
+            let m5 = u16x8_splat(31);
+            let ones = i16x8_splat(1);
+            let mut acc = [f32x4_splat(0.0); R];
+            for g in 0..groups {
+                let u = w.data.as_ptr().add(i * nb * 22 + g * GROUP);
+                let mut part = [[i32x4_splat(0); 4]; R];
+                for c in 0..4 {
+                    let ld =
+                        |unit: usize| u16x8_extend_low_u8x16(v128_load64_zero(u.add(32 * unit + 8 * c) as *const u64));
+                    let v: [v128; 5] = std::array::from_fn(ld);
+                    // Widened to u16 lanes, the pieces shift without masks (see PIECES).
+                    let bits = |x: v128, at: u32, n: u32| v128_and(u16x8_shr(x, at), u16x8_splat((1 << n) - 1));
+                    let wr = [
+                        v128_and(v[0], m5),
+                        v128_and(v[1], m5),
+                        v128_and(v[2], m5),
+                        v128_and(v[3], m5),
+                        v128_and(v[4], m5),
+                        v128_or(u16x8_shr(v[0], 5), i16x8_shl(bits(v[1], 5, 2), 3)),
+                        v128_or(
+                            v128_or(u16x8_shr(v[1], 7), i16x8_shl(u16x8_shr(v[2], 5), 1)),
+                            i16x8_shl(bits(v[3], 5, 1), 4),
+                        ),
+                        v128_or(u16x8_shr(v[3], 6), i16x8_shl(u16x8_shr(v[4], 5), 2)),
+                    ];
+                    for (r, part) in part.iter_mut().enumerate() {
+                        let y = a.grp.as_ptr().add(((r0 + r) * groups + g) * GB) as *const v128;
+                        let p = |l: usize| i16x8_mul(wr[l], v128_load(y.add(4 * l + c)));
+                        let s = i16x8_add(
+                            i16x8_add(i16x8_add(p(0), p(1)), i16x8_add(p(2), p(3))),
+                            i16x8_add(i16x8_add(p(4), p(5)), i16x8_add(p(6), p(7))),
+                        );
+                        part[c] = i32x4_dot_i16x8(s, ones);
+                    }
+                }
+                let dh = v128_load(u.add(GROUP_D) as *const v128);
+                let (d03, d47) = (f16x4(u32x4_extend_low_u16x8(dh)), f16x4(u32x4_extend_high_u16x8(dh)));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let p = &part[r];
+                    let b03 =
+                        i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(p[0], p[1]), i32x4_shuffle::<1, 3, 5, 7>(p[0], p[1]));
+                    let b47 =
+                        i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(p[2], p[3]), i32x4_shuffle::<1, 3, 5, 7>(p[2], p[3]));
+                    let j = (r0 + r) * nb + GB * g;
+                    let s = a.sum16.as_ptr().add(j) as *const v128;
+                    let xd = a.d.as_ptr().add(j) as *const v128;
+                    let s03 = f32x4_convert_i32x4(i32x4_sub(b03, v128_load(s)));
+                    let s47 = f32x4_convert_i32x4(i32x4_sub(b47, v128_load(s.add(1))));
+                    let f = f32x4_add(
+                        f32x4_mul(s03, f32x4_mul(d03, v128_load(xd))),
+                        f32x4_mul(s47, f32x4_mul(d47, v128_load(xd.add(1)))),
+                    );
+                    *acc = f32x4_add(*acc, f);
+                }
+            }
+            let bits = i16x8(1, 2, 4, 8, 16, 32, 64, 128);
+            let sixteen = i16x8_splat(16);
+            for t in 0..tb {
+                let b = GB * groups + t;
+                let rec = w.data.as_ptr().add(i * nb * 22 + groups * GROUP + t * TAIL);
+                let q = v128_load(rec as *const v128);
+                let qh = std::ptr::read_unaligned(rec.add(16) as *const u32);
+                // Elements 8v..8v + 8, minus 16.
+                let wv: [v128; 4] = std::array::from_fn(|v| {
+                    let bytes = if v < 2 { v128_and(q, u8x16_splat(15)) } else { u8x16_shr(q, 4) };
+                    let e = if v % 2 == 0 { u16x8_extend_low_u8x16(bytes) } else { u16x8_extend_high_u8x16(bytes) };
+                    let hb = v128_and(i16x8_splat(((qh >> (8 * v)) & 0xFF) as i16), bits);
+                    let hb = v128_and(v128_not(i16x8_eq(hb, i16x8_splat(0))), sixteen);
+                    i16x8_sub(v128_or(e, hb), sixteen)
+                });
+                let dw = f16_to_f32(std::ptr::read_unaligned(rec.add(20) as *const u16));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let j = (r0 + r) * nb + b;
+                    let x = a.nat.as_ptr().add(j) as *const v128;
+                    let dot = |v: usize| i32x4_dot_i16x8(wv[v], v128_load(x.add(v)));
+                    let s = i32x4_add(i32x4_add(dot(0), dot(1)), i32x4_add(dot(2), dot(3)));
+                    *acc = f32x4_add(*acc, f32x4_mul(f32x4_convert_i32x4(s), f32x4_splat(dw * a.d[j])));
+                }
+            }
+            let mut res = [0f32; R];
+            for (o, &x) in res.iter_mut().zip(&acc) {
+                *o = (f32x4_extract_lane::<0>(x) + f32x4_extract_lane::<1>(x))
+                    + (f32x4_extract_lane::<2>(x) + f32x4_extract_lane::<3>(x));
+            }
+            res
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::testutil::{self, Case};
+    use candle_core::quantized::GgmlDType;
+
+    impl testutil::Kernel for Q50Matrix {
+        type Acts = Q8Acts;
+        const DTYPE: GgmlDType = GgmlDType::Q5_0;
+        fn load(bytes: &[u8], n: usize, k: usize) -> Result<Self> {
+            Q50Matrix::from_gguf_bytes(bytes, n, k)
+        }
+        fn to_gguf(&self) -> Vec<u8> {
+            self.to_gguf_bytes()
+        }
+        fn concat(parts: &[Self]) -> Result<Self> {
+            Q50Matrix::concat_rows(parts)
+        }
+        fn dims(&self) -> (usize, usize) {
+            (self.n, self.k)
+        }
+        fn storage(&self) -> usize {
+            self.storage_bytes()
+        }
+        fn dequant(&self, i: usize) -> Vec<f32> {
+            self.dequantize_row(i)
+        }
+        fn prepare(&self, x: &[f32], m: usize) -> Result<Q8Acts> {
+            Q50Matrix::prepare(self, x, m)
+        }
+        fn run(&self, a: &Q8Acts, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
+            Q50Matrix::run(self, a, rows, out, ld)
+        }
+        fn run_scalar(&self, a: &Q8Acts, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
+            Q50Matrix::run_scalar(self, a, rows, out, ld)
+        }
+        fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
+            Q50Matrix::matmul(self, x, m, out)
+        }
+    }
+
+    /// Block counts: 1, 7 and 21 (odd, tail only or groups + tail), 16 (groups only), 28 (the
+    /// 0.5B's 896), 152 (its 4,864).
+    const CASES: [Case; 6] = [
+        Case { n: 13, k: 32 },
+        Case { n: 29, k: 224 },
+        Case { n: 33, k: 672 },
+        Case { n: 20, k: 512 },
+        Case { n: 70, k: 896 },
+        Case { n: 9, k: 4864 },
+    ];
+
+    #[test]
+    fn q5_0_matches_candle_simd_and_scalar() {
+        testutil::matches_candle::<Q50Matrix>(&CASES);
+    }
+
+    /// The scalar path sums in candle's order: bit-identical to candle's generic Q5_0 dot
+    /// (even block counts: candle's dot debug-asserts them).
+    #[test]
+    fn q5_0_scalar_is_candle_bit_for_bit() {
+        for &(n, k) in &[(21usize, 512usize), (7, 896)] {
+            let (bytes, _) = testutil::weights(GgmlDType::Q5_0, n, k, 3);
+            let ours = Q50Matrix::from_gguf_bytes(&bytes, n, k).unwrap();
+            for m in [1, 2, 9] {
+                let x = testutil::activations(m, k, m as u64);
+                let mut got = vec![0f32; m * n];
+                ours.matmul_scalar(&x, m, &mut got).unwrap();
+                assert!(got == testutil::candle_matmul(GgmlDType::Q5_0, &bytes, n, k, &x, m), "{n}x{k} m={m}");
+            }
+        }
+    }
+
+    #[test]
+    fn q5_0_repack_is_lossless_and_dequantizes_like_candle() {
+        testutil::lossless::<Q50Matrix>(&CASES);
+    }
+
+    #[test]
+    fn q5_0_row_ranges_and_concat() {
+        testutil::ranges_and_concat::<Q50Matrix>(896);
+    }
+
+    #[test]
+    fn q5_0_bad_inputs_are_errors() {
+        testutil::bad_inputs::<Q50Matrix>(32, 22);
+    }
+}

@@ -1,0 +1,243 @@
+//! The walk our weight kernels share: a range of output rows (weight rows), each read once
+//! for up to `MAX_ROWS` activation rows, and the checks that keep the kernels' raw pointer
+//! reads in bounds. A thread pool can hand each thread its own output-row range over one set
+//! of prepared activations; every output value is written by exactly one call.
+
+use std::ops::Range;
+
+use crate::error::{AmuletError, Result};
+
+/// Which SIMD tier our Q4_K / Q6_K / Q5_0 / Q8_0 kernels run in this build.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+pub const KERNEL: &str = "avx2";
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub const KERNEL: &str = "simd128";
+#[cfg(not(any(
+    all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"),
+    all(target_arch = "wasm32", target_feature = "simd128")
+)))]
+pub const KERNEL: &str = "scalar";
+
+/// Activation rows served by one read of a weight row.
+pub const MAX_ROWS: usize = 8;
+
+/// How far ahead (bytes) the x86 kernels prefetch their weight stream, and into L2 only
+/// (`_MM_HINT_T1`): on the decode path every matrix streams once from DRAM and the hardware
+/// prefetcher alone leaves bandwidth unused (see q4_1.rs), while prefetching into L1 pushed out
+/// the activations, which reach 18 KB for two rows of 8,960 (the 1.5B's down projection).
+#[allow(dead_code)]
+pub(crate) const PREFETCH: usize = 4096;
+
+/// Weight bytes per tile when more than `MAX_ROWS` activation rows need several passes: a tile
+/// stays in L1 while the passes go over it (prefill).
+const TILE_BYTES: usize = 16 * 1024;
+
+/// One kernel bound to its weights and prepared activations.
+///
+/// # Safety
+/// `dot` may assume `i < rows()` and `r0 + R <= acts()`, and must read only inside the
+/// weights and activations it was built from when that holds.
+pub(crate) unsafe trait Dot {
+    /// Weight (output) rows.
+    fn rows(&self) -> usize;
+    /// Prepared activation rows.
+    fn acts(&self) -> usize;
+    /// Bytes of one weight row (for tiling).
+    fn row_bytes(&self) -> usize;
+    /// Dot products of weight row `i` with activation rows `r0..r0 + R`.
+    ///
+    /// # Safety
+    /// `i < rows()` and `r0 + R <= acts()`.
+    unsafe fn dot<const R: usize>(&self, i: usize, r0: usize) -> [f32; R];
+}
+
+/// Repacked weights: one byte stream (row after row, each row its records in order, as in
+/// GGUF) on a 32-byte aligned base. A single forward stream is what the hardware prefetcher
+/// follows best: split into separate quant and scale arrays, the kernels lost most of their
+/// bandwidth whenever the software prefetch was off.
+#[derive(Clone)]
+pub(crate) struct Packed {
+    buf: Vec<Block32>,
+    len: usize,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct Block32([u8; 32]);
+
+impl Packed {
+    pub(crate) fn zeroed(len: usize) -> Packed {
+        Packed { buf: vec![Block32([0; 32]); len.div_ceil(32)], len }
+    }
+
+    pub(crate) fn concat<'a>(parts: impl Iterator<Item = &'a Packed> + Clone) -> Packed {
+        let mut out = Packed::zeroed(parts.clone().map(|p| p.len).sum());
+        let mut at = 0;
+        for p in parts {
+            out.bytes_mut()[at..at + p.len].copy_from_slice(p.bytes());
+            at += p.len;
+        }
+        out
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        // SAFETY: `buf` holds at least `len` initialized bytes (Block32 is plain bytes).
+        unsafe { std::slice::from_raw_parts(self.buf.as_ptr() as *const u8, self.len) }
+    }
+
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`, and `self` is borrowed mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr() as *mut u8, self.len) }
+    }
+
+    #[allow(dead_code)]
+    pub(crate) fn as_ptr(&self) -> *const u8 {
+        self.buf.as_ptr() as *const u8
+    }
+}
+
+/// Checks that a matrix of `k` columns meets activations of `ak` columns.
+pub(crate) fn check_cols(what: &str, k: usize, ak: usize) -> Result<()> {
+    if k != ak {
+        return Err(AmuletError::Compute(format!("{what}: activations have {ak} columns, weights {k}")));
+    }
+    Ok(())
+}
+
+/// `out[r * ld + (i - rows.start)] = dot(weight row i, activation row r)` for every prepared
+/// activation row `r` and every `i` in `rows`.
+pub(crate) fn run<D: Dot>(what: &str, d: &D, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
+    let (n, m) = (d.rows(), d.acts());
+    if rows.start > rows.end || rows.end > n {
+        return Err(AmuletError::Compute(format!("{what}: output rows {rows:?} of a matrix with {n}")));
+    }
+    let len = rows.len();
+    if len > ld {
+        return Err(AmuletError::Compute(format!("{what}: {len} output rows with a stride of {ld}")));
+    }
+    if m > 0 && len > 0 {
+        let need = (m - 1).checked_mul(ld).and_then(|v| v.checked_add(len));
+        if need.is_none_or(|need| need > out.len()) {
+            return Err(AmuletError::Compute(format!(
+                "{what}: output has {} values, {m} rows of stride {ld} need {}",
+                out.len(),
+                (m - 1).saturating_mul(ld).saturating_add(len)
+            )));
+        }
+    }
+    let tile = if m > MAX_ROWS { (TILE_BYTES / d.row_bytes().max(1)).max(1) } else { len.max(1) };
+    let passes = m.div_ceil(MAX_ROWS);
+    let mut i0 = rows.start;
+    while i0 < rows.end {
+        let i1 = (i0 + tile).min(rows.end);
+        // Passes as even as possible: 9 rows run as 5 + 4, not 8 + 1.
+        let mut r0 = 0;
+        for p in 0..passes {
+            let rr = (m - r0) / (passes - p);
+            let base = i0 - rows.start;
+            match rr {
+                1 => pass::<D, 1>(d, i0..i1, r0, &mut out[r0 * ld + base..], ld),
+                2 => pass::<D, 2>(d, i0..i1, r0, &mut out[r0 * ld + base..], ld),
+                3 => pass::<D, 3>(d, i0..i1, r0, &mut out[r0 * ld + base..], ld),
+                4 => pass::<D, 4>(d, i0..i1, r0, &mut out[r0 * ld + base..], ld),
+                5 => pass::<D, 5>(d, i0..i1, r0, &mut out[r0 * ld + base..], ld),
+                6 => pass::<D, 6>(d, i0..i1, r0, &mut out[r0 * ld + base..], ld),
+                7 => pass::<D, 7>(d, i0..i1, r0, &mut out[r0 * ld + base..], ld),
+                _ => pass::<D, 8>(d, i0..i1, r0, &mut out[r0 * ld + base..], ld),
+            }
+            r0 += rr;
+        }
+        i0 = i1;
+    }
+    Ok(())
+}
+
+/// One pass: weight rows `rows` against activation rows `r0..r0 + R`; `out[r * ld + j]` takes
+/// activation row `r0 + r` and weight row `rows.start + j`.
+#[inline(always)]
+fn pass<D: Dot, const R: usize>(d: &D, rows: Range<usize>, r0: usize, out: &mut [f32], ld: usize) {
+    let start = rows.start;
+    for i in rows {
+        // SAFETY: `run` checked rows.end <= d.rows(), and r0 + R <= d.acts() by construction.
+        let v = unsafe { d.dot::<R>(i, r0) };
+        for (r, &x) in v.iter().enumerate() {
+            out[r * ld + i - start] = x;
+        }
+    }
+}
+
+/// Concatenation of matrices along the output dimension: all must share `k`.
+pub(crate) fn check_concat(what: &str, ks: impl Iterator<Item = usize>) -> Result<usize> {
+    let mut k0 = None;
+    for k in ks {
+        match k0 {
+            None => k0 = Some(k),
+            Some(k0) if k0 != k => {
+                return Err(AmuletError::BadModel(format!("{what} concat_rows: column counts differ ({k0} vs {k})")))
+            }
+            _ => {}
+        }
+    }
+    k0.ok_or_else(|| AmuletError::BadModel(format!("{what} concat_rows: no matrices given")))
+}
+
+/// The byte count `n` rows of `blocks_per_row` blocks of `block_bytes` must have, or a typed
+/// error naming the matrix.
+pub(crate) fn expect_bytes(
+    what: &str,
+    n: usize,
+    k: usize,
+    block: usize,
+    block_bytes: usize,
+    got: usize,
+) -> Result<usize> {
+    if k == 0 || !k.is_multiple_of(block) {
+        return Err(AmuletError::BadModel(format!(
+            "{what} matrix {n}x{k}: the column count must be a positive multiple of {block}"
+        )));
+    }
+    if n == 0 {
+        return Err(AmuletError::BadModel(format!("{what} matrix {n}x{k}: no rows")));
+    }
+    let want = n
+        .checked_mul(k / block)
+        .and_then(|b| b.checked_mul(block_bytes))
+        .ok_or_else(|| AmuletError::BadModel(format!("{what} matrix {n}x{k}: size overflows")))?;
+    if got != want {
+        return Err(AmuletError::BadModel(format!("{what} matrix {n}x{k}: expected {want} bytes of data, got {got}")));
+    }
+    Ok(want)
+}
+
+/// f16 bits to f32 without a table: exact for every value (the product with 2^112 rescales
+/// normals and subnormals alike; infinities and NaNs are patched).
+/// Used where `half` would fall back to a slow software conversion (wasm).
+#[allow(dead_code)]
+#[inline(always)]
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
+    let mag = ((h & 0x7fff) as u32) << 13;
+    let v = if h & 0x7c00 == 0x7c00 {
+        f32::from_bits(mag | 0x7f80_0000)
+    } else {
+        f32::from_bits(mag) * f32::from_bits(0x7780_0000)
+    };
+    f32::from_bits(v.to_bits() | (((h & 0x8000) as u32) << 16))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::f16;
+
+    #[test]
+    fn f16_conversion_is_exact() {
+        for h in 0..=u16::MAX {
+            let (a, b) = (f16_to_f32(h), f16::from_bits(h).to_f32());
+            assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "{h:#06x}: {a} vs {b}");
+        }
+    }
+}
