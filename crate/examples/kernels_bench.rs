@@ -183,7 +183,12 @@ fn main() {
             })
             .collect();
         drop(bytes);
-        println!("{name:<14} {:<5} {mb:>8.1}    repack at load: {:.2} ms, {:.0} MB/s", format!("{dtype:?}"), repack * 1e3, mb / repack);
+        println!(
+            "{name:<14} {:<5} {mb:>8.1}    repack at load: {:.2} ms, {:.0} MB/s",
+            format!("{dtype:?}"),
+            repack * 1e3,
+            mb / repack
+        );
         for m in [1usize, 2, 8] {
             let x = rng.vec(m * k, 1.0);
             let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu).unwrap();

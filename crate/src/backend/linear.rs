@@ -11,6 +11,7 @@ use candle_core::{Device, Module, Tensor};
 use std::sync::Arc;
 
 use super::acts::{with_q8, with_q8k, Q8Acts, Q8KActs};
+use super::pool::split_cols;
 use super::q4_1::Q41Matrix;
 use super::q4_k::Q4KMatrix;
 use super::q5_0::Q50Matrix;
@@ -66,13 +67,14 @@ impl Part {
         matches!(self, Part::Q4K(_) | Part::Q6K(_))
     }
 
-    fn run(&self, a8: &Q8Acts, ak: &Q8KActs, out: &mut [f32], ld: usize) -> Result<()> {
-        match self {
-            Part::Q4K(w) => w.run(ak, 0..w.rows(), out, ld),
-            Part::Q6K(w) => w.run(ak, 0..w.rows(), out, ld),
-            Part::Q50(w) => w.run(a8, 0..w.rows(), out, ld),
-            Part::Q80(w) => w.run(a8, 0..w.rows(), out, ld),
-        }
+    /// Every output row of this part, split over the pool's threads by weight rows.
+    fn run(&self, a8: &Q8Acts, ak: &Q8KActs, m: usize, out: &mut [f32], ld: usize) -> Result<()> {
+        split_cols(self.rows(), m, out, ld, |rows, out, ld| match self {
+            Part::Q4K(w) => w.run(ak, rows, out, ld),
+            Part::Q6K(w) => w.run(ak, rows, out, ld),
+            Part::Q50(w) => w.run(a8, rows, out, ld),
+            Part::Q80(w) => w.run(a8, rows, out, ld),
+        })
     }
 
     fn gguf_bytes(&self) -> Vec<u8> {
@@ -198,7 +200,7 @@ impl Stack {
                     }
                     let mut col = 0;
                     for p in &self.parts {
-                        p.run(a8, ak, &mut out[col..], self.n)?;
+                        p.run(a8, ak, m, &mut out[col..], self.n)?;
                         col += p.rows();
                     }
                     Ok(())

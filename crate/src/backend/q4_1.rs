@@ -36,6 +36,7 @@
 
 use crate::{AmuletError, Result};
 use half::f16;
+use std::ops::Range;
 
 const QK: usize = 32;
 const GGUF_BLOCK_BYTES: usize = 20;
@@ -473,14 +474,14 @@ const TILE_BYTES: usize = 16 * 1024;
 /// Activation rows sharing one read of each weight unit.
 const ROWS_PER_PASS: usize = 4;
 
-/// Calls `f(i0, i1, r0, rows)` over weight-row tiles x activation-row groups of at most
-/// `ROWS_PER_PASS`, weights outermost so each weight tile is read once per group.
+/// Calls `f(i0, i1, r0, rows)` over tiles of the weight rows `range` x activation-row groups
+/// of at most `ROWS_PER_PASS`, weights outermost so each weight tile is read once per group.
 #[allow(dead_code)]
-fn for_each_tile(w: &Q41Matrix, m: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
+fn for_each_tile(w: &Q41Matrix, range: Range<usize>, m: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
     let tile = (TILE_BYTES / (w.ppr() * 40)).max(1);
-    let mut i0 = 0;
-    while i0 < w.n {
-        let i1 = (i0 + tile).min(w.n);
+    let mut i0 = range.start;
+    while i0 < range.end {
+        let i1 = (i0 + tile).min(range.end);
         let mut r0 = 0;
         while r0 < m {
             let rows = (m - r0).min(ROWS_PER_PASS);
@@ -511,14 +512,17 @@ macro_rules! run_tiles {
         let (n, ppr, nsc) = (w.n, w.ppr(), w.groups + w.tail);
         prepare_x(w, $x, m, sc);
         let (xq, xs) = (&sc.xq, &sc.xs);
-        for_each_tile(w, m, |i0, i1, r0, rows| {
+        let out = $crate::backend::pool::Shared::new(out);
+        // Weight rows split over the pool's threads, each writing only its own output columns.
+        $crate::backend::pool::split(n, $crate::backend::pool::MIN_ROWS, |range| for_each_tile(w, range, m, |i0, i1, r0, rows| {
             // SAFETY: r0 + rows <= m and i < n, so every pointer below starts a whole row.
             let q = |r: usize| unsafe { xq.as_ptr().add((r0 + r) * 2 * ppr) };
             let s = |r: usize| unsafe { xs.as_ptr().add((r0 + r) * nsc) };
             for i in i0..i1 {
-                let mut put = |v: &[f32]| {
+                let put = |v: &[f32]| {
                     for (j, &a) in v.iter().enumerate() {
-                        out[(r0 + j) * n + i] = a;
+                        // SAFETY: column i belongs to this range alone; out holds m x n values.
+                        unsafe { out.set((r0 + j) * n + i, a) };
                     }
                 };
                 unsafe {
@@ -530,7 +534,7 @@ macro_rules! run_tiles {
                     }
                 }
             }
-        });
+        }));
     }};
 }
 
