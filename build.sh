@@ -3,7 +3,6 @@
 # Each command installs what it needs when it is missing (model files, toolchain targets).
 set -euo pipefail
 cd "$(dirname "$0")"
-export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-1}"   # one thread is fastest on 2-core machines
 
 START=$SECONDS
 log() { printf '\033[1m==> [%dm%02ds] %s\033[0m\n' $(((SECONDS - START) / 60)) $(((SECONDS - START) % 60)) "$*" >&2; }
@@ -133,6 +132,8 @@ gates() {
 }
 
 cmd_test() {
+  # cargo runs tests side by side: one CPU thread each keeps them from fighting over the cores.
+  export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-1}"
   gates
   need_models
   need_chromium
@@ -203,6 +204,7 @@ cmd_bench() {
 # The large suite: what needs the 1.5B model or minutes of software WebGPU (the suites check
 # AMULET_LARGE=1); run on top of `test`, which it does not repeat.
 cmd_test_large() {
+  export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-1}"
   need_models
   models/fetch.sh qwen2.5-coder-1.5b-instruct-q4_k_m >/dev/null
   need_chromium
