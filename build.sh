@@ -216,7 +216,7 @@ cmd_test_large() {
   cargo test --release --test tokenizer_reference --test webgpu_reference
   need_node_modules tests/browser
   log "large: SmolLM2 on WebGPU (SwiftShader) in Chromium"
-  (cd tests/browser && node --test webgpu.test.mjs)
+  (cd tests/browser && node --test webgpu.test.mjs qwen.test.mjs)
 }
 
 case "${1:-}" in
