@@ -422,40 +422,7 @@ mod tests {
     use crate::backend::testutil::{self, Case};
     use candle_core::quantized::GgmlDType;
 
-    impl testutil::Kernel for Q4KMatrix {
-        type Acts = Q8KActs;
-        const DTYPE: GgmlDType = GgmlDType::Q4K;
-        fn load(bytes: &[u8], n: usize, k: usize) -> Result<Self> {
-            Q4KMatrix::from_gguf_bytes(bytes, n, k)
-        }
-        fn to_gguf(&self) -> Vec<u8> {
-            self.to_gguf_bytes()
-        }
-        fn concat(parts: &[Self]) -> Result<Self> {
-            Q4KMatrix::concat_rows(parts)
-        }
-        fn dims(&self) -> (usize, usize) {
-            (self.n, self.k)
-        }
-        fn storage(&self) -> usize {
-            self.storage_bytes()
-        }
-        fn dequant(&self, i: usize) -> Vec<f32> {
-            self.dequantize_row(i)
-        }
-        fn prepare(&self, x: &[f32], m: usize) -> Result<Q8KActs> {
-            Q4KMatrix::prepare(self, x, m)
-        }
-        fn run(&self, a: &Q8KActs, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
-            Q4KMatrix::run(self, a, rows, out, ld)
-        }
-        fn run_scalar(&self, a: &Q8KActs, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
-            Q4KMatrix::run_scalar(self, a, rows, out, ld)
-        }
-        fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
-            Q4KMatrix::matmul(self, x, m, out)
-        }
-    }
+    testutil::kernel_for_tests!(Q4KMatrix, Q8KActs, GgmlDType::Q4K);
 
     const CASES: [Case; 4] =
         [Case { n: 37, k: 256 }, Case { n: 100, k: 768 }, Case { n: 19, k: 2816 }, Case { n: 8, k: 512 }];

@@ -527,40 +527,7 @@ mod tests {
     use crate::backend::testutil::{self, Case};
     use candle_core::quantized::GgmlDType;
 
-    impl testutil::Kernel for Q50Matrix {
-        type Acts = Q8Acts;
-        const DTYPE: GgmlDType = GgmlDType::Q5_0;
-        fn load(bytes: &[u8], n: usize, k: usize) -> Result<Self> {
-            Q50Matrix::from_gguf_bytes(bytes, n, k)
-        }
-        fn to_gguf(&self) -> Vec<u8> {
-            self.to_gguf_bytes()
-        }
-        fn concat(parts: &[Self]) -> Result<Self> {
-            Q50Matrix::concat_rows(parts)
-        }
-        fn dims(&self) -> (usize, usize) {
-            (self.n, self.k)
-        }
-        fn storage(&self) -> usize {
-            self.storage_bytes()
-        }
-        fn dequant(&self, i: usize) -> Vec<f32> {
-            self.dequantize_row(i)
-        }
-        fn prepare(&self, x: &[f32], m: usize) -> Result<Q8Acts> {
-            Q50Matrix::prepare(self, x, m)
-        }
-        fn run(&self, a: &Q8Acts, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
-            Q50Matrix::run(self, a, rows, out, ld)
-        }
-        fn run_scalar(&self, a: &Q8Acts, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
-            Q50Matrix::run_scalar(self, a, rows, out, ld)
-        }
-        fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
-            Q50Matrix::matmul(self, x, m, out)
-        }
-    }
+    testutil::kernel_for_tests!(Q50Matrix, Q8Acts, GgmlDType::Q5_0);
 
     /// Block counts: 1, 7 and 21 (odd, tail only or groups + tail), 16 (groups only), 28 (the
     /// 0.5B's 896), 152 (its 4,864).

@@ -419,40 +419,7 @@ mod tests {
     use crate::backend::testutil::{self, Case};
     use candle_core::quantized::GgmlDType;
 
-    impl testutil::Kernel for Q6KMatrix {
-        type Acts = Q8KActs;
-        const DTYPE: GgmlDType = GgmlDType::Q6K;
-        fn load(bytes: &[u8], n: usize, k: usize) -> Result<Self> {
-            Q6KMatrix::from_gguf_bytes(bytes, n, k)
-        }
-        fn to_gguf(&self) -> Vec<u8> {
-            self.to_gguf_bytes()
-        }
-        fn concat(parts: &[Self]) -> Result<Self> {
-            Q6KMatrix::concat_rows(parts)
-        }
-        fn dims(&self) -> (usize, usize) {
-            (self.n, self.k)
-        }
-        fn storage(&self) -> usize {
-            self.storage_bytes()
-        }
-        fn dequant(&self, i: usize) -> Vec<f32> {
-            self.dequantize_row(i)
-        }
-        fn prepare(&self, x: &[f32], m: usize) -> Result<Q8KActs> {
-            Q6KMatrix::prepare(self, x, m)
-        }
-        fn run(&self, a: &Q8KActs, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
-            Q6KMatrix::run(self, a, rows, out, ld)
-        }
-        fn run_scalar(&self, a: &Q8KActs, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
-            Q6KMatrix::run_scalar(self, a, rows, out, ld)
-        }
-        fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
-            Q6KMatrix::matmul(self, x, m, out)
-        }
-    }
+    testutil::kernel_for_tests!(Q6KMatrix, Q8KActs, GgmlDType::Q6K);
 
     const CASES: [Case; 4] =
         [Case { n: 37, k: 256 }, Case { n: 100, k: 768 }, Case { n: 19, k: 2816 }, Case { n: 8, k: 512 }];

@@ -32,6 +32,47 @@ pub trait Kernel: Sized + Clone {
     fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()>;
 }
 
+/// `Kernel` for a matrix type with the common method names (Q4_K, Q6_K, Q5_0).
+macro_rules! kernel_for_tests {
+    ($ty:ident, $acts:ty, $dtype:expr) => {
+        impl $crate::backend::testutil::Kernel for $ty {
+            type Acts = $acts;
+            const DTYPE: candle_core::quantized::GgmlDType = $dtype;
+            fn load(bytes: &[u8], n: usize, k: usize) -> Result<Self> {
+                $ty::from_gguf_bytes(bytes, n, k)
+            }
+            fn to_gguf(&self) -> Vec<u8> {
+                self.to_gguf_bytes()
+            }
+            fn concat(parts: &[Self]) -> Result<Self> {
+                $ty::concat_rows(parts)
+            }
+            fn dims(&self) -> (usize, usize) {
+                (self.rows(), self.cols())
+            }
+            fn storage(&self) -> usize {
+                self.storage_bytes()
+            }
+            fn dequant(&self, i: usize) -> Vec<f32> {
+                self.dequantize_row(i)
+            }
+            fn prepare(&self, x: &[f32], m: usize) -> Result<$acts> {
+                $ty::prepare(self, x, m)
+            }
+            fn run(&self, a: &$acts, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
+                $ty::run(self, a, rows, out, ld)
+            }
+            fn run_scalar(&self, a: &$acts, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
+                $ty::run_scalar(self, a, rows, out, ld)
+            }
+            fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
+                $ty::matmul(self, x, m, out)
+            }
+        }
+    };
+}
+pub(crate) use kernel_for_tests;
+
 /// The activations as the kernels see them: quantized (like candle) and back to f32.
 pub fn roundtrip(dtype: GgmlDType, x: &[f32]) -> Vec<f32> {
     use super::acts::{quantize_q8_0_scalar, quantize_q8_k_scalar, QK8_0, QK_K};
