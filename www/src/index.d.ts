@@ -97,7 +97,8 @@ export interface EngineInfo {
   contextLength: number;
   vocabSize: number;
   device: 'cpu' | 'webgpu';
-  /** Why this backend: the adapter, or why WebGPU was passed over. */
+  /** Why this backend: the adapter, or why WebGPU was passed over (no adapter, a software one,
+   *  a model over its limits, an upload it refused: then 'auto' runs on the CPU). */
   deviceReason: string;
   /** True when the GGUF had no usable chat template and a generic one is used. */
   chatTemplateFallback: boolean;
