@@ -22,7 +22,7 @@ const MIME = { '.js': 'text/javascript', '.wasm': 'application/wasm', '.html': '
 
 /**
  * name -> bytes, served at /m/<name> with Range and an ETag. Prefixes add faults: /cut/ sends
- * half of every whole-file GET, then drops the connection (ranges are whole); /noresume/
+ * half of every whole-file GET, then drops the connection (range requests are answered whole); /noresume/
  * ignores Range (200, the whole file); /slow/ sends 16 KB every 50 ms.
  */
 const files = new Map();
@@ -36,6 +36,9 @@ let fixtureSha;
 function serveModel(req, res, pathname) {
   const range = req.headers.range;
   hits.push(`${pathname} ${range ?? '-'}`);
+  // Not from Chromium's HTTP cache, which would answer a whole-file GET from the header's
+  // range request and its own range requests: each request here reaches this server.
+  res.setHeader('cache-control', 'no-store');
   if (pathname === '/huge.gguf') {
     // 3.9 GB of F32 embeddings says the header; only the header exists.
     const huge = hugeHeader(4096, 236_000);
@@ -61,7 +64,11 @@ function serveModel(req, res, pathname) {
     return res.end(body.subarray(from, to + 1));
   }
   res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length, etag: '"v1"' });
-  if (has('cut')) return res.write(body.subarray(0, body.length >> 1), () => res.destroy());
+  if (has('cut')) {
+    // The browser reads the first half before the connection drops (it may discard what is
+    // still in flight when it does).
+    return res.write(body.subarray(0, body.length >> 1), () => setTimeout(() => res.destroy(), 300));
+  }
   if (has('slow')) {
     // 16 KB every 50 ms: a download that lasts.
     let at = 0;
@@ -239,9 +246,10 @@ test('a download cut in the middle, in the Worker: resumed into OPFS; NETWORK le
   assert.equal(r.resumed.memory.fileInMemory, false, 'the Worker reads the download from OPFS');
   assert.equal(r.resumed.opfsWhileLoaded, 1);
   assert.equal(r.resumed.last.done, true);
+  const asked = take();
   assert.ok(
-    take().some((h) => /^\/cut\/m\/fix\.gguf bytes=[1-9]\d*-$/.test(h)),
-    'resumed with a Range request',
+    asked.some((h) => /^\/cut\/m\/fix\.gguf bytes=[1-9]\d*-$/.test(h)),
+    `resumed with a Range request: ${asked.join(', ')}`,
   );
   for (const key of ['false', 'cut']) {
     assert.equal(r.failed[key]?.code, 'NETWORK', `cache ${key}: ${r.failed[key]?.message}`);
@@ -465,6 +473,40 @@ test("a GPU buffer over the adapter's limits: NO_WEBGPU on device 'webgpu'; 'aut
   assert.match(r.forced.message, /binding limit of 64/);
   assert.equal(r.auto.info.device, 'cpu');
   assert.match(r.auto.info.deviceReason, /a hardware adapter \(test\).*cannot hold this model.*binding limit of 64/);
+  assert.equal(r.auto.last.done, true, 'the CPU path answers');
+});
+
+/**
+ * Before the page's scripts: once `afterBytes` of storage buffers exist, the next ones are asked
+ * for with a usage no buffer may have, so the device refuses them as it refuses an allocation
+ * it cannot make (out of memory): invalid buffers, and an error event after the upload.
+ */
+const gpuRefuses = (afterBytes) => `
+  const create = GPUDevice.prototype.createBuffer;
+  let storageBytes = 0;
+  GPUDevice.prototype.createBuffer = function (desc) {
+    if (desc.usage & GPUBufferUsage.STORAGE && (storageBytes += desc.size) > ${afterBytes}) {
+      desc = { ...desc, usage: desc.usage | GPUBufferUsage.MAP_READ };
+    }
+    return create.call(this, desc);
+  };`;
+
+test("GPU allocations refused while uploading: NO_WEBGPU on device 'webgpu'; 'auto' runs on the CPU and says why", async (t) => {
+  const init = CATCH + gpuLimits({ binding: 1 << 30, hardware: true }) + gpuRefuses(64 << 10);
+  const { run } = await openPage(t, { init });
+  const r = await run(async () => {
+    const { AmuletEngine } = await import('/src/index.js');
+    const out = {};
+    out.forced = await caught(AmuletEngine.load('/m/fix.gguf', { device: 'webgpu', cache: false }));
+    const engine = await AmuletEngine.load('/m/fix.gguf', { cache: false });
+    out.auto = { info: engine.info, last: await drain(engine.generate({ prompt: 'Hi', maxTokens: 2 })) };
+    await engine.dispose();
+    return out;
+  });
+  assert.equal(r.forced?.code, 'NO_WEBGPU', r.forced?.message);
+  assert.match(r.forced.message, /failed while the model was uploaded/);
+  assert.equal(r.auto.info.device, 'cpu');
+  assert.match(r.auto.info.deviceReason, /failed while the model was uploaded.*running on the cpu/s);
   assert.equal(r.auto.last.done, true, 'the CPU path answers');
 });
 
