@@ -47,6 +47,8 @@ fn now_ms() -> f64 {
 #[wasm_bindgen]
 pub struct WasmEngine {
     inner: Rc<RefCell<Engine>>,
+    /// Why the model runs where it does, when the upload to the GPU failed after the loader chose it.
+    device_reason: Option<String>,
 }
 
 #[wasm_bindgen]
@@ -73,6 +75,28 @@ impl WasmEngine {
         })
         .await
         .map_err(js_error)?;
+        let mut device_reason = None;
+        if engine.info().device == "webgpu" {
+            if let Err(e) = first_readback(&mut engine).await {
+                // WebGPU reports a failed allocation (out of memory while uploading) as an event,
+                // after the upload: the first readback is where it shows. 'auto' then takes the
+                // CPU path, as for a model over the adapter's limits.
+                let why = format!("the WebGPU adapter failed while the model was uploaded: {e}");
+                if choice == DeviceChoice::WebGpu {
+                    return Err(js_error(AmuletError::NoWebGpu(why)));
+                }
+                drop(engine);
+                crate::model::memory::check_fits_wasm32(&gguf).map_err(js_error)?;
+                let cpu = crate::model::CpuModel::load(&gguf, &src, |done, total| {
+                    if let Some(f) = &on_progress {
+                        let _ = f.call2(&JsValue::NULL, &(done as f64).into(), &(total as f64).into());
+                    }
+                })
+                .map_err(js_error)?;
+                engine = Engine::with_model(&gguf, Box::new(cpu)).map_err(js_error)?;
+                device_reason = Some(format!("{why}; running on the cpu"));
+            }
+        }
         engine.set_clock(now_ms);
         if engine.info().device == "webgpu" {
             // A lost GPU: the request that saw it fails, the next one runs on the CPU, built
@@ -82,7 +106,7 @@ impl WasmEngine {
                     as Box<dyn crate::model::LanguageModel>)
             }));
         }
-        Ok(WasmEngine { inner: Rc::new(RefCell::new(engine)) })
+        Ok(WasmEngine { inner: Rc::new(RefCell::new(engine)), device_reason })
     }
 
     pub fn info(&self) -> Result<JsValue, JsValue> {
@@ -95,7 +119,7 @@ impl WasmEngine {
             context_length: i.context_length,
             vocab_size: i.vocab_size,
             device: &i.device,
-            device_reason: &i.device_reason,
+            device_reason: self.device_reason.as_deref().unwrap_or(&i.device_reason),
             chat_template_fallback: i.chat_template_fallback,
         })
     }
@@ -256,6 +280,16 @@ impl TensorSource for JsSource {
         }
         Ok(Cow::Owned(arr.to_vec()))
     }
+}
+
+/// One token through a fresh sequence and back: on WebGPU in a browser, errors of the upload
+/// (an allocation the device refused) arrive as events, which the readback waits for.
+async fn first_readback(engine: &mut Engine) -> crate::Result<()> {
+    let model = engine.model_mut();
+    let seq = model.new_sequence();
+    let result = model.forward_async(&[(seq, &[0])]).await;
+    model.free_sequence(seq);
+    result.map(|_| ())
 }
 
 fn busy() -> AmuletError {

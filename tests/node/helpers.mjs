@@ -37,3 +37,46 @@ export async function thrown(promiseOrFn) {
   }
   throw new Error('expected an error, nothing was thrown');
 }
+
+/** The header of a llama GGUF with one F32 embedding of d x vocab, and the file's length. */
+export function hugeHeader(d, vocab) {
+  const parts = [];
+  const u32 = (v) => parts.push(new Uint8Array(new Uint32Array([v]).buffer));
+  const u64 = (v) => parts.push(new Uint8Array(new BigUint64Array([BigInt(v)]).buffer));
+  const str = (s) => {
+    const b = new TextEncoder().encode(s);
+    u64(b.length);
+    parts.push(b);
+  };
+  parts.push(new TextEncoder().encode('GGUF'));
+  u32(3);
+  u64(1);
+  u64(7);
+  str('general.architecture');
+  u32(8);
+  str('llama');
+  for (const [k, v] of [
+    ['llama.block_count', 1],
+    ['llama.embedding_length', d],
+    ['llama.attention.head_count', 8],
+    ['llama.feed_forward_length', 4 * d],
+    ['llama.context_length', 4096],
+  ]) {
+    str(k);
+    u32(4);
+    u32(v);
+  }
+  str('llama.attention.layer_norm_rms_epsilon');
+  u32(6);
+  parts.push(new Uint8Array(new Float32Array([1e-5]).buffer));
+  str('token_embd.weight');
+  u32(2);
+  u64(d);
+  u64(vocab);
+  u32(0);
+  u64(0);
+  let len = parts.reduce((n, p) => n + p.length, 0);
+  parts.push(new Uint8Array((32 - (len % 32)) % 32));
+  const head = Buffer.concat(parts);
+  return { head, fileLength: head.length + d * vocab * 4 };
+}

@@ -156,3 +156,37 @@ test('a chat through the worker keeps its caches between turns', async () => {
   const mem = await engine.memoryUsage();
   assert.ok(mem.prefixCacheBytes > 0);
 });
+
+test('a worker terminated from outside: its pending and later calls reject with WORKER_LOST within 2 s (heartbeat)', async () => {
+  // Node has no Web Locks: the page learns of the end from the missing answers to its pings.
+  assert.equal(globalThis.navigator?.locks, undefined);
+  const w = new NodeWebWorker();
+  const e = await createWorkerEngine(w, pathToFileURL(MODEL_PATH));
+  let killed = 0;
+  const running = thrown(
+    collect(e.generate({ ...QUICK, maxTokens: 2000, ignoreEos: true }), (c, n) => {
+      if (n === 3) {
+        w.terminate();
+        killed = Date.now();
+      }
+    }),
+  );
+  const err = await running;
+  const ms = Date.now() - killed;
+  assert.equal(err.code, 'WORKER_LOST', err.message);
+  assert.ok(killed > 0 && ms < 2000, `failed ${ms} ms after the kill`);
+  const t0 = Date.now();
+  const later = await thrown(e.memoryUsage());
+  assert.equal(later.code, 'WORKER_LOST');
+  assert.ok(Date.now() - t0 < 100, 'a call after the loss fails at once');
+  await e.dispose();
+  // A worker that dies while idle: the next call finds it gone.
+  const w2 = new NodeWebWorker();
+  const e2 = await createWorkerEngine(w2, pathToFileURL(MODEL_PATH));
+  await w2.terminate();
+  const t1 = Date.now();
+  const idle = await thrown(collect(e2.generate(QUICK)));
+  assert.equal(idle.code, 'WORKER_LOST', idle.message);
+  assert.ok(Date.now() - t1 < 2000, `the idle engine's call failed after ${Date.now() - t1} ms`);
+  await e2.dispose();
+});

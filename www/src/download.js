@@ -42,8 +42,8 @@ const rangeTotal = (res) => Number(/\/(\d+)\s*$/.exec(res.headers.get('content-r
 /**
  * What the file on a server will need, from its GGUF header, before the download:
  * inspectModel's `{ fileBytes, cpuBytes, wasmLimit, ... }`, or null when the server gives
- * no size. A server without Range support sends the whole file: the start is read, the rest
- * cancelled.
+ * no size or the header could not be read. A server without Range support sends the whole
+ * file: the start is read, the rest cancelled.
  */
 export async function probe(url, fetchOptions, signal) {
   for (let want = PROBE_BYTES; ; want *= 4) {
@@ -57,11 +57,18 @@ export async function probe(url, fetchOptions, signal) {
     const reader = res.body.getReader();
     const parts = [];
     let got = 0;
-    while (got < Math.min(want, total)) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      parts.push(value);
-      got += value.byteLength;
+    try {
+      while (got < Math.min(want, total)) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        parts.push(value);
+        got += value.byteLength;
+      }
+    } catch {
+      // The header could not be read (a connection cut): the download, resumable or not, and
+      // the loader's own check decide.
+      checkSignal(signal);
+      return null;
     }
     await reader.cancel().catch(() => {});
     const prefix = new Uint8Array(got);

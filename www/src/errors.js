@@ -20,6 +20,7 @@ export const ERROR_CODES = Object.freeze([
   'DISPOSED',
   'NOT_READY',
   'WORKER',
+  'WORKER_LOST',
 ]);
 
 export class AmuletError extends Error {
@@ -41,8 +42,19 @@ export function badOption(option, message) {
   return new AmuletError('BAD_OPTION', `bad option \`${option}\`: ${message}`, { option });
 }
 
+/**
+ * An abort, as fetch reports it as far as a `code` allows: fetch rejects with the signal's
+ * reason itself, so a timeout (`AbortSignal.timeout()`) is a DOMException named
+ * 'TimeoutError'; here it is an AmuletError named 'TimeoutError' (code still ABORTED, cause
+ * the reason), any other abort one named 'AbortError'.
+ */
 export function abortError(reason) {
-  return new AmuletError('ABORTED', 'the operation was aborted', { cause: reason });
+  const timedOut = reason?.name === 'TimeoutError';
+  const err = new AmuletError('ABORTED', timedOut ? 'the operation timed out' : 'the operation was aborted', {
+    cause: reason,
+  });
+  if (timedOut) err.name = 'TimeoutError';
+  return err;
 }
 
 export function disposedError() {
@@ -60,7 +72,7 @@ export function toAmuletError(e) {
     }
     return new AmuletError(e.code, e.message, extra);
   }
-  if (e && typeof e === 'object' && e.name === 'AbortError') return abortError(e);
+  if (e && typeof e === 'object' && (e.name === 'AbortError' || e.name === 'TimeoutError')) return abortError(e);
   // Node file-system errors (ENOENT, EACCES, ...).
   if (e && typeof e === 'object' && typeof e.syscall === 'string') {
     return new AmuletError('IO', e.message, { cause: e });
@@ -73,11 +85,13 @@ export function toAmuletError(e) {
 /** Structured-clone-safe form of an error, for postMessage. */
 export function serializeError(e) {
   const err = toAmuletError(e);
-  const out = { code: err.code, message: err.message };
+  const out = { code: err.code, message: err.message, name: err.name };
   if (err.option !== undefined) out.option = err.option;
   return out;
 }
 
 export function deserializeError(data) {
-  return new AmuletError(data.code, data.message, data.option === undefined ? {} : { option: data.option });
+  const err = new AmuletError(data.code, data.message, data.option === undefined ? {} : { option: data.option });
+  if (data.name === 'TimeoutError' && data.code === 'ABORTED') err.name = data.name;
+  return err;
 }

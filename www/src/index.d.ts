@@ -11,7 +11,7 @@ export type AmuletErrorCode =
   | 'TOKENIZER'
   | 'CHAT_TEMPLATE'
   | 'CONTEXT_OVERFLOW' // the prompt does not fit the context
-  | 'ABORTED' // an AbortSignal fired (error.name is 'AbortError')
+  | 'ABORTED' // an AbortSignal fired (error.name is 'AbortError', or 'TimeoutError' for AbortSignal.timeout(); cause: the signal's reason)
   | 'COMPUTE'
   | 'IO' // an HTTP error, a file that cannot be read, a .wasm that could not be loaded
   | 'TOO_LARGE' // the model cannot fit where it would run (wasm32's 4 GB), known before the download
@@ -20,14 +20,16 @@ export type AmuletErrorCode =
   | 'INTEGRITY' // the file's SHA-256 is not the `integrity` given
   | 'DISPOSED' // the engine has been disposed
   | 'NOT_READY' // closedFormStrength before the wasm module was initialised
-  | 'WORKER'; // the worker failed or a message could not cross
+  | 'WORKER' // the worker failed (its 'error' event: a script that did not load, an uncaught error) or a message could not cross
+  | 'WORKER_LOST'; // the worker ended under a pending or later call (terminate(), the browser reclaiming it): create a new engine
 
 export declare const ERROR_CODES: readonly AmuletErrorCode[];
 
 export declare class AmuletError extends Error {
   constructor(code: AmuletErrorCode, message: string, extra?: { option?: string; cause?: unknown });
-  /** 'AbortError' for code 'ABORTED', else 'AmuletError'. */
-  name: 'AmuletError' | 'AbortError';
+  /** For code 'ABORTED': 'TimeoutError' when the signal's reason is one (AbortSignal.timeout(), as
+   *  fetch's rejection is named), else 'AbortError'. 'AmuletError' for every other code. */
+  name: 'AmuletError' | 'AbortError' | 'TimeoutError';
   code: AmuletErrorCode;
   /** The option at fault, for BAD_OPTION. */
   option?: string;
@@ -95,7 +97,8 @@ export interface EngineInfo {
   contextLength: number;
   vocabSize: number;
   device: 'cpu' | 'webgpu';
-  /** Why this backend: the adapter, or why WebGPU was passed over. */
+  /** Why this backend: the adapter, or why WebGPU was passed over (no adapter, a software one,
+   *  a model over its limits, an upload it refused: then 'auto' runs on the CPU). */
   deviceReason: string;
   /** True when the GGUF had no usable chat template and a generic one is used. */
   chatTemplateFallback: boolean;

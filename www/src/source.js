@@ -62,18 +62,33 @@ function absoluteUrl(src) {
   }
 }
 
-/** Refuses a model the CPU path could not hold (wasm32's memory) when it would run there. */
-function checkFits(info, device) {
-  if (!info) return;
-  const cpuOnly = device === 'cpu' || !globalThis.navigator?.gpu;
-  if (cpuOnly && info.cpuBytes > info.wasmLimit) {
-    const gb = (n) => (n / 1e9).toFixed(1);
-    throw new AmuletError(
-      'TOO_LARGE',
-      `too large: this model needs about ${gb(info.cpuBytes)} GB on the CPU path (weights and two contexts ` +
-        `of KV cache); WebAssembly (wasm32) holds at most ${gb(info.wasmLimit)} GB: use WebGPU or a smaller model`,
-    );
+/**
+ * Whether the model would run on the CPU path: device 'cpu', no WebGPU, or 'auto' with no
+ * hardware adapter (the loader passes over a software one, crate/src/model/select.rs, by the
+ * same signs: a fallback adapter, SwiftShader).
+ */
+async function runsOnCpu(device) {
+  if (device === 'cpu' || !globalThis.navigator?.gpu) return true;
+  if (device !== 'auto') return false;
+  try {
+    const adapter = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
+    if (!adapter) return true;
+    const info = adapter.info ?? {};
+    return (info.isFallbackAdapter ?? adapter.isFallbackAdapter) === true || /swiftshader/i.test(info.description);
+  } catch {
+    return false; // not known here: the loader decides
   }
+}
+
+/** Refuses a model the CPU path could not hold (wasm32's memory) when it would run there. */
+async function checkFits(info, device) {
+  if (!info || info.cpuBytes <= info.wasmLimit || !(await runsOnCpu(device))) return;
+  const gb = (n) => (n / 1e9).toFixed(1);
+  throw new AmuletError(
+    'TOO_LARGE',
+    `too large: this model needs about ${gb(info.cpuBytes)} GB on the CPU path (weights and two contexts ` +
+      `of KV cache); WebAssembly (wasm32) holds at most ${gb(info.wasmLimit)} GB: use WebGPU or a smaller model`,
+  );
 }
 
 /** The header of an opened file, inspected (null: longer than 64 MB, left to the loader). */
@@ -234,9 +249,9 @@ export async function openSource(source, opts = {}) {
   const { onProgress = () => {}, signal, device = 'auto', fetchOptions } = opts;
   const expected = parseIntegrity(opts.integrity);
   checkSignal(signal);
-  const opened = (file, extra = {}) => {
+  const opened = async (file, extra = {}) => {
     try {
-      checkFits(inspectFile(file), device);
+      await checkFits(inspectFile(file), device);
     } catch (e) {
       file.close();
       throw e;
@@ -292,7 +307,7 @@ export async function openSource(source, opts = {}) {
   const cache = await openCache(opts.cache);
   if (cache) askPersistence();
   if (urls.length === 1 && !(await cachedResponse(cache, urls[0], expected))) {
-    checkFits(await probe(urls[0], fetchOptions, signal), device);
+    await checkFits(await probe(urls[0], fetchOptions, signal), device);
   }
   const got =
     urls.length === 1

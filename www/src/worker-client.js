@@ -11,18 +11,64 @@ function workerError(message) {
   return new AmuletError('WORKER', message);
 }
 
-/** Routes the worker's messages to the request that owns their id. */
+function lostError(why) {
+  return new AmuletError('WORKER_LOST', `the worker is gone (${why}): its requests failed; create a new engine`);
+}
+
+/** While requests are pending, the worker is pinged this often (it answers between steps). */
+const PING_MS = 400;
+/**
+ * Silence after which a worker is taken for lost, where no Web Lock tells of its end (see
+ * worker.js). A live worker acknowledges each request as it arrives and answers pings within
+ * milliseconds whenever its event loop turns, and a generation's steps come this close (or
+ * within 3 times the longest step seen so far)...
+ */
+const QUIET_MS = 1200;
+/**
+ * ... but not inside one long synchronous call it has acknowledged: building a model, a long
+ * prompt's prefill (a generation until its first chunk).
+ */
+const BUSY_QUIET_MS = 120_000;
+const LONG = ['load', 'generate', 'compare'];
+
+/**
+ * Routes the worker's messages to the request that owns their id, and notices a worker that
+ * is gone: its 'error' event fails every pending request with WORKER; its end (terminate(),
+ * the browser reclaiming it) with WORKER_LOST, seen at once through a Web Lock the worker
+ * holds, else by the heartbeat (within about QUIET_MS of its last word).
+ */
 class Channel {
   #worker;
-  #handlers = new Map();
+  #handlers = new Map(); // id -> { handler, long, accepted, lastChunk, gap }
   #nextId = 1;
   #broken = null;
+  /** When the worker last said anything, or the heartbeat started (the silence counted). */
+  #lastHeard = 0;
+  /** Whether the worker has said anything yet (before, its script may still be loading). */
+  #heard = false;
+  #timer = null;
+  /** Aborts the wait for the worker's lock; set once the worker holds it. */
+  #watching = null;
 
   constructor(worker) {
     this.#worker = worker;
     const onMessage = (event) => {
+      this.#lastHeard = Date.now();
+      this.#heard = true;
       const msg = event.data;
-      if (msg && typeof msg === 'object') this.#handlers.get(msg.id)?.(msg);
+      if (!msg || typeof msg !== 'object') return;
+      const entry = this.#handlers.get(msg.id);
+      if (!entry) return;
+      if (msg.type === 'accepted') {
+        entry.accepted = true;
+        return;
+      }
+      if (msg.type === 'chunk') {
+        if (entry.lastChunk) entry.gap = Math.max(entry.gap, this.#lastHeard - entry.lastChunk);
+        entry.lastChunk = this.#lastHeard;
+        entry.long = false;
+      }
+      entry.handler(msg);
     };
     const onError = (event) => {
       event?.preventDefault?.();
@@ -32,11 +78,70 @@ class Channel {
     worker.addEventListener('message', onMessage);
     worker.addEventListener('error', onError);
     worker.addEventListener('messageerror', onMessageError);
+    this.#watch();
   }
 
   #breakAll(error) {
-    this.#broken = error;
-    for (const h of [...this.#handlers.values()]) h({ type: 'error', error });
+    if (!this.#broken) this.#broken = error;
+    this.shutdown();
+    for (const { handler } of [...this.#handlers.values()]) handler({ type: 'error', error });
+  }
+
+  /** Asks the worker to hold a Web Lock for its life, and waits for the lock to learn of its end. */
+  #watch() {
+    const locks = globalThis.navigator?.locks;
+    if (typeof locks?.request !== 'function') return;
+    const lock = `amulet-web-worker-${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+    const id = this.open({ type: 'watch', lock }, (msg) => {
+      this.close(id);
+      if (msg.type !== 'watching' || !msg.held || this.#broken) return; // no lock there: the heartbeat
+      const ac = new AbortController();
+      this.#watching = ac;
+      locks
+        .request(lock, { signal: ac.signal }, () => {
+          if (this.#watching === ac) this.#breakAll(lostError('it ended'));
+        })
+        .catch(() => {}); // aborted by shutdown()
+    });
+  }
+
+  /** How long the worker may stay silent with these requests pending. */
+  #quietLimit() {
+    let limit = QUIET_MS;
+    for (const h of this.#handlers.values()) {
+      if (h.accepted) limit = Math.max(limit, h.long ? BUSY_QUIET_MS : 3 * h.gap);
+    }
+    return limit;
+  }
+
+  /** Pings while requests are pending; a worker silent too long is lost. */
+  #beat() {
+    if (this.#timer || this.#broken) return;
+    this.#lastHeard = Date.now();
+    this.send({ type: 'ping' });
+    this.#timer = setInterval(() => {
+      if (this.#handlers.size === 0) {
+        clearInterval(this.#timer);
+        this.#timer = null;
+        return;
+      }
+      // A worker that holds its lock is alive, however busy: the lock will tell when it is not.
+      // One not heard from yet may still be loading its script: its 'error' event tells.
+      const quiet = Date.now() - this.#lastHeard;
+      if (!this.#watching && this.#heard && quiet > this.#quietLimit()) {
+        this.#breakAll(lostError(`no answer for ${(quiet / 1000).toFixed(1)} s`));
+        return;
+      }
+      this.send({ type: 'ping' });
+    }, PING_MS);
+  }
+
+  /** Stops the heartbeat and the wait for the worker's lock (the engine is done with it). */
+  shutdown() {
+    clearInterval(this.#timer);
+    this.#timer = null;
+    this.#watching?.abort();
+    this.#watching = null;
   }
 
   /** Starts a request; `handler(msg)` gets each reply. Returns the id. */
@@ -46,14 +151,16 @@ class Channel {
       queueMicrotask(() => handler({ type: 'error', error: this.#broken }));
       return id;
     }
-    this.#handlers.set(id, handler);
+    this.#handlers.set(id, { handler, long: LONG.includes(message.type), accepted: false, lastChunk: 0, gap: 0 });
     try {
       this.#worker.postMessage({ ...message, id }, transfer);
     } catch (e) {
       this.#handlers.delete(id);
       const err = workerError(`could not send to the worker: ${e?.message ?? e}`);
       queueMicrotask(() => handler({ type: 'error', error: err }));
+      return id;
     }
+    this.#beat();
     return id;
   }
 
@@ -165,6 +272,7 @@ export async function createWorkerEngine(worker, source, options = {}) {
       signal,
     });
   } catch (e) {
+    channel.shutdown();
     if (owned) worker.terminate();
     throw e;
   }
@@ -277,6 +385,7 @@ class WorkerEngine {
         .call({ type: 'dispose' }, 'disposed')
         .catch(() => {}) // a dead worker has nothing left to free
         .then(() => {
+          this.#channel.shutdown();
           if (this.#owned) this.#worker.terminate();
         });
     }
