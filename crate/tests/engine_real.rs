@@ -119,6 +119,16 @@ fn a_conversation_reuses_its_caches_and_answers_as_a_fresh_engine_does() {
     assert_eq!(fresh.timings.cached_tokens_base, 0);
     assert_eq!(second.completions[0].tokens, fresh.completions[0].tokens);
 
+    // A budget that holds one context's sequence, not both: the preference context's is kept
+    // (put last), and the next turn reuses it there; the base context, whose prompt shares
+    // only the first tokens with it, does not take it away.
+    let mut small = engine();
+    small.set_prefix_budget(kept * 3 / 4);
+    small.generate(&chat(&[], q1), &mut |_| true).unwrap();
+    assert_eq!(small.prefix_cache_usage().1, 1);
+    let t = small.generate(&chat(&[(q1, &a1)], q2), &mut |_| true).unwrap().timings;
+    assert!(t.cached_tokens_pref > 20 && t.cached_tokens_base == 0, "{t:?}");
+
     // A budget of zero keeps nothing.
     e.set_prefix_budget(0);
     assert_eq!(e.prefix_cache_usage(), (0, 0));

@@ -640,7 +640,13 @@ impl Engine {
         let prompt = |is_pref: bool| if is_pref { pref_ids.unwrap_or(base_ids) } else { base_ids };
         // A kept sequence per context, cut to what its prompt shares with it.
         let mut kept: [Option<(SeqId, usize)>; 2] = [None, None];
-        for is_pref in [false, true] {
+        // The context with the longer match takes first (see PrefixCache::shared).
+        let order = if self.prefix.shared(prompt(true)) > self.prefix.shared(prompt(false)) {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for is_pref in order {
             if !wanted.iter().any(|&(_, p)| p == is_pref) {
                 continue;
             }
@@ -723,6 +729,7 @@ impl Engine {
                 }
                 let mut tokens = prompt.clone();
                 tokens.extend_from_slice(&t.tokens[..len - prompt.len()]);
+                self.model.shrink_sequence(seq);
                 let bytes = self.model.sequence_bytes(seq);
                 for evicted in self.prefix.put(tokens, seq, bytes) {
                     self.model.free_sequence(evicted);

@@ -55,6 +55,19 @@ impl PrefixCache {
     /// MIN_SHARED tokens. At most `prompt.len() - 1` are reused: the last prompt token must be
     /// run to give the next token's logits.
     pub fn take(&mut self, prompt: &[u32]) -> Option<Reuse> {
+        let (best, shared) = self.best(prompt)?;
+        let e = self.entries.swap_remove(best);
+        Some(Reuse { seq: e.seq, shared })
+    }
+
+    /// How many tokens `take(prompt)` would reuse (0: none), without taking anything. The
+    /// engine asks for both contexts first and lets the longer match take first, so that the
+    /// base context does not take the preference context's sequence for its first few tokens.
+    pub fn shared(&self, prompt: &[u32]) -> usize {
+        self.best(prompt).map_or(0, |(_, n)| n)
+    }
+
+    fn best(&self, prompt: &[u32]) -> Option<(usize, usize)> {
         let limit = prompt.len().saturating_sub(1);
         let (best, shared) = self
             .entries
@@ -62,11 +75,7 @@ impl PrefixCache {
             .enumerate()
             .map(|(i, e)| (i, e.tokens.iter().zip(prompt).take(limit).take_while(|(a, b)| a == b).count()))
             .max_by_key(|&(i, n)| (n, self.entries[i].used))?;
-        if shared < MIN_SHARED {
-            return None;
-        }
-        let e = self.entries.swap_remove(best);
-        Some(Reuse { seq: e.seq, shared })
+        (shared >= MIN_SHARED).then_some((best, shared))
     }
 
     /// Keeps a finished sequence holding `tokens`; returns the sequences evicted (least
@@ -126,6 +135,15 @@ mod tests {
         // Entry 2 shares 12 tokens with this prompt.
         assert_eq!(c.take(&seq(16)), Some(Reuse { seq: 2, shared: 12 }));
         assert_eq!(c.count(), 0);
+    }
+
+    #[test]
+    fn shared_peeks_without_taking() {
+        let mut c = PrefixCache::new(1000);
+        c.put(seq(20), 1, 10);
+        assert_eq!(c.shared(&seq(30)), 20);
+        assert_eq!(c.shared(&seq(5)), 0);
+        assert_eq!(c.count(), 1);
     }
 
     #[test]

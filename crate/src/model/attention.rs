@@ -152,6 +152,14 @@ impl KvCache {
         self.len = self.len.min(len);
     }
 
+    /// Frees the room the vectors grew into beyond what they hold.
+    pub fn shrink(&mut self) {
+        for l in &mut self.layers {
+            l.k.shrink_to_fit();
+            l.v.shrink_to_fit();
+        }
+    }
+
     pub fn bytes(&self) -> usize {
         self.layers.iter().map(|l| (l.k.capacity() + l.v.capacity()) * 4).sum()
     }

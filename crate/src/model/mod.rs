@@ -45,6 +45,12 @@ pub trait LanguageModel {
         let _ = (id, len);
         false
     }
+    /// Gives back the spare room a sequence's cache grew into (it is about to be kept, not
+    /// extended): a kept sequence then costs what it holds. The default does nothing (a paged
+    /// cache has no spare room beyond its last page).
+    fn shrink_sequence(&mut self, id: SeqId) {
+        let _ = id;
+    }
     /// Bytes the sequence's cache holds (what keeping it costs).
     fn sequence_bytes(&self, id: SeqId) -> usize {
         let _ = id;

@@ -298,6 +298,12 @@ impl LanguageModel for CpuModel {
         }
     }
 
+    fn shrink_sequence(&mut self, id: SeqId) {
+        if let Some(c) = self.seqs.get_mut(id).and_then(|s| s.as_mut()) {
+            c.shrink();
+        }
+    }
+
     fn sequence_bytes(&self, id: SeqId) -> usize {
         self.seqs.get(id).and_then(|s| s.as_ref()).map_or(0, |c| c.bytes())
     }
