@@ -132,6 +132,26 @@ fn read_bandwidth(buf: &[u64]) -> f64 {
     std::mem::size_of_val(buf) as f64 / best / 1e9
 }
 
+fn max_mib(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The read probe at the pool's current threads on a 1 GiB buffer of its own (far past the
+/// caches), kept out of the reported peak RSS: the peak so far is folded into `peak_mib`
+/// first, and the kernel's high-water mark is reset once the buffer is freed.
+fn probe_bandwidth(peak_mib: &mut Option<f64>) -> f64 {
+    *peak_mib = max_mib(*peak_mib, peak_rss_mib());
+    let buf: Vec<u64> = (0..1u64 << 27).collect();
+    let gb_s = read_bandwidth(&buf);
+    drop(buf);
+    // "5": reset the peak resident set size to the current one (Linux >= 4.0).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    gb_s
+}
+
 /// A question whose chat prompt has at least `tokens` tokens: a passage to summarise.
 fn long_prompt(engine: &Engine, tokens: usize) -> Result<GenerateRequest> {
     const PASSAGE: &str = "The committee met on a rainy Tuesday to review the harbour plans, the budget for the \
@@ -275,6 +295,7 @@ fn measure(
     a: &BenchArgs,
     threads: &[usize],
     weight_bytes: Option<u64>,
+    peak_mib: &mut Option<f64>,
 ) -> Result<(Vec<Config>, Prompts)> {
     let mut req = GenerateRequest::new(&a.prompt);
     req.preference = Some(a.preference.clone());
@@ -297,8 +318,7 @@ fn measure(
     let cpu = engine.info().device == "cpu";
     let counts: Vec<usize> = if cpu { threads.to_vec() } else { vec![threads[0]] };
     let mut outs: Vec<[Vec<GenerateOutput>; 3]> = counts.iter().map(|_| Default::default()).collect();
-    // The read probe's buffer (1 GiB, far past the caches), probed at each count in each run.
-    let probe: Vec<u64> = if cpu { (0..1u64 << 27).collect() } else { Vec::new() };
+    // The read probe, at each count in each run.
     let mut read_gb_s = vec![0f64; counts.len()];
     for i in 0..a.runs.max(1) {
         for (c, &n) in counts.iter().enumerate() {
@@ -307,7 +327,7 @@ fn measure(
                 eprintln!("{} {n} threads: run {}/{}", engine.info().device, i + 1, a.runs.max(1));
             }
             if cpu {
-                read_gb_s[c] = read_gb_s[c].max(read_bandwidth(&probe));
+                read_gb_s[c] = read_gb_s[c].max(probe_bandwidth(peak_mib));
             }
             // Every run reads its whole prompt: no caches kept from the run before.
             let mut run = |req: &GenerateRequest| {
@@ -322,7 +342,6 @@ fn measure(
         }
     }
     let mut configs = Vec::new();
-    drop(probe);
     for ((&n, [base, amulet, long]), gb_s) in counts.iter().zip(outs).zip(read_gb_s) {
         let (base, amulet) = (stats(&base), stats(&amulet));
         let read_gb_s = cpu.then_some(gb_s);
@@ -353,10 +372,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let path = crate::model_path::resolve(a.model.as_deref())?;
     amulet::backend::pool::set_threads(a.threads.iter().copied().max().unwrap_or(0))?;
     let weight_bytes = weight_bytes_per_token(&path);
-    let (mut backends, mut configs, mut prompts) = (Vec::new(), Vec::new(), None);
+    let (mut backends, mut configs, mut prompts, mut peak_mib) = (Vec::new(), Vec::new(), None, None);
     for &device in &a.device {
         let (mut engine, load_ms) = crate::cli::load_engine(&path, a.json, device)?;
-        let (c, p) = measure(&mut engine, &a, &a.threads, weight_bytes)?;
+        let (c, p) = measure(&mut engine, &a, &a.threads, weight_bytes, &mut peak_mib)?;
         configs.extend(c);
         prompts.get_or_insert(p);
         let info = engine.info().clone();
@@ -375,7 +394,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         prompt_token_ids: prompts.as_ref().map(|p| p.base.clone()).unwrap_or_default(),
         long_prompt_token_ids: prompts.and_then(|p| p.long),
         weight_bytes_per_token: weight_bytes,
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib: max_mib(peak_mib, peak_rss_mib()),
         backends,
         configs,
     };
