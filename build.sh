@@ -164,41 +164,48 @@ cmd_test() {
 cmd_bench() {
   build_native
   build_wasm
-  models/fetch.sh >/dev/null
   mkdir -p target/bench
-  log "native bench: base vs amulet, SmolLM2-135M Q4_1, 128 new tokens, RAYON_NUM_THREADS=$RAYON_NUM_THREADS"
-  ./target/release/amulet bench --device cpu --runs "${BENCH_RUNS:-5}" --out target/bench/native.json
+  # Models: catalogue ids (models/fetch.sh --list), fetched when missing.
+  local ids="${BENCH_MODELS:-smollm2-135m-instruct-q4_1 qwen2.5-coder-0.5b-instruct-q4_k_m}"
+  local runs="${BENCH_RUNS:-3}" threads="${BENCH_THREADS:-2}" id file name
+  local -a files=() llama_args=() json=()
+  for id in $ids; do
+    file="$(models/fetch.sh "$id")"
+    files+=("$file")
+    llama_args+=(--model "$file")
+  done
+  for file in "${files[@]}"; do
+    name="$(basename "$file" .gguf)"
+    log "native bench, $name: base and amulet decode, threads 1 and $threads interleaved, prefill of a ~400-token prompt, memory-read probe"
+    ./target/release/amulet bench --model "$file" --device cpu --threads "1,$threads" --runs "$runs" \
+      --prefill-tokens 400 --out "target/bench/native-$name.json"
+    json+=("target/bench/native-$name.json")
+  done
+  need_node_modules tests/bench
+  log "native vs llama.cpp (node-llama-cpp's prebuilt CPU build): same GGUF, prompt tokens and threads (1, $threads), interleaved"
+  (cd tests/bench && node llamacpp-bench.mjs --amulet ../../target/release/amulet --threads "1,$threads" \
+    --rounds "$runs" --tokens 128 --prefill-tokens 400 "${llama_args[@]}" --out ../../target/bench/native-vs-llamacpp.json)
+  json+=(target/bench/native-vs-llamacpp.json)
   need_vulkan
   log "native WebGPU next to CPU: SmolLM2-135M-shaped random weights (tests/bench/gpu-device.sh)"
   # On a software adapter (lavapipe) this only shows the path runs: SHAPE=tiny keeps it short.
-  if RAYON_NUM_THREADS="$RAYON_NUM_THREADS" ./target/release/amulet generate --device auto --method base --max-tokens 1 \
+  if ./target/release/amulet generate --device auto --method base --max-tokens 1 \
       --json hi 2>/dev/null | grep -q '"device":"webgpu"'; then
-    RUNS="${BENCH_RUNS:-3}" tests/bench/gpu-device.sh ./target/release/amulet target/bench
+    RUNS="$runs" tests/bench/gpu-device.sh ./target/release/amulet target/bench
   else
     log "no hardware WebGPU adapter here: lavapipe smoke run on a tiny fixture (figures prove nothing about speed)"
     SHAPE=tiny RUNS=1 tests/bench/gpu-device.sh ./target/release/amulet target/bench
   fi
+  json+=(target/bench/gpu-bench.json)
   need_chromium
-  need_node_modules tests/bench
-  log "browser bench: our CPU path (base, amulet) next to wllama, headless Chromium"
-  (cd tests/bench && node browser-bench.mjs --runs "${BENCH_RUNS:-3}" --tokens 128 --out ../../target/bench/browser.json)
-  if [ "${BENCH_LLAMA_CPP:-0}" = "1" ]; then
-    # Opt-in: llama.cpp (llama-cpp-python) next to our native path, interleaved, same task.
-    if ! python3 -c "import llama_cpp" 2>/dev/null; then
-      log "installing llama-cpp-python (compiles llama.cpp: several minutes), portable CPU flags"
-      # GGML_NATIVE=OFF: the default -march=native build crashes on this CPU; pick AVX2/FMA/F16C.
-      if ! CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_BLAS=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
-          CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" python3 -m pip install llama-cpp-python; then
-        echo "build.sh bench: BENCH_LLAMA_CPP=1 but llama-cpp-python did not install (see pip's output above)." >&2
-        echo "  It needs a C/C++ compiler and builds cmake/ninja through pip; unset BENCH_LLAMA_CPP to skip." >&2
-        exit 1
-      fi
-    fi
-    log "native vs llama.cpp: ours (amulet bench --runs 1) and llama-cpp-python alternated ${BENCH_LLAMA_ROUNDS:-3} rounds, 1 thread"
-    python3 tests/bench/llamacpp_bench.py --interleave ./target/release/amulet --rounds "${BENCH_LLAMA_ROUNDS:-3}" \
-      --out target/bench/native-vs-llamacpp.json
-  fi
-  log "JSON: target/bench/native.json, target/bench/gpu-bench.json, target/bench/browser.json$([ "${BENCH_LLAMA_CPP:-0}" = "1" ] && echo ", target/bench/native-vs-llamacpp.json")"
+  for file in "${files[@]}"; do
+    name="$(basename "$file" .gguf)"
+    log "browser bench, $name: ours at 1 and $threads threads next to wllama at the same threads, headless Chromium"
+    (cd tests/bench && node browser-bench.mjs --model "$file" --runs "$runs" --tokens 128 --threads "$threads" \
+      --prefill-tokens 400 --native "../../target/bench/native-$name.json" --out "../../target/bench/browser-$name.json")
+    json+=("target/bench/browser-$name.json")
+  done
+  log "JSON: ${json[*]}"
 }
 
 # The large suite: what needs the 1.5B model or minutes of software WebGPU (the suites check

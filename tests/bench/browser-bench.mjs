@@ -1,23 +1,29 @@
 #!/usr/bin/env node
 // Browser benchmark of amulet-web in real headless Chromium, with wllama (llama.cpp in wasm)
-// on the same GGUF as the peer.
+// on the same GGUF as the peer, at the same thread counts.
 //
-//   cd tests/bench && npm ci && node browser-bench.mjs [--runs 3] [--tokens 128]
+//   cd tests/bench && npm ci && node browser-bench.mjs [--runs 3] [--tokens 128] [--threads 2]
+//        [--prefill-tokens 400] [--native ../../target/bench/native.json]
 //        [--out ../../target/bench/browser.json] [--model PATH] [--no-wllama] [--no-mt]
 //
 // Measures, all in one browser and, for every comparison, interleaved in the same run:
-// - ours (main thread, CPU wasm): decode tok/s of method `base` and `amulet`, their ratio,
-//   time to first token (generate() call -> first chunk), prefill ms;
+// - ours (main thread, CPU wasm) at 1 thread (single-threaded build, plain origin) and at
+//   --threads (threaded build, COOP/COEP origin): decode tok/s of method `base` and `amulet`,
+//   their ratio, time to first token (generate() call -> first chunk), prefill ms, and the
+//   prefill of a long prompt (about --prefill-tokens tokens, as `amulet bench --prefill-tokens`);
 // - load time: first load (download + Cache API store + build; the cache is cleared before)
 //   and load from the Cache API (a fresh page each time), `runs` of each, interleaved;
 // - wasm Memory byteLength after load and after all generations (grow-only: the peak), over
 //   the model file size;
-// - wllama, single-thread (plain origin) and 2 threads (COOP/COEP origin): decode tok/s
-//   on the same prompt, greedy, ignore_eos, cache_prompt off;
+// - wllama at 1 thread (plain origin) and --threads (COOP/COEP origin): decode tok/s on the
+//   same question, and the prefill of the same long prompt; greedy, ignore_eos, cache_prompt off;
 // - ours on WebGPU (device 'webgpu', base and amulet) when the adapter is hardware, in the
 //   same interleaving; skipped on a software adapter unless --webgpu;
+// - with --native (the JSON of `amulet bench --json --out`, same model and thread counts):
+//   wasm / native for base and amulet decode and the long prefill (the native figures come
+//   from that earlier run, not from this interleaving);
 // - the WebGPU adapter (navigator.gpu.requestAdapter()) for the record.
-// Prints a table and writes JSON. Needs www/pkg (./build.sh build) and the model.
+// Prints tables and writes JSON. Needs www/pkg and www/pkg-threads (./build.sh build) and the model.
 
 import http from 'node:http';
 import fs from 'node:fs';
@@ -28,6 +34,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { createServer as createDemoServer } from '../../www/demo/serve.mjs';
 import { CHROMIUM, CHROMIUM_ARGS } from '../chromium.mjs';
+import { stats, fmt, fmtS, fmtR, table } from './report.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(here, '..', '..');
@@ -43,6 +50,14 @@ const WLLAMA_MESSAGES = [
   { role: 'system', content: `${SYSTEM} Your answer should be ${PREFERENCE} as much as possible.` },
   { role: 'user', content: PROMPT },
 ];
+// The long prompt of `amulet bench --prefill-tokens` (crate/src/bin/amulet/bench.rs): a head and
+// a passage repeated until the base context (system prompt + this question) has enough tokens.
+const LONG_HEAD = 'Summarise the following minutes in two sentences.\n\n';
+const PASSAGE =
+  'The committee met on a rainy Tuesday to review the harbour plans, the budget for the new ferry terminal, the ' +
+  'complaints about night noise from the shipyard, and the schedule for dredging the eastern channel before the ' +
+  'spring tides. ';
+const longText = (passages) => LONG_HEAD + PASSAGE.repeat(passages);
 
 // ---------------------------------------------------------------------------------------
 // arguments
@@ -59,7 +74,9 @@ function parseArgs(argv) {
     webgpu: 'auto',
     threads: 2,
     budgetS: 330,
-    mtRuns: 1,
+    mtRuns: null, // default: every round
+    prefillTokens: 400,
+    native: null,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -76,6 +93,8 @@ function parseArgs(argv) {
     else if (a === '--threads') o.threads = Number(val());
     else if (a === '--budget-s') o.budgetS = Number(val());
     else if (a === '--mt-runs') o.mtRuns = Number(val());
+    else if (a === '--prefill-tokens') o.prefillTokens = Number(val());
+    else if (a === '--native') o.native = path.resolve(val());
     else if (a === '--no-wllama') o.wllama = false;
     else if (a === '--no-mt') o.mt = false;
     else if (a === '--webgpu') o.webgpu = 'force';
@@ -83,19 +102,28 @@ function parseArgs(argv) {
     else if (a === '--help' || a === '-h') {
       console.log(
         'usage: node browser-bench.mjs [--runs 3] [--tokens 128] [--warmup-tokens 8] [--out FILE] [--model GGUF]\n' +
-          '         [--threads 2] [--mt-runs 1] [--budget-s 330] [--no-wllama] [--no-mt] [--webgpu | --no-webgpu]\n' +
+          '         [--threads 2] [--mt-runs RUNS] [--budget-s 330] [--prefill-tokens 400] [--native native.json]\n' +
+          '         [--no-wllama] [--no-mt] [--webgpu | --no-webgpu]\n' +
+          '--threads: ours (threaded build) and wllama on the COOP/COEP origin; 1 thread runs on the plain origin;\n' +
+          '  --no-mt: 1 thread only\n' +
+          '--prefill-tokens: also the prefill of a prompt of about this many tokens, ours and wllama (0: skip)\n' +
+          '--native: `amulet bench --json --out` of the same model (its threads 1 and --threads): wasm / native\n' +
           '--webgpu: our WebGPU path even on a software adapter (SwiftShader: ~0.1 tok/s for SmolLM2, use few --tokens);\n' +
           '  by default it runs only on a hardware adapter\n' +
-          '--mt-runs: wllama multi-thread takes part in the first N rounds only (it is slow on a loaded 2-core machine)\n' +
+          '--mt-runs: wllama multi-thread takes part in the first N rounds only (default: all; it is slow on a loaded machine)\n' +
           "--budget-s: no generation round starts once the elapsed time plus the next round's expected duration passes it\n" +
           '(the figures then come from fewer, still complete and interleaved, rounds: see n).',
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
+  o.mtRuns ??= o.runs;
   for (const k of ['runs', 'tokens', 'threads', 'budgetS', 'mtRuns']) {
     if (!Number.isInteger(o[k]) || o[k] < 1) throw new Error(`--${k} must be a whole number >= 1`);
   }
+  if (!Number.isInteger(o.prefillTokens) || o.prefillTokens < 0)
+    throw new Error('--prefill-tokens must be a whole number >= 0');
+  if (o.threads < 2) o.mt = false; // 1 thread runs on the plain origin anyway
   return o;
 }
 
@@ -165,29 +193,9 @@ export function startServer({ isolate, modelsDir }) {
 }
 
 // ---------------------------------------------------------------------------------------
-// statistics and printing
+// printing (statistics and tables: report.mjs)
 
-function stats(xs) {
-  const v = xs.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
-  if (!v.length) return null;
-  const m = v.length >> 1;
-  const median = v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
-  return { median, min: v[0], max: v[v.length - 1], n: v.length, values: xs };
-}
-
-const fmt = (x, d = 1) => (x == null ? '-' : x.toFixed(d));
-const fmtS = (s, d = 1) => (s ? `${fmt(s.median, d)} (${fmt(s.min, d)}-${fmt(s.max, d)})` : '-');
 const MB = (b) => b / 1e6;
-
-function table(rows) {
-  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
-  return rows
-    .map((r, j) => {
-      const line = r.map((c, i) => (i === 0 ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join('  ');
-      return j === 0 ? `${line}\n${w.map((n) => '-'.repeat(n)).join('  ')}` : line;
-    })
-    .join('\n');
-}
 
 // ---------------------------------------------------------------------------------------
 // main
@@ -208,6 +216,29 @@ async function freshPage(page) {
   await page.waitForFunction(() => window.benchReady === true, null, { timeout: 30_000 });
 }
 
+function wasmInfo(file) {
+  const bytes = fs.readFileSync(file);
+  return {
+    bytes: bytes.length,
+    sha256: crypto.createHash('sha256').update(bytes).digest('hex').slice(0, 16),
+    mtime: fs.statSync(file).mtime.toISOString(),
+  };
+}
+
+/** `amulet bench --json --out` of the same model: its CPU configs, for wasm / native. */
+function readNative(file, model) {
+  let j;
+  try {
+    j = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new Error(`--native ${file}: ${e.message}`);
+  }
+  if (!Array.isArray(j.configs)) throw new Error(`--native ${file}: no configs (not amulet bench's JSON)`);
+  if (j.model_path && path.basename(j.model_path) !== path.basename(model))
+    throw new Error(`--native ${file} measured ${path.basename(j.model_path)}, not ${path.basename(model)}`);
+  return j;
+}
+
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   const started = Date.now();
@@ -215,6 +246,10 @@ async function main() {
 
   const wasmFile = path.join(REPO, 'www', 'pkg', 'amulet_bg.wasm');
   if (!fs.existsSync(wasmFile)) throw new Error('www/pkg is missing: run ./build.sh build');
+  const threadsWasmFile = path.join(REPO, 'www', 'pkg-threads', 'amulet_bg.wasm');
+  if (o.mt && !fs.existsSync(threadsWasmFile))
+    throw new Error('www/pkg-threads (the threaded build) is missing: run ./build.sh build, or --no-mt');
+  const native = o.native ? readNative(o.native, o.model) : null;
   if (!fs.existsSync(o.model)) throw new Error(`no model at ${o.model}`);
   if (!fs.existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM} (set CHROMIUM_PATH)`);
   const wllamaDir = path.join(here, 'node_modules', '@wllama', 'wllama');
@@ -223,7 +258,6 @@ async function main() {
   }
   const modelSize = fs.statSync(o.model).size;
   const modelUrlPath = `/models/${encodeURIComponent(path.basename(o.model))}`;
-  const wasmBytes = fs.readFileSync(wasmFile);
 
   const plain = await startServer({ isolate: false, modelsDir: path.dirname(o.model) });
   const isolated = await startServer({ isolate: true, modelsDir: path.dirname(o.model) });
@@ -248,16 +282,15 @@ async function main() {
       preference: PREFERENCE,
       greedy: true,
       ignoreEos: true,
-      wllamaThreadsMt: o.threads,
+      threads: o.mt ? [1, o.threads] : [1],
+      prefillTokens: o.prefillTokens,
+      native: o.native && path.relative(REPO, o.native),
     },
     model: { path: path.relative(REPO, o.model), bytes: modelSize },
     ours: {
       thread: 'main',
-      wasm: {
-        bytes: wasmBytes.length,
-        sha256: crypto.createHash('sha256').update(wasmBytes).digest('hex').slice(0, 16),
-        mtime: fs.statSync(wasmFile).mtime.toISOString(),
-      },
+      wasm: wasmInfo(wasmFile),
+      wasmThreads: o.mt ? wasmInfo(threadsWasmFile) : null,
     },
     wllama: null,
   };
@@ -287,33 +320,68 @@ async function main() {
       );
     }
 
-    // ---- generation: ours (base, amulet) + wllama single-thread on the plain page, wllama
-    // multi-thread on the isolated page; interleaved, the order rotated each run.
+    // ---- generation: ours 1 thread (single-threaded build) and wllama 1 thread on the plain
+    // page; ours and wllama at --threads on the isolated page (ours: the threaded build);
+    // decode (base, amulet) and the long prompt's prefill; interleaved, the order rotated each round.
     await freshPage(page);
     const genLoad = await page.evaluate((a) => window.bench.oursLoad(a), { url: modelUrlPath, cache: true });
     const memAfterLoad = genLoad.wasmMemoryBytes;
-    const configs = [
-      {
-        key: 'ours.base',
-        run: (t) =>
-          page.evaluate((a) => window.bench.oursGen(a), {
-            prompt: PROMPT,
-            preference: PREFERENCE,
-            method: 'base',
-            tokens: t,
-          }),
-      },
-      {
-        key: 'ours.amulet',
-        run: (t) =>
-          page.evaluate((a) => window.bench.oursGen(a), {
-            prompt: PROMPT,
-            preference: PREFERENCE,
-            method: 'amulet',
-            tokens: t,
-          }),
-      },
+    const oursGen = (p, method, tokens, extra = {}) =>
+      p.evaluate((a) => window.bench.oursGen(a), { prompt: PROMPT, preference: PREFERENCE, method, tokens, ...extra });
+    // The long prompt: as many passages as `amulet bench --prefill-tokens` takes (its token
+    // count grows by the same amount a passage, so two prefills of ours tell how many).
+    let long = null;
+    if (o.prefillTokens > 0) {
+      const count = async (k) => (await oursGen(page, 'base', 1, { prompt: longText(k) })).prefillTokens;
+      const [n0, n10] = [await count(0), await count(10)];
+      const passages = Math.max(0, Math.ceil((o.prefillTokens - n0) / ((n10 - n0) / 10)));
+      long = { passages, text: longText(passages), tokens: await count(passages) };
+      result.config.longPrompt = { passages, oursTokens: long.tokens, asked: o.prefillTokens };
+      log(`long prompt: ${passages} passages, ${long.tokens} tokens (ours, base context)`);
+    }
+    const longMessages = long && [
+      { role: 'system', content: SYSTEM },
+      { role: 'user', content: long.text },
     ];
+    const oursConfigs = (p, prefix) => [
+      { key: `${prefix}.base`, run: (t) => oursGen(p, 'base', t) },
+      { key: `${prefix}.amulet`, run: (t) => oursGen(p, 'amulet', t) },
+      ...(long
+        ? [{ key: `${prefix}.prefill`, prefill: true, run: () => oursGen(p, 'base', 1, { prompt: long.text }) }]
+        : []),
+    ];
+    const wllamaConfigs = (p, key) => [
+      { key, run: (t) => p.evaluate((a) => window.bench.wllamaGen(a), { messages: WLLAMA_MESSAGES, tokens: t }) },
+      ...(long
+        ? [
+            {
+              key: `${key}.prefill`,
+              prefill: true,
+              run: () => p.evaluate((a) => window.bench.wllamaGen(a), { messages: longMessages, tokens: 1 }),
+            },
+          ]
+        : []),
+    ];
+    const configs = oursConfigs(page, 'ours');
+    result.ours.threads1 = { info: genLoad.info };
+    log(`ours 1 thread: engine.info.threads ${genLoad.info.threads} (${genLoad.info.threadsReason})`);
+    let mtPage = null;
+    if (o.mt) {
+      mtPage = await openBenchPage(context, isolated.origin);
+      const env = await mtPage.evaluate(() => window.bench.env());
+      const load = await mtPage.evaluate((a) => window.bench.oursLoad(a), {
+        url: modelUrlPath,
+        cache: false,
+        threads: o.threads,
+      });
+      result.ours.threadsN = { env, load };
+      log(
+        `ours ${o.threads} threads (crossOriginIsolated: ${env.crossOriginIsolated}) loaded in ${fmt(load.totalMs, 0)} ms: engine.info.threads ${load.info.threads} (${load.info.threadsReason})`,
+      );
+      if (load.info.threads !== o.threads)
+        log(`  note: ours runs ${load.info.threads} threads where ${o.threads} were asked for`);
+      configs.push(...oursConfigs(mtPage, 'ours.mt'));
+    }
     // Our WebGPU path: on a hardware adapter (a software one, SwiftShader, decodes SmolLM2 at
     // ~0.1 tok/s: its figures would only prove that the path runs; --webgpu forces it).
     const hardware = result.webgpu.available && !result.webgpu.isFallbackAdapter;
@@ -324,17 +392,7 @@ async function main() {
         `ours on WebGPU loaded in ${fmt(gpuLoad.totalMs, 0)} ms: ${gpuLoad.info.device} (${gpuLoad.info.deviceReason})`,
       );
       for (const method of ['base', 'amulet']) {
-        configs.push({
-          key: `ours.webgpu.${method}`,
-          run: (t) =>
-            page.evaluate((a) => window.bench.oursGen(a), {
-              prompt: PROMPT,
-              preference: PREFERENCE,
-              method,
-              tokens: t,
-              gpu: true,
-            }),
-        });
+        configs.push({ key: `ours.webgpu.${method}`, run: (t) => oursGen(page, method, t, { gpu: true }) });
       }
     } else {
       const why =
@@ -347,7 +405,6 @@ async function main() {
       log(`ours on WebGPU: skipped: ${why}${o.webgpu === 'auto' ? ' (--webgpu forces it)' : ''}`);
     }
     let wllamaInfo = null;
-    let mtPage = null;
     if (o.wllama) {
       wllamaInfo = {
         version: JSON.parse(fs.readFileSync(path.join(wllamaDir, 'package.json'), 'utf8')).version,
@@ -360,30 +417,22 @@ async function main() {
         log(
           `wllama ${wllamaInfo.version} single-thread loaded in ${fmt(wllamaInfo.st.load.totalMs, 0)} ms (multithread: ${wllamaInfo.st.load.isMultithread}, threads: ${wllamaInfo.st.load.numThreads})`,
         );
-        configs.push({
-          key: 'wllama.st',
-          run: (t) => page.evaluate((a) => window.bench.wllamaGen(a), { messages: WLLAMA_MESSAGES, tokens: t }),
-        });
+        configs.push(...wllamaConfigs(page, 'wllama.st'));
       } catch (e) {
         wllamaInfo.st = { error: String(e?.message ?? e) };
         log(`wllama single-thread failed: ${wllamaInfo.st.error}`);
       }
       if (o.mt) {
         try {
-          mtPage = await openBenchPage(context, isolated.origin);
-          const env = await mtPage.evaluate(() => window.bench.env());
           const load = await mtPage.evaluate((a) => window.bench.wllamaLoad(a), {
             url: modelUrlPath,
             threads: o.threads,
           });
-          wllamaInfo.mt = { env, load };
+          wllamaInfo.mt = { load };
           log(
-            `wllama ${o.threads} threads (crossOriginIsolated: ${env.crossOriginIsolated}) loaded in ${fmt(load.totalMs, 0)} ms (multithread: ${load.isMultithread}, threads: ${load.numThreads})`,
+            `wllama ${o.threads} threads loaded in ${fmt(load.totalMs, 0)} ms (multithread: ${load.isMultithread}, threads: ${load.numThreads})`,
           );
-          configs.push({
-            key: 'wllama.mt',
-            run: (t) => mtPage.evaluate((a) => window.bench.wllamaGen(a), { messages: WLLAMA_MESSAGES, tokens: t }),
-          });
+          configs.push(...wllamaConfigs(mtPage, 'wllama.mt'));
         } catch (e) {
           wllamaInfo.mt = { error: String(e?.message ?? e) };
           log(`wllama multi-thread failed: ${wllamaInfo.mt.error}`);
@@ -391,15 +440,16 @@ async function main() {
       }
     }
 
-    // warm-up (wasm tier-up, first allocations), not counted
-    for (const c of configs) {
+    // warm-up (wasm tier-up, first allocations, thread pools), not counted; the long prompt's
+    // configs are warm from their decode twin (and ours from counting the long prompt)
+    for (const c of configs.filter((c) => !c.prefill)) {
       const w = await c.run(o.warmupTokens);
       log(`warm-up ${c.key}: ${w.tokens} tokens, ${fmt(w.decodeTps)} tok/s`);
     }
     const samples = Object.fromEntries(configs.map((c) => [c.key, []]));
     const rounds = [];
     for (let r = 0; r < o.runs; r++) {
-      const active = configs.filter((c) => c.key !== 'wllama.mt' || r < o.mtRuns);
+      const active = configs.filter((c) => !c.key.startsWith('wllama.mt') || r < o.mtRuns);
       // the round's expected duration: each config's last sample
       const expectS = active.reduce((t, c) => t + (samples[c.key].at(-1)?.totalMs ?? 0) / 1e3, 0);
       const elapsedS = (Date.now() - started) / 1e3;
@@ -413,54 +463,99 @@ async function main() {
       const order = active.map((_, i) => active[(i + r) % active.length]);
       for (const c of order) {
         const s = await c.run(o.tokens);
-        if (s.tokens !== o.tokens)
+        s.prefillTps = s.prefillTokens && s.prefillMs ? s.prefillTokens / (s.prefillMs / 1e3) : null;
+        if (!c.prefill && s.tokens !== o.tokens)
           log(
             `  note: ${c.key} streamed ${s.tokens} chunks (completion tokens ${s.completionTokens}) for ${o.tokens} asked`,
           );
         samples[c.key].push(s);
         log(
-          `run ${r + 1}/${o.runs} ${c.key.padEnd(11)}: ${fmt(s.decodeTps)} tok/s (wall ${fmt(s.wallTps)}), TTFT ${fmt(s.ttftMs, 0)} ms, prefill ${fmt(s.prefillMs, 0)} ms / ${s.prefillTokens} tok`,
+          c.prefill
+            ? `run ${r + 1}/${o.runs} ${c.key.padEnd(17)}: prefill ${fmt(s.prefillMs, 0)} ms / ${s.prefillTokens} tok = ${fmt(s.prefillTps, 0)} tok/s`
+            : `run ${r + 1}/${o.runs} ${c.key.padEnd(17)}: ${fmt(s.decodeTps)} tok/s (wall ${fmt(s.wallTps)}), TTFT ${fmt(s.ttftMs, 0)} ms, prefill ${fmt(s.prefillMs, 0)} ms / ${s.prefillTokens} tok`,
         );
       }
       rounds.push({ order: order.map((c) => c.key), seconds: (Date.now() - roundStart) / 1e3, loadavg: os.loadavg() });
     }
     const memAfterGen = await page.evaluate(() => window.bench.wasmMemoryBytes());
+    if (mtPage)
+      result.ours.threadsN.memoryAfterGenerationBytes = await mtPage.evaluate(() => window.bench.wasmMemoryBytes());
 
     // ---- summary
     const sum = (key, f) => stats(samples[key]?.map(f) ?? []);
     const per = {};
     for (const c of configs) {
       per[c.key] = {
-        decodeTps: sum(c.key, (s) => s.decodeTps),
-        wallTps: sum(c.key, (s) => s.wallTps),
+        decodeTps: c.prefill ? null : sum(c.key, (s) => s.decodeTps),
+        wallTps: c.prefill ? null : sum(c.key, (s) => s.wallTps),
         ttftMs: sum(c.key, (s) => s.ttftMs),
         prefillMs: sum(c.key, (s) => s.prefillMs),
+        prefillTps: sum(c.key, (s) => s.prefillTps),
         prefillTokens: samples[c.key][0]?.prefillTokens ?? null,
         completionTokens: samples[c.key].map((s) => s.completionTokens),
         finishReasons: samples[c.key].map((s) => s.finishReason),
         textStart: samples[c.key][0]?.text?.slice(0, 160),
       };
     }
-    // ratios within each run (same round of the interleaving), then their median
+    // ratios within each round (configs run in a prefix of the rounds), then their median
     const ratio = (a, b, f = (s) => s.decodeTps) => {
       if (!samples[a]?.length || !samples[b]?.length) return null;
       const n = Math.min(samples[a].length, samples[b].length); // rounds that ran both
       return stats(samples[a].slice(0, n).map((s, i) => f(s) / f(samples[b][i])));
     };
+    const pre = (s) => s.prefillTps;
     const ratios = {
       amuletOverBase: ratio('ours.amulet', 'ours.base'),
+      mtAmuletOverBase: ratio('ours.mt.amulet', 'ours.mt.base'),
+      baseOverWllamaSt: ratio('ours.base', 'wllama.st'),
+      amuletOverWllamaSt: ratio('ours.amulet', 'wllama.st'),
+      prefillOverWllamaSt: ratio('ours.prefill', 'wllama.st.prefill', pre),
+      mtBaseOverWllamaMt: ratio('ours.mt.base', 'wllama.mt'),
+      mtAmuletOverWllamaMt: ratio('ours.mt.amulet', 'wllama.mt'),
+      mtPrefillOverWllamaMt: ratio('ours.mt.prefill', 'wllama.mt.prefill', pre),
+      oursMtOverStBase: ratio('ours.mt.base', 'ours.base'),
+      oursMtOverStAmulet: ratio('ours.mt.amulet', 'ours.amulet'),
+      oursMtOverStPrefill: ratio('ours.mt.prefill', 'ours.prefill', pre),
+      wllamaMtOverSt: ratio('wllama.mt', 'wllama.st'),
+      wllamaMtOverStPrefill: ratio('wllama.mt.prefill', 'wllama.st.prefill', pre),
+      wallBaseOverWllamaSt: ratio('ours.base', 'wllama.st', (s) => s.wallTps),
+      wallMtBaseOverWllamaMt: ratio('ours.mt.base', 'wllama.mt', (s) => s.wallTps),
+      ttftBaseOverWllamaSt: ratio('ours.base', 'wllama.st', (s) => s.ttftMs),
       webgpuAmuletOverBase: ratio('ours.webgpu.amulet', 'ours.webgpu.base'),
       webgpuOverCpuBase: ratio('ours.webgpu.base', 'ours.base'),
       webgpuOverCpuAmulet: ratio('ours.webgpu.amulet', 'ours.amulet'),
       webgpuBaseOverWllamaSt: ratio('ours.webgpu.base', 'wllama.st'),
-      baseOverWllamaSt: ratio('ours.base', 'wllama.st'),
-      baseOverWllamaMt: ratio('ours.base', 'wllama.mt'),
-      amuletOverWllamaSt: ratio('ours.amulet', 'wllama.st'),
-      amuletOverWllamaMt: ratio('ours.amulet', 'wllama.mt'),
-      wallBaseOverWllamaSt: ratio('ours.base', 'wllama.st', (s) => s.wallTps),
-      wallBaseOverWllamaMt: ratio('ours.base', 'wllama.mt', (s) => s.wallTps),
-      ttftBaseOverWllamaSt: ratio('ours.base', 'wllama.st', (s) => s.ttftMs),
     };
+    // wasm / native: the native figures come from an earlier `amulet bench --json --out` run
+    if (native) {
+      const at = (t) => native.configs.find((c) => c.device === 'cpu' && c.threads === t);
+      const over = (key, f, n) => {
+        const m = per[key] && f(per[key]);
+        return m != null && n ? m / n : null;
+      };
+      result.wasmOverNative = {};
+      if (native.new_tokens !== o.tokens)
+        log(`note: --native decoded ${native.new_tokens} new tokens a run, this run ${o.tokens}`);
+      if (long && native.long_prompt_tokens !== long.tokens)
+        log(`note: --native's long prompt has ${native.long_prompt_tokens ?? 'no'} tokens, this run's ${long.tokens}`);
+      for (const [t, prefix] of [
+        [1, 'ours'],
+        [o.threads, 'ours.mt'],
+      ]) {
+        const c = at(t);
+        if (!c || !per[`${prefix}.base`]) continue;
+        result.wasmOverNative[t] = {
+          base: over(`${prefix}.base`, (p) => p.decodeTps?.median, c.base.decode_tokens_per_s),
+          amulet: over(`${prefix}.amulet`, (p) => p.decodeTps?.median, c.amulet.decode_tokens_per_s),
+          prefill: over(`${prefix}.prefill`, (p) => p.prefillTps?.median, c.long_prefill?.prefill_tokens_per_s),
+          native: {
+            base: c.base.decode_tokens_per_s,
+            amulet: c.amulet.decode_tokens_per_s,
+            prefill: c.long_prefill?.prefill_tokens_per_s ?? null,
+          },
+        };
+      }
+    }
     result.ours.loads = {
       first: {
         totalMs: stats(loads.first.map((l) => l.totalMs)),
@@ -488,7 +583,7 @@ async function main() {
       peakOverModel: memAfterGen / modelSize,
       target: 1.5,
       withinTarget: memAfterGen / modelSize <= 1.5,
-      note: 'WebAssembly.Memory buffer byteLength (grow-only, so the value after all generations is the peak); baseline: module up, no model; atBuildStart: first build progress callback (the model bytes copied in)',
+      note: 'single-threaded build (1 thread, plain page): WebAssembly.Memory buffer byteLength (grow-only, so the value after all generations is the peak); baseline: module up, no model; atBuildStart: first build progress callback (the model bytes copied in)',
     };
     result.generation = per;
     result.ratios = ratios;
@@ -499,35 +594,71 @@ async function main() {
     result.durationS = (Date.now() - started) / 1e3;
 
     // ---- print
+    const T = o.threads;
     console.log(
-      `\nChromium ${browser.version()} headless, ${result.machine.cpus} cores (${result.machine.cpuModel}); model ${path.basename(o.model)} ${fmt(MB(modelSize))} MB; ${o.tokens} tokens greedy ignoreEos, ${rounds.length} interleaved round(s) of ${o.runs} asked (wllama ${o.threads} threads: first ${o.mtRuns}); median (min-max), n = samples`,
+      `\nChromium ${browser.version()} headless, ${result.machine.cpus} cores (${result.machine.cpuModel}); model ${path.basename(o.model)} ${fmt(MB(modelSize))} MB; ${o.tokens} tokens greedy ignoreEos${long ? `, prefill of ${long.tokens} tokens` : ''}; ${rounds.length} interleaved round(s) of ${o.runs} asked (wllama ${T} threads: first ${o.mtRuns}); median (min-max), n = samples`,
     );
     const names = {
-      'ours.base': 'ours base (main thread)',
-      'ours.amulet': 'ours amulet (main thread)',
+      'ours.base': 'ours base, 1 thread',
+      'ours.amulet': 'ours amulet, 1 thread',
+      'ours.prefill': 'ours long prefill, 1 thread',
+      'ours.mt.base': `ours base, ${T} threads`,
+      'ours.mt.amulet': `ours amulet, ${T} threads`,
+      'ours.mt.prefill': `ours long prefill, ${T} threads`,
       'ours.webgpu.base': 'ours base (WebGPU)',
       'ours.webgpu.amulet': 'ours amulet (WebGPU)',
-      'wllama.st': 'wllama 1 thread (worker)',
-      'wllama.mt': `wllama ${o.threads} threads (COOP/COEP)`,
+      'wllama.st': 'wllama, 1 thread',
+      'wllama.st.prefill': 'wllama long prefill, 1 thread',
+      'wllama.mt': `wllama, ${T} threads`,
+      'wllama.mt.prefill': `wllama long prefill, ${T} threads`,
     };
-    const rows = [['engine', 'n', 'decode tok/s', 'wall tok/s', 'TTFT ms', 'prefill ms', 'prompt tok']];
+    const rows = [
+      ['engine', 'n', 'decode tok/s', 'wall tok/s', 'TTFT ms', 'prefill ms', 'prefill tok/s', 'prompt tok'],
+    ];
     for (const c of configs) {
       const p = per[c.key];
       rows.push([
         names[c.key],
-        String(p.decodeTps?.n ?? 0),
+        String(p.prefillTps?.n ?? p.decodeTps?.n ?? 0),
         fmtS(p.decodeTps),
         fmtS(p.wallTps),
         fmtS(p.ttftMs, 0),
         fmtS(p.prefillMs, 0),
+        fmtS(p.prefillTps, 0),
         String(p.prefillTokens ?? '-'),
       ]);
     }
     console.log(table(rows));
-    const rr = [['ratio (within each round, then median)', 'n', 'value']];
-    for (const [k, v] of Object.entries(ratios))
-      if (v) rr.push([k, String(v.n), `${fmt(v.median, 3)} (${fmt(v.min, 3)}-${fmt(v.max, 3)})`]);
-    console.log(`\n${table(rr)}`);
+    // the comparisons, one column per thread count
+    const R = ratios;
+    const W = result.wasmOverNative ?? {};
+    const ratioRows = [
+      ['ratio (within each round, then median)', '1 thread', `${T} threads`],
+      ['ours / wllama, base decode', fmtR(R.baseOverWllamaSt), fmtR(R.mtBaseOverWllamaMt)],
+      ['ours / wllama, amulet decode', fmtR(R.amuletOverWllamaSt), fmtR(R.mtAmuletOverWllamaMt)],
+      ['ours / wllama, long prefill', fmtR(R.prefillOverWllamaSt), fmtR(R.mtPrefillOverWllamaMt)],
+      ['ours amulet / base decode', fmtR(R.amuletOverBase), fmtR(R.mtAmuletOverBase)],
+      ...(native
+        ? [
+            [
+              'wasm / native, base decode (native: --native)',
+              fmtR(W[1] && stats([W[1].base])),
+              fmtR(W[T] && stats([W[T].base])),
+            ],
+            ['wasm / native, amulet decode', fmtR(W[1] && stats([W[1].amulet])), fmtR(W[T] && stats([W[T].amulet]))],
+            ['wasm / native, long prefill', fmtR(W[1] && stats([W[1].prefill])), fmtR(W[T] && stats([W[T].prefill]))],
+          ]
+        : []),
+    ];
+    console.log(`\n${table(ratioRows)}`);
+    if (o.mt)
+      console.log(
+        `${T} threads / 1 thread: ours base ${fmtR(R.oursMtOverStBase)}, amulet ${fmtR(R.oursMtOverStAmulet)}, long prefill ${fmtR(R.oursMtOverStPrefill)}; wllama decode ${fmtR(R.wllamaMtOverSt)}, long prefill ${fmtR(R.wllamaMtOverStPrefill)}`,
+      );
+    if (R.webgpuOverCpuBase)
+      console.log(
+        `WebGPU: amulet / base ${fmtR(R.webgpuAmuletOverBase)}; WebGPU / CPU base ${fmtR(R.webgpuOverCpuBase)}, amulet ${fmtR(R.webgpuOverCpuAmulet)}; WebGPU base / wllama 1 thread ${fmtR(R.webgpuBaseOverWllamaSt)}`,
+      );
     const L = result.ours.loads;
     console.log(
       `\nload (ours): first ${fmtS(L.first.totalMs, 0)} ms = read ${fmtS(L.first.readMs, 0)} + cache put & copy into wasm ${fmtS(L.first.storeMs, 0)} + build ${fmtS(L.first.buildMs, 0)}; from Cache API ${fmtS(L.cached.totalMs, 0)} ms = read ${fmtS(L.cached.readMs, 0)} + build ${fmtS(L.cached.buildMs, 0)}`,

@@ -3,11 +3,12 @@
 // the package (/src/, /pkg/), the models (/models/) and wllama's ESM build (/wllama/).
 //
 // Our engine runs on the page's MAIN THREAD (AmuletEngine, not createWorkerEngine): that is
-// where its wasm Memory can be read (the wasm-bindgen glue's init() hands back the exports,
-// memory included, once the facade has initialised it). wllama always runs in its own worker.
+// where its wasm Memory can be read (the package's wasmMemoryBytes(): the Memory of the build
+// this realm chose, single-threaded or threaded). wllama always runs in its own worker.
+// A page runs the threaded build when it is cross-origin isolated and oursLoad is given
+// threads > 1 (the first load of the realm decides).
 
-import { AmuletEngine, initWasm } from '/src/index.js';
-import initGlue from '/pkg/amulet.js';
+import { AmuletEngine, initWasm, wasmMemoryBytes as packageMemoryBytes } from '/src/index.js';
 import { Wllama } from '/wllama/index.js';
 
 const status = document.getElementById('status');
@@ -20,8 +21,7 @@ let wllama = null;
 
 /** byteLength of our wasm Memory (grow-only, so after a generation it is the peak). */
 async function wasmMemoryBytes() {
-  const exports = await initGlue(); // already initialised by AmuletEngine.load: returns the exports
-  return exports.memory.buffer.byteLength;
+  return packageMemoryBytes();
 }
 
 function jsHeap() {
@@ -72,18 +72,21 @@ window.bench = {
    * wasm Memory at three points: once the module is up (before any model byte), at the first
    * build callback (the model's bytes have been copied in) and after the build.
    */
-  async oursLoad({ url, cache }) {
+  async oursLoad({ url, cache, threads = 1 }) {
     let firstDownload = null;
     let lastDownload = null;
     let firstBuild = null;
     let downloadText = '';
     let memAtBuildStart = null;
     const t0 = now();
-    await initWasm(); // what load() does first; timed as part of the load
-    const exports = await initGlue(); // the same instance: its exports, memory included
-    const memBaseline = exports.memory.buffer.byteLength;
+    await initWasm(undefined, { threads }); // what load() does first; timed as part of the load
+    const memBaseline = packageMemoryBytes();
     engine = await AmuletEngine.load(url, {
       cache,
+      threads,
+      // No prompt caches kept between requests: every run reads its whole prompt (as
+      // `amulet bench`, and wllama with cache_prompt off).
+      prefixCacheBytes: 0,
       onProgress(p) {
         const t = now();
         if (p.phase === 'download') {
@@ -92,7 +95,7 @@ window.bench = {
           downloadText = p.text;
         } else if (p.phase === 'load' && firstBuild == null) {
           firstBuild = t;
-          memAtBuildStart = exports.memory.buffer.byteLength;
+          memAtBuildStart = packageMemoryBytes();
         }
       },
     });
@@ -108,7 +111,7 @@ window.bench = {
       source: downloadText.startsWith('Reading from cache') ? 'Cache API' : downloadText.split(' ')[0],
       wasmMemoryBaselineBytes: memBaseline,
       wasmMemoryAtBuildStartBytes: memAtBuildStart,
-      wasmMemoryBytes: exports.memory.buffer.byteLength,
+      wasmMemoryBytes: packageMemoryBytes(),
       jsHeap: jsHeap(),
       info: { ...engine.info },
     };
@@ -117,7 +120,7 @@ window.bench = {
   /** Our engine again on device 'webgpu' (from the Cache API the CPU load filled). */
   async oursGpuLoad({ url }) {
     const t0 = now();
-    gpuEngine = await AmuletEngine.load(url, { cache: true, device: 'webgpu' });
+    gpuEngine = await AmuletEngine.load(url, { cache: true, device: 'webgpu', prefixCacheBytes: 0 });
     return { totalMs: now() - t0, info: { ...gpuEngine.info } };
   },
 

@@ -1,6 +1,8 @@
 //! `amulet bench`: base-only vs amulet decoding on the same prompt, and the prefill of a long
 //! prompt, interleaved runs, medians with min-max, on one or several backends and CPU thread
-//! counts in the same run. Speed is reported, never asserted: these machines are noisy.
+//! counts in the same run, next to a memory-read bandwidth probe at the same thread counts (the
+//! bound a decode step that streams every weight once cannot beat). Speed is reported, never
+//! asserted: these machines are noisy.
 
 use std::path::PathBuf;
 
@@ -82,6 +84,72 @@ fn peak_rss_mib() -> Option<f64> {
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// Bytes of weights one decode step reads: every tensor of the GGUF once, except the token
+/// embedding table when the model has its own output projection (then only one row of it is
+/// read). None when the file cannot be read or is one part of a split model.
+fn weight_bytes_per_token(path: &std::path::Path) -> Option<u64> {
+    use std::io::Read;
+    let file_len = std::fs::metadata(path).ok()?.len() as usize;
+    let mut prefix = Vec::new();
+    let mut want = 8usize << 20;
+    let gguf = loop {
+        prefix.clear();
+        std::fs::File::open(path).ok()?.take(want.min(file_len) as u64).read_to_end(&mut prefix).ok()?;
+        match amulet::gguf::Gguf::parse_prefix(&prefix, file_len).ok()? {
+            Some(g) => break g,
+            None if want < file_len => want *= 2,
+            None => return None,
+        }
+    };
+    if matches!(gguf.opt_u32("split.count"), Ok(Some(n)) if n > 1) {
+        return None;
+    }
+    let tied = gguf.tensor_info("output.weight").is_none();
+    let bytes = gguf.tensors.iter().filter(|t| tied || t.name != "token_embd.weight").map(|t| t.byte_len as u64).sum();
+    Some(bytes)
+}
+
+/// GB/s of a plain sum over 1 GiB split over the CPU pool's current threads (best of 3): what
+/// those threads can stream from DRAM, the bound of a decode step that reads every weight once.
+fn read_bandwidth(buf: &[u64]) -> f64 {
+    const CHUNK: usize = 1 << 16; // u64s per split item: 512 KiB
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        amulet::backend::pool::split(buf.len() / CHUNK, 1, |r| {
+            let s = buf[r.start * CHUNK..r.end * CHUNK].chunks_exact(8).fold([0u64; 8], |mut a, c| {
+                for (a, &v) in a.iter_mut().zip(c) {
+                    *a = a.wrapping_add(v);
+                }
+                a
+            });
+            std::hint::black_box(s);
+        });
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    std::mem::size_of_val(buf) as f64 / best / 1e9
+}
+
+fn max_mib(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The read probe at the pool's current threads on a 1 GiB buffer of its own (far past the
+/// caches), kept out of the reported peak RSS: the peak so far is folded into `peak_mib`
+/// first, and the kernel's high-water mark is reset once the buffer is freed.
+fn probe_bandwidth(peak_mib: &mut Option<f64>) -> f64 {
+    *peak_mib = max_mib(*peak_mib, peak_rss_mib());
+    let buf: Vec<u64> = (0..1u64 << 27).collect();
+    let gb_s = read_bandwidth(&buf);
+    drop(buf);
+    // "5": reset the peak resident set size to the current one (Linux >= 4.0).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    gb_s
 }
 
 /// A question whose chat prompt has at least `tokens` tokens: a passage to summarise.
@@ -180,6 +248,11 @@ struct Config {
     long_prefill: Option<Stats>,
     /// A conversation's next turn with and without its history's caches, when asked for.
     history_turn: Option<HistoryTurn>,
+    /// The memory-read probe at this thread count (CPU only), GB/s: best over the runs.
+    read_gb_s: Option<f64>,
+    /// Base decode's weight reads (weight_bytes_per_token x tok/s) over the probe's GB/s: the
+    /// share of the bandwidth bound reached.
+    base_bandwidth_fraction: Option<f64>,
 }
 
 /// One backend's load.
@@ -195,15 +268,35 @@ struct Backend {
 #[derive(serde::Serialize)]
 struct BenchResult {
     q4_1_kernel: &'static str,
+    /// The GGUF measured.
+    model_path: String,
     new_tokens: usize,
     long_prompt_tokens: Option<usize>,
+    /// The base context of the decode prompt and the long prompt, as token ids (a peer engine
+    /// on the same GGUF can be given exactly these).
+    prompt_token_ids: Vec<u32>,
+    long_prompt_token_ids: Option<Vec<u32>>,
+    /// Bytes of weights a decode step reads (see weight_bytes_per_token).
+    weight_bytes_per_token: Option<u64>,
     peak_rss_mib: Option<f64>,
     backends: Vec<Backend>,
     configs: Vec<Config>,
 }
 
+/// What `measure` found besides the configs: the prompts' token ids.
+struct Prompts {
+    base: Vec<u32>,
+    long: Option<Vec<u32>>,
+}
+
 /// Runs every thread count on one loaded backend, interleaved run by run.
-fn measure(engine: &mut Engine, a: &BenchArgs, threads: &[usize]) -> Result<(Vec<Config>, Option<usize>)> {
+fn measure(
+    engine: &mut Engine,
+    a: &BenchArgs,
+    threads: &[usize],
+    weight_bytes: Option<u64>,
+    peak_mib: &mut Option<f64>,
+) -> Result<(Vec<Config>, Prompts)> {
     let mut req = GenerateRequest::new(&a.prompt);
     req.preference = Some(a.preference.clone());
     req.max_tokens = a.tokens;
@@ -213,7 +306,10 @@ fn measure(engine: &mut Engine, a: &BenchArgs, threads: &[usize]) -> Result<(Vec
     let mut amulet_req = req;
     amulet_req.methods = vec![Method::default()];
     let long = if a.prefill_tokens > 0 { Some(long_prompt(engine, a.prefill_tokens)?) } else { None };
-    let long_tokens = long.as_ref().map(|r| engine.contexts(r).map(|c| c.0.len())).transpose()?;
+    let prompts = Prompts {
+        base: engine.contexts(&base_req)?.0,
+        long: long.as_ref().map(|r| engine.contexts(r).map(|c| c.0)).transpose()?,
+    };
 
     // Warm-up (page faults, caches, shader compilation), not counted.
     let mut warm = amulet_req.clone();
@@ -222,11 +318,16 @@ fn measure(engine: &mut Engine, a: &BenchArgs, threads: &[usize]) -> Result<(Vec
     let cpu = engine.info().device == "cpu";
     let counts: Vec<usize> = if cpu { threads.to_vec() } else { vec![threads[0]] };
     let mut outs: Vec<[Vec<GenerateOutput>; 3]> = counts.iter().map(|_| Default::default()).collect();
+    // The read probe, at each count in each run.
+    let mut read_gb_s = vec![0f64; counts.len()];
     for i in 0..a.runs.max(1) {
         for (c, &n) in counts.iter().enumerate() {
             let n = amulet::backend::pool::set_threads(n)?;
             if !a.json {
                 eprintln!("{} {n} threads: run {}/{}", engine.info().device, i + 1, a.runs.max(1));
+            }
+            if cpu {
+                read_gb_s[c] = read_gb_s[c].max(probe_bandwidth(peak_mib));
             }
             // Every run reads its whole prompt: no caches kept from the run before.
             let mut run = |req: &GenerateRequest| {
@@ -241,8 +342,11 @@ fn measure(engine: &mut Engine, a: &BenchArgs, threads: &[usize]) -> Result<(Vec
         }
     }
     let mut configs = Vec::new();
-    for (&n, [base, amulet, long]) in counts.iter().zip(outs) {
+    for ((&n, [base, amulet, long]), gb_s) in counts.iter().zip(outs).zip(read_gb_s) {
         let (base, amulet) = (stats(&base), stats(&amulet));
+        let read_gb_s = cpu.then_some(gb_s);
+        let base_bandwidth_fraction =
+            read_gb_s.zip(weight_bytes).map(|(g, b)| b as f64 * base.decode_tokens_per_s / (g * 1e9));
         let threads = amulet::backend::pool::set_threads(n)?;
         let history_turn =
             if a.history_tokens > 0 { Some(measure_history(engine, a.history_tokens, a.runs)?) } else { None };
@@ -254,9 +358,11 @@ fn measure(engine: &mut Engine, a: &BenchArgs, threads: &[usize]) -> Result<(Vec
             long_prefill: (!long.is_empty()).then(|| stats(&long)),
             base,
             amulet,
+            read_gb_s,
+            base_bandwidth_fraction,
         });
     }
-    Ok((configs, long_tokens))
+    Ok((configs, prompts))
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -265,12 +371,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     let path = crate::model_path::resolve(a.model.as_deref())?;
     amulet::backend::pool::set_threads(a.threads.iter().copied().max().unwrap_or(0))?;
-    let (mut backends, mut configs, mut long_tokens) = (Vec::new(), Vec::new(), None);
+    let weight_bytes = weight_bytes_per_token(&path);
+    let (mut backends, mut configs, mut prompts, mut peak_mib) = (Vec::new(), Vec::new(), None, None);
     for &device in &a.device {
         let (mut engine, load_ms) = crate::cli::load_engine(&path, a.json, device)?;
-        let (c, long) = measure(&mut engine, &a, &a.threads)?;
+        let (c, p) = measure(&mut engine, &a, &a.threads, weight_bytes, &mut peak_mib)?;
         configs.extend(c);
-        long_tokens = long_tokens.or(long);
+        prompts.get_or_insert(p);
         let info = engine.info().clone();
         backends.push(Backend {
             device: info.device.clone(),
@@ -281,9 +388,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     let result = BenchResult {
         q4_1_kernel: amulet::backend::q4_1::KERNEL,
+        model_path: path.display().to_string(),
         new_tokens: a.tokens,
-        long_prompt_tokens: long_tokens,
-        peak_rss_mib: peak_rss_mib(),
+        long_prompt_tokens: prompts.as_ref().and_then(|p| p.long.as_ref().map(Vec::len)),
+        prompt_token_ids: prompts.as_ref().map(|p| p.base.clone()).unwrap_or_default(),
+        long_prompt_token_ids: prompts.and_then(|p| p.long),
+        weight_bytes_per_token: weight_bytes,
+        peak_rss_mib: max_mib(peak_mib, peak_rss_mib()),
         backends,
         configs,
     };
@@ -332,6 +443,18 @@ fn print_table(path: &std::path::Path, a: &BenchArgs, r: &BenchResult) {
             );
         }
         println!("{} {} threads: amulet / base = {:.3}", c.device, c.threads, c.ratio);
+        if let (Some(g), Some(f), Some(b)) = (c.read_gb_s, c.base_bandwidth_fraction, r.weight_bytes_per_token) {
+            println!(
+                "{} {} threads: bandwidth: read probe {g:.1} GB/s; base decode reads {:.1} MB of weights a token: \
+                 {:.1} GB/s, {:.0}% of the probe (bound {:.1} tok/s)",
+                c.device,
+                c.threads,
+                b as f64 / 1e6,
+                b as f64 * c.base.decode_tokens_per_s / 1e9,
+                f * 100.0,
+                g * 1e9 / b as f64
+            );
+        }
         if let Some(h) = &c.history_turn {
             println!(
                 "{} {} threads: next turn after a {}-token history: TTFT {:.0} ms with its caches kept, {:.0} ms \
