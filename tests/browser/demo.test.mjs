@@ -1,6 +1,8 @@
 // The demo page end to end: real headless Chromium (playwright-core), the real default model
 // (SmolLM2-135M Q4_1), the page served by www/demo/serve.mjs on a free port. The tests share
-// one page and run in order: model picker, load, stream, inspect, compare, layout, stop, errors.
+// one page and run in order, one conversation: model picker, load, a first turn (stream,
+// inspect), a second turn that reuses the cached history, a compare turn, layout, an earlier
+// turn compared afterwards, a new preference, stop, New chat, errors.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -55,33 +57,63 @@ async function setRange(id, value) {
   );
 }
 
-/** Token counts of every answer panel, e.g. { amulet: 12 }. */
+/** The latest run (of the latest turn, or of the turn `n`): its data attributes and figures line. */
+const lastRun = (n) =>
+  page.evaluate((n) => {
+    const scope = n ? document.querySelector(`#history .turn[data-turn="${n}"]`) : document;
+    const run = [...scope.querySelectorAll('.run')].at(-1);
+    return run ? { ...run.dataset, figures: run.querySelector('.turn-stats').textContent } : null;
+  }, n);
+
+/** Token counts of the latest run's answer panels, e.g. { amulet: 12 }. */
 const tokenCounts = () =>
+  page.evaluate(() => {
+    const run = [...document.querySelectorAll('#history .run')].at(-1);
+    return Object.fromEntries(
+      [...(run?.querySelectorAll('.answer') ?? [])].map((a) => [a.dataset.method, Number(a.dataset.tokens)]),
+    );
+  });
+
+/** Answer texts of a run (default: the latest), by method. */
+const answerTexts = (selector = '#history .run') =>
+  page.evaluate((selector) => {
+    const run = [...document.querySelectorAll(selector)].at(-1);
+    return Object.fromEntries(
+      [...run.querySelectorAll('.answer')].map((a) => [a.dataset.method, a.querySelector('.text').textContent]),
+    );
+  }, selector);
+
+/** The turns of the history: number, the user's text, the outcome, runs. */
+const history = () =>
   page.evaluate(() =>
-    Object.fromEntries(
-      [...document.querySelectorAll('#answers .answer')].map((a) => [a.dataset.method, Number(a.dataset.tokens)]),
-    ),
+    [...document.querySelectorAll('#history > .turn')].map((t) => ({
+      n: Number(t.dataset.turn),
+      text: t.querySelector('.user-text').textContent,
+      outcome: t.dataset.outcome,
+      runs: t.querySelectorAll('.run').length,
+    })),
   );
 
-const answerTexts = () =>
-  page.evaluate(() =>
-    Object.fromEntries(
-      [...document.querySelectorAll('#answers .answer')].map((a) => [
-        a.dataset.method,
-        a.querySelector('.text').textContent,
-      ]),
-    ),
-  );
+/** The conversation as the page's chat holds it. */
+const messages = () => page.evaluate(() => window.amuletDemo.messages());
 
+/** Waits until the latest run has ended and the page is ready again; its outcome. */
 async function waitDone(timeout = 90_000) {
   await page.waitForFunction(
-    () =>
-      document.getElementById('answers').dataset.done === 'true' &&
-      document.getElementById('app').dataset.state === 'ready',
+    () => {
+      const run = [...document.querySelectorAll('#history .run')].at(-1);
+      return run?.dataset.done === 'true' && document.getElementById('app').dataset.state === 'ready';
+    },
     null,
     { timeout },
   );
-  return page.evaluate(() => document.getElementById('answers').dataset.outcome);
+  return (await lastRun()).outcome;
+}
+
+/** Types a message and sends it with the Send button. */
+async function send(text) {
+  await page.fill('#prompt', text);
+  await page.click('#send');
 }
 
 async function errorBox() {
@@ -235,17 +267,24 @@ test('the sliders show the Amulet strength k live; presets fill the preference',
   await page.click('.chip[data-preset="uplifting"]');
 });
 
-test('text streams on the CPU path and tokens/s shows', opts(90_000), async (t) => {
+const Q1 = 'How can I improve my eating habits without compromising on taste?';
+const Q2 = 'And what should I drink with my meals?';
+
+test('the first turn streams on the CPU path, with its time to first token and tokens/s', opts(90_000), async (t) => {
+  assert.match(await page.textContent('#next-turn'), /^Turn 1 · amulet · “uplifting”/);
+  assert.equal(await page.isEnabled('#new-chat'), false, 'nothing to reset yet');
+  assert.deepEqual(await history(), []);
   await setValue('#max-tokens', 40);
   await page.check('input[name="method"][value="amulet"]');
-  await page.click('#generate');
+  assert.equal(await page.inputValue('#prompt'), Q1);
+  await page.click('#send');
   const series = [];
   const t0 = Date.now();
   while (Date.now() - t0 < 80_000) {
     const s = await page.evaluate(() => ({
-      n: Number(document.querySelector('#answers .answer')?.dataset.tokens ?? 0),
-      len: document.querySelector('#answers .answer .text')?.textContent.length ?? 0,
-      done: document.getElementById('answers').dataset.done === 'true',
+      n: Number(document.querySelector('#history .answer')?.dataset.tokens ?? 0),
+      len: document.querySelector('#history .answer .text')?.textContent.length ?? 0,
+      done: document.querySelector('#history .run')?.dataset.done === 'true',
     }));
     series.push(s);
     if (s.done) break;
@@ -261,14 +300,32 @@ test('text streams on the CPU path and tokens/s shows', opts(90_000), async (t) 
   assert.ok(tps > 0, `tokens/s shown: ${tps}`);
   assert.match(await page.textContent('#run-status'), /^Done: /);
   assert.equal(await page.textContent('#device-badge'), 'cpu');
-  t.diagnostic(`streamed ${n} amulet tokens, ${tps} tok/s`);
+
+  // The turn in the history, with its figures; the message box is empty for the next one.
+  assert.deepEqual(await history(), [{ n: 1, text: Q1, outcome: 'done', runs: 1 }]);
+  const run = await lastRun();
+  assert.ok(Number(run.ttftMs) > 0, `time to first token: ${run.ttftMs}`);
+  assert.equal(run.cached, '0', 'nothing to reuse on the first turn');
+  assert.ok(Number(run.read) > 20, `prompt tokens read: ${run.read}`);
+  assert.match(
+    run.figures,
+    /^First token after [\d.]+ m?s · prompt: 0 tokens reused from the cache, \d+ read · \d+ tokens/,
+  );
+  assert.equal(await page.inputValue('#prompt'), '');
+  const m = await messages();
+  assert.equal(m.length, 2);
+  assert.deepEqual(m[0], { role: 'user', content: Q1 });
+  assert.equal(m[1].content, (await answerTexts()).amulet, 'the answer shown is the one the chat keeps');
+  assert.match(await page.textContent('#next-turn'), /^Turn 2 · amulet · “uplifting” · continues 1 turn/);
+  assert.equal(await page.isEnabled('#new-chat'), true);
+  t.diagnostic(`turn 1: ${n} amulet tokens, ${tps} tok/s; ${run.figures}`);
 });
 
 test(
-  'hovering (and focusing) a token shows its candidate chart under base, pref and amulet',
+  'hovering, focusing or clicking a token shows its candidate chart under base, pref and amulet',
   opts(30_000),
   async () => {
-    const span = page.locator('#answers .answer[data-method="amulet"] .tok').nth(2);
+    const span = page.locator('#history .turn[data-turn="1"] .answer[data-method="amulet"] .tok').nth(2);
     await span.hover();
     await page.waitForSelector('#inspector:not([hidden])');
     const chart = await page.evaluate(() => {
@@ -311,40 +368,99 @@ test(
     await page.waitForSelector('#inspector', { state: 'hidden' });
 
     // Keyboard: the first token is a tab stop, arrows move through the tokens.
-    await page.focus('#answers .answer[data-method="amulet"] .tok[data-i="0"]');
+    await page.focus('#history .turn[data-turn="1"] .answer[data-method="amulet"] .tok[data-i="0"]');
     await page.waitForSelector('#inspector:not([hidden])');
     await page.keyboard.press('ArrowRight');
     assert.match(await page.textContent('#inspector .ins-title'), /^amulet token 2: /);
     assert.equal(await page.evaluate(() => document.activeElement.dataset.i), '1');
     await page.keyboard.press('Escape');
     await page.waitForSelector('#inspector', { state: 'hidden' });
+
+    // A click (a touch screen's way) shows a token too.
+    await page.click('#history .turn[data-turn="1"] .answer[data-method="amulet"] .tok[data-i="4"]');
+    await page.waitForSelector('#inspector:not([hidden])');
+    assert.match(await page.textContent('#inspector .ins-title'), /^amulet token 5: /);
+    await page.keyboard.press('Escape');
+    await page.waitForSelector('#inspector', { state: 'hidden' });
   },
 );
 
-test('compare streams three different answers side by side (base | pref | amulet)', opts(90_000), async (t) => {
+test('the second turn reuses the cached conversation; the history shows both turns', opts(90_000), async (t) => {
+  await setValue('#max-tokens', 16);
+  // Enter in the message box sends.
+  await page.fill('#prompt', Q2);
+  await page.focus('#prompt');
+  await page.keyboard.press('End');
+  await page.keyboard.press('Enter');
+  assert.equal(await waitDone(), 'done');
+  const h = await history();
+  assert.deepEqual(h, [
+    { n: 1, text: Q1, outcome: 'done', runs: 1 },
+    { n: 2, text: Q2, outcome: 'done', runs: 1 },
+  ]);
+  const first = await lastRun(1);
+  const second = await lastRun(2);
+  const cached = Number(second.cached);
+  assert.ok(cached > 0, `the second turn reports cached tokens: ${JSON.stringify(second)}`);
+  assert.ok(Number(second.cachedBase) > 20 && Number(second.cachedPref) > 20, 'both contexts reused');
+  assert.ok(Number(second.read) < cached, `only the new turn is read: ${second.read} read, ${cached} reused`);
+  assert.match(second.figures, new RegExp(`^First token after [\\d.]+ m?s · prompt: ${cached} tokens reused`));
+  assert.ok(Number(second.ttftMs) > 0);
+  const m = await messages();
+  assert.equal(m.length, 4);
+  assert.deepEqual(m[2], { role: 'user', content: Q2 });
+  assert.equal(m[3].content, (await answerTexts()).amulet);
+  // Both turns are on the page, in order.
+  const boxes = await page.$$eval('#history > .turn', (els) => els.map((e) => e.getBoundingClientRect().toJSON()));
+  assert.ok(boxes[0].bottom <= boxes[1].top + 1, 'turn 1 above turn 2');
+
+  // The inspector works on the latest answer.
+  await page.hover('#history .turn[data-turn="2"] .answer[data-method="amulet"] .tok[data-i="0"]');
+  await page.waitForSelector('#inspector:not([hidden])');
+  assert.match(await page.textContent('#inspector .ins-title'), /^amulet token 1: /);
+  assert.equal(await page.locator('#inspector figure.chart').count(), 3);
+  await page.mouse.move(5, 5);
+  await page.waitForSelector('#inspector', { state: 'hidden' });
+  t.diagnostic(
+    `turn 1: TTFT ${first.ttftMs} ms, ${first.read} read; turn 2: TTFT ${second.ttftMs} ms, ${second.cached} reused, ${second.read} read`,
+  );
+});
+
+test('a turn in compare mode streams base | pref | amulet side by side; amulet continues', opts(90_000), async (t) => {
   await page.fill('#preference', 'uplifting');
   await setValue('#max-tokens', 16);
-  await page.click('#compare');
-  await page.waitForFunction(() => document.querySelectorAll('#answers .answer').length === 3);
-  const outcome = await waitDone();
-  assert.equal(outcome, 'done');
+  await page.check('#compare-mode');
+  assert.match(await page.textContent('#next-turn'), /^Turn 3 · base \| pref \| amulet, amulet continues/);
+  await send('Give me one recipe idea.');
+  await page.uncheck('#compare-mode'); // the next turns are single again, whatever happens here
+  await page.waitForFunction(() => document.querySelectorAll('#history .turn[data-turn="3"] .answer').length === 3);
+  assert.equal(await waitDone(), 'done');
   const texts = await answerTexts();
   assert.deepEqual(Object.keys(texts), ['base', 'pref', 'amulet']);
   for (const [m, s] of Object.entries(texts)) assert.ok(s.trim().length > 0, `${m} answered`);
-  assert.notEqual(texts.base, texts.pref);
+  // Deep in a conversation the preference in the prompt alone may not move the small model's
+  // greedy answer; amulet does.
   assert.notEqual(texts.base, texts.amulet);
   assert.notEqual(texts.pref, texts.amulet);
   const counts = await tokenCounts();
   for (const [m, n] of Object.entries(counts)) assert.ok(n > 0 && n <= 16, `${m}: ${n} tokens`);
+  const run = await lastRun();
+  assert.equal(run.mode, 'compare');
+  assert.ok(Number(run.cachedBase) > 0 && Number(run.cachedPref) > 0, `reused: ${JSON.stringify(run)}`);
+  const m = await messages();
+  assert.equal(m.length, 6);
+  assert.equal(m[5].content, texts.amulet, "the chosen method's answer joins the conversation");
   // Side by side at desktop width: three columns on one row.
-  const boxes = await page.$$eval('#answers .answer', (els) => els.map((e) => e.getBoundingClientRect().toJSON()));
+  const boxes = await page.$$eval('#history .turn[data-turn="3"] .answer', (els) =>
+    els.map((e) => e.getBoundingClientRect().toJSON()),
+  );
   assert.ok(boxes[0].x < boxes[1].x && boxes[1].x < boxes[2].x, 'three columns');
   assert.ok(Math.abs(boxes[0].y - boxes[2].y) < 2, 'on one row');
   assert.ok(Number(await page.textContent('#tps')) > 0);
-  t.diagnostic(`compare: ${JSON.stringify(texts)}`);
+  t.diagnostic(`compare: ${JSON.stringify(texts)}; ${run.figures}`);
 
   // A screenshot with the candidate chart of one amulet token open.
-  const moved = page.locator('#answers .answer[data-method="amulet"] .tok.moved');
+  const moved = page.locator('#history .turn[data-turn="3"] .answer[data-method="amulet"] .tok.moved');
   assert.ok((await moved.count()) > 0, "some amulet tokens differ from the base model's first choice");
   await moved.first().hover();
   await page.waitForSelector('#inspector:not([hidden])');
@@ -355,7 +471,9 @@ test('compare streams three different answers side by side (base | pref | amulet
 test('on a phone-sized screen the compare columns stack', opts(30_000), async () => {
   await page.setViewportSize({ width: 390, height: 844 });
   try {
-    const boxes = await page.$$eval('#answers .answer', (els) => els.map((e) => e.getBoundingClientRect().toJSON()));
+    const boxes = await page.$$eval('#history .turn[data-turn="3"] .answer', (els) =>
+      els.map((e) => e.getBoundingClientRect().toJSON()),
+    );
     assert.equal(boxes.length, 3);
     assert.ok(Math.abs(boxes[0].x - boxes[1].x) < 2 && Math.abs(boxes[1].x - boxes[2].x) < 2, 'same column');
     assert.ok(boxes[0].y < boxes[1].y && boxes[1].y < boxes[2].y, 'stacked');
@@ -369,17 +487,58 @@ test('on a phone-sized screen the compare columns stack', opts(30_000), async ()
   }
 });
 
-test('stop ends a generation early, the UI is usable again, a second generation works', opts(120_000), async () => {
+test(
+  'an earlier turn compared afterwards: same history, same amulet answer, the conversation unchanged',
+  opts(90_000),
+  async () => {
+    const before = await messages();
+    const turn2 = await answerTexts('#history .turn[data-turn="2"] .run');
+    assert.equal(
+      await page.locator('#history .turn[data-turn="3"] button.turn-compare').isHidden(),
+      true,
+      'a compare turn has no compare button',
+    );
+    await page.click('#history .turn[data-turn="2"] button.turn-compare');
+    await page.waitForFunction(() => document.querySelectorAll('#history .turn[data-turn="2"] .run').length === 2);
+    assert.equal(await waitDone(), 'done');
+    const run = await lastRun(2);
+    assert.equal(run.mode, 'recompare');
+    const texts = await answerTexts('#history .turn[data-turn="2"] .run');
+    assert.deepEqual(Object.keys(texts), ['base', 'pref', 'amulet']);
+    assert.equal(texts.amulet, turn2.amulet, "amulet's greedy answer is the turn's own");
+    assert.notEqual(texts.base, texts.amulet);
+    assert.ok(Number(run.cached) > 0, `the history before turn 2 is reused: ${JSON.stringify(run)}`);
+    assert.deepEqual(await messages(), before, 'the conversation is unchanged');
+    assert.equal((await history()).length, 3);
+  },
+);
+
+test('a new preference mid-conversation re-reads only the preference context', opts(90_000), async (t) => {
+  await page.click('.chip[data-preset="concise"]');
+  assert.match(await page.textContent('#next-turn'), /^Turn 4 · amulet · “concise” · new preference/);
+  await setValue('#max-tokens', 8);
+  await send('Thanks!');
+  assert.equal(await waitDone(), 'done');
+  const run = await lastRun(4);
+  assert.ok(Number(run.cachedBase) > 50, `the base context is kept: ${JSON.stringify(run)}`);
+  assert.ok(Number(run.cachedPref) < Number(run.cachedBase), 'the preference context is read again');
+  assert.equal((await messages()).length, 8);
+  t.diagnostic(run.figures);
+  await page.click('.chip[data-preset="uplifting"]');
+});
+
+test('stop ends a turn early and leaves it out of the conversation; the next turn works', opts(120_000), async () => {
+  const before = await messages();
   await setValue('#max-tokens', 400);
   await page.check('input[name="method"][value="amulet"]');
-  // Enter in the question box generates.
+  await page.fill('#prompt', 'Write a long story about a cook.');
   await page.focus('#prompt');
-  await page.keyboard.press('End');
   await page.keyboard.press('Enter');
   await until(async () => (await tokenCounts()).amulet >= 4, { timeout: 60_000, what: 'a few tokens' });
   assert.equal(await state(), 'generating');
   assert.equal(await page.isEnabled('#stop'), true);
-  assert.equal(await page.isEnabled('#generate'), false);
+  assert.equal(await page.isEnabled('#send'), false);
+  assert.equal(await page.isEnabled('#new-chat'), false);
   await page.click('#stop');
   assert.equal(await waitDone(10_000), 'stopped');
   const stoppedAt = (await tokenCounts()).amulet;
@@ -387,32 +546,50 @@ test('stop ends a generation early, the UI is usable again, a second generation 
   assert.match(await page.textContent('#run-status'), /^Stopped after /);
   await new Promise((r) => setTimeout(r, 700));
   assert.equal((await tokenCounts()).amulet, stoppedAt, 'no token after stop');
-  assert.equal(await page.isEnabled('#generate'), true);
-  assert.equal(await page.isEnabled('#compare'), true);
+  assert.equal(await page.isEnabled('#send'), true);
   assert.equal(await page.isEnabled('#stop'), false);
   assert.equal((await errorBox()).hidden, true, 'a stop is not an error');
-  // The prompt still says what it said (Enter did not add a newline).
-  assert.doesNotMatch(await page.inputValue('#prompt'), /\n/);
+  assert.deepEqual(await messages(), before, 'a stopped turn leaves the conversation as it was');
+  const h = await history();
+  assert.equal(h.at(-1).outcome, 'stopped');
+  assert.match(await page.textContent('#history > .turn:last-child'), /not part of the conversation/);
+  // The message comes back to the box (Enter did not add a newline).
+  assert.equal(await page.inputValue('#prompt'), 'Write a long story about a cook.');
 
   await setValue('#max-tokens', 8);
   await page.check('input[name="method"][value="la"]');
-  await page.click('#generate');
+  await send('Now a short one.');
   assert.equal(await waitDone(), 'done');
   const c = await tokenCounts();
-  assert.ok(c.la > 0 && c.la <= 8, `second generation: ${JSON.stringify(c)}`);
+  assert.ok(c.la > 0 && c.la <= 8, `the next turn: ${JSON.stringify(c)}`);
+  assert.ok(Number((await lastRun()).cached) > 0);
+  assert.equal((await messages()).length, before.length + 2);
   await page.check('input[name="method"][value="amulet"]');
 });
 
-test('a bad option shows its code on the page', opts(30_000), async () => {
+test('New chat resets the conversation', opts(30_000), async () => {
+  assert.equal(await page.isEnabled('#new-chat'), true);
+  await page.click('#new-chat');
+  assert.deepEqual(await history(), []);
+  assert.deepEqual(await messages(), []);
+  assert.equal(await page.isHidden('#history-empty'), false);
+  assert.equal(await page.isEnabled('#new-chat'), false);
+  assert.match(await page.textContent('#next-turn'), /^Turn 1 · amulet/);
+  assert.equal(await page.isEnabled('#send'), true);
+});
+
+test('a bad option shows its code on the page and leaves the conversation as it was', opts(30_000), async () => {
   await setValue('#max-tokens', '2.5');
-  await page.click('#generate');
+  await send(Q1);
   await page.waitForSelector('#error:not([hidden])', { timeout: 20_000 });
   const box = await errorBox();
   assert.equal(box.visible, true);
   assert.equal(box.code, 'BAD_OPTION');
   assert.match(box.message, /maxTokens/);
-  await waitDone();
-  assert.equal(await page.isEnabled('#generate'), true);
+  assert.equal(await waitDone(), 'error');
+  assert.equal(await page.isEnabled('#send'), true);
+  assert.deepEqual(await messages(), []);
+  assert.equal((await history())[0].outcome, 'error');
   await page.click('#error-close');
   assert.equal((await errorBox()).hidden, true);
   await setValue('#max-tokens', 16);
@@ -432,7 +609,8 @@ test('a bad model file (local file and URL) shows the error on the page', opts(6
     assert.match(box.message, /garbage\.gguf/);
     await page.screenshot({ path: outFile('bad-model.png') });
     assert.match(await page.textContent('#progress-text'), /Could not load garbage\.gguf/);
-    assert.equal(await page.isEnabled('#generate'), false, 'no engine, no generate');
+    assert.equal(await page.isEnabled('#send'), false, 'no engine, no turn');
+    assert.deepEqual(await history(), [], 'the old conversation went with its engine');
     assert.equal(await page.isEnabled('#load'), true, 'another model can be loaded');
 
     // A URL that does not exist.
@@ -471,12 +649,13 @@ test('when the worker cannot start, the page falls back to the main thread', opt
     assert.equal(await p2.textContent('#info-device'), 'cpu');
     assert.equal(await p2.evaluate(() => document.getElementById('error').hidden), true);
     await p2.fill('#max-tokens', '6');
-    await p2.click('#compare');
-    await p2.waitForFunction(() => document.getElementById('answers').dataset.done === 'true', null, {
+    await p2.check('#compare-mode');
+    await p2.click('#send');
+    await p2.waitForFunction(() => document.querySelector('#history .run')?.dataset.done === 'true', null, {
       timeout: 60_000,
     });
-    assert.equal(await p2.evaluate(() => document.getElementById('answers').dataset.outcome), 'done');
-    const n = await p2.$$eval('#answers .answer', (els) => els.map((e) => Number(e.dataset.tokens)));
+    assert.equal(await p2.evaluate(() => document.querySelector('#history .run').dataset.outcome), 'done');
+    const n = await p2.$$eval('#history .answer', (els) => els.map((e) => Number(e.dataset.tokens)));
     assert.deepEqual(n.length, 3);
     assert.ok(
       n.every((x) => x > 0 && x <= 6),

@@ -1,7 +1,6 @@
 // The answer panels of a run: one per method, one focusable span per token, each token
-// keeping its candidates for the inspector.
-
-import { num, ui } from './state.js';
+// keeping its candidates for the inspector (panelOf finds a panel from its element, in any
+// turn of the conversation).
 
 const METHOD_TITLES = {
   base: 'Base · no preference',
@@ -10,15 +9,20 @@ const METHOD_TITLES = {
   amulet: 'Amulet',
 };
 
+const panels = new WeakMap();
+
+/** The panel of an answer element (`article.answer`), or undefined. */
+export const panelOf = (el) => panels.get(el);
+
 /** A panel: { method, el, body, foot, steps: [{ token, text, logprobs }], pending, finish }. */
-export function makePanel(method, k) {
+export function makePanel(method, { k, ratio } = {}) {
   const el = document.createElement('article');
   el.className = 'answer';
   el.dataset.method = method;
   const h = document.createElement('h3');
   h.textContent = METHOD_TITLES[method] ?? method;
   if (method === 'amulet' && k !== undefined) h.textContent += ` · k = ${k.toFixed(2)}`;
-  if (method === 'la') h.textContent += ` · r = ${num(ui.ratio)}`;
+  if (method === 'la' && ratio !== undefined) h.textContent += ` · r = ${ratio}`;
   const body = document.createElement('div');
   body.className = 'text';
   body.setAttribute('role', 'group');
@@ -29,6 +33,7 @@ export function makePanel(method, k) {
   el.append(h, body, foot);
   const panel = { method, el, body, foot, steps: [], pending: null, finish: null };
   el.dataset.tokens = '0';
+  panels.set(el, panel);
   return panel;
 }
 

@@ -1,5 +1,5 @@
-// The ask form's controls: the Amulet strength k shown live under the sliders, the preference
-// presets, and the generation options the form describes.
+// The settings of the next turn: the Amulet strength k shown live under the sliders, the
+// preference presets, and the method and generation options the form describes.
 
 import { $, current, num, ui } from './state.js';
 
@@ -41,10 +41,10 @@ export async function updateStrength() {
   }
 }
 
-/** generate/compare options from the form (the method, signal and methods are the run's). */
-export function requestOptions() {
+/** The method and the turn options (chat.send / chat.compare) the settings describe. */
+export function turnSettings() {
+  const method = document.querySelector('input[name="method"]:checked')?.value ?? 'amulet';
   const o = {
-    prompt: ui.prompt.value,
     preference: ui.preference.value.trim(),
     placement: ui.placement.value,
     alpha: num(ui.alpha),
@@ -56,7 +56,7 @@ export function requestOptions() {
     topLogprobs: 5,
   };
   if (!o.preference) delete o.preference;
-  return o;
+  return { method, options: o };
 }
 
 export function setupControls() {

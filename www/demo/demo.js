@@ -1,5 +1,6 @@
-// The amulet-web demo page: no framework, no build step. Talks only to the package facade
-// (../src/index.js); the engine runs in a Web Worker when it can, else on this thread.
+// The amulet-web demo page, a conversation: no framework, no build step. Talks only to the
+// package facade (../src/index.js); the engine runs in a Web Worker when it can, else on this
+// thread, and keeps the conversation's caches between turns.
 // This entry wires the page's modules (README.md lists them) and imports the facade.
 
 import { setupControls, updateStrength } from './controls.js';
@@ -49,7 +50,13 @@ window.amuletDemo = {
   get busy() {
     return current.busy;
   },
-  panels: () => Object.fromEntries([...current.panels].map(([m, p]) => [m, p.steps.map((s) => s.text).join('')])),
+  /** The conversation as the chat holds it ({ role, content } turns). */
+  messages: () => current.chat?.messages ?? [],
+  /** The answers of the latest run, by method. */
+  panels: () => {
+    const run = current.turns.at(-1)?.runs.at(-1);
+    return Object.fromEntries([...(run?.panels ?? [])].map(([m, p]) => [m, p.steps.map((s) => s.text).join('')]));
+  },
 };
 
 setupResults();

@@ -1,7 +1,9 @@
-// The token inspector: hovering or focusing a token of an answer (arrow keys move between
-// tokens, Escape closes) shows its top candidates under base, pref and the run's method.
+// The token inspector: hovering, clicking or focusing a token of an answer, in any turn of the
+// conversation (arrow keys move between tokens, Escape closes), shows its top candidates under
+// base, pref and the run's method.
 
-import { current, ui } from './state.js';
+import { panelOf } from './answers.js';
+import { ui } from './state.js';
 
 const visible = (s) => (s === '' ? '∅' : s.replace(/ /g, '·').replace(/\n/g, '↵').replace(/\t/g, '⇥'));
 
@@ -73,7 +75,7 @@ function renderInspector(panel, step, i) {
 function tokenAt(target) {
   const span = target?.closest?.('.tok[data-i]');
   if (!span) return null;
-  const panel = current.panels.get(span.closest('.answer')?.dataset.method);
+  const panel = panelOf(span.closest('.answer'));
   if (!panel) return null;
   const i = Number(span.dataset.i);
   return { span, panel, i, step: panel.steps[i] };
@@ -105,18 +107,20 @@ export function hideInspector() {
 }
 
 export function setupInspector() {
-  ui.answers.addEventListener('mouseover', (ev) => {
+  ui.history.addEventListener('mouseover', (ev) => {
     const hit = tokenAt(ev.target);
     if (hit && hit.span !== shownSpan) showInspector(hit);
   });
-  ui.answers.addEventListener('mouseleave', () => {
-    if (!ui.answers.contains(document.activeElement)) hideInspector();
+  ui.history.addEventListener('mouseleave', () => {
+    if (!tokenAt(document.activeElement)) hideInspector();
   });
-  ui.answers.addEventListener('focusin', (ev) => showInspector(tokenAt(ev.target)));
-  ui.answers.addEventListener('focusout', (ev) => {
-    if (!ui.answers.contains(ev.relatedTarget)) hideInspector();
+  // A click focuses the token (spans are focusable), which shows it; on touch screens too.
+  ui.history.addEventListener('click', (ev) => tokenAt(ev.target)?.span.focus());
+  ui.history.addEventListener('focusin', (ev) => showInspector(tokenAt(ev.target)));
+  ui.history.addEventListener('focusout', (ev) => {
+    if (!tokenAt(ev.relatedTarget)) hideInspector();
   });
-  ui.answers.addEventListener('keydown', (ev) => {
+  ui.history.addEventListener('keydown', (ev) => {
     const hit = tokenAt(ev.target);
     if (!hit) return;
     if (ev.key === 'Escape') return hideInspector();

@@ -1,9 +1,11 @@
 // Loading a model (a URL or a local file): in a Web Worker when it can start, else on the
-// page's thread; progress bar, model info, and the old engine disposed first. A known model
-// the server does not have yet gets the command that fetches it.
+// page's thread; progress bar, model info, and the old engine (and its conversation) disposed
+// first; a new conversation on the new engine. A known model the server does not have yet gets
+// the command that fetches it.
 
 import { missingModelHint } from './picker.js';
 import { clearError, current, setState, showError, ui } from './state.js';
+import { dropConversation, newConversation } from './turns.js';
 
 function onProgress(p) {
   let frac = typeof p?.progress === 'number' ? p.progress : p?.total > 0 ? p.loaded / p.total : null;
@@ -24,6 +26,7 @@ function isModelError(e) {
 async function disposeEngine() {
   const old = current.engine;
   current.engine = null;
+  dropConversation();
   if (old) {
     try {
       await old.dispose?.();
@@ -69,6 +72,7 @@ async function loadModel(source, label) {
     }
     if (!loaded) loaded = await api.AmuletEngine.load(source, options);
     current.engine = loaded;
+    newConversation();
     const info = (await current.engine.info) ?? {};
     ui.progress.value = 100;
     ui.progressText.textContent = `Loaded ${label} in ${((performance.now() - t0) / 1000).toFixed(1)} s`;

@@ -1,5 +1,6 @@
-// What every module of the demo page shares: its elements, the one mutable state object, the
-// page state (which buttons are enabled) and the error box.
+// What every module of the demo page shares: its elements, the one mutable state object (the
+// engine, the conversation, the running turn), the page state (which buttons are enabled) and
+// the error box.
 
 export const $ = (id) => document.getElementById(id);
 
@@ -29,6 +30,13 @@ export const ui = {
   infoThread: $('info-thread'),
   askForm: $('ask-form'),
   prompt: $('prompt'),
+  history: $('history'),
+  historyEmpty: $('history-empty'),
+  newChat: $('new-chat'),
+  nextTurn: $('next-turn'),
+  compareMode: $('compare-mode'),
+  send: $('send'),
+  settingsForm: $('settings-form'),
   preference: $('preference'),
   alpha: $('alpha'),
   lambda: $('lambda'),
@@ -38,13 +46,10 @@ export const ui = {
   strength: $('strength'),
   maxTokens: $('max-tokens'),
   placement: $('placement'),
-  generate: $('generate'),
-  compare: $('compare'),
   stop: $('stop'),
   runStatus: $('run-status'),
   deviceBadge: $('device-badge'),
   tps: $('tps'),
-  answers: $('answers'),
   inspector: $('inspector'),
 };
 
@@ -53,9 +58,10 @@ export const current = {
   api: null, // the package facade module
   engine: null, // the loaded engine (worker-backed or in-page)
   worker: null, // the Worker behind `engine`, if any
-  controller: null, // AbortController of the running generation
+  chat: null, // the conversation on `engine` (engine.createChat)
+  turns: [], // the turns shown, oldest first (turns.js)
+  controller: null, // AbortController of the running turn
   busy: false, // loading or generating
-  panels: new Map(), // method -> panel of the current run
 };
 
 export const num = (el) => Number(el.value);
@@ -66,8 +72,9 @@ export function setState(state) {
   const ready = !!current.engine && !current.busy;
   ui.load.disabled = current.busy || !current.api;
   ui.modelFile.disabled = current.busy || !current.api;
-  ui.generate.disabled = !ready;
-  ui.compare.disabled = !ready;
+  ui.send.disabled = !ready;
+  ui.newChat.disabled = !ready || current.turns.length === 0;
+  for (const b of ui.history.querySelectorAll('button.turn-compare')) b.disabled = !ready;
   ui.stop.disabled = state !== 'generating';
 }
 
