@@ -7,6 +7,7 @@ pub mod abi;
 pub mod choose;
 mod context;
 pub mod kernels;
+pub mod upload;
 pub mod weights;
 
 pub use context::{GpuContext, GpuInfo};
@@ -18,3 +19,5 @@ mod choose_tests;
 mod matmul_tests;
 #[cfg(all(test, not(target_arch = "wasm32")))]
 pub(crate) mod test_util;
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod upload_tests;

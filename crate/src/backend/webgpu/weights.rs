@@ -5,6 +5,10 @@
 //! without loss; other types (Q5_1, Q5_K, Q2_K, ...) are dequantized and requantized to
 //! Q8_0 (8.5 bits a weight, finer than the types they come from). A matrix larger than the
 //! adapter's binding limit is split into row-chunks, each its own buffers and dispatch.
+//! Repacking works on any range of whole rows, so a model streams to the device in small
+//! pieces (`upload`).
+
+use std::borrow::Cow;
 
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
@@ -14,7 +18,7 @@ use wgpu::util::DeviceExt;
 use super::abi::Format;
 use super::GpuContext;
 use crate::error::{AmuletError, Result};
-use crate::gguf::{Gguf, TensorSource};
+use crate::gguf::{Gguf, TensorInfo, TensorSource};
 
 /// A matrix as the kernels read it: `rows` rows of `k` elements.
 pub struct Repacked {
@@ -93,23 +97,6 @@ impl Repacked {
             }
         }
         Repacked { format: Format::Q8_0, rows, k, words, scales }
-    }
-
-    /// The rows of several matrices of one format and row length, stacked (q, k and v
-    /// become one matrix and one dispatch); None when they differ.
-    pub fn stack(parts: Vec<Repacked>) -> std::result::Result<Repacked, Vec<Repacked>> {
-        let same = parts.windows(2).all(|w| w[0].format == w[1].format && w[0].k == w[1].k);
-        if !same || parts.is_empty() {
-            return Err(parts);
-        }
-        let mut it = parts.into_iter();
-        let mut out = it.next().expect("not empty");
-        for p in it {
-            out.rows += p.rows;
-            out.words.extend(p.words);
-            out.scales.extend(p.scales);
-        }
-        Ok(out)
     }
 
     pub fn f32(values: &[f32], rows: usize, k: usize) -> Self {
@@ -197,7 +184,8 @@ impl GpuMatrix {
         Ok(GpuMatrix { format: m.format, rows: m.rows, k: m.k, chunks })
     }
 
-    /// A GGUF tensor of `rows` x `k`, repacked (or requantized) and uploaded.
+    /// A GGUF tensor of `rows` x `k`, repacked (or requantized) and streamed to the device
+    /// a few MB at a time (`upload::stream`).
     pub fn load<S: TensorSource + ?Sized>(
         ctx: &GpuContext,
         g: &Gguf,
@@ -206,7 +194,8 @@ impl GpuMatrix {
         k: usize,
         rows: usize,
     ) -> Result<Self> {
-        Self::upload(ctx, &repack_tensor(g, src, name, k, rows)?)
+        let info = matrix_info(g, name, k, rows)?;
+        super::upload::stream(ctx, src, &[info], k, ctx.info.max_binding_bytes, super::upload::STEP_BYTES)
     }
 }
 
@@ -314,6 +303,46 @@ fn q6_k_as_q8_16(data: &[u8], rows: usize, k: usize) -> Result<Repacked> {
     Ok(Repacked { format: Format::Q8_16, rows, k, words, scales })
 }
 
+/// The format a GGUF matrix of `dtype` with rows of `k` is repacked into (what
+/// `Repacked::from_gguf` gives, or the requantization of the other types).
+pub fn repacked_format(dtype: GgmlDType, k: usize) -> Format {
+    match dtype {
+        GgmlDType::F32 => Format::F32,
+        GgmlDType::F16 if k.is_multiple_of(2) => Format::F16,
+        GgmlDType::Q4_0 => Format::Q4_0,
+        GgmlDType::Q4_1 | GgmlDType::Q4K => Format::Q4_1,
+        GgmlDType::Q8_0 | GgmlDType::Q5_0 => Format::Q8_0,
+        GgmlDType::Q6K => Format::Q8_16,
+        _ if k.is_multiple_of(32) => Format::Q8_0,
+        _ => Format::F32,
+    }
+}
+
+/// Words and scales per row of `k` elements in `format`.
+pub fn row_layout(format: Format, k: usize) -> (usize, usize) {
+    match format {
+        Format::F32 => (k, 0),
+        Format::F16 => (k / 2, 0),
+        Format::Q4_0 => (k / 8, k / 32),
+        Format::Q4_1 => (k / 8, k / 16),
+        Format::Q8_0 => (k / 4, k / 32),
+        Format::Q8_16 => (k / 4, k / 16),
+    }
+}
+
+/// The tensor `name`, checked to be a matrix of `rows` rows of `k` elements.
+pub fn matrix_info<'g>(g: &'g Gguf, name: &str, k: usize, rows: usize) -> Result<&'g TensorInfo> {
+    let info = g.tensor_info(name).ok_or_else(|| AmuletError::BadModel(format!("tensor `{name}` is missing")))?;
+    if info.dims != [k, rows] {
+        return Err(AmuletError::BadModel(format!(
+            "tensor `{name}` has shape {:?}, expected {:?} from the metadata",
+            info.dims,
+            [k, rows]
+        )));
+    }
+    Ok(info)
+}
+
 /// The kernel layout of a GGUF matrix, whatever its type.
 pub fn repack_tensor<S: TensorSource + ?Sized>(
     g: &Gguf,
@@ -322,13 +351,48 @@ pub fn repack_tensor<S: TensorSource + ?Sized>(
     k: usize,
     rows: usize,
 ) -> Result<Repacked> {
-    let (info, data) = g.tensor_bytes(src, name, &[k, rows])?;
+    repack_rows(src, matrix_info(g, name, k, rows)?, k, 0, rows)
+}
+
+/// Rows `row0..row0 + rows` of a GGUF matrix (`info`, rows of `k`) in the kernel layout, read
+/// from `src` alone. Each row is whole blocks and every repack works block by block, so a
+/// range comes out exactly as the same rows of the whole matrix.
+pub fn repack_rows<S: TensorSource + ?Sized>(
+    src: &S,
+    info: &TensorInfo,
+    k: usize,
+    row0: usize,
+    rows: usize,
+) -> Result<Repacked> {
+    let (block, block_bytes) = (info.dtype.block_size(), info.dtype.type_size());
+    let row_bytes = k / block * block_bytes;
+    let total = info.dims.get(1).copied().unwrap_or(1);
+    if !k.is_multiple_of(block) || info.byte_len != total * row_bytes || row0 + rows > total {
+        return Err(AmuletError::BadModel(format!(
+            "tensor `{}` ({:?}, {} bytes) is not {total} rows of {k} elements in whole blocks",
+            info.name, info.dtype, info.byte_len
+        )));
+    }
+    let data = src.read(info.offset + row0 * row_bytes, rows * row_bytes)?;
     if let Some(r) = Repacked::from_gguf(info.dtype, &data, rows, k)? {
         return Ok(r);
     }
-    let values: Vec<f32> = g.qtensor(src, name, &[k, rows])?.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1()?;
+    // candle reinterprets the bytes in place: hand it an aligned copy when needed.
+    let data: Cow<[u8]> = if (data.as_ptr() as usize).is_multiple_of(4) { data } else { Cow::Owned(data.to_vec()) };
+    let q = candle_core::quantized::ggml_file::qtensor_from_ggml(info.dtype, &data, vec![rows, k], &Device::Cpu)?;
+    let values: Vec<f32> = q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1()?;
     Ok(if k.is_multiple_of(32) { Repacked::q8_0(&values, rows, k) } else { Repacked::f32(&values, rows, k) })
 }
+
+/// Weight buffers: bound as storage, written at load (tests also read them back).
+pub const WEIGHT_USAGE: wgpu::BufferUsages = {
+    let usage = wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_DST);
+    if cfg!(test) {
+        usage.union(wgpu::BufferUsages::COPY_SRC)
+    } else {
+        usage
+    }
+};
 
 /// A read-only storage buffer holding `bytes` (at least 16 bytes: empty bindings are invalid).
 pub fn storage(ctx: &GpuContext, label: &str, bytes: &[u8]) -> wgpu::Buffer {
@@ -343,7 +407,7 @@ pub fn storage(ctx: &GpuContext, label: &str, bytes: &[u8]) -> wgpu::Buffer {
     ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
         label: Some(label),
         contents,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        usage: WEIGHT_USAGE,
     })
 }
 

@@ -1,7 +1,8 @@
 //! The paged KV pool: one K and one V buffer of [page][layer][KV_PAGE positions][kv_dim]
 //! f32. Sequences take pages as they grow and give them back when freed; the buffers double
 //! (up to the adapter's binding limit) when the free pages run out; a fork copies its
-//! source's pages.
+//! source's pages; a sequence cut back (a kept conversation reused) keeps the pages its
+//! remaining positions need.
 
 use crate::backend::webgpu::abi::KV_PAGE;
 use crate::backend::webgpu::GpuContext;
@@ -91,6 +92,22 @@ impl KvPool {
     /// A freed sequence's pages, for the next ones.
     pub fn release(&mut self, pages: Vec<u32>) {
         self.free.extend(pages);
+    }
+
+    /// Cuts `seq` back to its first `len` positions: the pages past them go back to the
+    /// pool; the rest of its last page is stale but never read (attention stops at a row's
+    /// position) and is overwritten as the sequence grows again.
+    pub fn truncate(&mut self, seq: &mut Sequence, len: usize) {
+        let keep = len.div_ceil(KV_PAGE);
+        if seq.pages.len() > keep {
+            self.free.extend(seq.pages.drain(keep..));
+        }
+        seq.len = len;
+    }
+
+    /// Bytes of K and V that `pages` pages hold.
+    pub fn bytes_of(&self, pages: usize) -> usize {
+        2 * pages * self.page_bytes as usize
     }
 
     /// Copies the K and V contents of pages `src` onto pages `dst`, in order.

@@ -230,6 +230,20 @@ impl LanguageModel for GpuModel {
         self.seqs.get(id)?.as_ref().map(|s| s.len)
     }
 
+    fn truncate_sequence(&mut self, id: SeqId, len: usize) -> bool {
+        match self.seqs.get_mut(id).and_then(|s| s.as_mut()) {
+            Some(seq) if len <= seq.len => {
+                self.kv.truncate(seq, len);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn sequence_bytes(&self, id: SeqId) -> usize {
+        self.seqs.get(id).and_then(|s| s.as_ref()).map_or(0, |s| self.kv.bytes_of(s.pages.len()))
+    }
+
     fn lost(&self) -> Option<String> {
         self.ctx.lost()
     }

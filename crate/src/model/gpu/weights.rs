@@ -2,7 +2,8 @@
 //! where their types agree) and norm vectors, the embedding and output head, and the RoPE
 //! tables (one per distinct base, computed by the CPU's RopeTable, grown on demand).
 
-use crate::backend::webgpu::weights::{repack_tensor, storage, vector, GpuMatrix, Repacked};
+use crate::backend::webgpu::upload::load_stacked;
+use crate::backend::webgpu::weights::{storage, vector, GpuMatrix};
 use crate::backend::webgpu::GpuContext;
 use crate::error::Result;
 use crate::gguf::{Gguf, TensorSource};
@@ -43,7 +44,8 @@ pub(super) struct Weights {
 }
 
 impl Weights {
-    /// Uploads every tensor of the model (`progress` per layer).
+    /// Uploads every tensor of the model (`progress` per layer), each streamed in pieces of a
+    /// few MB: nothing of the weights stays in memory on this side.
     pub fn load<S: TensorSource + ?Sized>(
         ctx: &GpuContext,
         g: &Gguf,
@@ -88,7 +90,7 @@ impl Weights {
             };
             layers.push(Layer {
                 attn_norm: v("attn_norm.weight", d)?,
-                qkv: stacked(
+                qkv: load_stacked(
                     ctx,
                     g,
                     src,
@@ -100,7 +102,7 @@ impl Weights {
                 attn_out: m("attn_output.weight", q, d)?,
                 post_attn_norm: if gemma { Some(v("post_attention_norm.weight", d)?) } else { None },
                 ffn_norm: v("ffn_norm.weight", d)?,
-                gate_up: stacked(ctx, g, src, &[(n("ffn_gate.weight"), ff), (n("ffn_up.weight"), ff)], d)?,
+                gate_up: load_stacked(ctx, g, src, &[(n("ffn_gate.weight"), ff), (n("ffn_up.weight"), ff)], d)?,
                 down: m("ffn_down.weight", ff, d)?,
                 post_ffn_norm: if gemma { Some(v("post_ffw_norm.weight", d)?) } else { None },
                 window: cfg.layer_window(i),
@@ -138,30 +140,6 @@ impl Weights {
             }
         }
         replaced
-    }
-}
-
-/// Matrices that share an input, stacked into one when their types agree.
-fn stacked<S: TensorSource + ?Sized>(
-    ctx: &GpuContext,
-    g: &Gguf,
-    src: &S,
-    parts: &[(String, usize)],
-    k: usize,
-) -> Result<Vec<(GpuMatrix, usize)>> {
-    let repacked =
-        parts.iter().map(|(name, rows)| repack_tensor(g, src, name, k, *rows)).collect::<Result<Vec<_>>>()?;
-    match Repacked::stack(repacked) {
-        Ok(one) => Ok(vec![(GpuMatrix::upload(ctx, &one)?, 0)]),
-        Err(each) => {
-            let mut off = 0;
-            let mut out = Vec::new();
-            for r in &each {
-                out.push((GpuMatrix::upload(ctx, r)?, off));
-                off += r.rows;
-            }
-            Ok(out)
-        }
     }
 }
 
