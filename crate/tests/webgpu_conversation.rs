@@ -122,3 +122,14 @@ fn a_conversation_on_webgpu_reuses_its_caches_and_answers_as_a_fresh_engine_does
         assert_eq!(reused.tokens, fresh.tokens, "{}: {:?} vs {:?}", reused.method, reused.text, fresh.text);
     }
 }
+
+#[test]
+fn kept_sequences_get_at_most_half_the_adapters_kv_space() {
+    let mut e = gpu_engine();
+    assert!(e.prefix_budget() > 0);
+    e.set_prefix_budget(usize::MAX);
+    let half = e.prefix_budget();
+    assert!(half < usize::MAX / 2, "the budget is bounded by the adapter: {half}");
+    e.set_prefix_budget(1000);
+    assert_eq!(e.prefix_budget(), 1000);
+}

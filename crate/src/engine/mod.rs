@@ -238,16 +238,30 @@ impl Engine {
             info,
             end_ids,
             clock: default_clock,
-            prefix: PrefixCache::new(DEFAULT_PREFIX_BYTES),
-        })
+            prefix: PrefixCache::new(0),
+        }
+        .with_prefix_budget(DEFAULT_PREFIX_BYTES))
+    }
+
+    fn with_prefix_budget(mut self, bytes: usize) -> Self {
+        self.set_prefix_budget(bytes);
+        self
     }
 
     /// How many bytes of KV cache finished sequences may keep for the next request (a
     /// conversation's history); 0 keeps none. Sequences over it are freed now.
+    /// Where the KV space is bounded (a GPU), kept sequences get at most half of it, so that a
+    /// new request always finds room.
     pub fn set_prefix_budget(&mut self, bytes: usize) {
+        let bytes = self.model.kv_capacity_bytes().map_or(bytes, |all| bytes.min(all / 2));
         for seq in self.prefix.set_budget(bytes) {
             self.model.free_sequence(seq);
         }
+    }
+
+    /// The budget in force (`set_prefix_budget`'s, or half the KV space where that is less).
+    pub fn prefix_budget(&self) -> usize {
+        self.prefix.budget()
     }
 
     /// Frees every kept sequence.

@@ -51,6 +51,11 @@ pub trait LanguageModel {
     fn shrink_sequence(&mut self, id: SeqId) {
         let _ = id;
     }
+    /// All the KV space there is, where it is bounded (a GPU's largest binding); None where
+    /// it grows with memory (the CPU).
+    fn kv_capacity_bytes(&self) -> Option<usize> {
+        None
+    }
     /// Bytes the sequence's cache holds (what keeping it costs).
     fn sequence_bytes(&self, id: SeqId) -> usize {
         let _ = id;

@@ -106,6 +106,11 @@ impl KvPool {
     }
 
     /// Bytes of K and V that `pages` pages hold.
+    /// K+V bytes of every page this adapter's bindings allow: all the KV space there is.
+    pub fn capacity_bytes(&self) -> usize {
+        self.bytes_of(self.max_pages)
+    }
+
     pub fn bytes_of(&self, pages: usize) -> usize {
         2 * pages * self.page_bytes as usize
     }

@@ -240,6 +240,10 @@ impl LanguageModel for GpuModel {
         }
     }
 
+    fn kv_capacity_bytes(&self) -> Option<usize> {
+        Some(self.kv.capacity_bytes())
+    }
+
     fn sequence_bytes(&self, id: SeqId) -> usize {
         self.seqs.get(id).and_then(|s| s.as_ref()).map_or(0, |s| self.kv.bytes_of(s.pages.len()))
     }
