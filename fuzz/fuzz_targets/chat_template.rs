@@ -12,7 +12,8 @@ fuzz_target!(|data: &[u8]| {
     let mut fields = text.split('\0');
     let source = fields.next().unwrap_or_default();
     let rest: Vec<&str> = fields.collect();
-    let messages: Vec<ChatMessage> = rest.chunks(2).map(|p| ChatMessage::new(p[0], p.get(1).copied().unwrap_or(""))).collect();
+    let messages: Vec<ChatMessage> =
+        rest.chunks(2).map(|p| ChatMessage::new(p[0], p.get(1).copied().unwrap_or(""))).collect();
     let Ok(t) = ChatTemplate::new(source, "<s>", "</s>") else { return };
     let _ = t.render(&messages, data.len() % 2 == 0);
 });
