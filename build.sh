@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One entry point: ./build.sh build | serve | test | test-large | bench
+# One entry point: ./build.sh build | serve | test | test-large | bench | fuzz [SECONDS]
 # Each command installs what it needs when it is missing (model files, toolchain targets).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -68,6 +68,50 @@ need_node_modules() {
       (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
     fi
   done
+}
+
+# cargo-fuzz (libFuzzer, sanitizers) needs nightly with its sources.
+need_fuzz() {
+  if ! rustup toolchain list | grep -q '^nightly'; then
+    log "rustup toolchain install nightly (for cargo-fuzz)"
+    rustup toolchain install nightly --profile minimal
+  fi
+  if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+    log "rustup component add rust-src --toolchain nightly"
+    rustup component add rust-src --toolchain nightly
+  fi
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    log "cargo install cargo-fuzz (a minute, once)"
+    cargo install cargo-fuzz --locked
+  fi
+}
+
+FUZZ_TARGETS="gguf_parse gguf_prefix tokenizer chat_template request"
+
+# Each target for SECONDS (or, with --runs N, N inputs after its seeds), corpus in
+# fuzz/corpus/TARGET (kept, ignored by git), seeds from fuzz/seeds/TARGET (committed,
+# fuzz/make_seeds.py). A crash stops the run and leaves its input in fuzz/artifacts/TARGET.
+run_fuzz() {
+  local limit="$1" t out
+  need_fuzz
+  log "cargo +nightly fuzz build (release, debug assertions, AddressSanitizer)"
+  cargo +nightly fuzz build --fuzz-dir fuzz
+  for t in $FUZZ_TARGETS; do
+    mkdir -p "fuzz/corpus/$t"
+    log "fuzz $t: $limit"
+    out=$(cargo +nightly fuzz run --fuzz-dir fuzz "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
+      $limit -timeout=10 -rss_limit_mb=3072 -print_final_stats=1 2>&1) || {
+      printf '%s\n' "$out" | tail -40 >&2
+      echo "build.sh fuzz: $t crashed (input in fuzz/artifacts/$t)" >&2
+      return 1
+    }
+    printf '%s\n' "$out" | awk -v t="$t" '/stat::number_of_executed_units/ {n=$2} /stat::peak_rss_mb/ {r=$2}
+      END {printf "  %-14s %10d executions, 0 crashes, peak RSS %s MB\n", t, n, r}' >&2
+  done
+}
+
+cmd_fuzz() {
+  run_fuzz "-max_total_time=${1:-60}"
 }
 
 build_native() {
@@ -139,6 +183,9 @@ cmd_test() {
   need_chromium
   need_vulkan
   build_wasm
+  log "fuzz smoke: every target replays its seeds, then 2,000 new inputs (./build.sh fuzz for longer)"
+  run_fuzz -runs=2000
+
   log "native: cargo test --release (unit, real-model, fixture, CLI, WebGPU-on-lavapipe tests)"
   cargo test --release --workspace
 
@@ -232,5 +279,6 @@ case "${1:-}" in
   test)  shift; cmd_test "$@" ;;
   test-large) shift; cmd_test_large "$@" ;;
   bench) shift; cmd_bench "$@" ;;
-  *) echo "usage: ./build.sh build | serve | test | test-large | bench" >&2; exit 64 ;;
+  fuzz)  shift; cmd_fuzz "$@" ;;
+  *) echo "usage: ./build.sh build | serve | test | test-large | bench | fuzz [SECONDS]" >&2; exit 64 ;;
 esac

@@ -5,7 +5,9 @@
 //! prefix); tensor data is read later, one tensor at a time, through a [`TensorSource`].
 //! Every length and offset is checked against the real file size before use: a truncated or
 //! hostile file gives `AmuletError::BadModel` naming the key or tensor, never a panic or a
-//! huge allocation.
+//! huge allocation. Tensors may not share bytes, and a tensor's data is checked to be finite
+//! (every float, every block scale) when it is read: NaN weights are a bad file, not a
+//! request that answers garbage.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -19,6 +21,10 @@ const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
 /// No real model has more; a larger count means a corrupt header, not a big model.
 const MAX_COUNT: u64 = 1 << 24;
+/// Array elements over all metadata: the largest vocabularies (262k tokens with scores, types
+/// and merges) hold about a million. Each element costs 32 bytes parsed, so this bounds what
+/// a small hostile header can make the parser allocate (128 MiB).
+const MAX_ARRAY_ELEMENTS: u64 = 1 << 22;
 const MAX_DIMS: u32 = 4;
 
 /// Where tensor bytes come from: the whole file in memory, or a reader that hands out one
@@ -31,8 +37,12 @@ pub trait TensorSource {
 
 impl TensorSource for [u8] {
     fn read(&self, offset: usize, len: usize) -> Result<Cow<'_, [u8]>> {
-        self.get(offset..offset + len).map(Cow::Borrowed).ok_or_else(|| {
-            AmuletError::BadModel(format!("bytes {offset}..{} lie outside the {} given", offset + len, self.len()))
+        offset.checked_add(len).and_then(|end| self.get(offset..end)).map(Cow::Borrowed).ok_or_else(|| {
+            AmuletError::BadModel(format!(
+                "bytes {offset}..{} lie outside the {} given",
+                offset.saturating_add(len),
+                self.len()
+            ))
         })
     }
 }
@@ -181,6 +191,63 @@ fn ggml_type_name(id: u32) -> String {
     known.iter().find(|(k, _)| *k == id).map(|(_, n)| n.to_string()).unwrap_or_else(|| format!("type id {id}"))
 }
 
+/// Two tensors whose bytes overlap would alias each other's weights: a crafted file, never
+/// a converter's output.
+fn check_no_overlap(tensors: &[TensorInfo]) -> Result<()> {
+    let mut by_offset: Vec<&TensorInfo> = tensors.iter().collect();
+    by_offset.sort_by_key(|t| t.offset);
+    for pair in by_offset.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        if a.offset + a.byte_len > b.offset {
+            return Err(AmuletError::BadModel(format!(
+                "tensors `{}` (bytes {}..{}) and `{}` (bytes {}..{}) overlap",
+                a.name,
+                a.offset,
+                a.offset + a.byte_len,
+                b.name,
+                b.offset,
+                b.offset + b.byte_len
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Where the f16 scales sit in one block of a quantized type (candle's block layouts, which
+/// are llama.cpp's), and the block's size in bytes.
+fn block_scales(dtype: GgmlDType) -> (&'static [usize], usize) {
+    match dtype {
+        GgmlDType::Q4_0 | GgmlDType::Q5_0 | GgmlDType::Q8_0 => (&[0], dtype.type_size()),
+        GgmlDType::Q4_1 | GgmlDType::Q5_1 | GgmlDType::Q4K | GgmlDType::Q5K => (&[0, 2], dtype.type_size()),
+        GgmlDType::Q2K => (&[80, 82], dtype.type_size()),
+        GgmlDType::Q3K => (&[108], dtype.type_size()),
+        GgmlDType::Q6K => (&[208], dtype.type_size()),
+        _ => (&[], dtype.type_size()),
+    }
+}
+
+/// The first value that is NaN or infinite, as (element or block index, "element"/"block"):
+/// every float of a float tensor, every scale of a quantized one (their other fields are small
+/// integers, so finite scales make finite weights).
+fn first_non_finite(dtype: GgmlDType, data: &[u8]) -> Option<(usize, &'static str)> {
+    let f16_bad = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]) & 0x7C00 == 0x7C00;
+    match dtype {
+        GgmlDType::F32 => data
+            .chunks_exact(4)
+            .position(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7F80_0000 == 0x7F80_0000)
+            .map(|i| (i, "element")),
+        GgmlDType::F16 => data.chunks_exact(2).position(f16_bad).map(|i| (i, "element")),
+        GgmlDType::BF16 => data
+            .chunks_exact(2)
+            .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7F80 == 0x7F80)
+            .map(|i| (i, "element")),
+        _ => {
+            let (scales, size) = block_scales(dtype);
+            data.chunks_exact(size).position(|b| scales.iter().any(|&o| f16_bad(&b[o..o + 2]))).map(|i| (i, "block"))
+        }
+    }
+}
+
 struct Cursor<'a> {
     bytes: &'a [u8],
     pos: usize,
@@ -188,6 +255,8 @@ struct Cursor<'a> {
     file_len: usize,
     /// Set when a read ran past `bytes` but not past the file: more prefix is needed.
     short: bool,
+    /// Metadata array elements read so far (bounded by `MAX_ARRAY_ELEMENTS`).
+    elements: u64,
 }
 
 impl<'a> Cursor<'a> {
@@ -273,6 +342,13 @@ impl<'a> Cursor<'a> {
                         what()
                     )));
                 }
+                self.elements += n;
+                if self.elements > MAX_ARRAY_ELEMENTS {
+                    return Err(AmuletError::BadModel(format!(
+                        "{}: the metadata arrays hold more than {MAX_ARRAY_ELEMENTS} elements in all",
+                        what()
+                    )));
+                }
                 let mut items = Vec::with_capacity(n as usize);
                 for _ in 0..n {
                     items.push(self.value(elem_ty, what, depth + 1)?);
@@ -308,7 +384,7 @@ impl Gguf {
     }
 
     fn parse_inner(bytes: &[u8], file_len: usize) -> std::result::Result<Gguf, (AmuletError, bool)> {
-        let mut c = Cursor { bytes, pos: 0, file_len, short: false };
+        let mut c = Cursor { bytes, pos: 0, file_len, short: false, elements: 0 };
         let r = Self::parse_cursor(&mut c);
         r.map_err(|e| (e, c.short))
     }
@@ -335,6 +411,10 @@ impl Gguf {
             let what = || format!("metadata `{key}`");
             let ty = c.u32(&what)?;
             let value = c.value(ty, &what, 0)?;
+            if metadata.contains_key(&key) {
+                // Two values for one key (two chat templates?): which one is meant is unknowable.
+                return Err(AmuletError::BadModel(format!("metadata `{key}` appears twice")));
+            }
             metadata.insert(key, value);
         }
 
@@ -387,26 +467,28 @@ impl Gguf {
                     dtype.block_size()
                 )));
             }
-            let byte_len = elems / dtype.block_size() * dtype.type_size();
+            let byte_len = (elems / dtype.block_size()).checked_mul(dtype.type_size());
+            let byte_len = byte_len.ok_or_else(|| AmuletError::BadModel(format!("tensor `{name}` is too large")))?;
             if rel % alignment != 0 {
                 return Err(AmuletError::BadModel(format!(
                     "tensor `{name}` data offset {rel} is not aligned to {alignment}"
                 )));
             }
-            let offset = data_start + rel;
-            let end = offset.checked_add(byte_len as u64);
-            if end.is_none_or(|e| e > file_len as u64) {
+            let end = data_start.checked_add(rel).and_then(|o| o.checked_add(byte_len as u64));
+            let Some(end) = end.filter(|&e| e <= file_len as u64) else {
                 return Err(AmuletError::BadModel(format!(
-                    "tensor `{name}` has {} bytes at offset {offset}, but the file ends at {} \
+                    "tensor `{name}` has {byte_len} bytes at offset {}, but the file ends at {file_len} \
                      (truncated download?)",
-                    byte_len, file_len
+                    data_start as u128 + rel as u128
                 )));
-            }
+            };
             if index.insert(name.clone(), tensors.len()).is_some() {
                 return Err(AmuletError::BadModel(format!("tensor `{name}` appears twice")));
             }
-            tensors.push(TensorInfo { name, dims, dtype, offset: offset as usize, byte_len });
+            let offset = (end - byte_len as u64) as usize;
+            tensors.push(TensorInfo { name, dims, dtype, offset, byte_len });
         }
+        check_no_overlap(&tensors)?;
         Ok(Gguf { version, metadata, tensors, index })
     }
 
@@ -515,7 +597,8 @@ impl Gguf {
         self.index.get(name).map(|&i| &self.tensors[i])
     }
 
-    /// The info and raw bytes of a tensor, checked against the expected shape (GGUF order).
+    /// The info and raw bytes of a tensor, checked against the expected shape (GGUF order) and
+    /// for NaN or infinite values.
     pub fn tensor_bytes<'s, S: TensorSource + ?Sized>(
         &self,
         src: &'s S,
@@ -536,6 +619,12 @@ impl Gguf {
                 "tensor `{name}`: read {} bytes, expected {}",
                 data.len(),
                 info.byte_len
+            )));
+        }
+        if let Some((i, what)) = first_non_finite(info.dtype, &data) {
+            return Err(AmuletError::BadModel(format!(
+                "tensor `{name}` holds a NaN or infinite {} at {what} {i}",
+                if what == "block" { "scale" } else { "value" }
             )));
         }
         Ok((info, data))
@@ -666,6 +755,119 @@ mod tests {
         assert!(Gguf::parse_prefix(&bad[..8], bad.len()).is_err());
         // Tensors past the announced end are still caught.
         assert!(Gguf::parse_prefix(&f[..header], f.len() - 1).is_err());
+    }
+
+    /// A file of F32 tensors `(name, elements, relative offset)` with zeroed data.
+    fn tensors_file(tensors: &[(&str, u64, u64)], data_len: usize) -> Vec<u8> {
+        let mut b = header(tensors.len() as u64, 0);
+        for (name, elems, rel) in tensors {
+            push_str(&mut b, name);
+            b.extend(1u32.to_le_bytes());
+            b.extend(elems.to_le_bytes());
+            b.extend(0u32.to_le_bytes());
+            b.extend(rel.to_le_bytes());
+        }
+        while !b.len().is_multiple_of(32) {
+            b.push(0);
+        }
+        b.extend(vec![0u8; data_len]);
+        b
+    }
+
+    #[test]
+    fn overlapping_tensors_are_rejected() {
+        assert!(Gguf::parse(&tensors_file(&[("a", 8, 0), ("b", 8, 32)], 64)).is_ok());
+        let e = Gguf::parse(&tensors_file(&[("a", 16, 0), ("b", 8, 32)], 64)).unwrap_err();
+        assert!(
+            matches!(e, AmuletError::BadModel(ref m) if m.contains("`a`") && m.contains("`b`") && m.contains("overlap")),
+            "{e}"
+        );
+        // The very same bytes twice (two names for one weight).
+        let e = Gguf::parse(&tensors_file(&[("a", 8, 32), ("b", 8, 32)], 64)).unwrap_err();
+        assert!(e.to_string().contains("overlap"), "{e}");
+    }
+
+    #[test]
+    fn sizes_and_offsets_that_overflow_are_rejected() {
+        // 2^62 f32 elements: 2^64 bytes, which wraps to 0 without checked arithmetic.
+        let mut f = header(1, 0);
+        push_str(&mut f, "w");
+        f.extend(2u32.to_le_bytes());
+        f.extend((1u64 << 31).to_le_bytes());
+        f.extend((1u64 << 31).to_le_bytes());
+        f.extend(0u32.to_le_bytes());
+        f.extend(0u64.to_le_bytes());
+        f.extend([0u8; 64]);
+        let e = Gguf::parse(&f).unwrap_err().to_string();
+        assert!(e.contains("`w`"), "{e}");
+        // An offset that wraps past the end of u64 back into the file.
+        let f = tensors_file(&[("w", 8, u64::MAX - 31)], 64);
+        let e = Gguf::parse(&f).unwrap_err().to_string();
+        assert!(e.contains("`w`") && e.contains("file ends"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_metadata_keys_are_rejected() {
+        let mut f = header(0, 2);
+        for v in ["a", "b"] {
+            push_str(&mut f, "tokenizer.chat_template");
+            f.extend(8u32.to_le_bytes());
+            push_str(&mut f, v);
+        }
+        let e = Gguf::parse(&f).unwrap_err().to_string();
+        assert!(e.contains("`tokenizer.chat_template` appears twice"), "{e}");
+    }
+
+    #[test]
+    fn metadata_arrays_are_bounded_in_all() {
+        // Four arrays of 2^20 one-byte elements fit the file but pass the total.
+        let mut f = header(0, 5);
+        for i in 0..5 {
+            push_str(&mut f, &format!("k{i}"));
+            f.extend(9u32.to_le_bytes());
+            f.extend(0u32.to_le_bytes()); // u8 elements
+            f.extend((1u64 << 20).to_le_bytes());
+            f.extend(vec![0u8; 1 << 20]);
+        }
+        let e = Gguf::parse(&f).unwrap_err().to_string();
+        assert!(e.contains("`k4`") && e.contains("elements in all"), "{e}");
+    }
+
+    #[test]
+    fn non_finite_weights_are_named_when_read() {
+        let mut f = one_tensor_file(0, &[4, 2], 32);
+        let data = f.len() - 32;
+        f[data + 12..data + 16].copy_from_slice(&f32::NAN.to_le_bytes());
+        let g = Gguf::parse(&f).unwrap();
+        let e = g.qtensor(&f, "w", &[4, 2]).unwrap_err();
+        assert!(matches!(e, AmuletError::BadModel(ref m) if m.contains("`w`") && m.contains("element 3")), "{e}");
+        f[data + 12..data + 16].copy_from_slice(&f32::INFINITY.to_le_bytes());
+        assert!(g.tensor_bytes(&f, "w", &[4, 2]).is_err());
+        // F16 and a Q8_0 block scale.
+        let mut f = one_tensor_file(1, &[4, 2], 16);
+        let data = f.len() - 16;
+        f[data + 2..data + 4].copy_from_slice(&half::f16::NEG_INFINITY.to_bits().to_le_bytes());
+        let e = Gguf::parse(&f).unwrap().tensor_bytes(&f, "w", &[4, 2]).unwrap_err().to_string();
+        assert!(e.contains("element 1"), "{e}");
+        let mut f = one_tensor_file(8, &[32, 2], 68);
+        let data = f.len() - 68;
+        assert!(Gguf::parse(&f).unwrap().tensor_bytes(&f, "w", &[32, 2]).is_ok());
+        f[data + 34..data + 36].copy_from_slice(&half::f16::NAN.to_bits().to_le_bytes());
+        let e = Gguf::parse(&f).unwrap().tensor_bytes(&f, "w", &[32, 2]).unwrap_err().to_string();
+        assert!(e.contains("scale at block 1"), "{e}");
+    }
+
+    #[test]
+    fn block_scale_offsets_fit_their_blocks() {
+        use GgmlDType::*;
+        for dtype in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2K, Q3K, Q4K, Q5K, Q6K] {
+            let (scales, size) = block_scales(dtype);
+            assert!(!scales.is_empty() && scales.iter().all(|&o| o + 2 <= size), "{dtype:?}");
+        }
+        // The K-quants whose scale is last: it ends the block.
+        assert_eq!(block_scales(Q6K).0, [Q6K.type_size() - 2]);
+        assert_eq!(block_scales(Q3K).0, [Q3K.type_size() - 2]);
+        assert_eq!(block_scales(Q2K).0, [Q2K.type_size() - 4, Q2K.type_size() - 2]);
     }
 
     #[test]

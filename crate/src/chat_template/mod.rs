@@ -8,6 +8,7 @@
 //! special tokens. Python string/dict methods (`.strip()`, `.startswith()`, `.items()`...)
 //! come from minijinja-contrib's pycompat layer.
 
+mod sandbox;
 // wasm32 has no clock in std (it would panic): there templates take their own
 // `strftime_now is defined` fallback date, and only the tests use this.
 #[cfg(any(not(target_arch = "wasm32"), test))]
@@ -17,7 +18,7 @@ mod tojson;
 use std::sync::Arc;
 
 use minijinja::value::{Enumerator, Object, ObjectRepr, Value};
-use minijinja::{AutoEscape, Environment, Error, ErrorKind};
+use minijinja::{Environment, Error, ErrorKind};
 
 use crate::error::{AmuletError, Result};
 use crate::tokenizer::TextTokenizer;
@@ -64,11 +65,16 @@ pub const CHATML_FALLBACK_TEMPLATE: &str = "{%- for message in messages -%}
     {{- '<|im_start|>assistant\\n' -}}
 {%- endif -%}";
 
-const TEMPLATE_NAME: &str = "chat_template";
+/// Where a model's own template comes from, named in errors.
+const GGUF_TEMPLATE: &str = "tokenizer.chat_template";
 
-/// A compiled chat template; render it as often as needed.
+pub use sandbox::{FUEL as TEMPLATE_FUEL, OUTPUT_BYTES as TEMPLATE_OUTPUT_BYTES, RECURSION as TEMPLATE_RECURSION};
+
+/// A chat template, checked to compile and to render a sample conversation within the
+/// sandbox's limits (see `sandbox`); render it as often as needed.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    name: &'static str,
     source: String,
     bos_token: String,
     eos_token: String,
@@ -98,25 +104,36 @@ fn tpl_err(e: Error) -> AmuletError {
 }
 
 impl ChatTemplate {
-    /// Compiles now, so a broken template is reported when the model loads, not mid-request.
+    /// A model's own template (`tokenizer.chat_template`). Compiled and tried on a sample
+    /// conversation now, so a broken or hostile template is reported when the model loads,
+    /// not mid-request: a syntax error is a `CHAT_TEMPLATE` error, a template that runs past
+    /// the sandbox's limits a `BAD_MODEL` one.
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
-        Self::build(source, bos_token, eos_token, false)
+        let t = Self::build(GGUF_TEMPLATE, source, bos_token, eos_token, false)?;
+        let sample = [
+            ChatMessage::new("system", "You are helpful."),
+            ChatMessage::new("user", "Hi"),
+            ChatMessage::new("assistant", "Hello!"),
+            ChatMessage::new("user", "Tell me a joke."),
+        ];
+        match t.render(&sample, true) {
+            // The template's own complaints (no system role...) wait for a real conversation.
+            Ok(_) | Err(AmuletError::ChatTemplate(_)) => Ok(t),
+            Err(e) => Err(e),
+        }
     }
 
-    fn build(source: &str, bos_token: &str, eos_token: &str, fallback: bool) -> Result<Self> {
+    fn build(name: &'static str, source: &str, bos_token: &str, eos_token: &str, fallback: bool) -> Result<Self> {
         let mut env = Environment::new();
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
-        env.set_keep_trailing_newline(false);
-        env.set_auto_escape_callback(|_| AutoEscape::None);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        sandbox::install(&mut env);
         env.add_function("raise_exception", raise_exception);
         #[cfg(not(target_arch = "wasm32"))]
         env.add_function("strftime_now", strftime::strftime_now);
         env.add_filter("tojson", tojson::tojson);
-        env.add_template_owned(TEMPLATE_NAME, source.to_string()).map_err(tpl_err)?;
+        sandbox::compile(name, source).map_err(tpl_err)?;
         Ok(ChatTemplate {
             env,
+            name,
             source: source.to_string(),
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
@@ -138,8 +155,13 @@ impl ChatTemplate {
     /// has `<start_of_turn>`/`<end_of_turn>`, ChatML otherwise.
     pub fn fallback_for(tokenizer: &TextTokenizer) -> Result<Self> {
         let gemma = tokenizer.token_id("<start_of_turn>").is_some() && tokenizer.token_id("<end_of_turn>").is_some();
-        let source = if gemma { GEMMA_FALLBACK_TEMPLATE } else { CHATML_FALLBACK_TEMPLATE };
+        let (name, source) = if gemma {
+            ("built-in Gemma fallback", GEMMA_FALLBACK_TEMPLATE)
+        } else {
+            ("built-in ChatML fallback", CHATML_FALLBACK_TEMPLATE)
+        };
         Self::build(
+            name,
             source,
             &tokenizer.bos_token().unwrap_or_default(),
             &tokenizer.eos_token().unwrap_or_default(),
@@ -157,8 +179,12 @@ impl ChatTemplate {
     }
 
     /// The prompt text. Encode it with `add_special_tokens = false`: the template already
-    /// wrote whatever bos/turn markers the model expects.
+    /// wrote whatever bos/turn markers the model expects. A render that passes the sandbox's
+    /// limits is a `BAD_MODEL` error naming the template.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        let input = messages.iter().map(|m| m.role.len() + m.content.len()).sum::<usize>()
+            + self.bos_token.len()
+            + self.eos_token.len();
         let messages: Vec<Value> = messages
             .iter()
             .map(|m| {
@@ -176,8 +202,14 @@ impl ChatTemplate {
             bos_token => self.bos_token.as_str(),
             eos_token => self.eos_token.as_str(),
         };
-        let tpl = self.env.get_template(TEMPLATE_NAME).map_err(tpl_err)?;
-        tpl.render(ctx).map_err(tpl_err)
+        let compiled = sandbox::compile(self.name, &self.source).map_err(tpl_err)?;
+        match sandbox::render(&self.env, &compiled, ctx, sandbox::Limits::for_input(input)) {
+            sandbox::Outcome::Done(text) => Ok(text),
+            sandbox::Outcome::Limit(reason) => {
+                Err(AmuletError::BadModel(format!("chat template `{}` {reason}", self.name)))
+            }
+            sandbox::Outcome::Failed(e) => Err(tpl_err(e)),
+        }
     }
 }
 

@@ -591,6 +591,7 @@ impl Engine {
             },
             None => self.model.forward_async(&refs).await?,
         };
+        check_finite(&logits, &format!("decode step {}", g.step))?;
         g.rows.extend(batch.iter().map(|(s, _)| *s).zip(logits));
         Ok(events)
     }
@@ -717,6 +718,7 @@ impl Engine {
         }
         g.timings.prefill_tokens = shared + batch.iter().map(|(_, t)| t.len()).sum::<usize>();
         let logits = self.model.forward_async(&batch).await?;
+        check_finite(&logits, "the prompt")?;
         g.rows = batch.iter().map(|(s, _)| *s).zip(logits).collect();
         Ok(())
     }
@@ -809,6 +811,23 @@ fn token_requests(
         });
     }
     Some(requests)
+}
+
+/// Logits with a NaN or +infinity (weights that overflow, a broken kernel) would sample
+/// garbage or nothing: the request ends here with a typed error instead. A -infinity only
+/// rules its token out, unless the whole row is.
+fn check_finite(rows: &[Vec<f32>], at: &str) -> Result<()> {
+    for row in rows {
+        let bad = row.iter().position(|v| v.is_nan() || *v == f32::INFINITY);
+        let bad = bad.or_else(|| row.iter().all(|v| *v == f32::NEG_INFINITY).then_some(0));
+        if let Some(i) = bad {
+            return Err(AmuletError::Compute(format!(
+                "the model produced a non-finite logit ({}) for token {i} at {at}: its weights are unusable",
+                row.get(i).copied().unwrap_or(f32::NAN)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Runs a future that a synchronous backend completes at once. A backend that must wait
