@@ -183,8 +183,6 @@ cmd_test() {
   need_chromium
   need_vulkan
   build_wasm
-  log "fuzz smoke: every target replays its seeds, then 2,000 new inputs (./build.sh fuzz for longer)"
-  run_fuzz -runs=2000
 
   log "native: cargo test --release (unit, real-model, fixture, CLI, WebGPU-on-lavapipe tests)"
   cargo test --release --workspace

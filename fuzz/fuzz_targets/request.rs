@@ -4,10 +4,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else { return };
-    match amulet::request::parse_request(&v) {
-        Ok(_) => {}
-        Err(e) => assert_eq!(e.code(), "BAD_OPTION", "{e}"),
-    }
-});
+fuzz_target!(|data: &[u8]| amulet::fuzzing::request(data));
