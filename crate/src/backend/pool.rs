@@ -192,7 +192,12 @@ mod tests {
 
     #[test]
     fn split_cols_writes_every_column_of_every_row_once() {
-        set_threads(2).unwrap();
+        // A pool of its own: the global one may hold a single thread (RAYON_NUM_THREADS=1).
+        rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(split_cols_cases);
+    }
+
+    fn split_cols_cases() {
+        assert_eq!(threads(), 2, "the installed pool's size");
         for (n, m, ld) in [(1, 1, 1), (127, 2, 130), (128, 1, 128), (1000, 3, 1000), (4097, 8, 5000)] {
             let mut out = vec![-1f32; (m - 1) * ld + n + 3];
             split_cols(n, m, &mut out, ld, |cols, buf, bld| {
