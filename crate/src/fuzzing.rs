@@ -27,8 +27,8 @@ pub fn gguf_prefix(data: &[u8]) {
         return;
     }
     let (len, prefix) = data.split_at(8);
-    let announced = u64::from_le_bytes(len.try_into().unwrap()) as usize;
-    let file_len = prefix.len().saturating_add(announced % (1 << 40));
+    let announced = u64::from_le_bytes(len.try_into().unwrap()) % (1 << 40);
+    let file_len = prefix.len().saturating_add(usize::try_from(announced).unwrap_or(usize::MAX));
     if let Ok(Some(g)) = Gguf::parse_prefix(prefix, file_len) {
         let _ = crate::model::ModelConfig::from_gguf(&g);
         let _ = crate::model::memory::check_fits_wasm32(&g);

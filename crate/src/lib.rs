@@ -9,6 +9,7 @@ pub mod error;
 #[cfg(not(target_arch = "wasm32"))] // the offline evaluation is a CLI tool: kept out of the wasm package
 pub mod eval;
 pub mod fixture;
+#[cfg(not(target_arch = "wasm32"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gguf;
