@@ -7,8 +7,9 @@
 //        [--out ../../target/bench/browser.json] [--model PATH] [--no-wllama] [--no-mt]
 //
 // Measures, all in one browser and, for every comparison, interleaved in the same run:
-// - ours (main thread, CPU wasm) at 1 thread (single-threaded build, plain origin) and at
-//   --threads (threaded build, COOP/COEP origin): decode tok/s of method `base` and `amulet`,
+// - ours (CPU wasm) at 1 thread (single-threaded build, page main thread, plain origin) and at
+//   --threads (threaded build in the package's Worker, COOP/COEP origin: a main thread cannot
+//   block, so threads only pay in a Worker): decode tok/s of method `base` and `amulet`,
 //   their ratio, time to first token (generate() call -> first chunk), prefill ms, and the
 //   prefill of a long prompt (about --prefill-tokens tokens, as `amulet bench --prefill-tokens`);
 // - load time: first load (download + Cache API store + build; the cache is cleared before)

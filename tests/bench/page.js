@@ -2,13 +2,13 @@
 // through page.evaluate. Served by browser-bench.mjs's own server at /bench/page.js, next to
 // the package (/src/, /pkg/), the models (/models/) and wllama's ESM build (/wllama/).
 //
-// Our engine runs on the page's MAIN THREAD (AmuletEngine, not createWorkerEngine): that is
-// where its wasm Memory can be read (the package's wasmMemoryBytes(): the Memory of the build
-// this realm chose, single-threaded or threaded). wllama always runs in its own worker.
-// A page runs the threaded build when it is cross-origin isolated and oursLoad is given
-// threads > 1 (the first load of the realm decides).
+// At 1 thread our engine runs on the page's MAIN THREAD (AmuletEngine): that is where its wasm
+// Memory can be read at every phase (the package's wasmMemoryBytes()). With more threads it
+// runs in the package's Worker (createWorkerEngine): a main thread cannot block, so it spins
+// while the pool works, on a core the pool needs (2 threads ran 0.8x of 1 there); its Memory
+// then comes from the Worker's memoryUsage(). wllama always runs in its own worker.
 
-import { AmuletEngine, initWasm, wasmMemoryBytes as packageMemoryBytes } from '/src/index.js';
+import { AmuletEngine, createWorkerEngine, initWasm, wasmMemoryBytes as packageMemoryBytes } from '/src/index.js';
 import { Wllama } from '/wllama/index.js';
 
 const status = document.getElementById('status');
@@ -19,9 +19,31 @@ let engine = null;
 let gpuEngine = null;
 let wllama = null;
 
-/** byteLength of our wasm Memory (grow-only, so after a generation it is the peak). */
+/** byteLength of our wasm Memory (grow-only, so after a generation it is the peak); the
+ * Worker's when the engine runs there. */
 async function wasmMemoryBytes() {
-  return packageMemoryBytes();
+  return engine?.memoryUsage && !(engine instanceof AmuletEngine)
+    ? (await engine.memoryUsage()).wasmBytes
+    : packageMemoryBytes();
+}
+
+/** oursLoad with more than one thread: the engine in the package's Worker (see the header). */
+async function oursWorkerLoad({ url, cache, threads }) {
+  const t0 = now();
+  engine = await createWorkerEngine(null, url, { cache, threads, prefixCacheBytes: 0 });
+  const t1 = now();
+  return {
+    totalMs: t1 - t0,
+    readMs: null,
+    betweenMs: null,
+    buildMs: null,
+    source: 'Worker',
+    wasmMemoryBaselineBytes: null,
+    wasmMemoryAtBuildStartBytes: null,
+    wasmMemoryBytes: await wasmMemoryBytes(),
+    jsHeap: jsHeap(),
+    info: { ...engine.info },
+  };
 }
 
 function jsHeap() {
@@ -73,6 +95,7 @@ window.bench = {
    * build callback (the model's bytes have been copied in) and after the build.
    */
   async oursLoad({ url, cache, threads = 1 }) {
+    if (threads > 1) return oursWorkerLoad({ url, cache, threads });
     let firstDownload = null;
     let lastDownload = null;
     let firstBuild = null;

@@ -9,6 +9,7 @@ pub mod q5_0;
 pub mod q6_k;
 pub mod q8_0;
 pub mod rows;
+pub mod swiglu;
 #[cfg(test)]
 mod testutil;
 pub mod webgpu;

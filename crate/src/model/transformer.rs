@@ -11,7 +11,9 @@ use super::attention::{attend_rows, AttentionShape, KvCache, LayerKv, RopeTable}
 use super::config::{Activation, Arch, ModelConfig};
 use super::{check_batch, insert_sequence, LanguageModel, SeqId};
 use crate::backend::linear::Linear;
+use crate::backend::pool::on_pool;
 use crate::backend::q8_0::Q80Matrix;
+use crate::backend::swiglu::silu_mul;
 use crate::error::{AmuletError, Result};
 use crate::gguf::{Gguf, TensorSource};
 
@@ -220,13 +222,14 @@ impl CpuModel {
             x = (x + a)?;
             let h = self.rms_norm_w(&x, &layer.ffn_norm)?;
             let gu = layer.gate_up.forward(&h)?;
-            let gate = gu.narrow(1, 0, cfg.d_ff)?;
-            let up = gu.narrow(1, cfg.d_ff, cfg.d_ff)?;
             let act = match cfg.activation {
-                Activation::Silu => candle_nn::ops::silu(&gate)?,
-                Activation::GeluTanh => gate.gelu()?,
+                Activation::Silu => {
+                    let gu = gu.flatten_all()?.to_vec1::<f32>()?;
+                    Tensor::from_vec(silu_mul(&gu, n_rows, cfg.d_ff), (n_rows, cfg.d_ff), &Device::Cpu)?
+                }
+                Activation::GeluTanh => (gu.narrow(1, 0, cfg.d_ff)?.gelu()? * gu.narrow(1, cfg.d_ff, cfg.d_ff)?)?,
             };
-            let mut f = layer.down.forward(&(act * up)?)?;
+            let mut f = layer.down.forward(&act)?;
             if let Some(w) = &layer.post_ffn_norm {
                 f = self.rms_norm_w(&f, w)?;
             }
@@ -311,7 +314,7 @@ impl LanguageModel for CpuModel {
     fn forward(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
         check_batch(&self.cfg, batch, |id| self.sequence_len(id))?;
         let before: Vec<usize> = batch.iter().map(|(id, _)| self.sequence_len(*id).unwrap_or(0)).collect();
-        let result = self.forward_inner(batch);
+        let result = on_pool(|| self.forward_inner(batch));
         if result.is_err() {
             let kv_dim = self.cfg.kv_dim();
             for ((id, _), len) in batch.iter().zip(before) {
