@@ -108,7 +108,10 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
     let team = Team::default();
     let team = &team;
-    rayon::scope(|s| {
+    // In place: `f` stays on the calling thread and its stack (in a browser a rayon thread's
+    // stack is smaller than the Worker's own: a whole forward pass of the 1.5B on one trapped);
+    // the helpers are queued on the pool.
+    rayon::in_place_scope(|s| {
         for _ in 0..helpers {
             s.spawn(move |_| team.help());
         }
