@@ -26,12 +26,10 @@
 //! Kernels: AVX2 (x86-64-v3), simd128 (wasm32) and a portable scalar one (always reachable as
 //! `run_scalar` / `matmul_scalar`). Each weight row is read once for up to 8 activation rows.
 
-use std::ops::Range;
-
 use half::f16;
 
 use super::acts::{with_q8k, Q8KActs, QK_K};
-use super::rows::{self, check_cols, check_concat, expect_bytes, Dot, Packed};
+use super::rows::{self, check_concat, expect_bytes, Dot, Packed};
 use crate::error::Result;
 
 pub use super::rows::KERNEL;
@@ -147,46 +145,9 @@ impl Q6KMatrix {
         }
         out
     }
-
-    /// Quantizes `m` activation rows of `cols()` values for `run`.
-    pub fn prepare(&self, x: &[f32], m: usize) -> Result<Q8KActs> {
-        let mut a = Q8KActs::new();
-        a.quantize(x, m, self.k)?;
-        Ok(a)
-    }
-
-    /// `out[r * ld + (i - rows.start)] = dot(row i, activation row r)` for the prepared rows
-    /// `r` and `i` in `rows`, with this build's kernel (see `KERNEL`).
-    pub fn run(&self, a: &Q8KActs, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
-        check_cols("Q6_K", self.k, a.cols())?;
-        #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
-        return rows::run("Q6_K", &x86::Kernel { w: self, a }, rows, out, ld);
-        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-        return rows::run("Q6_K", &wasm::Kernel { w: self, a }, rows, out, ld);
-        #[allow(unreachable_code)]
-        rows::run("Q6_K", &Scalar { w: self, a }, rows, out, ld)
-    }
-
-    /// `run` on the portable path (tests and tools check the SIMD kernels against it).
-    pub fn run_scalar(&self, a: &Q8KActs, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
-        check_cols("Q6_K", self.k, a.cols())?;
-        rows::run("Q6_K", &Scalar { w: self, a }, rows, out, ld)
-    }
-
-    /// x: `m` rows of `cols()` -> out: `m` rows of `rows()`.
-    pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
-        with_q8k(|a| {
-            a.quantize(x, m, self.k)?;
-            self.run(a, 0..self.n, out, self.n)
-        })
-    }
-
-    /// `matmul` on the portable path.
-    pub fn matmul_scalar(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
-        let a = self.prepare(x, m)?;
-        self.run_scalar(&a, 0..self.n, out, self.n)
-    }
 }
+
+rows::kernel_api!(Q6KMatrix, Q8KActs, with_q8k, "Q6_K");
 
 /// The 256 quants (0..63) of one record in element order.
 fn unpack(rec: &[u8]) -> [u8; QK_K] {

@@ -16,12 +16,10 @@
 //! Kernels: AVX2 (x86-64-v3), simd128 (wasm32, weights widened to i16 once for all rows)
 //! and a portable scalar one (always reachable as `run_scalar` / `matmul_scalar`).
 
-use std::ops::Range;
-
 use half::f16;
 
 use super::acts::{with_q8, Q8Acts, QK8_0};
-use super::rows::{self, check_cols, check_concat, expect_bytes, Dot};
+use super::rows::{self, check_concat, expect_bytes, Dot};
 use crate::error::{AmuletError, Result};
 
 pub use super::rows::KERNEL;
@@ -96,46 +94,9 @@ impl Q80Matrix {
         }
         Ok(())
     }
-
-    /// Quantizes `m` activation rows of `cols()` values for `run`.
-    pub fn prepare(&self, x: &[f32], m: usize) -> Result<Q8Acts> {
-        let mut a = Q8Acts::new();
-        a.quantize(x, m, self.k)?;
-        Ok(a)
-    }
-
-    /// `out[r * ld + (i - rows.start)] = dot(row i, activation row r)` for the prepared rows
-    /// `r` and `i` in `rows`, with this build's kernel (see `KERNEL`).
-    pub fn run(&self, a: &Q8Acts, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
-        check_cols("Q8_0", self.k, a.cols())?;
-        #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
-        return rows::run("Q8_0", &x86::Kernel { w: self, a }, rows, out, ld);
-        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-        return rows::run("Q8_0", &wasm::Kernel { w: self, a }, rows, out, ld);
-        #[allow(unreachable_code)]
-        rows::run("Q8_0", &Scalar { w: self, a }, rows, out, ld)
-    }
-
-    /// `run` on the portable path (tests and tools check the SIMD kernels against it).
-    pub fn run_scalar(&self, a: &Q8Acts, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
-        check_cols("Q8_0", self.k, a.cols())?;
-        rows::run("Q8_0", &Scalar { w: self, a }, rows, out, ld)
-    }
-
-    /// x: m rows of k -> out: m rows of n.
-    pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
-        with_q8(|a| {
-            a.quantize(x, m, self.k)?;
-            self.run(a, 0..self.n, out, self.n)
-        })
-    }
-
-    /// `matmul` on the portable path.
-    pub fn matmul_scalar(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
-        let a = self.prepare(x, m)?;
-        self.run_scalar(&a, 0..self.n, out, self.n)
-    }
 }
+
+rows::kernel_api!(Q80Matrix, Q8Acts, with_q8, "Q8_0");
 
 /// Portable path: candle's generic order, one running sum, `sumi * d_w * d_x` per block.
 struct Scalar<'a> {
@@ -333,10 +294,10 @@ mod tests {
         fn prepare(&self, x: &[f32], m: usize) -> Result<Q8Acts> {
             Q80Matrix::prepare(self, x, m)
         }
-        fn run(&self, a: &Q8Acts, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
+        fn run(&self, a: &Q8Acts, rows: std::ops::Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
             Q80Matrix::run(self, a, rows, out, ld)
         }
-        fn run_scalar(&self, a: &Q8Acts, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
+        fn run_scalar(&self, a: &Q8Acts, rows: std::ops::Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
             Q80Matrix::run_scalar(self, a, rows, out, ld)
         }
         fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {

@@ -170,6 +170,74 @@ fn pass<D: Dot, const R: usize>(d: &D, rows: Range<usize>, r0: usize, out: &mut 
     }
 }
 
+/// The public face every repacked format shares (`prepare`, `run`, `run_scalar`, `matmul`,
+/// `matmul_scalar`), for a matrix type with fields `n` and `k` whose module has `x86::Kernel`,
+/// `wasm::Kernel` and `Scalar` (each `{ w, a }`, implementing `Dot`). `$acts` is the
+/// activation type the format takes, `$with` its thread-local scratch, `$name` the format's
+/// name in errors.
+macro_rules! kernel_api {
+    ($matrix:ident, $acts:ident, $with:ident, $name:literal) => {
+        impl $matrix {
+            /// Quantizes `m` activation rows of `cols()` values for `run`.
+            pub fn prepare(&self, x: &[f32], m: usize) -> $crate::error::Result<$acts> {
+                let mut a = $acts::new();
+                a.quantize(x, m, self.k)?;
+                Ok(a)
+            }
+
+            /// `out[r * ld + (i - rows.start)] = dot(row i, activation row r)` for the prepared
+            /// rows `r` and `i` in `rows`, with this build's kernel (see `KERNEL`).
+            pub fn run(
+                &self,
+                a: &$acts,
+                rows: std::ops::Range<usize>,
+                out: &mut [f32],
+                ld: usize,
+            ) -> $crate::error::Result<()> {
+                $crate::backend::rows::check_cols($name, self.k, a.cols())?;
+                #[cfg(all(
+                    target_arch = "x86_64",
+                    target_feature = "avx2",
+                    target_feature = "fma",
+                    target_feature = "f16c"
+                ))]
+                return $crate::backend::rows::run($name, &x86::Kernel { w: self, a }, rows, out, ld);
+                #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+                return $crate::backend::rows::run($name, &wasm::Kernel { w: self, a }, rows, out, ld);
+                #[allow(unreachable_code)]
+                $crate::backend::rows::run($name, &Scalar { w: self, a }, rows, out, ld)
+            }
+
+            /// `run` on the portable path (tests and tools check the SIMD kernels against it).
+            pub fn run_scalar(
+                &self,
+                a: &$acts,
+                rows: std::ops::Range<usize>,
+                out: &mut [f32],
+                ld: usize,
+            ) -> $crate::error::Result<()> {
+                $crate::backend::rows::check_cols($name, self.k, a.cols())?;
+                $crate::backend::rows::run($name, &Scalar { w: self, a }, rows, out, ld)
+            }
+
+            /// x: `m` rows of `cols()` -> out: `m` rows of `rows()`.
+            pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> $crate::error::Result<()> {
+                $with(|a| {
+                    a.quantize(x, m, self.k)?;
+                    self.run(a, 0..self.n, out, self.n)
+                })
+            }
+
+            /// `matmul` on the portable path.
+            pub fn matmul_scalar(&self, x: &[f32], m: usize, out: &mut [f32]) -> $crate::error::Result<()> {
+                let a = self.prepare(x, m)?;
+                self.run_scalar(&a, 0..self.n, out, self.n)
+            }
+        }
+    };
+}
+pub(crate) use kernel_api;
+
 /// Concatenation of matrices along the output dimension: all must share `k`.
 pub(crate) fn check_concat(what: &str, ks: impl Iterator<Item = usize>) -> Result<usize> {
     let mut k0 = None;

@@ -59,10 +59,10 @@ macro_rules! kernel_for_tests {
             fn prepare(&self, x: &[f32], m: usize) -> Result<$acts> {
                 $ty::prepare(self, x, m)
             }
-            fn run(&self, a: &$acts, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
+            fn run(&self, a: &$acts, rows: std::ops::Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
                 $ty::run(self, a, rows, out, ld)
             }
-            fn run_scalar(&self, a: &$acts, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
+            fn run_scalar(&self, a: &$acts, rows: std::ops::Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
                 $ty::run_scalar(self, a, rows, out, ld)
             }
             fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
