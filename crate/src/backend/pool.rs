@@ -73,8 +73,6 @@ pub const MIN_ROWS: usize = 64;
 
 /// Runs `f` over `0..n` split into at most `threads()` contiguous ranges of at least `min`
 /// items (so small work stays on one thread), in parallel, and returns when all are done.
-/// Inside `on_pool` the ranges go to its team (threads that are already running); elsewhere
-/// to rayon's pool.
 pub fn split(n: usize, min: usize, f: impl Fn(Range<usize>) + Sync) {
     let parts = threads().min(n / min.max(1)).max(1);
     if parts == 1 {
@@ -82,9 +80,6 @@ pub fn split(n: usize, min: usize, f: impl Fn(Range<usize>) + Sync) {
         return;
     }
     let range = |p: usize| p * n / parts..(p + 1) * n / parts;
-    if TEAM.get().is_some_and(|t| t.run(parts, &|p| f(range(p)))) {
-        return;
-    }
     let f = &f;
     rayon::scope(|s| {
         for p in 1..parts {
@@ -92,136 +87,6 @@ pub fn split(n: usize, min: usize, f: impl Fn(Range<usize>) + Sync) {
         }
         f(range(0));
     });
-}
-
-/// Runs `f` (a whole forward pass) with a team: `threads() - 1` of the pool's threads wait,
-/// spinning, for the ranges of every `split` inside `f` until it returns. Handing a range to a
-/// sleeping thread costs a wake-up (tens of microseconds natively, more between a browser's
-/// Web Workers) and a forward pass has about five splits a block; a spinning thread takes it
-/// at once. The caller's thread takes ranges too, so no split waits for a thread that has
-/// not arrived: the team only ever speeds a split up (llama.cpp's threads spin the same way
-/// during a graph).
-pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    let helpers = threads() - 1;
-    if helpers == 0 || TEAM.get().is_some() {
-        return f();
-    }
-    let team = Team::default();
-    let team = &team;
-    // In place: `f` stays on the calling thread and its stack (in a browser a rayon thread's
-    // stack is smaller than the Worker's own: a whole forward pass of the 1.5B on one trapped);
-    // the helpers are queued on the pool.
-    rayon::in_place_scope(|s| {
-        for _ in 0..helpers {
-            s.spawn(move |_| team.help());
-        }
-        // Stops the helpers however `f` ends (a panic too), so the scope can finish.
-        struct Stop<'a>(&'a Team);
-        impl Drop for Stop<'_> {
-            fn drop(&mut self) {
-                self.0.stop.store(true, Ordering::Release);
-                TEAM.set(None);
-            }
-        }
-        let _stop = Stop(team);
-        // SAFETY (lifetime): `TEAM` is cleared by `_stop` before `team` goes out of scope.
-        TEAM.set(Some(unsafe { &*(team as *const Team) }));
-        f()
-    })
-}
-
-thread_local! {
-    /// The team of the `on_pool` call running on this thread, if any.
-    static TEAM: std::cell::Cell<Option<&'static Team>> = const { std::cell::Cell::new(None) };
-}
-
-/// The threads of one `on_pool` call and the split they work on. `state` packs the split's
-/// generation (high 32 bits) with the next unclaimed part (low 32): a part is claimed by a
-/// compare-and-swap that also checks the generation, so a helper can never claim a part of a
-/// split that has already returned, and `job` is only read after a successful claim (the
-/// split cannot return, nor the next one replace `job`, before that part is done).
-#[derive(Default)]
-struct Team {
-    state: std::sync::atomic::AtomicU64,
-    parts: AtomicUsize,
-    done: AtomicUsize,
-    job: std::sync::atomic::AtomicPtr<()>,
-    stop: std::sync::atomic::AtomicBool,
-}
-
-type Job<'a> = &'a (dyn Fn(usize) + Sync);
-
-impl Team {
-    /// Runs `job(p)` for every `p < parts` over the team; false when the split is too large
-    /// for the state's part field (the caller then uses rayon).
-    fn run(&self, parts: usize, job: Job<'_>) -> bool {
-        if parts >= 1 << 31 {
-            return false;
-        }
-        let gen = (self.state.load(Ordering::Acquire) >> 32) + 1;
-        let slot: *const Job<'_> = &job;
-        self.job.store(slot as *mut (), Ordering::Relaxed);
-        self.parts.store(parts, Ordering::Relaxed);
-        self.done.store(0, Ordering::Relaxed);
-        self.state.store(gen << 32, Ordering::Release);
-        while self.work(gen) {}
-        let mut spins = 0u32;
-        while self.done.load(Ordering::Acquire) < parts {
-            spin(&mut spins);
-        }
-        true
-    }
-
-    /// Claims and runs one part of split `gen`; false when none is left.
-    fn work(&self, gen: u64) -> bool {
-        let state = self.state.load(Ordering::Acquire);
-        let p = state & 0xffff_ffff;
-        if state >> 32 != gen || p as usize >= self.parts.load(Ordering::Relaxed) {
-            return false;
-        }
-        if self.state.compare_exchange(state, state + 1, Ordering::AcqRel, Ordering::Relaxed).is_err() {
-            return true; // another thread took it: look again
-        }
-        // Counts the part as done even if it panics, so the split's caller does not wait forever
-        // (the panic then ends the `on_pool` scope).
-        struct Done<'a>(&'a AtomicUsize);
-        impl Drop for Done<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_add(1, Ordering::Release);
-            }
-        }
-        let _done = Done(&self.done);
-        // SAFETY: the claim succeeded for generation `gen`, so its split is still waiting for
-        // this part and its `job` (set before the generation was published) is alive.
-        let job = unsafe { *(self.job.load(Ordering::Relaxed) as *const Job<'_>) };
-        job(p as usize);
-        true
-    }
-
-    /// A helper: takes parts of every split until the team stops.
-    fn help(&self) {
-        let mut spins = 0u32;
-        while !self.stop.load(Ordering::Acquire) {
-            let gen = self.state.load(Ordering::Acquire) >> 32;
-            if self.work(gen) {
-                spins = 0;
-            } else {
-                spin(&mut spins);
-            }
-        }
-    }
-}
-
-/// One round of waiting: a CPU spin hint, and natively every so often a yield so a thread that
-/// shares the core (an oversubscribed machine) still runs.
-#[inline]
-fn spin(spins: &mut u32) {
-    *spins = spins.wrapping_add(1);
-    std::hint::spin_loop();
-    #[cfg(not(target_arch = "wasm32"))]
-    if spins.is_multiple_of(1024) {
-        std::thread::yield_now();
-    }
 }
 
 /// A product's output columns `0..n` (weight rows), split over the threads: `f(cols, buf, ld)`
@@ -348,35 +213,6 @@ mod tests {
             });
             assert!(out.iter().all(|&v| v == 1.0), "n {n} min {min}");
         }
-    }
-
-    #[test]
-    fn a_team_runs_every_part_of_every_split_once() {
-        rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(|| {
-            let seen = on_pool(|| {
-                assert!(TEAM.get().is_some(), "on_pool with 2 threads forms a team");
-                let mut seen = Vec::new();
-                for n in [2, 64, 1000, 4097] {
-                    for _ in 0..50 {
-                        let mut out = vec![0f32; n];
-                        let shared = Shared::new(&mut out);
-                        split(n, 1, |r| {
-                            for i in r {
-                                // SAFETY: the ranges of one split are disjoint.
-                                unsafe { shared.set(i, shared.slice(i..i + 1)[0] + 1.0) };
-                            }
-                        });
-                        seen.push(out.iter().all(|&v| v == 1.0));
-                    }
-                }
-                split_cols_cases(); // through the team
-                seen
-            });
-            assert!(seen.iter().all(|&ok| ok));
-            assert!(TEAM.get().is_none(), "the team ends with on_pool");
-            split_cols_cases();
-            assert_eq!(on_pool(|| 7), 7);
-        });
     }
 
     #[test]

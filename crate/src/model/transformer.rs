@@ -11,7 +11,6 @@ use super::attention::{attend_rows, AttentionShape, KvCache, LayerKv, RopeTable}
 use super::config::{Activation, Arch, ModelConfig};
 use super::{check_batch, insert_sequence, LanguageModel, SeqId};
 use crate::backend::linear::Linear;
-use crate::backend::pool::on_pool;
 use crate::backend::q8_0::Q80Matrix;
 use crate::backend::swiglu::silu_mul;
 use crate::error::{AmuletError, Result};
@@ -314,7 +313,7 @@ impl LanguageModel for CpuModel {
     fn forward(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
         check_batch(&self.cfg, batch, |id| self.sequence_len(id))?;
         let before: Vec<usize> = batch.iter().map(|(id, _)| self.sequence_len(*id).unwrap_or(0)).collect();
-        let result = on_pool(|| self.forward_inner(batch));
+        let result = self.forward_inner(batch);
         if result.is_err() {
             let kv_dim = self.cfg.kv_dim();
             for ((id, _), len) in batch.iter().zip(before) {
