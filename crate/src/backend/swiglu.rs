@@ -3,6 +3,7 @@
 //! 400-token prefill of the 0.5B spent about 5% of its time there at 2 threads).
 
 use super::pool::{split, Shared};
+use crate::error::{AmuletError, Result};
 
 /// Fewest values a thread takes: below this the hand-over costs more than the exponentials.
 const MIN_VALUES: usize = 16 * 1024;
@@ -10,8 +11,13 @@ const MIN_VALUES: usize = 16 * 1024;
 /// `gu`: `rows` rows of `2 * d_ff` values, the gate then the up projection (the fused
 /// gate/up product). Returns `rows x d_ff` values of `silu(gate) * up`, with candle's silu
 /// formula, so the result is bit-identical to `candle_nn::ops::silu(gate) * up`.
-pub fn silu_mul(gu: &[f32], rows: usize, d_ff: usize) -> Vec<f32> {
-    assert_eq!(gu.len(), rows * 2 * d_ff, "silu_mul: gate/up rows");
+pub fn silu_mul(gu: &[f32], rows: usize, d_ff: usize) -> Result<Vec<f32>> {
+    if gu.len() != rows * 2 * d_ff {
+        return Err(AmuletError::Compute(format!(
+            "SwiGLU: {} gate/up values where {rows} rows of 2 x {d_ff} were expected",
+            gu.len()
+        )));
+    }
     let mut out = vec![0f32; rows * d_ff];
     let shared = Shared::new(&mut out);
     split(rows * d_ff, MIN_VALUES, |range| {
@@ -23,7 +29,7 @@ pub fn silu_mul(gu: &[f32], rows: usize, d_ff: usize) -> Vec<f32> {
             *o = g / (1.0 + (-g).exp()) * gu[r * 2 * d_ff + d_ff + c];
         }
     });
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -40,7 +46,12 @@ mod tests {
         let up = t.narrow(1, d_ff, d_ff).unwrap();
         let want =
             (candle_nn::ops::silu(&gate).unwrap() * up).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let got = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(|| silu_mul(&gu, rows, d_ff));
+        let got = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap()
+            .install(|| silu_mul(&gu, rows, d_ff))
+            .unwrap();
         assert_eq!(got.len(), want.len());
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
             assert_eq!(a.to_bits(), b.to_bits(), "value {i}: {a} vs {b}");

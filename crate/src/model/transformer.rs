@@ -224,7 +224,7 @@ impl CpuModel {
             let act = match cfg.activation {
                 Activation::Silu => {
                     let gu = gu.flatten_all()?.to_vec1::<f32>()?;
-                    Tensor::from_vec(silu_mul(&gu, n_rows, cfg.d_ff), (n_rows, cfg.d_ff), &Device::Cpu)?
+                    Tensor::from_vec(silu_mul(&gu, n_rows, cfg.d_ff)?, (n_rows, cfg.d_ff), &Device::Cpu)?
                 }
                 Activation::GeluTanh => (gu.narrow(1, 0, cfg.d_ff)?.gelu()? * gu.narrow(1, cfg.d_ff, cfg.d_ff)?)?,
             };
