@@ -102,6 +102,8 @@ before(async () => {
       res.writeHead(200, { 'content-type': MIME[path.extname(file)] ?? 'application/octet-stream' });
       return res.end(fs.readFileSync(file));
     }
+    // The browser asks for its icon on its own schedule: not a model request, never counted.
+    if (pathname === '/favicon.ico') return res.writeHead(404).end();
     serveModel(req, res, pathname);
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
