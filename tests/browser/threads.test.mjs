@@ -33,7 +33,10 @@ async function run(server, { threads, worker = false }) {
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
   try {
-    await page.goto(server.url);
+    // Not the demo: it starts the wasm itself (with 'auto' threads, 1 on a page) as it opens,
+    // and a realm's first start decides its build. A path the server lacks is an empty
+    // document of the same origin, with the same COOP/COEP headers.
+    await page.goto(`${server.origin}/no-page-here`);
     const out = await page.evaluate(
       async ({ model, request, threads, worker }) => {
         const { AmuletEngine, createWorkerEngine } = await import('/src/index.js');

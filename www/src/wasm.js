@@ -118,7 +118,9 @@ export function wasm() {
 export function useThreads(threads) {
   const asked = threads === undefined || threads === 'auto' ? poolSize : threads;
   const used = glue === single ? 1 : glue.setThreads(Math.min(asked, poolSize));
-  if (used === asked || glue === single) return { threads: used, reason: threadsReason };
+  if (used === asked) return { threads: used, reason: threadsReason };
+  // The first start of the realm chose the build (a page that initialised the wasm earlier).
+  if (glue === single) return { threads: 1, reason: `this realm runs the single-threaded build: ${threadsReason}` };
   return { threads: used, reason: `${used} threads: this realm's pool was started with ${poolSize}` };
 }
 
