@@ -2,6 +2,7 @@
 //! WebGPU: wgpu and our WGSL kernels (natively through Vulkan/Metal/DX12, in browsers on navigator.gpu).
 pub mod acts;
 pub mod linear;
+pub mod norm;
 pub mod pool;
 pub mod q4_1;
 pub mod q4_k;

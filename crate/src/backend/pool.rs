@@ -7,7 +7,7 @@
 //! with no pool involved at all.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(not(target_arch = "wasm32"))]
 use crate::error::AmuletError;
@@ -73,6 +73,8 @@ pub const MIN_ROWS: usize = 64;
 
 /// Runs `f` over `0..n` split into at most `threads()` contiguous ranges of at least `min`
 /// items (so small work stays on one thread), in parallel, and returns when all are done.
+/// Inside `on_pool` the ranges go to its team (threads that are already running); elsewhere
+/// to rayon's pool.
 pub fn split(n: usize, min: usize, f: impl Fn(Range<usize>) + Sync) {
     let parts = threads().min(n / min.max(1)).max(1);
     if parts == 1 {
@@ -80,6 +82,9 @@ pub fn split(n: usize, min: usize, f: impl Fn(Range<usize>) + Sync) {
         return;
     }
     let range = |p: usize| p * n / parts..(p + 1) * n / parts;
+    if TEAM.get().is_some_and(|t| t.run(parts, &|p| f(range(p)))) {
+        return;
+    }
     let f = &f;
     rayon::scope(|s| {
         for p in 1..parts {
@@ -87,6 +92,157 @@ pub fn split(n: usize, min: usize, f: impl Fn(Range<usize>) + Sync) {
         }
         f(range(0));
     });
+}
+
+/// Runs `f` (a whole forward pass) with a team: `threads() - 1` of the pool's threads wait,
+/// spinning, for the ranges of every `split` inside `f` until it returns. Handing a range to a
+/// sleeping thread costs a wake-up (tens of microseconds natively, more between a browser's
+/// Web Workers) and a forward pass has about five splits a block; a spinning thread takes it
+/// at once. The caller's thread takes ranges too, so no split waits for a thread that has
+/// not arrived: the team only ever speeds a split up (llama.cpp's threads spin the same way
+/// during a graph).
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let helpers = threads() - 1;
+    if helpers == 0 || TEAM.get().is_some() {
+        return f();
+    }
+    let team = Team::default();
+    let team = &team;
+    // In place: `f` stays on the calling thread and its stack (in a browser a rayon thread's
+    // stack is smaller than the Worker's own: a whole forward pass of the 1.5B on one trapped);
+    // the helpers are queued on the pool.
+    rayon::in_place_scope(|s| {
+        for _ in 0..helpers {
+            s.spawn(move |_| team.help());
+        }
+        // Stops the helpers however `f` ends (a panic too), so the scope can finish.
+        struct Stop<'a>(&'a Team);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.stop.store(true, Ordering::Release);
+                TEAM.set(None);
+            }
+        }
+        let _stop = Stop(team);
+        // SAFETY (lifetime): `TEAM` is cleared by `_stop` before `team` goes out of scope.
+        TEAM.set(Some(unsafe { &*(team as *const Team) }));
+        f()
+    })
+}
+
+thread_local! {
+    /// The team of the `on_pool` call running on this thread, if any.
+    static TEAM: std::cell::Cell<Option<&'static Team>> = const { std::cell::Cell::new(None) };
+}
+
+/// The threads of one `on_pool` call and the split they work on. `state` is one word that
+/// holds all a claim depends on: the split's generation (high 32 bits), its number of parts
+/// (16 bits) and the next unclaimed part (low 16). A part is claimed by a compare-and-swap of
+/// the whole word, so a claim can only succeed on the split it read, with that split's own
+/// part count: a helper that reads the word while the caller publishes the next split either
+/// sees the old split (every part taken) or the new one, never the old generation with the
+/// new count. (Kept in two fields, the count and the word, that mix let a helper claim part 0
+/// of the empty split a team starts with: it ran while the caller ran the same part, and the
+/// split returned with the helper still writing. crate/tests/threads.rs caught it.)
+/// `job` is only read after a successful claim: the split cannot return, nor the next one
+/// replace `job`, before that part is done.
+#[derive(Default)]
+struct Team {
+    state: AtomicU64,
+    done: AtomicUsize,
+    job: std::sync::atomic::AtomicPtr<()>,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+type Job<'a> = &'a (dyn Fn(usize) + Sync);
+
+/// Most parts one team split can have (the state's 16-bit fields).
+const MAX_PARTS: usize = 0xffff;
+
+/// The state word of part `next` of split `gen` with `parts` parts.
+fn word(gen: u64, parts: usize, next: usize) -> u64 {
+    (gen << 32) | ((parts as u64) << 16) | next as u64
+}
+
+impl Team {
+    /// Runs `job(p)` for every `p < parts` over the team; false when the split has more parts
+    /// than the state holds (the caller then uses rayon).
+    fn run(&self, parts: usize, job: Job<'_>) -> bool {
+        if parts > MAX_PARTS {
+            return false;
+        }
+        let gen = (self.state.load(Ordering::Acquire) >> 32) + 1;
+        let slot: *const Job<'_> = &job;
+        self.job.store(slot as *mut (), Ordering::Relaxed);
+        self.done.store(0, Ordering::Relaxed);
+        // Publishes the job and the reset count with the new generation.
+        self.state.store(word(gen, parts, 0), Ordering::Release);
+        while self.work() {}
+        let mut spins = 0u32;
+        while self.done.load(Ordering::Acquire) < parts {
+            spin(&mut spins);
+        }
+        debug_assert_eq!(self.state.load(Ordering::Acquire), word(gen, parts, parts));
+        true
+    }
+
+    /// Claims and runs one part of the split the state shows; false when none is left.
+    fn work(&self) -> bool {
+        let state = self.state.load(Ordering::Acquire);
+        let (parts, p) = ((state >> 16) & 0xffff, state & 0xffff);
+        if p >= parts {
+            return false;
+        }
+        if self.state.compare_exchange(state, state + 1, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return true; // another thread took it, or the split changed: look again
+        }
+        // Counts the part as done even if it panics, so the split's caller does not wait forever
+        // (the panic then ends the `on_pool` scope).
+        struct Done<'a>(&'a AtomicUsize);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::Release);
+            }
+        }
+        let _done = Done(&self.done);
+        // SAFETY: the claim succeeded on this split's own word, so the split is still waiting
+        // for this part and its `job` (stored before the word was published) is alive.
+        let job = unsafe { *(self.job.load(Ordering::Relaxed) as *const Job<'_>) };
+        job(p as usize);
+        true
+    }
+
+    /// A helper: takes parts of every split until the team stops, or until no split has come
+    /// for `IDLE_SPINS` rounds. That bound is a backstop: a pool thread waiting inside some
+    /// other rayon job of the pass (a library op that uses rayon) may pick this job up; it
+    /// must return to its wait, or the pass would wait for it forever. Our own ops of the pass
+    /// do not use rayon, so this only ever costs the rest of such a pass its helper.
+    fn help(&self) {
+        let mut spins = 0u32;
+        while !self.stop.load(Ordering::Acquire) && spins < IDLE_SPINS {
+            if self.work() {
+                spins = 0;
+            } else {
+                spin(&mut spins);
+            }
+        }
+    }
+}
+
+/// Rounds a helper waits for a split before it leaves its team (about 10 ms in wasm, 0.1 s
+/// natively): far longer than the gaps between the splits of a pass.
+const IDLE_SPINS: u32 = 1 << 21;
+
+/// One round of waiting: a CPU spin hint, and natively every so often a yield so a thread that
+/// shares the core (an oversubscribed machine) still runs.
+#[inline]
+fn spin(spins: &mut u32) {
+    *spins = spins.wrapping_add(1);
+    std::hint::spin_loop();
+    #[cfg(not(target_arch = "wasm32"))]
+    if spins.is_multiple_of(1024) {
+        std::thread::yield_now();
+    }
 }
 
 /// A product's output columns `0..n` (weight rows), split over the threads: `f(cols, buf, ld)`
@@ -213,6 +369,64 @@ mod tests {
             });
             assert!(out.iter().all(|&v| v == 1.0), "n {n} min {min}");
         }
+    }
+
+    #[test]
+    fn a_team_runs_every_part_of_every_split_once() {
+        rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(|| {
+            let seen = on_pool(|| {
+                assert!(TEAM.get().is_some(), "on_pool with 2 threads forms a team");
+                let mut seen = Vec::new();
+                for n in [2, 64, 1000, 4097] {
+                    for _ in 0..50 {
+                        let mut out = vec![0f32; n];
+                        let shared = Shared::new(&mut out);
+                        split(n, 1, |r| {
+                            for i in r {
+                                // SAFETY: the ranges of one split are disjoint.
+                                unsafe { shared.set(i, shared.slice(i..i + 1)[0] + 1.0) };
+                            }
+                        });
+                        seen.push(out.iter().all(|&v| v == 1.0));
+                    }
+                }
+                split_cols_cases(); // through the team
+                seen
+            });
+            assert!(seen.iter().all(|&ok| ok));
+            assert!(TEAM.get().is_none(), "the team ends with on_pool");
+            split_cols_cases();
+            assert_eq!(on_pool(|| 7), 7);
+        });
+    }
+
+    /// Many short teams, each publishing its first split while its helper spins on the empty
+    /// one: every item runs exactly once.
+    #[test]
+    fn a_fresh_team_runs_each_part_once() {
+        use std::sync::atomic::AtomicU32;
+        rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(|| {
+            let runs: Vec<AtomicU32> = (0..1000).map(|_| AtomicU32::new(0)).collect();
+            for team in 0..10_000 {
+                on_pool(|| {
+                    // As a forward pass does before its first product: the helper arrives and
+                    // spins on the empty split while this thread publishes the first one.
+                    let t = std::time::Instant::now();
+                    while t.elapsed() < std::time::Duration::from_micros(20) {}
+                    for n in [1000, 1, 2, 1000] {
+                        split(n, 1, |r| {
+                            for i in r {
+                                runs[i].fetch_add(1, Ordering::Relaxed);
+                            }
+                        });
+                    }
+                });
+                let want = |i: usize| 2 + u32::from(i < 1) + u32::from(i < 2);
+                for (i, c) in runs.iter().enumerate() {
+                    assert_eq!(c.swap(0, Ordering::Relaxed), want(i), "team {team}: item {i}");
+                }
+            }
+        });
     }
 
     #[test]

@@ -11,6 +11,8 @@ use super::attention::{attend_rows, AttentionShape, KvCache, LayerKv, RopeTable}
 use super::config::{Activation, Arch, ModelConfig};
 use super::{check_batch, insert_sequence, LanguageModel, SeqId};
 use crate::backend::linear::Linear;
+use crate::backend::norm;
+use crate::backend::pool::on_pool;
 use crate::backend::q8_0::Q80Matrix;
 use crate::backend::swiglu::silu_mul;
 use crate::error::{AmuletError, Result};
@@ -188,8 +190,8 @@ impl CpuModel {
             let v = qkv.narrow(1, q_dim + kv_dim, kv_dim)?;
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
                 let eps = cfg.rms_eps;
-                q = candle_nn::ops::rms_norm(&q.contiguous()?.reshape((n_rows * cfg.n_head, hd))?, qn, eps)?;
-                k = candle_nn::ops::rms_norm(&k.contiguous()?.reshape((n_rows * cfg.n_kv_head, hd))?, kn, eps)?;
+                q = rms_norm(&q.contiguous()?.reshape((n_rows * cfg.n_head, hd))?, qn, eps)?;
+                k = rms_norm(&k.contiguous()?.reshape((n_rows * cfg.n_kv_head, hd))?, kn, eps)?;
             }
             let mut q = q.flatten_all()?.to_vec1::<f32>()?;
             let mut k = k.flatten_all()?.to_vec1::<f32>()?;
@@ -255,7 +257,7 @@ impl CpuModel {
     }
 
     fn rms_norm_w(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, self.cfg.rms_eps)?)
+        rms_norm(x, w, self.cfg.rms_eps)
     }
 }
 
@@ -313,7 +315,7 @@ impl LanguageModel for CpuModel {
     fn forward(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
         check_batch(&self.cfg, batch, |id| self.sequence_len(id))?;
         let before: Vec<usize> = batch.iter().map(|(id, _)| self.sequence_len(*id).unwrap_or(0)).collect();
-        let result = self.forward_inner(batch);
+        let result = on_pool(|| self.forward_inner(batch));
         if result.is_err() {
             let kv_dim = self.cfg.kv_dim();
             for ((id, _), len) in batch.iter().zip(before) {
@@ -328,4 +330,11 @@ impl LanguageModel for CpuModel {
         }
         Ok(logits)
     }
+}
+
+/// RMS norm of the rows of `x` (any shape, normalised along its last dimension of
+/// `w.len()` values), on the pool's threads (`backend::norm`).
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
+    let out = norm::rms_norm(&x.flatten_all()?.to_vec1::<f32>()?, &w.to_vec1::<f32>()?, eps)?;
+    Ok(Tensor::from_vec(out, x.shape(), x.device())?)
 }
