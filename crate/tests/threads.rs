@@ -1,8 +1,8 @@
 //! The CPU threads give the tokens one thread gives, bit for bit, on the real models: every
 //! output value is computed by the same kernel on the same inputs whichever thread takes its
 //! range (`backend::pool`: products split by weight rows, attention by (row, head), SwiGLU by
-//! values). It also caught a race: a team of spinning helper threads (withdrawn, see the
-//! README) made it crash one run in four.
+//! values). It caught a race in the team of spinning helpers (`pool::on_pool`, fixed since:
+//! a helper could claim part 0 of a team's empty first split), which crashed one run in four.
 
 #![cfg(not(target_arch = "wasm32"))]
 
