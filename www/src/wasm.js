@@ -43,7 +43,7 @@ function threadsHere(asked) {
   }
   // A window's main thread cannot block (Atomics.wait): it spins while the pool works, on a
   // core the pool needs. Measured in Chromium on 2 cores: 2 threads ran 0.8x of 1 there, and
-  // 1.2x of 1 in the Worker. So 'auto' is 1 thread here; an explicit count is honoured.
+  // 1.66-1.83x of 1 in the Worker. So 'auto' is 1 thread here; an explicit count is honoured.
   if (asked === undefined || asked === 'auto') {
     if (typeof globalThis.document !== 'undefined') {
       return { n: 1, why: "a page's main thread cannot block, so threads do not pay there: use createWorkerEngine" };

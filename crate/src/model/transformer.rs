@@ -19,17 +19,17 @@ use crate::error::{AmuletError, Result};
 use crate::gguf::{Gguf, TensorSource};
 
 struct Layer {
-    attn_norm: Tensor,
+    attn_norm: Vec<f32>,
     qkv: Linear,
     qkv_bias: Option<Tensor>,
-    q_norm: Option<Tensor>,
-    k_norm: Option<Tensor>,
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
     attn_out: Linear,
-    post_attn_norm: Option<Tensor>,
-    ffn_norm: Tensor,
+    post_attn_norm: Option<Vec<f32>>,
+    ffn_norm: Vec<f32>,
     gate_up: Linear,
     down: Linear,
-    post_ffn_norm: Option<Tensor>,
+    post_ffn_norm: Option<Vec<f32>>,
     window: Option<usize>,
     rope: usize,
 }
@@ -59,7 +59,7 @@ pub struct CpuModel {
     cfg: ModelConfig,
     embeddings: Embeddings,
     layers: Vec<Layer>,
-    output_norm: Tensor,
+    output_norm: Vec<f32>,
     output: Linear,
     ropes: Vec<RopeTable>,
     seqs: Vec<Option<KvCache>>,
@@ -67,6 +67,11 @@ pub struct CpuModel {
 
 fn vector<S: TensorSource + ?Sized>(g: &Gguf, bytes: &S, name: &str, len: usize) -> Result<Tensor> {
     Ok(g.qtensor(bytes, name, &[len])?.dequantize(&Device::Cpu)?)
+}
+
+/// `vector` as plain values (the norms' weights, read by `backend::norm` every token).
+fn weights<S: TensorSource + ?Sized>(g: &Gguf, bytes: &S, name: &str, len: usize) -> Result<Vec<f32>> {
+    Ok(vector(g, bytes, name, len)?.to_vec1::<f32>()?)
 }
 
 impl CpuModel {
@@ -96,7 +101,7 @@ impl CpuModel {
             (None, Embeddings::Q80(w)) => Linear::tied_q80(w.clone()),
             (None, Embeddings::Candle(q)) => Linear::Candle(QMatMul::from_arc(q.clone())?),
         };
-        let output_norm = vector(g, bytes, "output_norm.weight", d)?;
+        let output_norm = weights(g, bytes, "output_norm.weight", d)?;
         let mut layers = Vec::with_capacity(cfg.n_layer);
         let mut bases: Vec<f32> = Vec::new();
         for i in 0..cfg.n_layer {
@@ -124,17 +129,21 @@ impl CpuModel {
                 }
             };
             layers.push(Layer {
-                attn_norm: vector(g, bytes, &n("attn_norm.weight"), d)?,
+                attn_norm: weights(g, bytes, &n("attn_norm.weight"), d)?,
                 qkv: Linear::load(g, bytes, &qkv_names, d, &[q, kv, kv])?,
                 qkv_bias,
-                q_norm: if gemma { Some(vector(g, bytes, &n("attn_q_norm.weight"), cfg.head_dim)?) } else { None },
-                k_norm: if gemma { Some(vector(g, bytes, &n("attn_k_norm.weight"), cfg.head_dim)?) } else { None },
+                q_norm: if gemma { Some(weights(g, bytes, &n("attn_q_norm.weight"), cfg.head_dim)?) } else { None },
+                k_norm: if gemma { Some(weights(g, bytes, &n("attn_k_norm.weight"), cfg.head_dim)?) } else { None },
                 attn_out: Linear::load(g, bytes, &[n("attn_output.weight")], q, &[d])?,
-                post_attn_norm: if gemma { Some(vector(g, bytes, &n("post_attention_norm.weight"), d)?) } else { None },
-                ffn_norm: vector(g, bytes, &n("ffn_norm.weight"), d)?,
+                post_attn_norm: if gemma {
+                    Some(weights(g, bytes, &n("post_attention_norm.weight"), d)?)
+                } else {
+                    None
+                },
+                ffn_norm: weights(g, bytes, &n("ffn_norm.weight"), d)?,
                 gate_up: Linear::load(g, bytes, &[n("ffn_gate.weight"), n("ffn_up.weight")], d, &[ff, ff])?,
                 down: Linear::load(g, bytes, &[n("ffn_down.weight")], ff, &[d])?,
-                post_ffn_norm: if gemma { Some(vector(g, bytes, &n("post_ffw_norm.weight"), d)?) } else { None },
+                post_ffn_norm: if gemma { Some(weights(g, bytes, &n("post_ffw_norm.weight"), d)?) } else { None },
                 window: cfg.layer_window(i),
                 rope,
             });
@@ -256,7 +265,7 @@ impl CpuModel {
         Ok(logits)
     }
 
-    fn rms_norm_w(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    fn rms_norm_w(&self, x: &Tensor, w: &[f32]) -> Result<Tensor> {
         rms_norm(x, w, self.cfg.rms_eps)
     }
 }
@@ -334,7 +343,11 @@ impl LanguageModel for CpuModel {
 
 /// RMS norm of the rows of `x` (any shape, normalised along its last dimension of
 /// `w.len()` values), on the pool's threads (`backend::norm`).
-fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
-    let out = norm::rms_norm(&x.flatten_all()?.to_vec1::<f32>()?, &w.to_vec1::<f32>()?, eps)?;
+fn rms_norm(x: &Tensor, w: &[f32], eps: f32) -> Result<Tensor> {
+    let last = x.dims().last().copied().unwrap_or(0);
+    if last != w.len() {
+        return Err(AmuletError::Compute(format!("RMS norm: rows of {last} values, {} weights", w.len())));
+    }
+    let out = norm::rms_norm(&x.flatten_all()?.to_vec1::<f32>()?, w, eps)?;
     Ok(Tensor::from_vec(out, x.shape(), x.device())?)
 }
