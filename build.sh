@@ -119,32 +119,44 @@ build_native() {
   cargo build --release --bin amulet
 }
 
+RELAXED_FLAGS="-C target-feature=+simd128,+relaxed-simd"
+
+# Four wasm builds (www/src/wasm.js picks one per realm): single-threaded or threaded, each with
+# plain simd128 kernels (every engine) and with relaxed SIMD's byte dot product (Chrome 114+).
+# Each has its own target dir, since the flags differ.
 build_wasm() {
   need_wasm_toolchain
   log "cargo build --release --target wasm32-unknown-unknown (simd128) + wasm-bindgen -> www/pkg"
   cargo build --release --lib --target wasm32-unknown-unknown
   wasm-bindgen --target web --out-dir www/pkg --out-name amulet \
     target/wasm32-unknown-unknown/release/amulet.wasm
-  build_wasm_threads
+  log "the same with +relaxed-simd -> www/pkg-relaxed"
+  RUSTFLAGS="$RELAXED_FLAGS" cargo build --release --lib --target wasm32-unknown-unknown \
+    --target-dir target/wasm-relaxed
+  wasm-bindgen --target web --out-dir www/pkg-relaxed --out-name amulet \
+    target/wasm-relaxed/wasm32-unknown-unknown/release/amulet.wasm
+  build_wasm_threads www/pkg-threads target/wasm-threads "+simd128"
+  build_wasm_threads www/pkg-threads-relaxed target/wasm-threads-relaxed "+simd128,+relaxed-simd"
 }
 
-# The threaded build: wasm threads need std rebuilt with atomics (nightly, -Z build-std) and a
-# shared memory of a fixed maximum; its own target dir, since the flags differ.
+# A threaded build (OUT, TARGET_DIR, SIMD features): wasm threads need std rebuilt with
+# atomics (nightly, -Z build-std) and a shared memory of a fixed maximum.
 build_wasm_threads() {
+  local out="$1" dir="$2" simd="$3"
   if ! rustup +nightly target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown \
       || ! rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src'; then
     log "rustup: nightly with rust-src and the wasm32 target (for the threaded wasm build)"
     rustup toolchain install nightly --profile minimal --component rust-src --target wasm32-unknown-unknown
   fi
-  log "cargo +nightly build -Z build-std (+atomics: the threaded wasm build) + wasm-bindgen -> www/pkg-threads"
+  log "cargo +nightly build -Z build-std (+atomics,$simd: a threaded wasm build) + wasm-bindgen -> $out"
   local link="-C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=4294967296"
   link+=" -C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size"
   link+=" -C link-arg=--export=__tls_align -C link-arg=--export=__tls_base"
-  RUSTFLAGS="-C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128 $link" \
+  RUSTFLAGS="-C target-feature=+atomics,+bulk-memory,+mutable-globals,$simd $link" \
     cargo +nightly build --release --lib --target wasm32-unknown-unknown -Z build-std=panic_abort,std \
-    --target-dir target/wasm-threads
-  wasm-bindgen --target web --out-dir www/pkg-threads --out-name amulet \
-    target/wasm-threads/wasm32-unknown-unknown/release/amulet.wasm
+    --target-dir "$dir"
+  wasm-bindgen --target web --out-dir "$out" --out-name amulet \
+    "$dir/wasm32-unknown-unknown/release/amulet.wasm"
 }
 
 cmd_build() {
@@ -164,13 +176,15 @@ cmd_serve() {
 
 # Cheap checks first: the repository stands alone, its code is formatted and lint-free.
 gates() {
-  log "gates: nothing outside the repository, cargo fmt, clippy (native, wasm32), prettier"
+  log "gates: nothing outside the repository, cargo fmt, clippy (native, wasm32, wasm32 relaxed SIMD), prettier"
   tests/check-self-contained.sh
   need_rust_components
   cargo fmt --check
   cargo clippy --release --all-targets -- -D warnings
   need_wasm_toolchain
   cargo clippy --release --target wasm32-unknown-unknown --lib --test wasm_api --test wasm_webgpu -- -D warnings
+  RUSTFLAGS="$RELAXED_FLAGS" cargo clippy --release --target wasm32-unknown-unknown --target-dir target/wasm-relaxed \
+    --lib --test wasm_kernels -- -D warnings
   need_node_modules tests
   (cd tests && npm run --silent format:check)
 }
@@ -190,7 +204,11 @@ cmd_test() {
   log "wasm: wasm-bindgen-test in Node, then in headless Chromium"
   export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
   export WASM_BINDGEN_TEST_TIMEOUT=300
-  cargo test --release --target wasm32-unknown-unknown --test wasm_api
+  cargo test --release --target wasm32-unknown-unknown --test wasm_api --test wasm_kernels
+  log "wasm: the relaxed-SIMD weight kernels against their scalar path, in headless Chromium"
+  RUSTFLAGS="$RELAXED_FLAGS" WASM_BINDGEN_USE_BROWSER=1 CHROMEDRIVER="$(command -v chromedriver)" \
+    WASM_BINDGEN_TEST_WEBDRIVER_JSON="$PWD/crate/webdriver.json" \
+    cargo test --release --target wasm32-unknown-unknown --target-dir target/wasm-relaxed --test wasm_kernels
   WASM_BINDGEN_USE_BROWSER=1 CHROMEDRIVER="$(command -v chromedriver)" \
     WASM_BINDGEN_TEST_WEBDRIVER_JSON="$PWD/crate/webdriver.json" \
     cargo test --release --target wasm32-unknown-unknown --test wasm_api

@@ -540,6 +540,12 @@ pub fn threaded_build() -> bool {
     cfg!(target_feature = "atomics")
 }
 
+/// The SIMD tier of this build's CPU kernels: "relaxed-simd" or "simd128" (`engine.info.simd`).
+#[wasm_bindgen(js_name = kernelTier)]
+pub fn kernel_tier() -> String {
+    crate::backend::rows::KERNEL.to_string()
+}
+
 /// How many threads the CPU kernels split their work over from now on (at most the pool's
 /// size); returns the count in use.
 #[wasm_bindgen(js_name = setThreads)]

@@ -1,9 +1,12 @@
-//! The simd128 weight kernels (Q4_K, Q6_K, Q5_0, Q8_0) in wasm, run by wasm-bindgen-test in
-//! Node: each against its scalar path and against an f64 product of candle's dequantized
-//! weights with the activations as candle quantizes them, on awkward shapes and 1 to 9 rows.
+//! The wasm weight kernels (Q4_K, Q6_K, Q5_0, Q8_0) of this build, plain simd128 or relaxed
+//! SIMD, run by wasm-bindgen-test: each against its scalar path and against an f64 product of
+//! candle's dequantized weights with the activations as candle quantizes them, on awkward
+//! shapes and 1 to 9 rows.
 //!
-//! Run: `CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
-//! cargo test --release --target wasm32-unknown-unknown --test wasm_kernels`
+//! Run (simd128, in Node): `CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
+//! cargo test --release --target wasm32-unknown-unknown --test wasm_kernels`; the relaxed-SIMD
+//! kernels need `RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd"` and an engine that
+//! has them (Chromium: `WASM_BINDGEN_USE_BROWSER=1`; `./build.sh test` runs both).
 #![cfg(target_arch = "wasm32")]
 
 use amulet::backend::q4_k::Q4KMatrix;
@@ -59,7 +62,8 @@ fn roundtrip(dtype: GgmlDType, values: &[f32], rows: usize, cols: usize) -> (Vec
 }
 
 fn check<K: Kernel>(shapes: &[(usize, usize)]) {
-    assert_eq!(KERNEL, "simd128");
+    let want = if cfg!(target_feature = "relaxed-simd") { "relaxed-simd" } else { "simd128" };
+    assert_eq!(KERNEL, want);
     for (si, &(n, k)) in shapes.iter().enumerate() {
         let mut rng = Rng::new(si as u64 + 11);
         let mut w = rng.vec(n * k, 0.1);
@@ -87,30 +91,30 @@ fn check<K: Kernel>(shapes: &[(usize, usize)]) {
             let tol = 1e-4 * mag + 1e-5;
             let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
             let what = format!("{:?} {n}x{k} m={m}", K::DTYPE);
-            assert!(diff(&simd, &scalar) <= tol, "{what}: simd128 vs scalar {}", diff(&simd, &scalar));
-            assert!(diff(&simd, &want) <= tol, "{what}: simd128 vs dequantized {}", diff(&simd, &want));
+            assert!(diff(&simd, &scalar) <= tol, "{what}: {KERNEL} vs scalar {}", diff(&simd, &scalar));
+            assert!(diff(&simd, &want) <= tol, "{what}: {KERNEL} vs dequantized {}", diff(&simd, &want));
             assert!(diff(&scalar, &want) <= tol, "{what}: scalar vs dequantized {}", diff(&scalar, &want));
         }
     }
 }
 
 #[wasm_bindgen_test]
-fn q4_k_simd128_matches_scalar_and_dequantized() {
+fn q4_k_simd_matches_scalar_and_dequantized() {
     check::<Q4KMatrix>(&[(37, 256), (100, 768), (19, 2816)]);
 }
 
 #[wasm_bindgen_test]
-fn q6_k_simd128_matches_scalar_and_dequantized() {
+fn q6_k_simd_matches_scalar_and_dequantized() {
     check::<Q6KMatrix>(&[(37, 256), (100, 768), (19, 2816)]);
 }
 
 #[wasm_bindgen_test]
-fn q5_0_simd128_matches_scalar_and_dequantized() {
+fn q5_0_simd_matches_scalar_and_dequantized() {
     // Block counts 1, 7, 21 (tail only, groups and tail), 28 (896) and 16 (groups only).
     check::<Q50Matrix>(&[(13, 32), (29, 224), (33, 672), (70, 896), (20, 512)]);
 }
 
 #[wasm_bindgen_test]
-fn q8_0_simd128_matches_scalar_and_dequantized() {
+fn q8_0_simd_matches_scalar_and_dequantized() {
     check::<Q80Matrix>(&[(13, 32), (29, 224), (33, 672), (70, 896)]);
 }

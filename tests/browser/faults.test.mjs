@@ -95,7 +95,8 @@ before(async () => {
     const { pathname } = new URL(req.url, 'http://x');
     if (pathname === '/')
       return res.writeHead(200, { 'content-type': MIME['.html'] }).end('<!doctype html><title>faults</title>');
-    const www = /^\/(src|pkg)\/([\w.-]+)$/.exec(pathname);
+    // The package and its single-threaded builds (this origin is not isolated: no threads).
+    const www = /^\/(src|pkg|pkg-relaxed)\/([\w.-]+)$/.exec(pathname);
     if (www) {
       const file = path.join(REPO, 'www', www[1], www[2]);
       if (!fs.existsSync(file)) return res.writeHead(404).end();

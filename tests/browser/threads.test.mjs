@@ -1,6 +1,7 @@
-// The two wasm builds in Chromium: the threaded one on a cross-origin isolated page
+// The wasm builds in Chromium: the threaded one on a cross-origin isolated page
 // (serve.mjs --isolate: COOP/COEP), the single-threaded one everywhere else; on the page and in
-// the package's Worker; the same greedy tokens whatever the thread count.
+// the package's Worker; relaxed SIMD (Chromium has it) and the plain simd128 build asked for
+// with `simd: 'simd128'`; the same greedy tokens whatever the thread count or build.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -28,7 +29,7 @@ after(async () => {
 });
 
 /** Loads the model with each `threads` in turn in one page (or its Worker): info and tokens. */
-async function run(server, { threads, worker = false }) {
+async function run(server, { threads, worker = false, simd }) {
   const page = await browser.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
@@ -38,22 +39,23 @@ async function run(server, { threads, worker = false }) {
     // document of the same origin, with the same COOP/COEP headers.
     await page.goto(`${server.origin}/no-page-here`);
     const out = await page.evaluate(
-      async ({ model, request, threads, worker }) => {
+      async ({ model, request, threads, worker, simd }) => {
         const { AmuletEngine, createWorkerEngine } = await import('/src/index.js');
         const runs = [];
         for (const n of threads) {
-          const options = { device: 'cpu', cache: false, threads: n };
+          const options = { device: 'cpu', cache: false, threads: n, simd };
           const engine = worker
             ? await createWorkerEngine(null, model, options)
             : await AmuletEngine.load(model, options);
           let last;
           for await (const chunk of engine.generate(request)) last = chunk;
-          runs.push({ threads: engine.info.threads, reason: engine.info.threadsReason, tokens: last.tokens });
+          const info = engine.info;
+          runs.push({ threads: info.threads, reason: info.threadsReason, simd: info.simd, tokens: last.tokens });
           await engine.dispose();
         }
         return { isolated: globalThis.crossOriginIsolated, runs };
       },
-      { model: MODEL, request: REQUEST, threads, worker },
+      { model: MODEL, request: REQUEST, threads, worker, simd },
     );
     assert.deepEqual(errors, []);
     return out;
@@ -71,16 +73,21 @@ test(
     const [two, one] = r.runs;
     assert.equal(two.threads, 2, two.reason);
     assert.equal(one.threads, 1);
+    assert.equal(two.simd, 'relaxed-simd');
     assert.equal(two.tokens.length, REQUEST.maxTokens);
     assert.deepEqual(two.tokens, one.tokens);
   },
 );
 
-test('in the Worker of an isolated page too', { timeout: 180_000 }, async () => {
-  const r = await run(isolated, { threads: [2], worker: true });
-  assert.equal(r.runs[0].threads, 2, r.runs[0].reason);
+test('in the Worker of an isolated page too, with either SIMD build', { timeout: 180_000 }, async () => {
   const page = await run(plain, { threads: [1] });
-  assert.deepEqual(r.runs[0].tokens, page.runs[0].tokens);
+  assert.equal(page.runs[0].simd, 'relaxed-simd');
+  for (const simd of ['auto', 'simd128']) {
+    const r = await run(isolated, { threads: [2], worker: true, simd });
+    assert.equal(r.runs[0].threads, 2, r.runs[0].reason);
+    assert.equal(r.runs[0].simd, simd === 'auto' ? 'relaxed-simd' : 'simd128');
+    assert.deepEqual(r.runs[0].tokens, page.runs[0].tokens);
+  }
 });
 
 test('a page that is not isolated runs one thread and says why', { timeout: 180_000 }, async () => {

@@ -1,6 +1,6 @@
-// A bundler consumer: `vite build` of tests/vite-app must emit the package's two .wasm builds
-// (single-threaded, threaded) and its worker as assets, referenced from the JS. (Running the
-// app is left to tests/browser.)
+// A bundler consumer: `vite build` of tests/vite-app must emit the package's four .wasm builds
+// (single-threaded and threaded, each plain simd128 and relaxed SIMD) and its worker as assets,
+// referenced from the JS. (Running the app is left to tests/browser.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
@@ -12,7 +12,9 @@ import { build } from 'vite';
 
 const app = fileURLToPath(new URL('../vite-app/', import.meta.url));
 const wasmPath = new URL('../../www/pkg/amulet_bg.wasm', import.meta.url);
-const threadsPath = new URL('../../www/pkg-threads/amulet_bg.wasm', import.meta.url);
+const otherPaths = ['pkg-threads', 'pkg-relaxed', 'pkg-threads-relaxed'].map(
+  (dir) => new URL(`../../www/${dir}/amulet_bg.wasm`, import.meta.url),
+);
 
 test('vite build emits the wasm and the worker of amulet-web', async () => {
   const outDir = await mkdtemp(join(tmpdir(), 'amulet-vite-'));
@@ -25,16 +27,18 @@ test('vite build emits the wasm and the worker of amulet-web', async () => {
     });
     const assets = await readdir(join(outDir, 'assets'));
     const wasms = assets.filter((f) => f.endsWith('.wasm'));
-    assert.equal(wasms.length, 2, `two .wasm assets: ${assets}`);
+    assert.equal(wasms.length, 4, `four .wasm assets: ${assets}`);
     const emitted = await Promise.all(wasms.map((f) => readFile(join(outDir, 'assets', f))));
     const single = await readFile(wasmPath);
-    const threaded = await readFile(threadsPath);
     const wasm = [wasms[emitted.findIndex((b) => b.equals(single))]];
     assert.ok(wasm[0], 'the single-threaded .wasm is emitted as it is');
-    assert.ok(
-      emitted.some((b) => b.equals(threaded)),
-      'the threaded .wasm is emitted as it is',
-    );
+    for (const path of otherPaths) {
+      const other = await readFile(path);
+      assert.ok(
+        emitted.some((b) => b.equals(other)),
+        `${path.pathname} is emitted as it is`,
+      );
+    }
 
     const js = assets.filter((f) => f.endsWith('.js'));
     const sources = Object.fromEntries(

@@ -6,7 +6,16 @@
 // in a FIFO queue and start when the previous one has finished.
 
 import { AmuletError, abortError, badOption, disposedError, toAmuletError } from './errors.js';
-import { checkThreads, initWasm, strength, useThreads, wasm as wasmBuild, wasmMemoryBytes } from './wasm.js';
+import {
+  checkSimd,
+  checkThreads,
+  initWasm,
+  simdTier,
+  strength,
+  useThreads,
+  wasm as wasmBuild,
+  wasmMemoryBytes,
+} from './wasm.js';
 import { openSource, parseIntegrity, sourceName } from './source.js';
 import { prepareRequest } from './options.js';
 import { Fifo, yieldToEventLoop } from './schedule.js';
@@ -24,6 +33,7 @@ const LOAD_OPTIONS = [
   'fetchOptions',
   'integrity',
   'threads',
+  'simd',
   'prefixCacheBytes',
 ];
 /** Bytes of KV cache kept between requests by default (a conversation's history). */
@@ -52,6 +62,7 @@ export function checkLoadOptions(options) {
   if (options.model != null && typeof options.model !== 'string') throw badOption('model', 'must be a string');
   parseIntegrity(options.integrity);
   checkThreads(options.threads);
+  checkSimd(options.simd);
   const budget = options.prefixCacheBytes;
   if (budget != null && !(Number.isInteger(budget) && budget >= 0)) {
     throw badOption('prefixCacheBytes', `must be a whole number of bytes >= 0, got ${String(budget)}`);
@@ -110,8 +121,9 @@ export class AmuletEngine {
         "device 'webgpu': no WebGPU here (navigator.gpu is missing); use 'auto' or 'cpu'",
       );
     }
-    await initWasm(options.wasm, { threads: options.threads });
+    await initWasm(options.wasm, { threads: options.threads, simd: options.simd });
     const threads = useThreads(options.threads);
+    const simd = simdTier();
 
     let downloaded = false;
     const { file, fetched, cached, cacheNote } = await openSource(source, {
@@ -182,6 +194,8 @@ export class AmuletEngine {
       cacheNote,
       threads: raw.device === 'webgpu' ? 1 : threads.threads,
       threadsReason: raw.device === 'webgpu' ? 'the model runs on the GPU' : threads.reason,
+      simd: simd.simd,
+      simdReason: simd.reason,
     };
     return new AmuletEngine(PRIVATE, wasm, info, file);
   }

@@ -80,6 +80,10 @@ export interface LoadOptions {
    *  build, which runs where the page is cross-origin isolated (COOP/COEP); elsewhere one
    *  thread runs and info.threadsReason says why. The first load of a realm sizes its pool. */
   threads?: number | 'auto';
+  /** CPU kernels' SIMD: 'auto' (default: relaxed SIMD's byte dot product where the engine has
+   *  it, e.g. Chrome/Edge 114+; plain simd128 elsewhere) or 'simd128' (the plain build). The
+   *  first load of a realm picks its build. */
+  simd?: 'auto' | 'simd128';
   /** Bytes of KV cache kept between requests (default 256 MiB; 0: none): a request whose
    *  messages continue an earlier one (a conversation) re-reads only what is new. */
   prefixCacheBytes?: number;
@@ -109,6 +113,9 @@ export interface EngineInfo {
   /** CPU threads the model runs on (1 on WebGPU), and why that many. */
   threads: number;
   threadsReason: string;
+  /** The SIMD tier of the CPU kernels' build, and why that one. */
+  simd: 'relaxed-simd' | 'simd128';
+  simdReason: string;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -464,7 +471,10 @@ export declare function createWorkerEngine(
 // The wasm module and the Amulet strength
 
 /** Instantiates the wasm module of this realm (once; later calls share the promise). */
-export declare function initWasm(input?: WasmInput, options?: { threads?: number | 'auto' }): Promise<void>;
+export declare function initWasm(
+  input?: WasmInput,
+  options?: { threads?: number | 'auto'; simd?: 'auto' | 'simd128' },
+): Promise<void>;
 /** Bytes of this realm's wasm memory (grow-only: also its peak); 0 before initWasm. */
 export declare function wasmMemoryBytes(): number;
 

@@ -11,15 +11,18 @@
 //!   and Q6_K weights (candle's `BlockQ8K::from_float`).
 //!
 //! Quants are stored in 32-value lanes (`Lane`), lined up with the registers of the weight
-//! kernels: i8 where the kernel multiplies bytes (AVX2 `maddubs`, the scalar path), i16 on
-//! wasm, whose simd128 has no byte products and widens once here instead of once per weight
-//! row. Per activation row:
+//! kernels: i8 where the kernel multiplies bytes (AVX2 `maddubs`, wasm's relaxed-SIMD
+//! `relaxed_dot_i8x16_i7x16`, the scalar path), i16 on plain simd128 wasm, which has no byte
+//! products and widens once here instead of once per weight row. Per activation row:
 //! - `Q8Acts::nat`: one lane per block, in element order (the Q8_0 kernel, the Q5_0 tail);
 //! - `Q8Acts::grp`: 8 lanes per group of 8 blocks, lane `j` value `4b + t` = element
 //!   `4j + t` of block `b` (the Q5_0 kernel; see q5_0.rs), then `sum16[b] = 16 * sum(q_b)`;
 //! - `Q8KActs::q`: 8 lanes per super-block, lane `j` value `2b + t` = element `16b + 2j + t`
 //!   (sub-block `b` of 16 values sits in the i16 lane `b` of a byte-pair product; see
-//!   q4_k.rs and q6_k.rs), with `bsums[b]` the sum of sub-block `b`'s quants.
+//!   q4_k.rs and q6_k.rs), with `bsums[b]` the sum of sub-block `b`'s quants;
+//! - relaxed-SIMD wasm only, `Q8Acts::wide`: `nat` widened to i16. The relaxed byte product
+//!   takes one operand as 7-bit unsigned (0..127), and Q8_0's signed weights are not, so the
+//!   Q8_0 kernel stays on simd128's i16 products in that build too (`Q8Acts::wide_lanes`).
 
 use crate::error::{AmuletError, Result};
 use half::f16;
@@ -27,11 +30,19 @@ use half::f16;
 pub const QK8_0: usize = 32;
 pub const QK_K: usize = 256;
 
-/// What the lanes hold: bytes for AVX2 and scalar code, i16 on wasm (see the header).
-#[cfg(not(target_arch = "wasm32"))]
+/// What the lanes hold: bytes, but i16 on wasm without relaxed SIMD (see the header).
+#[cfg(not(all(target_arch = "wasm32", not(target_feature = "relaxed-simd"))))]
 pub type Q = i8;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(target_feature = "relaxed-simd")))]
 pub type Q = i16;
+
+/// Whether the Q8_0 activations also carry `nat` widened to i16 (see the header).
+const WIDE: bool = cfg!(all(target_arch = "wasm32", target_feature = "relaxed-simd"));
+
+/// 32 activations as i16 (the relaxed-SIMD build's `Q8Acts::wide`).
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+pub struct Wide(pub [i16; 32]);
 
 /// 32 quantized activations, aligned for 256-bit loads.
 #[derive(Clone, Copy)]
@@ -58,6 +69,8 @@ pub struct Q8Acts {
     pub(super) grp: Vec<Lane>,
     pub(super) d: Vec<f32>,
     pub(super) sum16: Vec<i32>,
+    #[allow(dead_code)]
+    wide: Vec<Wide>,
     q: Vec<i8>,
 }
 
@@ -94,7 +107,16 @@ impl Default for Q8Acts {
 
 impl Q8Acts {
     pub const fn new() -> Self {
-        Q8Acts { m: 0, k: 0, nat: Vec::new(), grp: Vec::new(), d: Vec::new(), sum16: Vec::new(), q: Vec::new() }
+        Q8Acts {
+            m: 0,
+            k: 0,
+            nat: Vec::new(),
+            grp: Vec::new(),
+            d: Vec::new(),
+            sum16: Vec::new(),
+            wide: Vec::new(),
+            q: Vec::new(),
+        }
     }
 
     /// Quantizes `m` rows of `k` values (row-major); buffers are reused across calls.
@@ -111,6 +133,8 @@ impl Q8Acts {
         self.d.resize(m * nb, 0.0);
         self.sum16.clear();
         self.sum16.resize(m * nb, 0);
+        self.wide.clear();
+        self.wide.resize(if WIDE { m * nb } else { 0 }, Wide([0; 32]));
         self.q.resize(QK8_0, 0);
         let q: &mut [i8; QK8_0] = (&mut self.q[..]).try_into().expect("32 quants");
         for (j, xb) in x.as_chunks::<QK8_0>().0.iter().enumerate() {
@@ -120,6 +144,11 @@ impl Q8Acts {
             let (r, b) = (j / nb, j % nb);
             for (o, &v) in self.nat[j].0.iter_mut().zip(q.iter()) {
                 *o = v as Q;
+            }
+            if WIDE {
+                for (o, &v) in self.wide[j].0.iter_mut().zip(q.iter()) {
+                    *o = v as i16;
+                }
             }
             if b < 8 * groups {
                 let lanes = &mut self.grp[(r * groups + b / 8) * 8..][..8];
@@ -140,6 +169,16 @@ impl Q8Acts {
 
     pub fn cols(&self) -> usize {
         self.k
+    }
+
+    /// `nat` as 32 i16 per block: `nat` itself on plain simd128, `wide` with relaxed SIMD.
+    #[cfg(target_arch = "wasm32")]
+    pub(super) fn wide_lanes(&self) -> *const [i16; 32] {
+        if WIDE {
+            self.wide.as_ptr() as *const [i16; 32]
+        } else {
+            self.nat.as_ptr() as *const [i16; 32]
+        }
     }
 }
 

@@ -297,7 +297,11 @@ mod x86 {
     }
 }
 
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128", target_feature = "relaxed-simd"))]
+#[path = "relaxed/q4_k.rs"]
+mod wasm;
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128", not(target_feature = "relaxed-simd")))]
 mod wasm {
     use super::{Q4KMatrix, Q8KActs, META, MN, QK_K, REC, SC};
     use crate::backend::rows::{f16_to_f32, Dot};

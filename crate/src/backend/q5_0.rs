@@ -352,25 +352,19 @@ mod x86 {
     }
 }
 
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128", target_feature = "relaxed-simd"))]
+#[path = "relaxed/q5_0.rs"]
+mod wasm;
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128", not(target_feature = "relaxed-simd")))]
 mod wasm {
     use super::{Q50Matrix, Q8Acts, GB, GROUP, GROUP_D, QK8_0, TAIL};
-    use crate::backend::rows::{f16_to_f32, Dot};
+    use crate::backend::rows::{f16_to_f32, f16x4, Dot};
     use core::arch::wasm32::*;
 
     pub(super) struct Kernel<'a> {
         pub w: &'a Q50Matrix,
         pub a: &'a Q8Acts,
-    }
-
-    /// Four f16 (as the low halves of u32 lanes) to f32, exact (see `rows::f16_to_f32`).
-    #[inline(always)]
-    fn f16x4(h: v128) -> v128 {
-        let mag = i32x4_shl(v128_and(h, u32x4_splat(0x7fff)), 13);
-        let v = f32x4_mul(mag, f32x4_splat(f32::from_bits(0x7780_0000)));
-        let special = i32x4_eq(v128_and(h, u32x4_splat(0x7c00)), u32x4_splat(0x7c00));
-        let v = v128_bitselect(v128_or(mag, u32x4_splat(0x7f80_0000)), v, special);
-        v128_or(v, i32x4_shl(v128_and(h, u32x4_splat(0x8000)), 16))
     }
 
     // SAFETY: as for the x86 kernel: whole groups and blocks of row `i`, rows r0..r0 + R.

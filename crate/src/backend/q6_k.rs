@@ -288,7 +288,11 @@ mod x86 {
     }
 }
 
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128", target_feature = "relaxed-simd"))]
+#[path = "relaxed/q6_k.rs"]
+mod wasm;
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128", not(target_feature = "relaxed-simd")))]
 mod wasm {
     use super::{Q6KMatrix, Q8KActs, D, QK_K, REC, SCALES};
     use crate::backend::rows::{f16_to_f32, Dot};

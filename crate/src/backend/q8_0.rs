@@ -196,6 +196,8 @@ mod x86 {
     }
 }
 
+/// Both wasm builds: relaxed SIMD's byte product needs one operand in 0..127, and Q8_0's
+/// signed weights are not (the relaxed build's activations come widened too, see acts.rs).
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm {
     use super::{Q80Matrix, Q8Acts, BLOCK, QK};
@@ -221,12 +223,15 @@ mod wasm {
         }
 
         /// Weights widened to i16 once for all rows (the activations come widened), then
-        /// `i32x4.dot_i16x8_s` (one `pmaddwd` on x86 hosts) per 8 values.
+        /// `i32x4.dot_i16x8_s` (one `pmaddwd` on x86 hosts) per 8 values. (Gathering four
+        /// blocks' sums to scale them in one vector ran slower here: 16 live weight registers
+        /// spill.)
         #[inline(always)]
         unsafe fn dot<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
             let (w, a) = (self.w, self.a);
             let nb = w.k / QK;
             let row = w.data.as_ptr().add(i * nb * BLOCK);
+            let lanes = a.wide_lanes();
             let mut acc = [f32x4_splat(0.0); R];
             for b in 0..nb {
                 let blk = row.add(b * BLOCK);
@@ -240,7 +245,7 @@ mod wasm {
                 ];
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let j = (r0 + r) * nb + b;
-                    let x = a.nat.as_ptr().add(j) as *const v128;
+                    let x = lanes.add(j) as *const v128;
                     let dot = |v: usize| i32x4_dot_i16x8(wv[v], v128_load(x.add(v)));
                     let s = i32x4_add(i32x4_add(dot(0), dot(1)), i32x4_add(dot(2), dot(3)));
                     *acc = f32x4_add(*acc, f32x4_mul(f32x4_convert_i32x4(s), f32x4_splat(dw * a.d[j])));

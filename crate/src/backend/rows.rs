@@ -10,8 +10,11 @@ use crate::error::{AmuletError, Result};
 /// Which SIMD tier our Q4_K / Q6_K / Q5_0 / Q8_0 kernels run in this build.
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
 pub const KERNEL: &str = "avx2";
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128", not(target_feature = "relaxed-simd")))]
 pub const KERNEL: &str = "simd128";
+/// simd128 plus relaxed SIMD's byte dot product (a build of its own: see relaxed/mod.rs).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128", target_feature = "relaxed-simd"))]
+pub const KERNEL: &str = "relaxed-simd";
 #[cfg(not(any(
     all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"),
     all(target_arch = "wasm32", target_feature = "simd128")
@@ -294,6 +297,18 @@ pub(crate) fn f16_to_f32(h: u16) -> f32 {
         f32::from_bits(mag) * f32::from_bits(0x7780_0000)
     };
     f32::from_bits(v.to_bits() | (((h & 0x8000) as u32) << 16))
+}
+
+/// Four f16 (as the low halves of u32 lanes) to f32, exact (as `f16_to_f32`).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+pub(crate) fn f16x4(h: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::*;
+    let mag = i32x4_shl(v128_and(h, u32x4_splat(0x7fff)), 13);
+    let v = f32x4_mul(mag, f32x4_splat(f32::from_bits(0x7780_0000)));
+    let special = i32x4_eq(v128_and(h, u32x4_splat(0x7c00)), u32x4_splat(0x7c00));
+    let v = v128_bitselect(v128_or(mag, u32x4_splat(0x7f80_0000)), v, special);
+    v128_or(v, i32x4_shl(v128_and(h, u32x4_splat(0x8000)), 16))
 }
 
 #[cfg(test)]

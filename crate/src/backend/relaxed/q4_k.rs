@@ -1,0 +1,83 @@
+//! The Q4_K kernel for wasm with relaxed SIMD (the `wasm` module of q4_k.rs in that build).
+//!
+//! `i16x8.relaxed_dot_i8x16_i7x16_s` multiplies 16 activation bytes (any i8) by 16 weight
+//! nibbles (the 7-bit operand) and adds neighbouring pairs: one `pmaddubsw` on x86 hosts.
+//! Byte `2b + t` of a register is element `16b + 2j + t` (q4_k.rs), so i16 lane `l` of a
+//! register's half `h` belongs to sub-block `8h + l` of 16, i.e. sub-block `4h + l / 2` of
+//! 32: the 8 registers add up lane-wise in i16 (16 products of at most 15 * 128; each pair
+//! sum is far from saturating, so every engine gives the exact integer), and one
+//! `i32x4.dot_i16x8_s` with the scales doubled per lane pair yields 4 scaled sub-block sums.
+
+use super::{Q4KMatrix, Q8KActs, META, MN, QK_K, REC, SC};
+use crate::backend::rows::{f16_to_f32, Dot};
+use core::arch::wasm32::*;
+
+pub(super) struct Kernel<'a> {
+    pub w: &'a Q4KMatrix,
+    pub a: &'a Q8KActs,
+}
+
+// SAFETY: as for the x86 kernel: whole super-blocks of row `i` and rows r0..r0 + R.
+unsafe impl Dot for Kernel<'_> {
+    fn rows(&self) -> usize {
+        self.w.n
+    }
+    fn acts(&self) -> usize {
+        self.a.rows()
+    }
+    fn row_bytes(&self) -> usize {
+        self.w.k / QK_K * REC
+    }
+
+    #[inline(always)]
+    unsafe fn dot<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
+        let (w, a) = (self.w, self.a);
+        let nsb = w.k / QK_K;
+        let m4 = u8x16_splat(0x0F);
+        let mut acc = [f32x4_splat(0.0); R];
+        for s in 0..nsb {
+            let rec = w.data.as_ptr().add((i * nsb + s) * REC);
+            let h16 = |at: usize| f16_to_f32(std::ptr::read_unaligned(rec.add(at) as *const u16));
+            let (d, dmin) = (h16(META), h16(META + 2));
+            // The 8 scales, each on the two i16 lanes of its sub-block of 32, per half.
+            let sc16 = u16x8_extend_low_u8x16(v128_load64_zero(rec.add(SC) as *const u64));
+            let scs = [
+                i16x8_shuffle::<0, 0, 1, 1, 2, 2, 3, 3>(sc16, sc16),
+                i16x8_shuffle::<4, 4, 5, 5, 6, 6, 7, 7>(sc16, sc16),
+            ];
+            let mut si = [i32x4_splat(0); R];
+            for (h, &sc) in scs.iter().enumerate() {
+                let mut wr = [m4; 8];
+                for u in 0..4 {
+                    let v = v128_load(rec.add(32 * u + 16 * h) as *const v128);
+                    wr[2 * u] = v128_and(v, m4);
+                    wr[2 * u + 1] = v128_and(u16x8_shr(v, 4), m4);
+                }
+                for (r, si) in si.iter_mut().enumerate() {
+                    let y = a.q.as_ptr().add(8 * ((r0 + r) * nsb + s)) as *const v128;
+                    let p = |l: usize| i16x8_relaxed_dot_i8x16_i7x16(v128_load(y.add(2 * l + h)), wr[l]);
+                    let s16 = i16x8_add(
+                        i16x8_add(i16x8_add(p(0), p(1)), i16x8_add(p(2), p(3))),
+                        i16x8_add(i16x8_add(p(4), p(5)), i16x8_add(p(6), p(7))),
+                    );
+                    *si = i32x4_add(*si, i32x4_dot_i16x8(s16, sc));
+                }
+            }
+            let m = |c: usize| *rec.add(MN + c) as f32 * dmin;
+            let (mlo, mhi) = (f32x4(m(0), m(1), m(2), m(3)), f32x4(m(4), m(5), m(6), m(7)));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let j = (r0 + r) * nsb + s;
+                let bs = a.bsxd.as_ptr().add(j) as *const v128;
+                let mins = f32x4_add(f32x4_mul(mlo, v128_load(bs)), f32x4_mul(mhi, v128_load(bs.add(1))));
+                let f = f32x4_mul(f32x4_convert_i32x4(si[r]), f32x4_splat(d * a.d[j]));
+                *acc = f32x4_add(*acc, f32x4_sub(f, mins));
+            }
+        }
+        let mut res = [0f32; R];
+        for (o, &x) in res.iter_mut().zip(&acc) {
+            *o = (f32x4_extract_lane::<0>(x) + f32x4_extract_lane::<1>(x))
+                + (f32x4_extract_lane::<2>(x) + f32x4_extract_lane::<3>(x));
+        }
+        res
+    }
+}

@@ -1,0 +1,127 @@
+//! The Q5_0 kernel for wasm with relaxed SIMD (the `wasm` module of q5_0.rs in that build).
+//!
+//! `i16x8.relaxed_dot_i8x16_i7x16_s` multiplies 16 activation bytes (any i8) by 16 weight
+//! bytes (the 7-bit operand: our quants are 0..31) and adds neighbouring pairs: one
+//! `pmaddubsw` on x86 hosts, the AVX2 kernel's `maddubs` at half the width. Byte `4b + t` of
+//! register `j` is element `4j + t` of block `b` (q5_0.rs), so i16 lanes `2b, 2b + 1` of a
+//! register's half `h` belong to block `4h + b`: four registers add up in i16 (8 products of
+//! at most 31 * 128; each pair sum is far from saturating, so every engine gives the exact
+//! integer), and one pairwise widening per four registers gives the block sums, with no
+//! shuffles. (The i32 variant of the dot, `relaxed_dot_i8x16_i7x16_add`, widens inside every
+//! instruction: V8 emits three instructions and a constant for it, and it ran no faster than
+//! plain simd128.)
+
+use super::{Q50Matrix, Q8Acts, GB, GROUP, GROUP_D, QK8_0, TAIL};
+use crate::backend::rows::{f16_to_f32, f16x4, Dot};
+use core::arch::wasm32::*;
+
+pub(super) struct Kernel<'a> {
+    pub w: &'a Q50Matrix,
+    pub a: &'a Q8Acts,
+}
+
+/// `x & m` per byte.
+#[inline(always)]
+fn and(x: v128, m: u8) -> v128 {
+    v128_and(x, u8x16_splat(m))
+}
+
+/// 16 bytes: 0x10 where bit `e` of `bits` (16 of them) is set.
+#[inline(always)]
+fn high_bits(bits: u32) -> v128 {
+    let x = u16x8_splat(bits as u16);
+    let spread = i8x16_swizzle(x, i8x16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+    let one = u8x16(1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
+    and(i8x16_eq(v128_and(spread, one), one), 16)
+}
+
+// SAFETY: as for the x86 kernel: whole groups and blocks of row `i`, rows r0..r0 + R.
+unsafe impl Dot for Kernel<'_> {
+    fn rows(&self) -> usize {
+        self.w.n
+    }
+    fn acts(&self) -> usize {
+        self.a.rows()
+    }
+    fn row_bytes(&self) -> usize {
+        self.w.k / QK8_0 * 22
+    }
+
+    #[inline(always)]
+    unsafe fn dot<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
+        let (w, a) = (self.w, self.a);
+        let (nb, groups) = (w.k / QK8_0, w.groups);
+        let tb = nb - GB * groups;
+        let row = w.data.as_ptr().add(i * nb * 22);
+        let mut acc = [f32x4_splat(0.0); R];
+        for g in 0..groups {
+            let u = row.add(g * GROUP);
+            let mut sums = [[i32x4_splat(0); 2]; R];
+            for h in 0..2 {
+                let v: [v128; 5] = std::array::from_fn(|l| v128_load(u.add(32 * l + 16 * h) as *const v128));
+                // The pieces of registers 5..7 (see PIECES), masked before the u16 shifts so
+                // that no neighbouring byte's bits come along.
+                let wr = [
+                    and(v[0], 31),
+                    and(v[1], 31),
+                    and(v[2], 31),
+                    and(v[3], 31),
+                    and(v[4], 31),
+                    v128_or(u16x8_shr(and(v[0], 0xE0), 5), u16x8_shr(and(v[1], 0x60), 2)),
+                    v128_or(
+                        v128_or(u16x8_shr(and(v[1], 0x80), 7), u16x8_shr(and(v[2], 0xE0), 4)),
+                        u16x8_shr(and(v[3], 0x20), 1),
+                    ),
+                    v128_or(u16x8_shr(and(v[3], 0xC0), 6), u16x8_shr(and(v[4], 0xE0), 3)),
+                ];
+                for (r, s) in sums.iter_mut().enumerate() {
+                    let y = a.grp.as_ptr().add(((r0 + r) * groups + g) * GB) as *const v128;
+                    let p = |l: usize| i16x8_relaxed_dot_i8x16_i7x16(v128_load(y.add(2 * l + h)), wr[l]);
+                    let h0 = i16x8_add(i16x8_add(p(0), p(1)), i16x8_add(p(2), p(3)));
+                    let h1 = i16x8_add(i16x8_add(p(4), p(5)), i16x8_add(p(6), p(7)));
+                    s[h] = i32x4_add(i32x4_extadd_pairwise_i16x8(h0), i32x4_extadd_pairwise_i16x8(h1));
+                }
+            }
+            let dh = v128_load(u.add(GROUP_D) as *const v128);
+            let (d03, d47) = (f16x4(u32x4_extend_low_u16x8(dh)), f16x4(u32x4_extend_high_u16x8(dh)));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let j = (r0 + r) * nb + GB * g;
+                let s = a.sum16.as_ptr().add(j) as *const v128;
+                let xd = a.d.as_ptr().add(j) as *const v128;
+                let s03 = f32x4_convert_i32x4(i32x4_sub(sums[r][0], v128_load(s)));
+                let s47 = f32x4_convert_i32x4(i32x4_sub(sums[r][1], v128_load(s.add(1))));
+                let f = f32x4_add(
+                    f32x4_mul(s03, f32x4_mul(d03, v128_load(xd))),
+                    f32x4_mul(s47, f32x4_mul(d47, v128_load(xd.add(1)))),
+                );
+                *acc = f32x4_add(*acc, f);
+            }
+        }
+        for t in 0..tb {
+            let b = GB * groups + t;
+            let rec = row.add(groups * GROUP + t * TAIL);
+            let q = v128_load(rec as *const v128);
+            let qh = std::ptr::read_unaligned(rec.add(16) as *const u32);
+            // Elements 0..16 and 16..32 as quants 0..31.
+            let lo = v128_or(and(q, 15), high_bits(qh & 0xFFFF));
+            let hi = v128_or(u8x16_shr(q, 4), high_bits(qh >> 16));
+            let dw = f16_to_f32(std::ptr::read_unaligned(rec.add(20) as *const u16));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let j = (r0 + r) * nb + b;
+                let x = a.nat.as_ptr().add(j) as *const v128;
+                let p = i16x8_add(
+                    i16x8_relaxed_dot_i8x16_i7x16(v128_load(x), lo),
+                    i16x8_relaxed_dot_i8x16_i7x16(v128_load(x.add(1)), hi),
+                );
+                let s = i32x4_add(i32x4_extadd_pairwise_i16x8(p), i32x4(-a.sum16[j], 0, 0, 0));
+                *acc = f32x4_add(*acc, f32x4_mul(f32x4_convert_i32x4(s), f32x4_splat(dw * a.d[j])));
+            }
+        }
+        let mut res = [0f32; R];
+        for (o, &x) in res.iter_mut().zip(&acc) {
+            *o = (f32x4_extract_lane::<0>(x) + f32x4_extract_lane::<1>(x))
+                + (f32x4_extract_lane::<2>(x) + f32x4_extract_lane::<3>(x));
+        }
+        res
+    }
+}
