@@ -24,7 +24,8 @@
 //   wasm / native for base and amulet decode and the long prefill (the native figures come
 //   from that earlier run, not from this interleaving);
 // - the WebGPU adapter (navigator.gpu.requestAdapter()) for the record.
-// Prints tables and writes JSON. Needs www/pkg and www/pkg-threads (./build.sh build) and the model.
+// Prints tables and writes JSON. Needs the wasm builds (./build.sh build) and the model; Chromium
+// runs the relaxed-SIMD ones (engine.info.simd, printed).
 
 import http from 'node:http';
 import fs from 'node:fs';
@@ -365,7 +366,9 @@ async function main() {
     ];
     const configs = oursConfigs(page, 'ours');
     result.ours.threads1 = { info: genLoad.info };
-    log(`ours 1 thread: engine.info.threads ${genLoad.info.threads} (${genLoad.info.threadsReason})`);
+    log(
+      `ours 1 thread: engine.info.threads ${genLoad.info.threads} (${genLoad.info.threadsReason}), ${genLoad.info.simd}`,
+    );
     let mtPage = null;
     if (o.mt) {
       mtPage = await openBenchPage(context, isolated.origin);

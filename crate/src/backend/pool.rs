@@ -213,25 +213,50 @@ impl Team {
     }
 
     /// A helper: takes parts of every split until the team stops, or until no split has come
-    /// for `IDLE_SPINS` rounds. That bound is a backstop: a pool thread waiting inside some
-    /// other rayon job of the pass (a library op that uses rayon) may pick this job up; it
-    /// must return to its wait, or the pass would wait for it forever. Our own ops of the pass
-    /// do not use rayon, so this only ever costs the rest of such a pass its helper.
+    /// for `IDLE_MS`. That bound is a backstop: a pool thread waiting inside some other rayon
+    /// job of the pass (a library op that uses rayon) may pick this job up; it must return to
+    /// its wait, or the pass would wait for it forever. Our own ops of the pass do not use
+    /// rayon, so this only ever costs the rest of such a pass its helper. (It was a count of
+    /// spins, about 10 ms in wasm: a long prefill's serial steps between two splits, such as
+    /// quantizing 459 rows of 4,864 activations, took longer, the helper left, and the rest of
+    /// the prefill ran on one thread: 2 threads prefilled no faster than 1 in the browser.)
     fn help(&self) {
         let mut spins = 0u32;
-        while !self.stop.load(Ordering::Acquire) && spins < IDLE_SPINS {
+        let mut idle_since = None;
+        while !self.stop.load(Ordering::Acquire) {
             if self.work() {
-                spins = 0;
-            } else {
-                spin(&mut spins);
+                (spins, idle_since) = (0, None);
+                continue;
+            }
+            spin(&mut spins);
+            if spins.is_multiple_of(4096) {
+                let now = now_ms();
+                match idle_since {
+                    None => idle_since = Some(now),
+                    Some(t) if now - t > IDLE_MS => return,
+                    Some(_) => {}
+                }
             }
         }
     }
 }
 
-/// Rounds a helper waits for a split before it leaves its team (about 10 ms in wasm, 0.1 s
-/// natively): far longer than the gaps between the splits of a pass.
-const IDLE_SPINS: u32 = 1 << 21;
+/// How long a helper waits for a split before it leaves its team: far longer than the gaps
+/// between the splits of a pass.
+const IDLE_MS: f64 = 1000.0;
+
+/// A monotonic-enough clock in milliseconds (wasm32-unknown-unknown has no `Instant`).
+fn now_ms() -> f64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        js_sys::Date::now()
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64() * 1e3
+    }
+}
 
 /// One round of waiting: a CPU spin hint, and natively every so often a yield so a thread that
 /// shares the core (an oversubscribed machine) still runs.
@@ -426,6 +451,28 @@ mod tests {
                     assert_eq!(c.swap(0, Ordering::Relaxed), want(i), "team {team}: item {i}");
                 }
             }
+        });
+    }
+
+    /// A pass whose caller works alone for a while between two splits (a long prefill's
+    /// serial steps) keeps its helper: the second split's two parts run on two threads.
+    #[test]
+    fn a_helper_stays_through_a_long_serial_step() {
+        use std::time::Duration;
+        rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(|| {
+            let ids = std::sync::Mutex::new(Vec::new());
+            on_pool(|| {
+                split(2, 1, |_| {});
+                std::thread::sleep(Duration::from_millis(300));
+                split(2, 1, |_| {
+                    // Long parts: the spinning helper claims one while the caller runs the other.
+                    std::thread::sleep(Duration::from_millis(50));
+                    ids.lock().unwrap().push(std::thread::current().id());
+                });
+            });
+            let ids = ids.into_inner().unwrap();
+            assert_eq!(ids.len(), 2);
+            assert_ne!(ids[0], ids[1], "the helper left its team during the serial step");
         });
     }
 
