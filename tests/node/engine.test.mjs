@@ -41,6 +41,9 @@ test('info describes the model and the cpu device', () => {
   assert.ok(info.contextLength >= 2048);
   assert.equal(info.model, 'SmolLM2-135M-Instruct.Q4_1.gguf');
   assert.equal(typeof info.name, 'string');
+  // Node 20 has no relaxed SIMD without a flag: the plain build, and the reason says so.
+  if (info.simd === 'simd128') assert.match(info.simdReason, /no relaxed SIMD/);
+  else assert.deepEqual([info.simd, info.simdReason], ['relaxed-simd', 'this engine has relaxed SIMD']);
 });
 
 test('closedFormStrength matches the paper defaults', async () => {
@@ -232,6 +235,9 @@ test('bad model bytes -> BAD_MODEL; device webgpu -> NO_WEBGPU', async () => {
   assert.equal(missing.code, 'IO');
   const opt = await thrown(AmuletEngine.load(MODEL_PATH, { devise: 'cpu' }));
   assert.equal(opt.option, 'devise');
+  const simd = await thrown(AmuletEngine.load(MODEL_PATH, { simd: 'relaxed' }));
+  assert.equal(simd.code, 'BAD_OPTION');
+  assert.equal(simd.option, 'simd');
 });
 
 test('an engine loaded from bytes; dispose rejects queued and later calls with DISPOSED', async () => {

@@ -123,7 +123,7 @@ export class AmuletEngine {
     }
     await initWasm(options.wasm, { threads: options.threads, simd: options.simd });
     const threads = useThreads(options.threads);
-    const simd = simdTier();
+    const simd = simdTier(options.simd);
 
     let downloaded = false;
     const { file, fetched, cached, cacheNote } = await openSource(source, {

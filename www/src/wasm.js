@@ -5,7 +5,7 @@
 //   served with COOP/COEP headers). Chosen when the realm is isolated and more than one thread
 //   is asked for (the `threads` load option; default: every core);
 // - ../pkg-relaxed and ../pkg-threads-relaxed: the same two with relaxed SIMD's byte dot
-//   product in the weight kernels (Chrome/Edge 114+; about twice as fast on the Qwen models).
+//   product in the weight kernels (Chrome/Edge 114+; 1.3-1.6x faster decode on the Qwen models).
 //   Chosen when the engine validates a relaxed-SIMD probe, unless the `simd` load option says
 //   'simd128'. A module with relaxed instructions does not even compile where they are
 //   missing, hence separate builds rather than a check inside one.
@@ -148,9 +148,14 @@ export function initWasm(input, options = {}) {
   return ready;
 }
 
-/** The SIMD tier of this realm's build ('relaxed-simd' or 'simd128') and why. */
-export function simdTier() {
-  return { simd: glue?.kernelTier() ?? 'none', reason: simdReason };
+/** The SIMD tier of this realm's build ('relaxed-simd' or 'simd128') and why; `asked` is the
+ *  `simd` load option of this load (the realm's first load chose the build). */
+export function simdTier(asked) {
+  const simd = glue?.kernelTier() ?? 'none';
+  if (asked === 'simd128' && simd !== 'simd128') {
+    return { simd, reason: `this realm runs the relaxed-SIMD build, chosen by its first load: ${simdReason}` };
+  }
+  return { simd, reason: simdReason };
 }
 
 /** The initialised build's exports (WasmEngine, inspectModel, Sha256, ...). */

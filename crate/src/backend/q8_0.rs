@@ -224,8 +224,8 @@ mod wasm {
 
         /// Weights widened to i16 once for all rows (the activations come widened), then
         /// `i32x4.dot_i16x8_s` (one `pmaddwd` on x86 hosts) per 8 values. (Gathering four
-        /// blocks' sums to scale them in one vector ran slower here: 16 live weight registers
-        /// spill.)
+        /// blocks' sums to scale them in one vector ran slower in Chromium, likely because 16
+        /// live weight registers spill.)
         #[inline(always)]
         unsafe fn dot<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
             let (w, a) = (self.w, self.a);

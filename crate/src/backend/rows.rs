@@ -12,7 +12,8 @@ use crate::error::{AmuletError, Result};
 pub const KERNEL: &str = "avx2";
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128", not(target_feature = "relaxed-simd")))]
 pub const KERNEL: &str = "simd128";
-/// simd128 plus relaxed SIMD's byte dot product (a build of its own: see relaxed/mod.rs).
+/// simd128 plus relaxed SIMD's byte dot product (builds of their own, which www/src/wasm.js
+/// picks where the engine has it; the kernels are in backend/relaxed/).
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128", target_feature = "relaxed-simd"))]
 pub const KERNEL: &str = "relaxed-simd";
 #[cfg(not(any(
