@@ -304,7 +304,7 @@ mod wasm;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128", not(target_feature = "relaxed-simd")))]
 mod wasm {
     use super::{Q4KMatrix, Q8KActs, META, MN, QK_K, REC, SC};
-    use crate::backend::rows::{f16_to_f32, Dot};
+    use crate::backend::rows::{f16_to_f32, sum_lanes, Dot};
     use core::arch::wasm32::*;
 
     pub(super) struct Kernel<'a> {
@@ -371,12 +371,7 @@ mod wasm {
                     *acc = f32x4_add(*acc, f32x4_sub(f, mins));
                 }
             }
-            let mut res = [0f32; R];
-            for (o, &x) in res.iter_mut().zip(&acc) {
-                *o = (f32x4_extract_lane::<0>(x) + f32x4_extract_lane::<1>(x))
-                    + (f32x4_extract_lane::<2>(x) + f32x4_extract_lane::<3>(x));
-            }
-            res
+            sum_lanes(&acc)
         }
     }
 }

@@ -201,7 +201,7 @@ mod x86 {
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm {
     use super::{Q80Matrix, Q8Acts, BLOCK, QK};
-    use crate::backend::rows::{f16_to_f32, Dot};
+    use crate::backend::rows::{f16_to_f32, sum_lanes, Dot};
     use core::arch::wasm32::*;
 
     pub(super) struct Kernel<'a> {
@@ -251,12 +251,7 @@ mod wasm {
                     *acc = f32x4_add(*acc, f32x4_mul(f32x4_convert_i32x4(s), f32x4_splat(dw * a.d[j])));
                 }
             }
-            let mut res = [0f32; R];
-            for (o, &x) in res.iter_mut().zip(&acc) {
-                *o = (f32x4_extract_lane::<0>(x) + f32x4_extract_lane::<1>(x))
-                    + (f32x4_extract_lane::<2>(x) + f32x4_extract_lane::<3>(x));
-            }
-            res
+            sum_lanes(&acc)
         }
     }
 }

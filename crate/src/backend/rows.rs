@@ -312,6 +312,26 @@ pub(crate) fn f16x4(h: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
     v128_or(v, i32x4_shl(v128_and(h, u32x4_splat(0x8000)), 16))
 }
 
+/// `x & m` in every byte (the relaxed-SIMD kernels' unpacking).
+#[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+#[inline(always)]
+pub(crate) fn bytes_and(x: core::arch::wasm32::v128, m: u8) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::*;
+    v128_and(x, u8x16_splat(m))
+}
+
+/// Each accumulator's four lanes summed, `(l0 + l1) + (l2 + l3)`: the wasm kernels' last step.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+pub(crate) fn sum_lanes<const R: usize>(acc: &[core::arch::wasm32::v128; R]) -> [f32; R] {
+    use core::arch::wasm32::*;
+    std::array::from_fn(|r| {
+        let x = acc[r];
+        (f32x4_extract_lane::<0>(x) + f32x4_extract_lane::<1>(x))
+            + (f32x4_extract_lane::<2>(x) + f32x4_extract_lane::<3>(x))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -194,17 +194,14 @@ impl CpuModel {
             if let Some(b) = &layer.qkv_bias {
                 qkv = qkv.broadcast_add(b)?;
             }
-            let mut q = qkv.narrow(1, 0, q_dim)?;
-            let mut k = qkv.narrow(1, q_dim, kv_dim)?;
-            let v = qkv.narrow(1, q_dim + kv_dim, kv_dim)?;
+            let mut q = qkv.narrow(1, 0, q_dim)?.flatten_all()?.to_vec1::<f32>()?;
+            let mut k = qkv.narrow(1, q_dim, kv_dim)?.flatten_all()?.to_vec1::<f32>()?;
+            let v = qkv.narrow(1, q_dim + kv_dim, kv_dim)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-                let eps = cfg.rms_eps;
-                q = rms_norm(&q.contiguous()?.reshape((n_rows * cfg.n_head, hd))?, qn, eps)?;
-                k = rms_norm(&k.contiguous()?.reshape((n_rows * cfg.n_kv_head, hd))?, kn, eps)?;
+                // Per head: the rows of q and k are whole heads of `hd` values.
+                q = norm::rms_norm(&q, qn, cfg.rms_eps)?;
+                k = norm::rms_norm(&k, kn, cfg.rms_eps)?;
             }
-            let mut q = q.flatten_all()?.to_vec1::<f32>()?;
-            let mut k = k.flatten_all()?.to_vec1::<f32>()?;
-            let v = v.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
             let rope = &mut self.ropes[layer.rope];
             for (r, &(seq, pos)) in rows.iter().enumerate() {
                 rope.apply(&mut q[r * q_dim..(r + 1) * q_dim], hd, pos);

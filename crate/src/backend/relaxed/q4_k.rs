@@ -9,7 +9,7 @@
 //! `i32x4.dot_i16x8_s` with the scales doubled per lane pair yields 4 scaled sub-block sums.
 
 use super::{Q4KMatrix, Q8KActs, META, MN, QK_K, REC, SC};
-use crate::backend::rows::{f16_to_f32, Dot};
+use crate::backend::rows::{f16_to_f32, sum_lanes, Dot};
 use core::arch::wasm32::*;
 
 pub(super) struct Kernel<'a> {
@@ -73,11 +73,6 @@ unsafe impl Dot for Kernel<'_> {
                 *acc = f32x4_add(*acc, f32x4_sub(f, mins));
             }
         }
-        let mut res = [0f32; R];
-        for (o, &x) in res.iter_mut().zip(&acc) {
-            *o = (f32x4_extract_lane::<0>(x) + f32x4_extract_lane::<1>(x))
-                + (f32x4_extract_lane::<2>(x) + f32x4_extract_lane::<3>(x));
-        }
-        res
+        sum_lanes(&acc)
     }
 }

@@ -12,18 +12,12 @@
 //! plain simd128.)
 
 use super::{Q50Matrix, Q8Acts, GB, GROUP, GROUP_D, QK8_0, TAIL};
-use crate::backend::rows::{f16_to_f32, f16x4, Dot};
+use crate::backend::rows::{bytes_and as and, f16_to_f32, f16x4, sum_lanes, Dot};
 use core::arch::wasm32::*;
 
 pub(super) struct Kernel<'a> {
     pub w: &'a Q50Matrix,
     pub a: &'a Q8Acts,
-}
-
-/// `x & m` per byte.
-#[inline(always)]
-fn and(x: v128, m: u8) -> v128 {
-    v128_and(x, u8x16_splat(m))
 }
 
 /// 16 bytes: 0x10 where bit `e` of `bits` (16 of them) is set.
@@ -117,11 +111,6 @@ unsafe impl Dot for Kernel<'_> {
                 *acc = f32x4_add(*acc, f32x4_mul(f32x4_convert_i32x4(s), f32x4_splat(dw * a.d[j])));
             }
         }
-        let mut res = [0f32; R];
-        for (o, &x) in res.iter_mut().zip(&acc) {
-            *o = (f32x4_extract_lane::<0>(x) + f32x4_extract_lane::<1>(x))
-                + (f32x4_extract_lane::<2>(x) + f32x4_extract_lane::<3>(x));
-        }
-        res
+        sum_lanes(&acc)
     }
 }

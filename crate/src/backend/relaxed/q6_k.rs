@@ -8,18 +8,12 @@
 //! that, so no engine saturates), then `i32x4.dot_i16x8_s` with the scales widens and scales.
 
 use super::{Q6KMatrix, Q8KActs, D, QK_K, REC, SCALES};
-use crate::backend::rows::{f16_to_f32, Dot};
+use crate::backend::rows::{bytes_and as and, f16_to_f32, sum_lanes, Dot};
 use core::arch::wasm32::*;
 
 pub(super) struct Kernel<'a> {
     pub w: &'a Q6KMatrix,
     pub a: &'a Q8KActs,
-}
-
-/// `x & m` per byte.
-#[inline(always)]
-fn and(x: v128, m: u8) -> v128 {
-    v128_and(x, u8x16_splat(m))
 }
 
 // SAFETY: as for the x86 kernel: whole super-blocks of row `i` and rows r0..r0 + R.
@@ -78,11 +72,6 @@ unsafe impl Dot for Kernel<'_> {
                 *acc = f32x4_add(*acc, f32x4_mul(f32x4_convert_i32x4(sum), f32x4_splat(d * a.d[j])));
             }
         }
-        let mut res = [0f32; R];
-        for (o, &x) in res.iter_mut().zip(&acc) {
-            *o = (f32x4_extract_lane::<0>(x) + f32x4_extract_lane::<1>(x))
-                + (f32x4_extract_lane::<2>(x) + f32x4_extract_lane::<3>(x));
-        }
-        res
+        sum_lanes(&acc)
     }
 }
