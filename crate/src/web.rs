@@ -268,19 +268,33 @@ impl TensorSource for JsSource {
                 self.file_len
             )));
         }
-        let v = self
-            .read
-            .call2(&JsValue::NULL, &(offset as f64).into(), &(len as f64).into())
-            .map_err(|e| AmuletError::Io(format!("reading the model file: {e:?}")))?;
-        let arr = v
-            .dyn_into::<js_sys::Uint8Array>()
-            .map_err(|_| AmuletError::Io("the model reader must return a Uint8Array".into()))?;
-        if arr.length() as usize != len {
-            return Err(AmuletError::BadModel(format!("asked for {len} bytes at {offset}, got {}", arr.length())));
+        // In pieces straight into the one buffer: a whole large tensor read at once would
+        // also sit in the JS heap as one array until the collector frees it.
+        let mut out = vec![0u8; len];
+        for (i, piece) in out.chunks_mut(READ_PIECE).enumerate() {
+            let at = offset + i * READ_PIECE;
+            let v = self
+                .read
+                .call2(&JsValue::NULL, &(at as f64).into(), &(piece.len() as f64).into())
+                .map_err(|e| AmuletError::Io(format!("reading the model file: {e:?}")))?;
+            let arr = v
+                .dyn_into::<js_sys::Uint8Array>()
+                .map_err(|_| AmuletError::Io("the model reader must return a Uint8Array".into()))?;
+            if arr.length() as usize != piece.len() {
+                return Err(AmuletError::BadModel(format!(
+                    "asked for {} bytes at {at}, got {}",
+                    piece.len(),
+                    arr.length()
+                )));
+            }
+            arr.copy_to(piece);
         }
-        Ok(Cow::Owned(arr.to_vec()))
+        Ok(Cow::Owned(out))
     }
 }
+
+/// The most one call of the JS reader returns.
+const READ_PIECE: usize = 8 << 20;
 
 /// One token through a fresh sequence and back: on WebGPU in a browser, errors of the upload
 /// (an allocation the device refused) arrive as events, which the readback waits for.

@@ -8,8 +8,8 @@
 // (cache off: the file comes over HTTP), generates two tokens on the CPU paths (WebGPU here is
 // SwiftShader: load only), and reports, as multiples of the file:
 // - wasm: the realm's wasm memory (engine.memoryUsage(); grow-only, so the peak);
-// - heap: the page's JS heap with its ArrayBuffers at their peak (CDP Runtime.getHeapUsage:
-//   usedSize + backingStorageSize, sampled every 100 ms);
+// - heap: the JS heaps of the page and its Worker with their ArrayBuffers at their peak (CDP
+//   Runtime.getHeapUsage: usedSize + backingStorageSize, sampled every 100 ms);
 // - renderer / gpu: the peak resident memory (VmHWM) of Chromium's renderer and GPU processes;
 //   the renderer's as a multiple of the file over a baseline page that only starts the wasm.
 // Paths: worker-cpu (createWorkerEngine: the file stays a Blob), page-cpu (AmuletEngine.load on
@@ -77,10 +77,39 @@ async function measure(server, model, pathName) {
       const h = await cdp.send('Runtime.getHeapUsage');
       return h.usedSize + (h.backingStorageSize ?? 0);
     };
+    // The Worker's heap too (where the CPU path reads the file), through the page's session
+    // attached to its dedicated workers.
+    const workers = new Set();
+    const pending = new Map();
+    let nextId = 1;
+    cdp.on('Target.attachedToTarget', (e) => {
+      if (e.targetInfo.type === 'worker') workers.add(e.sessionId);
+    });
+    cdp.on('Target.detachedFromTarget', (e) => workers.delete(e.sessionId));
+    cdp.on('Target.receivedMessageFromTarget', (e) => {
+      const m = JSON.parse(e.message);
+      pending.get(m.id)?.(m);
+      pending.delete(m.id);
+    });
+    await cdp.send('Target.setAutoAttach', { autoAttach: true, waitForDebuggerOnStart: false, flatten: false });
+    const workerHeap = async (sessionId) => {
+      const id = nextId++;
+      const reply = new Promise((resolve) => pending.set(id, resolve));
+      await cdp.send('Target.sendMessageToTarget', {
+        sessionId,
+        message: JSON.stringify({ id, method: 'Runtime.getHeapUsage' }),
+      });
+      const m = await reply;
+      return m.result ? m.result.usedSize + (m.result.backingStorageSize ?? 0) : 0;
+    };
     let heapPeak = 0;
+    let workerPeak = 0;
     const sampler = setInterval(async () => {
       try {
-        heapPeak = Math.max(heapPeak, await heap());
+        const [own, ...others] = await Promise.all([heap(), ...[...workers].map(workerHeap)]);
+        const w = others.reduce((a, b) => a + b, 0);
+        heapPeak = Math.max(heapPeak, own + w);
+        workerPeak = Math.max(workerPeak, w);
       } catch {
         // the page is busy or gone
       }
@@ -119,7 +148,7 @@ async function measure(server, model, pathName) {
       if (type === 'renderer') rss.renderer = Math.max(rss.renderer, peakRss(pid));
       if (type === 'gpu-process') rss.gpu = Math.max(rss.gpu, peakRss(pid));
     }
-    return { ...r, heapPeak, rss, seconds: (Date.now() - t0) / 1e3 };
+    return { ...r, heapPeak, workerPeak, rss, seconds: (Date.now() - t0) / 1e3 };
   } finally {
     await browser.close();
   }
@@ -148,6 +177,7 @@ try {
         wasmBytes: m.mem.wasmBytes,
         fileInMemory: m.mem.fileInMemory,
         heapPeakBytes: m.heapPeak,
+        workerHeapPeakBytes: m.workerPeak,
         rendererPeakRssBytes: m.rss.renderer,
         gpuPeakRssBytes: m.rss.gpu,
         pageBytes: m.mem.wasmBytes + m.heapPeak,
@@ -159,7 +189,7 @@ try {
       rows.push(row);
       const mb = (n) => (n / 1e6).toFixed(0);
       console.log(
-        `${model.id} ${p}: wasm ${mb(row.wasmBytes)} MB + JS heap ${mb(row.heapPeakBytes)} MB = ` +
+        `${model.id} ${p}: wasm ${mb(row.wasmBytes)} MB + JS heap ${mb(row.heapPeakBytes)} MB (Worker ${mb(row.workerHeapPeakBytes)}) = ` +
           `${row.pageOverFile.toFixed(2)}x the file (${mb(model.bytes)} MB); renderer peak RSS ${mb(row.rendererPeakRssBytes)} MB ` +
           `(${row.rendererOverFile.toFixed(2)}x over the baseline), GPU process ${mb(row.gpuPeakRssBytes)} MB; ${row.seconds.toFixed(0)} s`,
       );

@@ -2,6 +2,11 @@
 // length)` -> Uint8Array), wherever the bytes are. Each has `size`, `held` (where the bytes
 // live: 'memory' | 'blob' | 'file' | 'opfs') and `close()`.
 //
+// A range is valid until the next read of the same file: every reader copies it out at once
+// (the wasm loader into its own memory). So the readers reuse one buffer, or free the last
+// one, instead of leaving each range to the collector: loading a 1 GB model read that way
+// left hundreds of MB of dead buffers in the Worker's heap.
+//
 // Only 'memory' keeps the file in JS memory. A Worker reads a Blob with FileReaderSync, and a
 // download it has no Blob for goes to the origin's private file system (OPFS), which a
 // Worker reads and writes synchronously: a Blob assembled from a large download lives in the
@@ -22,20 +27,39 @@ export function memoryFile(bytes) {
 /** A Blob (a File, the Cache API's copy) read range by range; Workers only. */
 export function blobFile(blob) {
   const reader = new FileReaderSync();
+  let last = null;
+  // FileReaderSync makes a new buffer each time: detaching the last one frees it now.
+  const release = () => {
+    last?.transfer?.(0);
+    last = null;
+  };
   return {
     size: blob.size,
     held: 'blob',
     read(o, n) {
+      release();
       try {
-        return new Uint8Array(reader.readAsArrayBuffer(blob.slice(o, o + n)));
+        last = reader.readAsArrayBuffer(blob.slice(o, o + n));
+        return new Uint8Array(last);
       } catch (e) {
         throw new AmuletError('IO', `could not read bytes ${o}..${o + n} of the model: ${e?.message ?? e}`, {
           cause: e,
         });
       }
     },
-    close() {},
+    close: release,
   };
+}
+
+/** Frees a download's chunk once copied, when it is a whole buffer of its own. */
+function release(chunk) {
+  if (chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength) chunk.buffer.transfer?.(0);
+}
+
+/** `take(n)`: the first n bytes of a buffer kept for the next call (grown when short). */
+function scratch() {
+  let buf = new Uint8Array(0);
+  return (n) => (buf.byteLength >= n ? buf : (buf = new Uint8Array(n))).subarray(0, n);
 }
 
 function nodeImport(name) {
@@ -52,11 +76,12 @@ export async function nodeFile(url) {
     throw new AmuletError('IO', `could not open the model file: ${e.message}`, { cause: e });
   }
   const size = fs.fstatSync(fd).size;
+  const take = scratch();
   return {
     size,
     held: 'file',
     read(o, n) {
-      const out = new Uint8Array(n);
+      const out = take(n);
       let at = 0;
       while (at < n) {
         const got = fs.readSync(fd, out, at, n - at, o + at);
@@ -75,7 +100,8 @@ export async function nodeFile(url) {
 /**
  * Where a download goes when there is no Blob to read: `write(chunk)` appends, `finish()`
  * returns the opened file, `discard()` drops what was written. An OPFS file in a Worker
- * (removed when the file is closed), else one Uint8Array (`total` bytes when known).
+ * (removed when the file is closed), else one Uint8Array (`total` bytes when known). A chunk
+ * written is freed once copied: read its length before.
  */
 export async function downloadStore(total) {
   if (hasOpfs) {
@@ -94,15 +120,17 @@ function memoryStore(total) {
   let loaded = 0;
   return {
     write(chunk) {
-      if (out && loaded + chunk.byteLength <= out.byteLength) {
+      const n = chunk.byteLength;
+      if (out && loaded + n <= out.byteLength) {
         out.set(chunk, loaded);
+        release(chunk);
       } else {
         // The length was not known, or was wrong (a compressed transfer): collect instead.
         if (out) parts.push(out.subarray(0, loaded));
         out = null;
         parts.push(chunk);
       }
-      loaded += chunk.byteLength;
+      loaded += n;
     },
     finish() {
       if (out) return memoryFile(loaded === out.byteLength ? out : out.subarray(0, loaded));
@@ -146,14 +174,16 @@ async function opfsStore() {
       if (n !== chunk.byteLength)
         throw new AmuletError('IO', `the browser's file storage took ${n} of ${chunk.byteLength} bytes`);
       size += n;
+      release(chunk);
     },
     finish() {
       handle.flush();
+      const take = scratch();
       return {
         size,
         held: 'opfs',
         read(o, n) {
-          const out = new Uint8Array(n);
+          const out = take(n);
           const got = handle.read(out, { at: o });
           if (got !== n) throw new AmuletError('IO', `read ${got} of ${n} bytes at ${o} from the stored download`);
           return out;

@@ -145,8 +145,9 @@ async function fromCache(hit, report, signal) {
     checkSignal(signal);
     const { done, value } = await reader.read();
     if (done) break;
-    store.write(value);
-    report((loaded += value.byteLength), total, 'Reading from cache');
+    loaded += value.byteLength;
+    store.write(value); // which may free `value`
+    report(loaded, total, 'Reading from cache');
   }
   return store.finish();
 }

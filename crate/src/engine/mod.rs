@@ -151,6 +151,22 @@ fn quantization_name(file_type: Option<u32>) -> String {
     }
 }
 
+/// The tokenizer and chat template of a file. The loaders build them before the weights: in
+/// wasm, memory only grows, so the tokenizer's build-time garbage (tens of MB for a large
+/// vocabulary) costs nothing there when it comes first, but adds to the page's peak after.
+struct Text {
+    tokenizer: TextTokenizer,
+    template: ChatTemplate,
+}
+
+impl Text {
+    fn from_gguf(gguf: &Gguf) -> Result<Text> {
+        let tokenizer = TextTokenizer::from_gguf(gguf)?;
+        let template = ChatTemplate::from_gguf(gguf, &tokenizer)?;
+        Ok(Text { tokenizer, template })
+    }
+}
+
 impl Engine {
     /// Loads a GGUF model held in memory on the CPU backend. `progress(done, total)` is
     /// called while the layers are built.
@@ -165,8 +181,9 @@ impl Engine {
         src: &S,
         progress: impl FnMut(usize, usize),
     ) -> Result<Engine> {
+        let text = Text::from_gguf(gguf)?;
         let model = CpuModel::load(gguf, src, progress)?;
-        Self::with_model(gguf, Box::new(model))
+        Self::assemble(gguf, text, Box::new(model))
     }
 
     /// As `load_from`, on the backend `device` picks (`auto`: WebGPU when a hardware
@@ -178,8 +195,9 @@ impl Engine {
         device: DeviceChoice,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Engine> {
+        let text = Text::from_gguf(gguf)?;
         let loaded = crate::model::load_model(gguf, src, device, &mut progress)?;
-        Self::with_loaded(gguf, loaded)
+        Self::with_loaded(gguf, text, loaded)
     }
 
     /// `load_on` where opening the adapter is asynchronous (a browser).
@@ -189,20 +207,23 @@ impl Engine {
         device: DeviceChoice,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Engine> {
+        let text = Text::from_gguf(gguf)?;
         let loaded = load_model_async(gguf, src, device, &mut progress).await?;
-        Self::with_loaded(gguf, loaded)
+        Self::with_loaded(gguf, text, loaded)
     }
 
-    fn with_loaded(gguf: &Gguf, Loaded { model, reason }: Loaded) -> Result<Engine> {
-        let mut engine = Self::with_model(gguf, model)?;
+    fn with_loaded(gguf: &Gguf, text: Text, Loaded { model, reason }: Loaded) -> Result<Engine> {
+        let mut engine = Self::assemble(gguf, text, model)?;
         engine.info.device_reason = reason;
         Ok(engine)
     }
 
     /// Wraps an already built model (any backend) with the tokenizer and template of `gguf`.
     pub fn with_model(gguf: &Gguf, model: Box<dyn LanguageModel>) -> Result<Engine> {
-        let tokenizer = TextTokenizer::from_gguf(gguf)?;
-        let template = ChatTemplate::from_gguf(gguf, &tokenizer)?;
+        Self::assemble(gguf, Text::from_gguf(gguf)?, model)
+    }
+
+    fn assemble(gguf: &Gguf, Text { tokenizer, template }: Text, model: Box<dyn LanguageModel>) -> Result<Engine> {
         let cfg = model.config();
         if tokenizer.vocab_size() > cfg.vocab_size {
             return Err(AmuletError::BadModel(format!(

@@ -7,6 +7,7 @@
 
 pub mod attention;
 pub mod config;
+mod embeddings;
 pub mod gpu;
 pub mod memory;
 pub mod select;

@@ -2,18 +2,15 @@
 //! Hidden states are candle tensors [rows, d_model]; the rows of one call belong to any
 //! number of sequences. Matmuls see all rows at once; rope and attention run per row.
 
-use std::sync::Arc;
-
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Tensor};
 
 use super::attention::{attend_rows, AttentionShape, KvCache, LayerKv, RopeTable};
 use super::config::{Activation, Arch, ModelConfig};
+use super::embeddings::Embeddings;
 use super::{check_batch, insert_sequence, LanguageModel, SeqId};
 use crate::backend::linear::Linear;
 use crate::backend::norm;
 use crate::backend::pool::on_pool;
-use crate::backend::q8_0::Q80Matrix;
 use crate::backend::swiglu::silu_mul;
 use crate::error::{AmuletError, Result};
 use crate::gguf::{Gguf, TensorSource};
@@ -32,27 +29,6 @@ struct Layer {
     post_ffn_norm: Option<Vec<f32>>,
     window: Option<usize>,
     rope: usize,
-}
-
-/// The token embedding matrix; a Q8_0 one is shared with the tied output projection.
-enum Embeddings {
-    Q80(Arc<Q80Matrix>),
-    Candle(Arc<QTensor>),
-}
-
-impl Embeddings {
-    fn lookup(&self, ids: &[u32], d: usize) -> Result<Tensor> {
-        match self {
-            Embeddings::Candle(q) => Ok(q.embedding(&Tensor::new(ids, &Device::Cpu)?)?),
-            Embeddings::Q80(w) => {
-                let mut out = vec![0f32; ids.len() * d];
-                for (row, &id) in out.chunks_exact_mut(d).zip(ids) {
-                    w.dequantize_row_into(id as usize, row)?;
-                }
-                Ok(Tensor::from_vec(out, (ids.len(), d), &Device::Cpu)?)
-            }
-        }
-    }
 }
 
 pub struct CpuModel {
@@ -90,17 +66,7 @@ impl CpuModel {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
         let (d, q, kv, ff) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim(), cfg.d_ff);
-        let (info, data) = g.tensor_bytes(bytes, "token_embd.weight", &[d, cfg.vocab_size])?;
-        let embeddings = if info.dtype == GgmlDType::Q8_0 {
-            Embeddings::Q80(Arc::new(Q80Matrix::from_gguf_bytes(data, cfg.vocab_size, d)?))
-        } else {
-            Embeddings::Candle(Arc::new(g.qtensor(bytes, "token_embd.weight", &[d, cfg.vocab_size])?))
-        };
-        let output = match (g.tensor_info("output.weight"), &embeddings) {
-            (Some(_), _) => Linear::load(g, bytes, &["output.weight".to_string()], d, &[cfg.vocab_size])?,
-            (None, Embeddings::Q80(w)) => Linear::tied_q80(w.clone()),
-            (None, Embeddings::Candle(q)) => Linear::Candle(QMatMul::from_arc(q.clone())?),
-        };
+        let (embeddings, output) = Embeddings::load(g, bytes, d, cfg.vocab_size)?;
         let output_norm = weights(g, bytes, "output_norm.weight", d)?;
         let mut layers = Vec::with_capacity(cfg.n_layer);
         let mut bases: Vec<f32> = Vec::new();
