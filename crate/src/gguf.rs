@@ -22,8 +22,8 @@ const DEFAULT_ALIGNMENT: u64 = 32;
 /// No real model has more; a larger count means a corrupt header, not a big model.
 const MAX_COUNT: u64 = 1 << 24;
 /// Array elements over all metadata: the largest vocabularies (262k tokens with scores, types
-/// and merges) hold about a million. Each element costs 32 bytes parsed, so this bounds what
-/// a small hostile header can make the parser allocate (128 MiB).
+/// and merges) hold about a million. An element costs at most 8 bytes parsed beyond its own
+/// (a string's end), so this also bounds what a small hostile header makes the parser allocate.
 const MAX_ARRAY_ELEMENTS: u64 = 1 << 22;
 const MAX_DIMS: u32 = 4;
 
@@ -64,10 +64,84 @@ pub enum MetaValue {
     F32(f32),
     Bool(bool),
     Str(String),
-    Array(Vec<MetaValue>),
+    Array(MetaArray),
     U64(u64),
     I64(i64),
     F64(f64),
+}
+
+/// An array, packed: a vocabulary of 262k tokens held as one `MetaValue` each took 32 bytes a
+/// token before its text and score (27.5 MB of Gemma 3's header, kept through the load).
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetaArray {
+    /// Strings end to end: string `i` is `text[ends[i - 1]..ends[i]]`.
+    Strs {
+        text: String,
+        ends: Vec<usize>,
+    },
+    /// Scalars of GGUF value type `ty`, as the file's little-endian bytes (bools checked).
+    Scalars {
+        ty: u32,
+        bytes: Vec<u8>,
+    },
+    Arrays(Vec<MetaArray>),
+}
+
+/// Bytes of a scalar of GGUF value type `ty` (None: a string, an array or unknown).
+fn scalar_size(ty: u32) -> Option<usize> {
+    match ty {
+        0 | 1 | 7 => Some(1),
+        2 | 3 => Some(2),
+        4..=6 => Some(4),
+        10..=12 => Some(8),
+        _ => None,
+    }
+}
+
+/// The scalar of type `ty` in `b` (`scalar_size(ty)` bytes, already validated).
+fn scalar(ty: u32, b: &[u8]) -> MetaValue {
+    let le = |n: usize| -> u64 { b[..n].iter().rev().fold(0, |v, &x| (v << 8) | x as u64) };
+    match ty {
+        0 => MetaValue::U8(b[0]),
+        1 => MetaValue::I8(b[0] as i8),
+        2 => MetaValue::U16(le(2) as u16),
+        3 => MetaValue::I16(le(2) as u16 as i16),
+        4 => MetaValue::U32(le(4) as u32),
+        5 => MetaValue::I32(le(4) as u32 as i32),
+        6 => MetaValue::F32(f32::from_bits(le(4) as u32)),
+        7 => MetaValue::Bool(b[0] == 1),
+        10 => MetaValue::U64(le(8)),
+        11 => MetaValue::I64(le(8) as i64),
+        _ => MetaValue::F64(f64::from_bits(le(8))),
+    }
+}
+
+impl MetaArray {
+    pub fn len(&self) -> usize {
+        match self {
+            MetaArray::Strs { ends, .. } => ends.len(),
+            MetaArray::Scalars { ty, bytes } => bytes.len() / scalar_size(*ty).unwrap_or(1),
+            MetaArray::Arrays(a) => a.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `i < len()`, unpacked.
+    pub fn get(&self, i: usize) -> MetaValue {
+        match self {
+            MetaArray::Strs { text, ends } => {
+                MetaValue::Str(text[if i == 0 { 0 } else { ends[i - 1] }..ends[i]].to_string())
+            }
+            MetaArray::Scalars { ty, bytes } => {
+                let n = scalar_size(*ty).unwrap_or(1);
+                scalar(*ty, &bytes[i * n..(i + 1) * n])
+            }
+            MetaArray::Arrays(a) => MetaValue::Array(a[i].clone()),
+        }
+    }
 }
 
 impl MetaValue {
@@ -89,7 +163,7 @@ impl MetaValue {
         match *self {
             MetaValue::F32(v) => Some(v as f64),
             MetaValue::F64(v) => Some(v),
-            _ => self.as_u64().map(|v| v as f64),
+            _ => self.as_i64().map(|v| v as f64).or_else(|| self.as_u64().map(|v| v as f64)),
         }
     }
 
@@ -306,12 +380,47 @@ impl<'a> Cursor<'a> {
         Ok(n)
     }
 
-    fn string(&mut self, what: &dyn Fn() -> String) -> Result<String> {
+    fn str(&mut self, what: &dyn Fn() -> String) -> Result<&'a str> {
         let len = self.u64(what)?;
         let len = usize::try_from(len)
             .map_err(|_| AmuletError::BadModel(format!("{}: string length {len} too large", what())))?;
         let s = self.take(len, what)?;
-        String::from_utf8(s.to_vec()).map_err(|_| AmuletError::BadModel(format!("{} is not valid UTF-8", what())))
+        std::str::from_utf8(s).map_err(|_| AmuletError::BadModel(format!("{} is not valid UTF-8", what())))
+    }
+
+    fn string(&mut self, what: &dyn Fn() -> String) -> Result<String> {
+        self.str(what).map(str::to_string)
+    }
+
+    /// The `n` elements of type `ty` of an array at nesting `depth`, packed.
+    fn items(&mut self, ty: u32, n: usize, what: &dyn Fn() -> String, depth: u32) -> Result<MetaArray> {
+        if ty == 8 {
+            let (mut text, mut ends) = (String::new(), Vec::with_capacity(n));
+            for _ in 0..n {
+                text.push_str(self.str(what)?);
+                ends.push(text.len());
+            }
+            return Ok(MetaArray::Strs { text, ends });
+        }
+        if ty == 9 {
+            let mut items = Vec::with_capacity(n);
+            for _ in 0..n {
+                match self.value(9, what, depth + 1)? {
+                    MetaValue::Array(a) => items.push(a),
+                    _ => unreachable!("type 9 is an array"),
+                }
+            }
+            return Ok(MetaArray::Arrays(items));
+        }
+        let size =
+            scalar_size(ty).ok_or_else(|| AmuletError::BadModel(format!("{}: unknown value type {ty}", what())))?;
+        let bytes = self.take(n * size, what)?;
+        if ty == 7 {
+            if let Some(b) = bytes.iter().find(|&&b| b > 1) {
+                return Err(AmuletError::BadModel(format!("{}: bool byte {b}", what())));
+            }
+        }
+        Ok(MetaArray::Scalars { ty, bytes: bytes.to_vec() })
     }
 
     fn value(&mut self, ty: u32, what: &dyn Fn() -> String, depth: u32) -> Result<MetaValue> {
@@ -349,11 +458,7 @@ impl<'a> Cursor<'a> {
                         what()
                     )));
                 }
-                let mut items = Vec::with_capacity(n as usize);
-                for _ in 0..n {
-                    items.push(self.value(elem_ty, what, depth + 1)?);
-                }
-                MetaValue::Array(items)
+                MetaValue::Array(self.items(elem_ty, n as usize, what, depth)?)
             }
             10 => MetaValue::U64(self.u64(what)?),
             11 => MetaValue::I64(i64::from_le_bytes(self.array(what)?)),
@@ -557,7 +662,7 @@ impl Gguf {
         }
     }
 
-    fn array(&self, key: &str) -> Result<&[MetaValue]> {
+    fn array(&self, key: &str) -> Result<&MetaArray> {
         match self.get(key) {
             Some(MetaValue::Array(a)) => Ok(a),
             Some(v) => Err(Self::wrong(key, "an array", v)),
@@ -565,32 +670,31 @@ impl Gguf {
         }
     }
 
+    /// Each element of array `key` through `f`, which hands back an element it refuses (named
+    /// as not `want`).
+    fn array_of<T>(
+        &self,
+        key: &str,
+        want: &str,
+        f: impl Fn(MetaValue) -> std::result::Result<T, MetaValue>,
+    ) -> Result<Vec<T>> {
+        let a = self.array(key)?;
+        (0..a.len()).map(|i| f(a.get(i)).map_err(|v| Self::wrong(key, want, &v))).collect()
+    }
+
     pub fn str_array(&self, key: &str) -> Result<Vec<String>> {
-        self.array(key)?
-            .iter()
-            .map(|v| match v {
-                MetaValue::Str(s) => Ok(s.clone()),
-                v => Err(Self::wrong(key, "an array of strings", v)),
-            })
-            .collect()
+        self.array_of(key, "an array of strings", |v| match v {
+            MetaValue::Str(s) => Ok(s),
+            v => Err(v),
+        })
     }
 
     pub fn f32_array(&self, key: &str) -> Result<Vec<f32>> {
-        self.array(key)?
-            .iter()
-            .map(|v| v.as_f64().map(|x| x as f32).ok_or_else(|| Self::wrong(key, "an array of numbers", v)))
-            .collect()
+        self.array_of(key, "an array of numbers", |v| v.as_f64().map(|x| x as f32).ok_or(v))
     }
 
     pub fn i32_array(&self, key: &str) -> Result<Vec<i32>> {
-        self.array(key)?
-            .iter()
-            .map(|v| {
-                v.as_i64()
-                    .and_then(|x| i32::try_from(x).ok())
-                    .ok_or_else(|| Self::wrong(key, "an array of 32-bit integers", v))
-            })
-            .collect()
+        self.array_of(key, "an array of 32-bit integers", |v| v.as_i64().and_then(|x| i32::try_from(x).ok()).ok_or(v))
     }
 
     pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
@@ -816,6 +920,58 @@ mod tests {
         }
         let e = Gguf::parse(&f).unwrap_err().to_string();
         assert!(e.contains("`tokenizer.chat_template` appears twice"), "{e}");
+    }
+
+    /// A key holding an array of `n` elements of type `ty`, whose bytes are `body`.
+    fn push_array(f: &mut Vec<u8>, key: &str, ty: u32, n: u64, body: &[u8]) {
+        push_str(f, key);
+        f.extend(9u32.to_le_bytes());
+        f.extend(ty.to_le_bytes());
+        f.extend(n.to_le_bytes());
+        f.extend(body);
+    }
+
+    #[test]
+    fn packed_arrays_read_back_as_written() {
+        let mut f = header(0, 6);
+        let mut strs = Vec::new();
+        for t in ["a", "", "▁héllo"] {
+            push_str(&mut strs, t);
+        }
+        push_array(&mut f, "s", 8, 3, &strs);
+        push_array(&mut f, "i", 5, 2, &[(-7i32).to_le_bytes(), 9i32.to_le_bytes()].concat());
+        push_array(&mut f, "d", 12, 1, &2.5f64.to_le_bytes());
+        push_array(&mut f, "u", 0, 2, &[3, 255]);
+        let mut nested = 0u32.to_le_bytes().to_vec(); // [[u8; 1]; 2]
+        nested.extend(1u64.to_le_bytes());
+        nested.push(4);
+        nested.extend(0u32.to_le_bytes());
+        nested.extend(1u64.to_le_bytes());
+        nested.push(5);
+        push_array(&mut f, "n", 9, 2, &nested);
+        push_array(&mut f, "e", 6, 0, &[]);
+        let g = Gguf::parse(&f).unwrap();
+        assert_eq!(g.str_array("s").unwrap(), ["a", "", "▁héllo"]);
+        assert_eq!(g.i32_array("i").unwrap(), [-7, 9]);
+        assert_eq!(g.f32_array("i").unwrap(), [-7.0, 9.0]);
+        assert_eq!(g.f32_array("d").unwrap(), [2.5]);
+        assert_eq!(g.i32_array("u").unwrap(), [3, 255]);
+        assert!(g.str_array("e").unwrap().is_empty(), "an empty array is empty whatever its type");
+        let e = g.str_array("i").unwrap_err().to_string();
+        assert!(e.contains("`i`") && e.contains("an array of strings, found i32"), "{e}");
+        assert!(g.i32_array("d").unwrap_err().to_string().contains("found f64"));
+        assert!(g.f32_array("n").unwrap_err().to_string().contains("found array"));
+        match g.get("n") {
+            Some(MetaValue::Array(a)) => {
+                assert_eq!(a.get(1), MetaValue::Array(MetaArray::Scalars { ty: 0, bytes: vec![5] }))
+            }
+            v => panic!("{v:?}"),
+        }
+        // A bool byte other than 0 or 1 inside an array is a bad file.
+        let mut f = header(0, 1);
+        push_array(&mut f, "b", 7, 3, &[1, 0, 2]);
+        let e = Gguf::parse(&f).unwrap_err().to_string();
+        assert!(e.contains("`b`") && e.contains("bool byte 2"), "{e}");
     }
 
     #[test]

@@ -63,8 +63,11 @@ unsafe impl Dot for Kernel<'_> {
                     *si = i32x4_add(*si, i32x4_dot_i16x8(s16, sc));
                 }
             }
-            let m = |c: usize| *rec.add(MN + c) as f32 * dmin;
-            let (mlo, mhi) = (f32x4(m(0), m(1), m(2), m(3)), f32x4(m(4), m(5), m(6), m(7)));
+            // The 8 mins times dmin, widened in lanes rather than one byte at a time.
+            let m16 = u16x8_extend_low_u8x16(v128_load64_zero(rec.add(MN) as *const u64));
+            let dm = f32x4_splat(dmin);
+            let mlo = f32x4_mul(f32x4_convert_u32x4(u32x4_extend_low_u16x8(m16)), dm);
+            let mhi = f32x4_mul(f32x4_convert_u32x4(u32x4_extend_high_u16x8(m16)), dm);
             for (r, acc) in acc.iter_mut().enumerate() {
                 let j = (r0 + r) * nsb + s;
                 let bs = a.bsxd.as_ptr().add(j) as *const v128;
