@@ -118,3 +118,17 @@ fn q5_0_simd_matches_scalar_and_dequantized() {
 fn q8_0_simd_matches_scalar_and_dequantized() {
     check::<Q80Matrix>(&[(13, 32), (29, 224), (33, 672), (70, 896)]);
 }
+
+/// The kernels' f16 scales: the vector conversion equals `half`'s for all 65,536 bit patterns
+/// (subnormals, whose old conversion multiplied an f32 subnormal, included).
+#[wasm_bindgen_test]
+fn f16_scales_convert_exactly() {
+    for h in (0..=u16::MAX).step_by(4) {
+        let hs = [h, h + 1, h + 2, h + 3];
+        let got = amulet::backend::rows::f16x4_lanes(hs);
+        for (g, &h) in got.iter().zip(&hs) {
+            let want = half::f16::from_bits(h).to_f32();
+            assert!(g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()), "{h:#06x}: {g} vs {want}");
+        }
+    }
+}

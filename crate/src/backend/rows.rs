@@ -285,31 +285,47 @@ pub(crate) fn expect_bytes(
     Ok(want)
 }
 
-/// f16 bits to f32 without a table: exact for every value (the product with 2^112 rescales
-/// normals and subnormals alike; infinities and NaNs are patched).
+/// f16 bits to f32 without a table, exact for every value, and with no arithmetic on an f32
+/// subnormal: x86 takes a microcode assist of about a hundred cycles for each such operand, and
+/// a super-block's `d` (Q6_K) or `dmin` (Q4_K) is often an f16 subnormal. (The former version
+/// rescaled every value by a product with 2^112, whose operand is subnormal exactly then: that
+/// one multiply per super-block was 18% of the wasm Q6_K kernel's samples.) Normals are
+/// rebiased in the bits; subnormals, `m * 2^-24`, converted from their integer mantissa.
 /// Used where `half` would fall back to a slow software conversion (wasm).
 #[allow(dead_code)]
 #[inline(always)]
 pub(crate) fn f16_to_f32(h: u16) -> f32 {
-    let mag = ((h & 0x7fff) as u32) << 13;
-    let v = if h & 0x7c00 == 0x7c00 {
-        f32::from_bits(mag | 0x7f80_0000)
-    } else {
-        f32::from_bits(mag) * f32::from_bits(0x7780_0000)
+    let (e, m) = ((h >> 10) & 0x1f, (h & 0x3ff) as u32);
+    let v = match e {
+        0 => m as f32 * f32::from_bits(0x3380_0000), // 2^-24
+        31 => f32::from_bits(0x7f80_0000 | (m << 13)),
+        _ => f32::from_bits(((e as u32 + 112) << 23) | (m << 13)),
     };
     f32::from_bits(v.to_bits() | (((h & 0x8000) as u32) << 16))
 }
 
-/// Four f16 (as the low halves of u32 lanes) to f32, exact (as `f16_to_f32`).
+/// Four f16 (as the low halves of u32 lanes) to f32, exactly as `f16_to_f32`.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
 pub(crate) fn f16x4(h: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
     use core::arch::wasm32::*;
-    let mag = i32x4_shl(v128_and(h, u32x4_splat(0x7fff)), 13);
-    let v = f32x4_mul(mag, f32x4_splat(f32::from_bits(0x7780_0000)));
-    let special = i32x4_eq(v128_and(h, u32x4_splat(0x7c00)), u32x4_splat(0x7c00));
-    let v = v128_bitselect(v128_or(mag, u32x4_splat(0x7f80_0000)), v, special);
+    let e = v128_and(h, u32x4_splat(0x7c00));
+    let m = v128_and(h, u32x4_splat(0x03ff));
+    // Normals: the exponent rebiased in the bits (infinities and NaNs are patched below).
+    let normal = i32x4_add(i32x4_shl(v128_and(h, u32x4_splat(0x7fff)), 13), u32x4_splat(112 << 23));
+    let sub = f32x4_mul(f32x4_convert_i32x4(m), f32x4_splat(f32::from_bits(0x3380_0000)));
+    let v = v128_bitselect(sub, normal, i32x4_eq(e, u32x4_splat(0)));
+    let v = v128_bitselect(v128_or(i32x4_shl(m, 13), u32x4_splat(0x7f80_0000)), v, i32x4_eq(e, u32x4_splat(0x7c00)));
     v128_or(v, i32x4_shl(v128_and(h, u32x4_splat(0x8000)), 16))
+}
+
+/// `f16x4` on plain values, for the wasm kernel tests.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[doc(hidden)]
+pub fn f16x4_lanes(h: [u16; 4]) -> [f32; 4] {
+    use core::arch::wasm32::*;
+    let v = f16x4(u32x4(h[0] as u32, h[1] as u32, h[2] as u32, h[3] as u32));
+    [f32x4_extract_lane::<0>(v), f32x4_extract_lane::<1>(v), f32x4_extract_lane::<2>(v), f32x4_extract_lane::<3>(v)]
 }
 
 /// `x & m` in every byte (the relaxed-SIMD kernels' unpacking).
