@@ -47,19 +47,19 @@ unsafe impl Dot for Kernel<'_> {
             ];
             let mut si = [i32x4_splat(0); R];
             for (h, &sc) in scs.iter().enumerate() {
-                let mut wr = [m4; 8];
+                // Unit by unit, every row taking its two registers at once: the 8 registers
+                // of a half all live together spilled to the stack in V8 from 2 rows on.
+                let mut s16 = [i16x8_splat(0); R];
                 for u in 0..4 {
                     let v = v128_load(rec.add(32 * u + 16 * h) as *const v128);
-                    wr[2 * u] = v128_and(v, m4);
-                    wr[2 * u + 1] = v128_and(u16x8_shr(v, 4), m4);
+                    let (lo, hi) = (v128_and(v, m4), v128_and(u16x8_shr(v, 4), m4));
+                    for (r, s16) in s16.iter_mut().enumerate() {
+                        let y = a.q.as_ptr().add(8 * ((r0 + r) * nsb + s)) as *const v128;
+                        let p = |l: usize, w: v128| i16x8_relaxed_dot_i8x16_i7x16(v128_load(y.add(2 * l + h)), w);
+                        *s16 = i16x8_add(*s16, i16x8_add(p(2 * u, lo), p(2 * u + 1, hi)));
+                    }
                 }
-                for (r, si) in si.iter_mut().enumerate() {
-                    let y = a.q.as_ptr().add(8 * ((r0 + r) * nsb + s)) as *const v128;
-                    let p = |l: usize| i16x8_relaxed_dot_i8x16_i7x16(v128_load(y.add(2 * l + h)), wr[l]);
-                    let s16 = i16x8_add(
-                        i16x8_add(i16x8_add(p(0), p(1)), i16x8_add(p(2), p(3))),
-                        i16x8_add(i16x8_add(p(4), p(5)), i16x8_add(p(6), p(7))),
-                    );
+                for (si, &s16) in si.iter_mut().zip(&s16) {
                     *si = i32x4_add(*si, i32x4_dot_i16x8(s16, sc));
                 }
             }

@@ -40,27 +40,25 @@ unsafe impl Dot for Kernel<'_> {
             let scs = [i16x8_extend_low_i8x16(sc16), i16x8_extend_high_i8x16(sc16)];
             let mut si = [i32x4_splat(0); R];
             for (h, &sc) in scs.iter().enumerate() {
-                let v: [v128; 6] = std::array::from_fn(|l| v128_load(u.add(32 * l + 16 * h) as *const v128));
-                // Bits 6..7 of three units make one register (masked before the u16 shifts).
-                let top = |a: v128, b: v128, c: v128| {
-                    v128_or(v128_or(u16x8_shr(and(a, 0xC0), 6), u16x8_shr(and(b, 0xC0), 4)), u16x8_shr(and(c, 0xC0), 2))
-                };
-                let wr = [
-                    and(v[0], 63),
-                    and(v[1], 63),
-                    and(v[2], 63),
-                    and(v[3], 63),
-                    and(v[4], 63),
-                    and(v[5], 63),
-                    top(v[0], v[1], v[2]),
-                    top(v[3], v[4], v[5]),
-                ];
-                for (r, si) in si.iter_mut().enumerate() {
-                    let y = a.q.as_ptr().add(8 * ((r0 + r) * nsb + s)) as *const v128;
-                    let p = |l: usize| i16x8_relaxed_dot_i8x16_i7x16(v128_load(y.add(2 * l + h)), wr[l]);
-                    let pair = |l: usize| i32x4_dot_i16x8(i16x8_add(p(l), p(l + 1)), sc);
-                    let t = i32x4_add(i32x4_add(pair(0), pair(2)), i32x4_add(pair(4), pair(6)));
-                    *si = i32x4_add(*si, t);
+                // Three units at a time (their low 6 bits and the register their top bits
+                // make), every row taking those four registers at once: all 8 of a half and
+                // their 6 units live together spilled to the stack in V8.
+                for g in 0..2 {
+                    let v: [v128; 3] =
+                        std::array::from_fn(|l| v128_load(u.add(32 * (3 * g + l) + 16 * h) as *const v128));
+                    // Bits 6..7 of the three units make one register (masked before the u16 shifts).
+                    let top = v128_or(
+                        v128_or(u16x8_shr(and(v[0], 0xC0), 6), u16x8_shr(and(v[1], 0xC0), 4)),
+                        u16x8_shr(and(v[2], 0xC0), 2),
+                    );
+                    let wr =
+                        [(3 * g, and(v[0], 63)), (3 * g + 1, and(v[1], 63)), (3 * g + 2, and(v[2], 63)), (6 + g, top)];
+                    for (r, si) in si.iter_mut().enumerate() {
+                        let y = a.q.as_ptr().add(8 * ((r0 + r) * nsb + s)) as *const v128;
+                        let p = |(l, w): (usize, v128)| i16x8_relaxed_dot_i8x16_i7x16(v128_load(y.add(2 * l + h)), w);
+                        let pair = |i: usize| i32x4_dot_i16x8(i16x8_add(p(wr[i]), p(wr[i + 1])), sc);
+                        *si = i32x4_add(*si, i32x4_add(pair(0), pair(2)));
+                    }
                 }
             }
             for (r, acc) in acc.iter_mut().enumerate() {
