@@ -22,8 +22,9 @@ const DEFAULT_ALIGNMENT: u64 = 32;
 /// No real model has more; a larger count means a corrupt header, not a big model.
 const MAX_COUNT: u64 = 1 << 24;
 /// Array elements over all metadata: the largest vocabularies (262k tokens with scores, types
-/// and merges) hold about a million. An element costs at most 8 bytes parsed beyond its own
-/// (a string's end), so this also bounds what a small hostile header makes the parser allocate.
+/// and merges) hold about a million. Parsed, an element costs its own bytes and at most 8 more
+/// reserved ahead (a string's end), so this also bounds what a small hostile header makes the
+/// parser allocate before it reads the bytes.
 const MAX_ARRAY_ELEMENTS: u64 = 1 << 22;
 const MAX_DIMS: u32 = 4;
 
@@ -403,7 +404,8 @@ impl<'a> Cursor<'a> {
             return Ok(MetaArray::Strs { text, ends });
         }
         if ty == 9 {
-            let mut items = Vec::with_capacity(n);
+            // Grown as the arrays are read: a count alone may not reserve for each (56 bytes).
+            let mut items = Vec::with_capacity(n.min(1024));
             for _ in 0..n {
                 match self.value(9, what, depth + 1)? {
                     MetaValue::Array(a) => items.push(a),

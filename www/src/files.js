@@ -29,7 +29,7 @@ export function blobFile(blob) {
   const reader = new FileReaderSync();
   let last = null;
   // FileReaderSync makes a new buffer each time: detaching the last one frees it now.
-  const release = () => {
+  const freeLast = () => {
     last?.transfer?.(0);
     last = null;
   };
@@ -37,7 +37,7 @@ export function blobFile(blob) {
     size: blob.size,
     held: 'blob',
     read(o, n) {
-      release();
+      freeLast();
       try {
         last = reader.readAsArrayBuffer(blob.slice(o, o + n));
         return new Uint8Array(last);
@@ -47,19 +47,27 @@ export function blobFile(blob) {
         });
       }
     },
-    close: release,
+    close: freeLast,
   };
 }
 
 /** Frees a download's chunk once copied, when it is a whole buffer of its own. */
-function release(chunk) {
+function freeChunk(chunk) {
   if (chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength) chunk.buffer.transfer?.(0);
 }
 
-/** `take(n)`: the first n bytes of a buffer kept for the next call (grown when short). */
+/** The wasm loader's largest read (crate/src/web.rs: READ_PIECE). */
+const KEEP_BYTES = 8 << 20;
+
+/** `take(n)`: n bytes of a buffer kept for the next call, up to the loader's reads (a longer
+ * one, such as a header probe, gets a buffer of its own). */
 function scratch() {
   let buf = new Uint8Array(0);
-  return (n) => (buf.byteLength >= n ? buf : (buf = new Uint8Array(n))).subarray(0, n);
+  return (n) => {
+    if (n > KEEP_BYTES) return new Uint8Array(n);
+    if (buf.byteLength < n) buf = new Uint8Array(KEEP_BYTES);
+    return buf.subarray(0, n);
+  };
 }
 
 function nodeImport(name) {
@@ -123,7 +131,7 @@ function memoryStore(total) {
       const n = chunk.byteLength;
       if (out && loaded + n <= out.byteLength) {
         out.set(chunk, loaded);
-        release(chunk);
+        freeChunk(chunk);
       } else {
         // The length was not known, or was wrong (a compressed transfer): collect instead.
         if (out) parts.push(out.subarray(0, loaded));
@@ -174,7 +182,7 @@ async function opfsStore() {
       if (n !== chunk.byteLength)
         throw new AmuletError('IO', `the browser's file storage took ${n} of ${chunk.byteLength} bytes`);
       size += n;
-      release(chunk);
+      freeChunk(chunk);
     },
     finish() {
       handle.flush();
