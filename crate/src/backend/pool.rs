@@ -245,8 +245,9 @@ impl Team {
 /// between the splits of a pass.
 const IDLE_MS: f64 = 1000.0;
 
-/// A monotonic-enough clock in milliseconds (wasm32-unknown-unknown has no `Instant`).
-fn now_ms() -> f64 {
+/// Milliseconds since the first call: monotonic natively; in wasm32-unknown-unknown, which has
+/// no `Instant`, the wall clock (the engine's own clock there is the page's `performance.now`).
+pub(crate) fn now_ms() -> f64 {
     #[cfg(target_arch = "wasm32")]
     {
         js_sys::Date::now()

@@ -35,9 +35,7 @@ pub type Clock = fn() -> f64;
 
 #[cfg(not(target_arch = "wasm32"))]
 fn default_clock() -> f64 {
-    use std::sync::OnceLock;
-    static START: OnceLock<std::time::Instant> = OnceLock::new();
-    START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64() * 1e3
+    crate::backend::pool::now_ms()
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -35,46 +35,50 @@ impl Embeddings {
     /// the embedding itself when the file has none).
     pub fn load<S: TensorSource + ?Sized>(g: &Gguf, src: &S, d: usize, vocab: usize) -> Result<(Embeddings, Linear)> {
         let tied = g.tensor_info("output.weight").is_none();
+        let output = || Linear::load(g, src, &["output.weight".to_string()], d, &[vocab]);
         let (info, data) = g.tensor_bytes(src, NAME, &[d, vocab])?;
         let dtype = info.dtype;
-        // Each stays the only copy of the bytes read: a second would add the matrix to the
+        // Each keeps the only copy of the bytes read: a second would add the matrix to the
         // peak (in wasm, for good).
-        let embeddings = match dtype {
-            GgmlDType::Q8_0 => Embeddings::Q80(Arc::new(Q80Matrix::from_gguf_bytes(data, vocab, d)?)),
-            _ if tied => Embeddings::Candle(Arc::new(candle_tensor(dtype, data, d, vocab)?)),
-            _ => Embeddings::Rows { dtype, row_bytes: data.len() / vocab, data: data.into_owned() },
-        };
-        let output = match &embeddings {
-            _ if !tied => Linear::load(g, src, &["output.weight".to_string()], d, &[vocab])?,
-            Embeddings::Q80(w) => Linear::tied_q80(w.clone()),
-            Embeddings::Candle(q) => Linear::Candle(QMatMul::from_arc(q.clone())?),
-            Embeddings::Rows { .. } => unreachable!("an untied matrix"),
-        };
-        Ok((embeddings, output))
+        Ok(match dtype {
+            GgmlDType::Q8_0 => {
+                let w = Arc::new(Q80Matrix::from_gguf_bytes(data, vocab, d)?);
+                let out = if tied { Linear::tied_q80(w.clone()) } else { output()? };
+                (Embeddings::Q80(w), out)
+            }
+            _ if tied => {
+                let q = Arc::new(candle_tensor(dtype, data, d, vocab)?);
+                (Embeddings::Candle(q.clone()), Linear::Candle(QMatMul::from_arc(q)?))
+            }
+            _ => (Embeddings::Rows { dtype, row_bytes: data.len() / vocab, data: data.into_owned() }, output()?),
+        })
     }
 
     /// The rows of `ids`, [ids.len(), d].
     pub fn lookup(&self, ids: &[u32], d: usize) -> Result<Tensor> {
-        if let Embeddings::Candle(q) = self {
-            return Ok(q.embedding(&Tensor::new(ids, &Device::Cpu)?)?);
+        match self {
+            Embeddings::Candle(q) => Ok(q.embedding(&Tensor::new(ids, &Device::Cpu)?)?),
+            Embeddings::Q80(w) => each_row(ids, d, |id, row| w.dequantize_row_into(id as usize, row)),
+            Embeddings::Rows { dtype, data, row_bytes } => each_row(ids, d, |id, row| {
+                let at = id as usize * row_bytes;
+                let bytes = data
+                    .get(at..at + row_bytes)
+                    .ok_or_else(|| AmuletError::Compute(format!("token id {id} is outside the embedding matrix")))?;
+                let t = candle_tensor(*dtype, bytes.into(), d, 1)?.dequantize(&Device::Cpu)?;
+                row.copy_from_slice(&t.to_vec1::<f32>()?);
+                Ok(())
+            }),
         }
-        let mut out = vec![0f32; ids.len() * d];
-        for (row, &id) in out.chunks_exact_mut(d).zip(ids) {
-            match self {
-                Embeddings::Q80(w) => w.dequantize_row_into(id as usize, row)?,
-                Embeddings::Rows { dtype, data, row_bytes } => {
-                    let at = id as usize * row_bytes;
-                    let bytes = data.get(at..at + row_bytes).ok_or_else(|| {
-                        AmuletError::Compute(format!("token id {id} is outside the embedding matrix"))
-                    })?;
-                    let t = candle_tensor(*dtype, bytes.into(), d, 1)?.dequantize(&Device::Cpu)?;
-                    row.copy_from_slice(&t.to_vec1::<f32>()?);
-                }
-                Embeddings::Candle(_) => unreachable!("handled above"),
-            }
-        }
-        Ok(Tensor::from_vec(out, (ids.len(), d), &Device::Cpu)?)
     }
+}
+
+/// [ids.len(), d], row `i` filled by `f(ids[i], row)`.
+fn each_row(ids: &[u32], d: usize, f: impl Fn(u32, &mut [f32]) -> Result<()>) -> Result<Tensor> {
+    let mut out = vec![0f32; ids.len() * d];
+    for (row, &id) in out.chunks_exact_mut(d).zip(ids) {
+        f(id, row)?;
+    }
+    Ok(Tensor::from_vec(out, (ids.len(), d), &Device::Cpu)?)
 }
 
 /// candle's tensor of `rows` x `d` from GGUF bytes. candle reinterprets them as blocks in
