@@ -49,7 +49,7 @@ pub fn tokenizer(data: &[u8]) {
     let (text, file) = rest.split_at(n.min(rest.len()));
     let Ok(g) = Gguf::parse(file) else { return };
     let Ok(spec) = TokenizerSpec::from_gguf(&g) else { return };
-    let Ok(tok) = TextTokenizer::from_spec(&spec) else { return };
+    let Ok(tok) = TextTokenizer::from_spec(spec) else { return };
     let text = String::from_utf8_lossy(text);
     for special in [false, true] {
         let Ok(ids) = tok.encode(&text, special) else { continue };

@@ -67,7 +67,8 @@ impl WasmEngine {
     ) -> Result<WasmEngine, JsValue> {
         let choice: DeviceChoice = device.parse().map_err(js_error)?;
         let src = js_source(file_len, read)?;
-        let gguf = parse_header(&src)?;
+        let gguf = parse_header(&src, usize::MAX)?
+            .ok_or_else(|| js_error(AmuletError::BadModel("the GGUF header does not end inside the file".into())))?;
         let mut engine = Engine::load_on_async(&gguf, &src, choice, |done, total| {
             if let Some(f) = &on_progress {
                 let _ = f.call2(&JsValue::NULL, &(done as f64).into(), &(total as f64).into());
@@ -170,13 +171,34 @@ impl WasmEngine {
 #[wasm_bindgen(js_name = inspectModel)]
 pub fn inspect_model(prefix: &[u8], file_len: f64) -> Result<JsValue, JsValue> {
     let src = js_source(file_len, js_sys::Function::new_no_args(""))?;
-    let Some(g) = Gguf::parse_prefix(prefix, src.file_len).map_err(js_error)? else { return Ok(JsValue::NULL) };
-    let cfg = crate::model::ModelConfig::from_gguf(&g).map_err(js_error)?;
+    match Gguf::parse_prefix(prefix, src.file_len).map_err(js_error)? {
+        Some(g) => inspection(&g, src.file_len),
+        None => Ok(JsValue::NULL),
+    }
+}
+
+/// `inspectModel` for an opened file, its header read through `read(offset, length)` as the
+/// loader reads it (a few MB at a time, straight into wasm memory: a Worker's heap otherwise
+/// holds the whole header prefix once more); null when the header is longer than 64 MB.
+#[wasm_bindgen(js_name = inspectFile)]
+pub fn inspect_file(read: js_sys::Function, file_len: f64) -> Result<JsValue, JsValue> {
+    let src = js_source(file_len, read)?;
+    match parse_header(&src, INSPECT_MAX)? {
+        Some(g) => inspection(&g, src.file_len),
+        None => Ok(JsValue::NULL),
+    }
+}
+
+/// The longest header `inspectFile` reads; a longer one is left to the loader.
+const INSPECT_MAX: usize = 64 << 20;
+
+fn inspection(g: &Gguf, file_len: usize) -> Result<JsValue, JsValue> {
+    let cfg = crate::model::ModelConfig::from_gguf(g).map_err(js_error)?;
     to_js(&JsInspect {
         name: g.opt_str("general.name").unwrap_or("unnamed"),
         architecture: cfg.arch.name(),
-        file_bytes: src.file_len as u64,
-        cpu_bytes: crate::model::memory::cpu_estimate(&g, true).map_err(js_error)?,
+        file_bytes: file_len as u64,
+        cpu_bytes: crate::model::memory::cpu_estimate(g, true).map_err(js_error)?,
         wasm_limit: crate::model::memory::WASM32_MEMORY,
     })
 }
@@ -242,15 +264,23 @@ fn js_source(file_len: f64, read: js_sys::Function) -> Result<JsSource, JsValue>
     Ok(JsSource { read, file_len: file_len as usize })
 }
 
-/// Reads a growing prefix of the file until the GGUF header and tensor table fit.
-fn parse_header(src: &JsSource) -> Result<Gguf, JsValue> {
-    let mut prefix_len = (1usize << 20).min(src.file_len);
+/// Reads a growing prefix of the file (1 MB, then 4 times more, reading only what is new)
+/// until the GGUF header and tensor table fit; None when the first `max` bytes do not hold them.
+fn parse_header(src: &JsSource, max: usize) -> Result<Option<Gguf>, JsValue> {
+    let limit = src.file_len.min(max);
+    let mut prefix = Vec::new();
+    let mut want = limit.min(1 << 20);
     loop {
-        let prefix = src.read(0, prefix_len).map_err(js_error)?;
-        match Gguf::parse_prefix(&prefix, src.file_len).map_err(js_error)? {
-            Some(g) => return Ok(g),
-            None => prefix_len = (prefix_len * 4).min(src.file_len),
+        let have = prefix.len();
+        prefix.resize(want, 0);
+        src.read_into(have, &mut prefix[have..]).map_err(js_error)?;
+        if let Some(g) = Gguf::parse_prefix(&prefix, src.file_len).map_err(js_error)? {
+            return Ok(Some(g));
         }
+        if want == limit {
+            return Ok(None);
+        }
+        want = limit.min(want.saturating_mul(4));
     }
 }
 
@@ -262,15 +292,24 @@ struct JsSource {
 
 impl TensorSource for JsSource {
     fn read(&self, offset: usize, len: usize) -> crate::Result<Cow<'_, [u8]>> {
+        let mut out = vec![0u8; len];
+        self.read_into(offset, &mut out)?;
+        Ok(Cow::Owned(out))
+    }
+}
+
+impl JsSource {
+    /// The file's bytes from `offset` into `out`.
+    fn read_into(&self, offset: usize, out: &mut [u8]) -> crate::Result<()> {
+        let len = out.len();
         if offset.checked_add(len).is_none_or(|end| end > self.file_len) {
             return Err(AmuletError::BadModel(format!(
                 "read of {len} bytes at {offset} is past the file's {}",
                 self.file_len
             )));
         }
-        // In pieces straight into the one buffer: a whole large tensor read at once would
-        // also sit in the JS heap as one array until the collector frees it.
-        let mut out = vec![0u8; len];
+        // In pieces straight into `out`: a whole large tensor read at once would also sit in
+        // the JS heap as one array until the collector frees it.
         for (i, piece) in out.chunks_mut(READ_PIECE).enumerate() {
             let at = offset + i * READ_PIECE;
             let v = self
@@ -289,7 +328,7 @@ impl TensorSource for JsSource {
             }
             arr.copy_to(piece);
         }
-        Ok(Cow::Owned(out))
+        Ok(())
     }
 }
 

@@ -107,7 +107,7 @@ fn the_seeds_are_real_inputs() {
     for (name, seed) in seeds("tokenizer") {
         let n = u16::from_le_bytes([seed[0], seed[1]]) as usize;
         let g = Gguf::parse(&seed[2 + n..]).unwrap_or_else(|e| panic!("tokenizer/{name}: {e}"));
-        let tok = TextTokenizer::from_spec(&TokenizerSpec::from_gguf(&g).unwrap()).unwrap();
+        let tok = TextTokenizer::from_spec(TokenizerSpec::from_gguf(&g).unwrap()).unwrap();
         assert!(!tok.encode(&String::from_utf8_lossy(&seed[2..2 + n]), false).unwrap().is_empty(), "{name}");
     }
 }

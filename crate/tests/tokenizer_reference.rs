@@ -55,7 +55,7 @@ fn load_path(model_path: &Path, reference: &str) -> Loaded {
     };
     let gguf = Gguf::parse(&bytes).expect("parse gguf");
     let spec = TokenizerSpec::from_gguf(&gguf).expect("tokenizer spec");
-    let tok = TextTokenizer::from_spec(&spec).expect("tokenizer");
+    let tok = TextTokenizer::from_spec(spec).expect("tokenizer");
     let reference: Value = serde_json::from_str(&ref_text).unwrap();
     Loaded { gguf, tok, reference }
 }

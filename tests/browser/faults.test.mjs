@@ -48,6 +48,17 @@ function serveModel(req, res, pathname) {
     });
     return res.end(huge.head);
   }
+  if (pathname === '/long.gguf') {
+    // The same with a header longer than the first probe (5 MB of description), by range.
+    const long = hugeHeader(4096, 236_000, 'x'.repeat(5 << 20));
+    const [, from, to] = /^bytes=(\d+)-(\d+)$/.exec(range).map(Number);
+    const end = Math.min(to, long.head.length - 1);
+    res.writeHead(206, {
+      'content-range': `bytes ${from}-${end}/${long.fileLength}`,
+      'content-length': end - from + 1,
+    });
+    return res.end(long.head.subarray(from, end + 1));
+  }
   const m = /^\/((?:cut\/|noresume\/|slow\/)*)m\/([\w.-]+)$/.exec(pathname);
   const body = m && files.get(m[2]);
   if (!body) return res.writeHead(404).end('not found');
@@ -536,4 +547,13 @@ test('a model too large for wasm32 is refused from its header (TOO_LARGE), befor
     assert.match(r.message, /4\.\d GB/);
     assert.deepEqual(take(), ['/huge.gguf bytes=0-4194303'], `${what}: only the header was asked for`);
   }
+  // A header longer than the first 4 MB: only the rest is asked for (read straight into one
+  // buffer where the body is a byte stream).
+  take();
+  const r = await run(async () => {
+    const { createWorkerEngine } = await import('/src/index.js');
+    return caught(createWorkerEngine(null, '/long.gguf', { device: 'cpu', cache: true }));
+  });
+  assert.equal(r?.code, 'TOO_LARGE', r?.message);
+  assert.deepEqual(take(), ['/long.gguf bytes=0-4194303', '/long.gguf bytes=4194304-8388607']);
 });

@@ -42,6 +42,8 @@ before(async () => {
   const half = Math.floor(bytes.length / 2);
   // 3.9 GB of embeddings: the file fits wasm32's offsets, the weights plus KV cache do not.
   const huge = hugeHeader(4096, 236_000);
+  // The same with a header longer than the first probe (5 MB of description).
+  const long = hugeHeader(4096, 236_000, 'x'.repeat(5 << 20));
   const files = {
     '/model.gguf': bytes,
     '/copy.gguf': bytes,
@@ -58,6 +60,17 @@ before(async () => {
         'content-length': huge.head.length,
       });
       res.end(huge.head);
+      return;
+    }
+    if (req.url === '/long.gguf') {
+      // Only the header exists, served by range.
+      const [, from, to] = /^bytes=(\d+)-(\d+)$/.exec(range).map(Number);
+      const end = Math.min(to, long.head.length - 1);
+      res.writeHead(206, {
+        'content-range': `bytes ${from}-${end}/${long.fileLength}`,
+        'content-length': end - from + 1,
+      });
+      res.end(long.head.subarray(from, end + 1));
       return;
     }
     const body = files[req.url.replace(/^\/noresume/, '')];
@@ -171,6 +184,10 @@ test('a model too large for wasm32 is refused from its header, before the downlo
   assert.equal(err.code, 'TOO_LARGE');
   assert.match(err.message, /4\.\d GB/);
   assert.deepEqual(take(), ['/huge.gguf bytes=0-4194303'], 'only the header was asked for');
+  // A header longer than the first 4 MB: only the rest is asked for.
+  const long = await thrown(AmuletEngine.load(`${base}/long.gguf`, { device: 'cpu', cache: true }));
+  assert.equal(long.code, 'TOO_LARGE');
+  assert.deepEqual(take(), ['/long.gguf bytes=0-4194303', '/long.gguf bytes=4194304-8388607']);
 });
 
 test('a download cut in the middle resumes with a Range request; one that cannot resume is a NETWORK error', async () => {

@@ -38,8 +38,9 @@ export async function thrown(promiseOrFn) {
   throw new Error('expected an error, nothing was thrown');
 }
 
-/** The header of a llama GGUF with one F32 embedding of d x vocab, and the file's length. */
-export function hugeHeader(d, vocab) {
+/** The header of a llama GGUF with one F32 embedding of d x vocab, and the file's length; a
+ * `description` (general.description) makes the header as much longer. */
+export function hugeHeader(d, vocab, description = '') {
   const parts = [];
   const u32 = (v) => parts.push(new Uint8Array(new Uint32Array([v]).buffer));
   const u64 = (v) => parts.push(new Uint8Array(new BigUint64Array([BigInt(v)]).buffer));
@@ -51,7 +52,7 @@ export function hugeHeader(d, vocab) {
   parts.push(new TextEncoder().encode('GGUF'));
   u32(3);
   u64(1);
-  u64(7);
+  u64(description ? 8 : 7);
   str('general.architecture');
   u32(8);
   str('llama');
@@ -69,6 +70,11 @@ export function hugeHeader(d, vocab) {
   str('llama.attention.layer_norm_rms_epsilon');
   u32(6);
   parts.push(new Uint8Array(new Float32Array([1e-5]).buffer));
+  if (description) {
+    str('general.description');
+    u32(8);
+    str(description);
+  }
   str('token_embd.weight');
   u32(2);
   u64(d);

@@ -7,7 +7,7 @@ import { AmuletError, abortError } from './errors.js';
 import { hasher } from './integrity.js';
 import { wasm } from './wasm.js';
 
-/** Bytes of a header asked for before a download (grown when the header is longer). */
+/** Bytes of a header asked for first (doubled, asking only for the rest, while it is longer). */
 const PROBE_BYTES = 4 << 20;
 /** Resumptions of a broken download before it fails with NETWORK. */
 const RESUMES = 3;
@@ -38,43 +38,79 @@ function withRange(fetchOptions, range, validator) {
 
 /** The total size from a 206's Content-Range (`bytes a-b/total`), else NaN. */
 const rangeTotal = (res) => Number(/\/(\d+)\s*$/.exec(res.headers.get('content-range') ?? '')?.[1]);
+/** The first byte of a 206's Content-Range, else NaN. */
+const rangeStart = (res) => Number(/^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '')?.[1]);
+
+/**
+ * `res`'s body read into `buf` from byte `at` until `buf` is full or the body ends, the rest
+ * cancelled: `{ buf, at }` (a byte stream reads straight into `buf`, whose memory then moves
+ * to the returned view, and leaves no chunks behind for the collector: the Worker's heap held
+ * 40 MB of them and their copies for a 7 MB header).
+ */
+async function fill(res, buf, at) {
+  let byob = null;
+  try {
+    byob = res.body.getReader({ mode: 'byob' });
+  } catch {
+    // not a byte stream: chunks are copied
+  }
+  const reader = byob ?? res.body.getReader();
+  try {
+    while (at < buf.byteLength) {
+      if (byob) {
+        const { done, value } = await byob.read(new Uint8Array(buf.buffer, at));
+        if (value) buf = new Uint8Array(value.buffer);
+        if (done) break;
+        at += value.byteLength;
+      } else {
+        const { done, value } = await reader.read();
+        if (done) break;
+        const n = Math.min(value.byteLength, buf.byteLength - at);
+        buf.set(value.subarray(0, n), at);
+        at += n;
+      }
+    }
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+  return { buf, at };
+}
 
 /**
  * What the file on a server will need, from its GGUF header, before the download:
  * inspectModel's `{ fileBytes, cpuBytes, wasmLimit, ... }`, or null when the server gives
- * no size or the header could not be read. A server without Range support sends the whole
- * file: the start is read, the rest cancelled.
+ * no size or the header could not be read. A longer header is read on with a Range request
+ * for what is missing; a server without Range support sends the whole file: its start is
+ * read, the rest cancelled.
  */
 export async function probe(url, fetchOptions, signal) {
-  for (let want = PROBE_BYTES; ; want *= 4) {
-    const res = await request(url, withRange(fetchOptions, `bytes=0-${want - 1}`), signal);
+  let buf = new Uint8Array(0);
+  let got = 0;
+  for (let want = PROBE_BYTES; ; want *= 2) {
+    const res = await request(url, withRange(fetchOptions, `bytes=${got}-${want - 1}`), signal);
     if (!res.ok) throw httpError(url, res);
-    const total = res.status === 206 ? rangeTotal(res) : Number(res.headers.get('content-length'));
-    if (!(total > 0) || !res.body) {
+    const partial = res.status === 206;
+    const from = partial ? rangeStart(res) : 0;
+    const total = partial ? rangeTotal(res) : Number(res.headers.get('content-length'));
+    if (!(total > 0) || !res.body || (from !== got && from !== 0)) {
       await res.body?.cancel().catch(() => {});
       return null;
     }
-    const reader = res.body.getReader();
-    const parts = [];
-    let got = 0;
+    const before = from === 0 ? 0 : got;
+    const next = new Uint8Array(Math.min(want, total));
+    next.set(buf.subarray(0, before));
+    buf = next;
     try {
-      while (got < Math.min(want, total)) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        parts.push(value);
-        got += value.byteLength;
-      }
+      ({ buf, at: got } = await fill(res, buf, before));
     } catch {
       // The header could not be read (a connection cut): the download, resumable or not, and
       // the loader's own check decide.
       checkSignal(signal);
       return null;
     }
-    await reader.cancel().catch(() => {});
-    const prefix = new Uint8Array(got);
-    parts.reduce((at, p) => (prefix.set(p, at), at + p.byteLength), 0);
-    const info = wasm().inspectModel(prefix.subarray(0, Math.min(got, total)), total);
-    if (info || got >= total) return info;
+    const info = wasm().inspectModel(buf.subarray(0, got), total);
+    // Done, or the body ended short of what was asked (a server that sends no more).
+    if (info || got >= total || got < buf.byteLength) return info;
   }
 }
 
@@ -107,7 +143,7 @@ export async function openDownload(url, { fetchOptions, signal, expected, report
       });
     }
     res = await request(url, withRange(fetchOptions, `bytes=${loaded}-`, validator), signal);
-    const from = Number(/^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '')?.[1]);
+    const from = rangeStart(res);
     if (res.status !== 206 || from !== loaded) {
       await res.body?.cancel().catch(() => {});
       throw new AmuletError(

@@ -60,7 +60,7 @@ function freeChunk(chunk) {
 const KEEP_BYTES = 8 << 20;
 
 /** `take(n)`: n bytes of a buffer kept for the next call, up to the loader's reads (a longer
- * one, such as a header probe, gets a buffer of its own). */
+ * one gets a buffer of its own). */
 function scratch() {
   let buf = new Uint8Array(0);
   return (n) => {

@@ -19,8 +19,6 @@ export { parseIntegrity };
 export const DEFAULT_CACHE_NAME = 'amulet-web-models';
 
 const isNode = typeof process === 'object' && process !== null && typeof process.versions?.node === 'string';
-/** Bytes of a local file's header inspected before loading (grown when the header is longer). */
-const HEADER_BYTES = 4 << 20;
 
 function isBlob(x) {
   return typeof Blob !== 'undefined' && x instanceof Blob;
@@ -93,12 +91,7 @@ async function checkFits(info, device) {
 
 /** The header of an opened file, inspected (null: longer than 64 MB, left to the loader). */
 function inspectFile(file) {
-  for (let want = HEADER_BYTES; want <= 16 * HEADER_BYTES; want *= 4) {
-    const n = Math.min(want, file.size);
-    const info = wasm().inspectModel(file.read(0, n), file.size);
-    if (info || n === file.size) return info;
-  }
-  return null;
+  return wasm().inspectFile((o, n) => file.read(o, n), file.size);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -67,20 +67,20 @@ pub(super) fn byte_level_chars() -> [char; 256] {
     table
 }
 
-pub(super) fn model(spec: &TokenizerSpec) -> Result<Model> {
+pub(super) fn model(spec: &mut TokenizerSpec) -> Result<Model> {
     // llama.cpp stores a token whose bytes are not valid UTF-8 raw (Phi-4 has U+FFFD
     // where its merges spell `ï¿½`): respell it in the byte-level alphabet the merges
     // use. Control and user-defined tokens keep their text: they are matched as written.
     let table = byte_level_chars();
     let alphabet: HashSet<char> = table.iter().copied().collect();
-    let mut pieces = spec.tokens.clone();
+    let (mut pieces, merges) = spec.take_text();
     for (id, p) in pieces.iter_mut().enumerate() {
         let verbatim = matches!(spec.token_type(id), TOKEN_TYPE_CONTROL | TOKEN_TYPE_USER_DEFINED);
         if !verbatim && !p.chars().all(|c| alphabet.contains(&c)) {
             *p = p.bytes().map(|b| table[b as usize]).collect();
         }
     }
-    let merges = parse_merges(spec.merges.as_deref().ok_or_else(|| {
+    let merges = parse_merges(merges.ok_or_else(|| {
         AmuletError::BadModel("a gpt2 (byte-level BPE) tokenizer needs tokenizer.ggml.merges".into())
     })?)?;
     let mut builder = BPE::builder().vocab_and_merges(bpe_vocab(&pieces), merges);

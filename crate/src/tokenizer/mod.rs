@@ -45,16 +45,18 @@ struct Model {
     byte_piece: Vec<bool>,
 }
 
-fn parse_merges(merges: &[String]) -> Result<Vec<(String, String)>> {
+/// "left right" strings as pairs, each string's memory kept for its left half.
+fn parse_merges(merges: Vec<String>) -> Result<Vec<(String, String)>> {
     merges
-        .iter()
+        .into_iter()
         .enumerate()
-        .map(|(i, m)| {
-            let mut parts = m.split(' ');
-            match (parts.next(), parts.next(), parts.next()) {
-                (Some(l), Some(r), None) if !l.is_empty() && !r.is_empty() => Ok((l.to_string(), r.to_string())),
-                _ => Err(tok_err(format!("merge #{i} {m:?} is not two tokens separated by one space"))),
+        .map(|(i, mut m)| match m.split_once(' ') {
+            Some((l, r)) if !l.is_empty() && !r.is_empty() && !r.contains(' ') => {
+                let (at, r) = (l.len(), r.to_string());
+                m.truncate(at);
+                Ok((m, r))
             }
+            _ => Err(tok_err(format!("merge #{i} {m:?} is not two tokens separated by one space"))),
         })
         .collect()
 }
@@ -87,23 +89,25 @@ impl std::fmt::Debug for TextTokenizer {
 }
 
 impl TextTokenizer {
-    pub fn from_spec(spec: &TokenizerSpec) -> Result<Self> {
+    /// The tokenizer `spec` describes; the build consumes the spec's vocabulary and merges.
+    pub fn from_spec(mut spec: TokenizerSpec) -> Result<Self> {
+        let vocab_size = spec.tokens.len();
         let Model { mut tokenizer, pieces, byte_piece } = match spec.model.as_str() {
-            "gpt2" => byte_level::model(spec)?,
-            "llama" => sentencepiece::model(spec)?,
+            "gpt2" => byte_level::model(&mut spec)?,
+            "llama" => sentencepiece::model(&mut spec)?,
             other => {
                 return Err(AmuletError::Unsupported(format!(
                     "tokenizer model `{other}` (supported: gpt2 byte-level BPE, llama SentencePiece)"
                 )))
             }
         };
-        let special = add_vocabulary_tokens(&mut tokenizer, spec, &pieces)?;
-        if let Some(post) = bos_eos_processor(spec, &pieces)? {
+        let special = add_vocabulary_tokens(&mut tokenizer, &spec, &pieces)?;
+        if let Some(post) = bos_eos_processor(&spec, &pieces)? {
             tokenizer.with_post_processor(Some(PostProcessorWrapper::Template(post)));
         }
         Ok(TextTokenizer {
             inner: tokenizer,
-            vocab_size: spec.tokens.len(),
+            vocab_size,
             bos_id: spec.bos_id,
             eos_id: spec.eos_id,
             byte_piece,
@@ -113,7 +117,7 @@ impl TextTokenizer {
 
     /// Convenience: the spec and tokenizer of a parsed GGUF file.
     pub fn from_gguf(g: &crate::gguf::Gguf) -> Result<Self> {
-        Self::from_spec(&TokenizerSpec::from_gguf(g)?)
+        Self::from_spec(TokenizerSpec::from_gguf(g)?)
     }
 
     fn check_id(&self, id: u32) -> Result<()> {
@@ -275,7 +279,7 @@ mod tests {
         assert!(matches!(tok.decode(&[0, n], false), Err(AmuletError::Tokenizer(_))));
         assert!(tok.token_text(n).is_err());
         assert!(StreamDecoder::new(&tok, false).push(u32::MAX).is_err());
-        let build = |f: TokenizerFields| TokenizerSpec::new(f).and_then(|spec| TextTokenizer::from_spec(&spec));
+        let build = |f: TokenizerFields| TokenizerSpec::new(f).and_then(TextTokenizer::from_spec);
         let bad = TokenizerFields { model: "rwkv".into(), tokens: vec!["a".into()], ..Default::default() };
         assert!(matches!(build(bad), Err(AmuletError::Unsupported(_))));
         let bad =

@@ -88,9 +88,9 @@ fn derive_merges(tokens: &[String], scores: &[f32], rank_by_position: bool) -> V
     merges.into_iter().map(|(l, r, _)| (l.to_string(), r.to_string())).collect()
 }
 
-pub(super) fn model(spec: &TokenizerSpec) -> Result<Model> {
+pub(super) fn model(spec: &mut TokenizerSpec) -> Result<Model> {
     let gemma = is_gemma(spec);
-    let mut pieces = spec.tokens.clone();
+    let (mut pieces, merges) = spec.take_text();
     if gemma {
         for p in pieces.iter_mut() {
             if is_space_run(p) {
@@ -98,7 +98,7 @@ pub(super) fn model(spec: &TokenizerSpec) -> Result<Model> {
             }
         }
     }
-    let merges = match &spec.merges {
+    let merges = match merges {
         Some(m) => parse_merges(m)?,
         None => {
             let scores = spec.scores.as_ref().ok_or_else(|| {

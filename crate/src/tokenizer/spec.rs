@@ -125,6 +125,14 @@ impl TokenizerSpec {
         Ok(TokenizerSpec(f))
     }
 
+    /// Moves the vocabulary and merges out, leaving both empty: a build consumes them instead
+    /// of copying them (with their copies, a build's peak was twice what the tokenizer keeps).
+    /// Only the builders call it, once, after reading what they need of them (`from_spec` reads
+    /// the vocabulary's size first).
+    pub(super) fn take_text(&mut self) -> (Vec<String>, Option<Vec<String>>) {
+        (std::mem::take(&mut self.0.tokens), self.0.merges.take())
+    }
+
     pub(super) fn token_type(&self, id: usize) -> i32 {
         self.token_types.as_ref().map_or(TOKEN_TYPE_NORMAL, |t| t[id])
     }

@@ -26,7 +26,7 @@ pub(super) fn byte_level() -> TextTokenizer {
         eos_id: Some(n as u32 - 1),
         ..Default::default()
     };
-    TextTokenizer::from_spec(&TokenizerSpec::new(fields).unwrap()).unwrap()
+    TextTokenizer::from_spec(TokenizerSpec::new(fields).unwrap()).unwrap()
 }
 
 /// A SentencePiece vocabulary with byte fallback and a `▁` prefix, merges from scores.
@@ -56,5 +56,5 @@ pub(super) fn sentencepiece() -> TextTokenizer {
         add_bos: true,
         ..Default::default()
     };
-    TextTokenizer::from_spec(&TokenizerSpec::new(fields).unwrap()).unwrap()
+    TextTokenizer::from_spec(TokenizerSpec::new(fields).unwrap()).unwrap()
 }
