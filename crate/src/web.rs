@@ -333,7 +333,7 @@ impl JsSource {
 }
 
 /// The most one call of the JS reader returns.
-const READ_PIECE: usize = 8 << 20;
+const READ_PIECE: usize = 2 << 20;
 
 /// One token through a fresh sequence and back: on WebGPU in a browser, errors of the upload
 /// (an allocation the device refused) arrive as events, which the readback waits for.

@@ -56,16 +56,16 @@ function freeChunk(chunk) {
   if (chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength) chunk.buffer.transfer?.(0);
 }
 
-/** The wasm loader's largest read (crate/src/web.rs: READ_PIECE). */
-const KEEP_BYTES = 8 << 20;
+/** The wasm loader's largest read (crate/src/web.rs: READ_PIECE), and other readers' piece. */
+export const READ_PIECE = 2 << 20;
 
 /** `take(n)`: n bytes of a buffer kept for the next call, up to the loader's reads (a longer
  * one gets a buffer of its own). */
 function scratch() {
   let buf = new Uint8Array(0);
   return (n) => {
-    if (n > KEEP_BYTES) return new Uint8Array(n);
-    if (buf.byteLength < n) buf = new Uint8Array(KEEP_BYTES);
+    if (n > READ_PIECE) return new Uint8Array(n);
+    if (buf.byteLength < n) buf = new Uint8Array(READ_PIECE);
     return buf.subarray(0, n);
   };
 }

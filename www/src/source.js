@@ -9,7 +9,7 @@
 // engine.info.cached says so.
 
 import { AmuletError, abortError } from './errors.js';
-import { blobFile, canReadBlobSync, concat, downloadStore, memoryFile, nodeFile } from './files.js';
+import { READ_PIECE, blobFile, canReadBlobSync, concat, downloadStore, memoryFile, nodeFile } from './files.js';
 import { checkBlob, hasher, parseIntegrity } from './integrity.js';
 import { drainInto, openDownload, probe } from './download.js';
 import { wasm } from './wasm.js';
@@ -291,7 +291,7 @@ export async function openSource(source, opts = {}) {
       const file = await nodeFile(fileUrl);
       if (expected) {
         const h = hasher(expected);
-        for (let o = 0; o < file.size; o += 8 << 20) h.update(file.read(o, Math.min(8 << 20, file.size - o)));
+        for (let o = 0; o < file.size; o += READ_PIECE) h.update(file.read(o, Math.min(READ_PIECE, file.size - o)));
         h.check(fileUrl.pathname);
       }
       return opened(file, { fetched: true });
