@@ -1,4 +1,4 @@
-//! The wasm weight kernels (Q4_K, Q6_K, Q5_0, Q8_0) of this build, plain simd128 or relaxed
+//! The wasm weight kernels (Q4_K, Q6_K, Q5_0, Q8_0, Q4_1) of this build, plain simd128 or relaxed
 //! SIMD, run by wasm-bindgen-test: each against its scalar path and against an f64 product of
 //! candle's dequantized weights with the activations as candle quantizes them, on awkward
 //! shapes and 1 to 9 rows.
@@ -9,6 +9,7 @@
 //! has them (Chromium: `WASM_BINDGEN_USE_BROWSER=1`; `./build.sh test` runs both).
 #![cfg(target_arch = "wasm32")]
 
+use amulet::backend::q4_1::{self, Q41Matrix};
 use amulet::backend::q4_k::Q4KMatrix;
 use amulet::backend::q5_0::Q50Matrix;
 use amulet::backend::q6_k::Q6KMatrix;
@@ -25,16 +26,19 @@ trait Kernel: Sized {
     const DTYPE: GgmlDType;
     /// The activation quantization it uses (Q8_K or Q8_0).
     const ACTS: GgmlDType;
+    /// Tolerance against the f64 product, relative to its largest output.
+    const DEQUANT_TOL: f32 = 1e-4;
     fn load(bytes: &[u8], n: usize, k: usize) -> Result<Self>;
     fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()>;
     fn matmul_scalar(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()>;
 }
 
 macro_rules! kernel {
-    ($t:ty, $dtype:expr, $acts:expr) => {
+    ($t:ty, $dtype:expr, $acts:expr $(, $tol:expr)?) => {
         impl Kernel for $t {
             const DTYPE: GgmlDType = $dtype;
             const ACTS: GgmlDType = $acts;
+            $(const DEQUANT_TOL: f32 = $tol;)?
             fn load(bytes: &[u8], n: usize, k: usize) -> Result<Self> {
                 <$t>::from_gguf_bytes(bytes, n, k)
             }
@@ -52,6 +56,9 @@ kernel!(Q4KMatrix, GgmlDType::Q4K, GgmlDType::Q8K);
 kernel!(Q6KMatrix, GgmlDType::Q6K, GgmlDType::Q8K);
 kernel!(Q50Matrix, GgmlDType::Q5_0, GgmlDType::Q8_0);
 kernel!(Q80Matrix, GgmlDType::Q8_0, GgmlDType::Q8_0);
+// Q4_1 quantizes its activations to Q8_1, whose values are Q8_0's, but a block's `m` term
+// takes the activations' sum as Q8_1 keeps it (an f16), which the f64 product does not round.
+kernel!(Q41Matrix, GgmlDType::Q4_1, GgmlDType::Q8_0, 2e-3);
 
 /// `values` quantized to `dtype` by candle and back to f32.
 fn roundtrip(dtype: GgmlDType, values: &[f32], rows: usize, cols: usize) -> (Vec<u8>, Vec<f32>) {
@@ -88,12 +95,12 @@ fn check<K: Kernel>(shapes: &[(usize, usize)]) {
             ours.matmul(&x, m, &mut simd).unwrap();
             ours.matmul_scalar(&x, m, &mut scalar).unwrap();
             let mag = want.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let tol = 1e-4 * mag + 1e-5;
+            let (tol, dtol) = (1e-4 * mag + 1e-5, K::DEQUANT_TOL * mag + 1e-5);
             let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
             let what = format!("{:?} {n}x{k} m={m}", K::DTYPE);
             assert!(diff(&simd, &scalar) <= tol, "{what}: {KERNEL} vs scalar {}", diff(&simd, &scalar));
-            assert!(diff(&simd, &want) <= tol, "{what}: {KERNEL} vs dequantized {}", diff(&simd, &want));
-            assert!(diff(&scalar, &want) <= tol, "{what}: scalar vs dequantized {}", diff(&scalar, &want));
+            assert!(diff(&simd, &want) <= dtol, "{what}: {KERNEL} vs dequantized {}", diff(&simd, &want));
+            assert!(diff(&scalar, &want) <= dtol, "{what}: scalar vs dequantized {}", diff(&scalar, &want));
         }
     }
 }
@@ -117,6 +124,14 @@ fn q5_0_simd_matches_scalar_and_dequantized() {
 #[wasm_bindgen_test]
 fn q8_0_simd_matches_scalar_and_dequantized() {
     check::<Q80Matrix>(&[(13, 32), (29, 224), (33, 672), (70, 896)]);
+}
+
+#[wasm_bindgen_test]
+fn q4_1_simd_matches_scalar_and_dequantized() {
+    // Its own kernel name (the others share rows::KERNEL); blocks 1 and 7 (tail units only,
+    // one padded), 21 (groups and a padded tail), 18 (SmolLM2's 576) and 48 (groups only).
+    assert_eq!(q4_1::KERNEL, KERNEL);
+    check::<Q41Matrix>(&[(13, 32), (29, 224), (33, 672), (70, 576), (20, 1536)]);
 }
 
 /// The kernels' f16 scales: the vector conversion equals `half`'s for all 65,536 bit patterns

@@ -29,10 +29,11 @@
 //! (so results equal candle's up to float summation order; the scalar path sums in candle's
 //! order and matches it bit for bit), then scattered into the same unit order as the weights.
 //!
-//! Kernels: AVX2 (x86_64 with AVX2 + FMA + F16C, i.e. x86-64-v3), simd128 (wasm32), and a
-//! portable scalar one (everywhere else, and always reachable as `matmul_scalar`). Each weight
-//! row is read once for up to 4 activation rows; more rows are tiled so a block of weight rows
-//! stays in L1 while the activation rows pass over it.
+//! Kernels: AVX2 (x86_64 with AVX2 + FMA + F16C, i.e. x86-64-v3), simd128 (wasm32), relaxed
+//! SIMD (wasm32 where the engine has it: relaxed/q4_1.rs), and a portable scalar one (everywhere
+//! else, and always reachable as `matmul_scalar`). Each weight row is read once for up to 4
+//! activation rows; more rows are tiled so a block of weight rows stays in L1 while the
+//! activation rows pass over it.
 
 use crate::{AmuletError, Result};
 use half::f16;
@@ -46,8 +47,10 @@ const GB: usize = 8;
 /// Which kernel `Q41Matrix::matmul` runs in this build (for logs and benchmarks).
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
 pub const KERNEL: &str = "avx2";
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128", not(target_feature = "relaxed-simd")))]
 pub const KERNEL: &str = "simd128";
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128", target_feature = "relaxed-simd"))]
+pub const KERNEL: &str = "relaxed-simd";
 #[cfg(not(any(
     all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"),
     all(target_arch = "wasm32", target_feature = "simd128")
@@ -694,10 +697,19 @@ mod x86 {
     }
 }
 
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128", target_feature = "relaxed-simd"))]
+#[path = "relaxed/q4_1.rs"]
+mod relaxed;
+
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm {
-    use super::{finish_q8_1, for_each_tile, prepare_x, Lane32, Q41Matrix, Scale16, Scratch, QK};
+    use super::{finish_q8_1, QK};
+    #[cfg(not(target_feature = "relaxed-simd"))]
+    use super::{for_each_tile, prepare_x, Lane32, Q41Matrix, Scale16, Scratch};
     use core::arch::wasm32::*;
+
+    #[cfg(target_feature = "relaxed-simd")]
+    pub(super) use super::relaxed::matmul;
 
     /// Dot products of weight row `i` against `R` activation rows, reading each weight unit once.
     /// simd128 has no u8 x i8 dot, so the weights are widened to i16 (once for all rows) and
@@ -705,6 +717,7 @@ mod wasm {
     ///
     /// # Safety
     /// `i < w.n`; each `xq[r]` / `xs[r]` starts a full row from `prepare_x` for `w`.
+    #[cfg(not(target_feature = "relaxed-simd"))]
     #[inline(always)]
     unsafe fn dot_rows<const R: usize>(
         w: &Q41Matrix,
@@ -813,6 +826,7 @@ mod wasm {
         res
     }
 
+    #[cfg(not(target_feature = "relaxed-simd"))]
     pub(super) fn matmul(w: &Q41Matrix, x: &[f32], m: usize, out: &mut [f32]) {
         run_tiles!(w, x, m, out, i16)
     }
