@@ -1,7 +1,8 @@
 // The wasm builds in Chromium: the threaded one on a cross-origin isolated page
 // (serve.mjs --isolate: COOP/COEP), the single-threaded one everywhere else; on the page and in
 // the package's Worker; relaxed SIMD (Chromium has it) and the plain simd128 build asked for
-// with `simd: 'simd128'`; the same greedy tokens whatever the thread count or build.
+// with `simd: 'simd128'`; the same greedy tokens and the same probabilities, bit for bit,
+// whatever the thread count or build (a kernel that sums in another order shows here).
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,7 +11,13 @@ import { DEFAULT_MODEL, launchBrowser, requirePrerequisites, startServer } from 
 
 requirePrerequisites();
 const MODEL = `/models/${path.basename(DEFAULT_MODEL)}`;
-const REQUEST = { prompt: 'What is the capital of France?', preference: 'concise', maxTokens: 12, ignoreEos: true };
+const REQUEST = {
+  prompt: 'What is the capital of France?',
+  preference: 'concise',
+  maxTokens: 12,
+  ignoreEos: true,
+  topLogprobs: 3,
+};
 
 let isolated;
 let plain;
@@ -48,9 +55,19 @@ async function run(server, { threads, worker = false, simd }) {
             ? await createWorkerEngine(null, model, options)
             : await AmuletEngine.load(model, options);
           let last;
-          for await (const chunk of engine.generate(request)) last = chunk;
+          const logprobs = [];
+          for await (const chunk of engine.generate(request)) {
+            if (!chunk.done) logprobs.push(chunk.logprobs);
+            last = chunk;
+          }
           const info = engine.info;
-          runs.push({ threads: info.threads, reason: info.threadsReason, simd: info.simd, tokens: last.tokens });
+          runs.push({
+            threads: info.threads,
+            reason: info.threadsReason,
+            simd: info.simd,
+            tokens: last.tokens,
+            logprobs,
+          });
           await engine.dispose();
         }
         return { isolated: globalThis.crossOriginIsolated, runs };
@@ -76,6 +93,7 @@ test(
     assert.equal(two.simd, 'relaxed-simd');
     assert.equal(two.tokens.length, REQUEST.maxTokens);
     assert.deepEqual(two.tokens, one.tokens);
+    assert.deepEqual(two.logprobs, one.logprobs);
   },
 );
 
@@ -87,6 +105,7 @@ test('in the Worker of an isolated page too, with either SIMD build', { timeout:
     assert.equal(r.runs[0].threads, 2, r.runs[0].reason);
     assert.equal(r.runs[0].simd, simd === 'auto' ? 'relaxed-simd' : 'simd128');
     assert.deepEqual(r.runs[0].tokens, page.runs[0].tokens);
+    assert.deepEqual(r.runs[0].logprobs, page.runs[0].logprobs, `${simd}: the page's probabilities`);
   }
 });
 

@@ -74,10 +74,15 @@ unsafe fn dot_rows<const R: usize>(
         let wd = i32x4_shuffle::<0, 0, 1, 1>(w4, w4);
         for r in 0..R {
             let j = 8 * groups + 2 * t;
-            let sa = i32x4_extadd_pairwise_i16x8(i16x8_add(dot(act(r, j, 0), la), dot(act(r, j + 1, 0), ha)));
-            let sb = i32x4_extadd_pairwise_i16x8(i16x8_add(dot(act(r, j, 1), lb), dot(act(r, j + 1, 1), hb)));
+            // i16 lane l holds the products of elements 2l, 2l + 1 (and 16 on). A block's sum
+            // goes to two f32 lanes as in the other kernels (elements 4i, 4i + 1 in the first,
+            // 4i + 2, 4i + 3 in the second), so every build rounds the same: even i16 lanes
+            // are gathered before odd ones.
+            let split = |s16: v128| i32x4_extadd_pairwise_i16x8(i16x8_shuffle::<0, 2, 4, 6, 1, 3, 5, 7>(s16, s16));
+            let sa = split(i16x8_add(dot(act(r, j, 0), la), dot(act(r, j + 1, 0), ha)));
+            let sb = split(i16x8_add(dot(act(r, j, 1), lb), dot(act(r, j + 1, 1), hb)));
             // [A, A, B, B]
-            let sum = i32x4_add(i32x4_shuffle::<0, 1, 4, 5>(sa, sb), i32x4_shuffle::<2, 3, 6, 7>(sa, sb));
+            let sum = i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(sa, sb), i32x4_shuffle::<1, 3, 5, 7>(sa, sb));
             let xsc = (*xs[r].add(groups + t)).0.as_ptr();
             // xsc[2..6] = [dA, dA, dB, dB]; xsc[8..12] = [0, 0, sA, sB]
             let dd = f32x4_mul(wd, v128_load(xsc.add(2) as *const v128));
