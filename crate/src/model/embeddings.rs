@@ -60,9 +60,10 @@ impl Embeddings {
             Embeddings::Candle(q) => Ok(q.embedding(&Tensor::new(ids, &Device::Cpu)?)?),
             Embeddings::Q80(w) => each_row(ids, d, |id, row| w.dequantize_row_into(id as usize, row)),
             Embeddings::Rows { dtype, data, row_bytes } => each_row(ids, d, |id, row| {
-                let at = id as usize * row_bytes;
-                let bytes = data
-                    .get(at..at + row_bytes)
+                // Checked: in wasm32 a large id times a row could wrap onto another row.
+                let bytes = (id as usize)
+                    .checked_mul(*row_bytes)
+                    .and_then(|at| data.get(at..at.checked_add(*row_bytes)?))
                     .ok_or_else(|| AmuletError::Compute(format!("token id {id} is outside the embedding matrix")))?;
                 let t = candle_tensor(*dtype, bytes.into(), d, 1)?.dequantize(&Device::Cpu)?;
                 row.copy_from_slice(&t.to_vec1::<f32>()?);
