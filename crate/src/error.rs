@@ -40,6 +40,10 @@ pub enum AmuletError {
     /// Reading a file failed.
     #[error("io: {0}")]
     Io(String),
+    /// A thread of the CPU pool stopped (in a browser: a trap in one of its Web Workers); the
+    /// engine cannot run any more. The same code as a lost engine Worker in JavaScript.
+    #[error("thread lost: {0}")]
+    ThreadLost(String),
 }
 
 impl AmuletError {
@@ -61,6 +65,7 @@ impl AmuletError {
             AmuletError::NoWebGpu(_) => "NO_WEBGPU",
             AmuletError::TooLarge(_) => "TOO_LARGE",
             AmuletError::Io(_) => "IO",
+            AmuletError::ThreadLost(_) => "WORKER_LOST",
         }
     }
 }

@@ -593,6 +593,13 @@ pub fn threaded_build() -> bool {
     cfg!(target_feature = "atomics")
 }
 
+/// Whether a thread of the CPU pool has died (a trap in a helper's Web Worker): every forward
+/// pass fails from then on, and a trap of the engine's own thread that follows is that loss.
+#[wasm_bindgen(js_name = poolLost)]
+pub fn pool_lost() -> bool {
+    crate::backend::pool::lost()
+}
+
 /// The SIMD tier of this build's CPU kernels: "relaxed-simd" or "simd128" (`engine.info.simd`).
 #[wasm_bindgen(js_name = kernelTier)]
 pub fn kernel_tier() -> String {

@@ -115,3 +115,89 @@ test('a page that is not isolated runs one thread and says why', { timeout: 180_
   assert.equal(r.runs[0].threads, 1);
   assert.match(r.runs[0].reason, /cross-origin isolated/);
 });
+
+/**
+ * Before the page's scripts: the page's fetch of wasm-bindgen-rayon's `workerHelpers` snippet
+ * (the script each pool helper is started from, as a blob: URL) answers `helper(response)`.
+ */
+const helperScript = (helper) => `
+  const nativeFetch = globalThis.fetch;
+  globalThis.fetch = async (input, init) => {
+    const r = await nativeFetch(input, init);
+    return String(input).includes('workerHelpers') ? (${helper})(r) : r;
+  };`;
+
+/** Loads the model on an isolated page with 2 threads, under `init`, and generates twice. */
+async function faultyPool(init, { csp } = {}) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  try {
+    if (init) await page.addInitScript(init);
+    if (csp) {
+      await page.route('**/no-page-here', async (route) => {
+        const response = await route.fetch();
+        await route.fulfill({ response, headers: { ...response.headers(), 'content-security-policy': csp } });
+      });
+    }
+    await page.goto(`${isolated.origin}/no-page-here`);
+    return await page.evaluate(
+      async ({ model, request }) => {
+        const { AmuletEngine } = await import('/src/index.js');
+        const engine = await AmuletEngine.load(model, { device: 'cpu', cache: false, threads: 2 });
+        const answers = [];
+        for (let i = 0; i < 2; i++) {
+          const t0 = performance.now();
+          try {
+            let last;
+            for await (const chunk of engine.generate(request)) last = chunk;
+            answers.push({ tokens: last.tokens });
+          } catch (e) {
+            answers.push({ code: e.code, message: e.message, ms: performance.now() - t0 });
+          }
+        }
+        const info = engine.info;
+        await engine.dispose();
+        return { isolated: crossOriginIsolated, threads: info.threads, reason: info.threadsReason, answers };
+      },
+      { model: MODEL, request: { ...REQUEST, maxTokens: 64 } },
+    );
+  } finally {
+    await context.close();
+  }
+}
+
+test(
+  'a pool whose helpers cannot start runs one thread and says why: their script fails (it hung), blob: Workers refused (the load failed)',
+  { timeout: 120_000 },
+  async () => {
+    const notFound = await faultyPool(helperScript(() => new Response('not found', { status: 404 })));
+    const refused = await faultyPool(null, { csp: "worker-src 'self'" });
+    for (const r of [notFound, refused]) {
+      assert.equal(r.isolated, true);
+      assert.equal(r.threads, 1, r.reason);
+      assert.match(r.reason, /thread pool did not start/);
+      for (const a of r.answers) assert.equal(a.tokens?.length, 64, JSON.stringify(a));
+    }
+    assert.match(notFound.reason, /a helper Worker failed/);
+  },
+);
+
+test(
+  'a pool thread that dies mid-generation: WORKER_LOST at once, for this request and every later one (it hung)',
+  { timeout: 120_000 },
+  async () => {
+    // The helpers' real script, then Date.now (which a helper reads while it waits between two
+    // splits) throwing: the exception ends the helper's thread, as a trap would.
+    const dies = async (r) =>
+      new Response(`${await r.text()}\nDate.now = () => { throw new Error('injected: a pool thread fails'); };`, {
+        headers: { 'content-type': 'text/javascript' },
+      });
+    const r = await faultyPool(helperScript(dies));
+    assert.equal(r.threads, 2, r.reason);
+    const [first, second] = r.answers;
+    assert.equal(first.code, 'WORKER_LOST', JSON.stringify(first));
+    assert.match(first.message, /a thread of the CPU pool stopped/);
+    assert.equal(second.code, 'WORKER_LOST', JSON.stringify(second));
+    assert.ok(second.ms < 1000, `the later request failed at once (${second.ms} ms)`);
+  },
+);

@@ -82,6 +82,8 @@ export class AmuletEngine {
   #lock = new Fifo();
   #disposed = false;
   #disposing = null;
+  /** The error that broke this engine (a trap in its wasm, a lost pool thread), or null. */
+  #broken = null;
 
   /** @private Use `AmuletEngine.load`. */
   constructor(token, wasm, info, file) {
@@ -245,7 +247,7 @@ export class AmuletEngine {
    * rather than read from a Blob or a file as needed.
    */
   async memoryUsage() {
-    const kept = this.#wasm ? this.#wasm.prefixCacheUsage() : { bytes: 0, sequences: 0 };
+    const kept = this.#wasm && !this.#broken ? this.#wasm.prefixCacheUsage() : { bytes: 0, sequences: 0 };
     return {
       wasmBytes: wasmMemoryBytes(),
       fileInMemory: this.#file?.held === 'memory',
@@ -264,17 +266,54 @@ export class AmuletEngine {
     yield* this.#run(kind, request, signal);
   }
 
+  /**
+   * A wasm call's error as an AmuletError. A trap (a RuntimeError: out of memory, a bug) leaves
+   * the instance in a state nothing can trust, and a lost pool thread leaves the pool short, so
+   * either breaks the engine: this call and every later one reject with the same error, and
+   * nothing calls into that instance again.
+   */
+  #fault(e) {
+    if (this.#broken) return this.#broken;
+    if (e instanceof WebAssembly.RuntimeError) {
+      let lost = false;
+      try {
+        lost = wasmBuild().poolLost();
+      } catch {
+        // Nothing more to learn from a broken instance.
+      }
+      this.#broken = lost
+        ? new AmuletError(
+            'WORKER_LOST',
+            'a thread of the CPU pool stopped (its error is in the console) while this request ran: create a new engine',
+            { cause: e },
+          )
+        : new AmuletError(
+            'COMPUTE',
+            `the engine's wasm trapped (${e.message}): its state is lost, create a new engine`,
+            {
+              cause: e,
+            },
+          );
+      return this.#broken;
+    }
+    const err = toAmuletError(e);
+    if (err.code === 'WORKER_LOST') this.#broken = err;
+    return err;
+  }
+
   async *#run(kind, request, signal) {
     if (this.#disposed) throw disposedError();
+    if (this.#broken) throw this.#broken;
     const release = await this.#lock.acquire(signal);
     let gen = null;
     try {
       if (this.#disposed) throw disposedError();
+      if (this.#broken) throw this.#broken;
       checkSignal(signal);
       try {
         gen = await this.#wasm.startAsync(request);
       } catch (e) {
-        throw toAmuletError(e);
+        throw this.#fault(e);
       }
       for (;;) {
         await yieldToEventLoop();
@@ -284,7 +323,7 @@ export class AmuletEngine {
         try {
           events = await gen.stepAsync();
         } catch (e) {
-          throw toAmuletError(e);
+          throw this.#fault(e);
         }
         if (events.length === 0) break;
         for (const ev of events) yield toChunk(ev, kind);
@@ -293,7 +332,7 @@ export class AmuletEngine {
       try {
         result = gen.finish();
       } catch (e) {
-        throw toAmuletError(e);
+        throw this.#fault(e);
       }
       gen.free();
       gen = null;
@@ -303,7 +342,7 @@ export class AmuletEngine {
       this.#afterRelease();
       yield kind === 'generate' ? finalGenerate(result) : finalCompare(result);
     } finally {
-      if (gen) {
+      if (gen && !this.#broken) {
         // Aborted, broken out of, or failed: free the KV caches now.
         try {
           gen.abort();
@@ -320,7 +359,7 @@ export class AmuletEngine {
 
   #afterRelease() {
     if (this.#disposed && !this.#lock.busy && this.#wasm) {
-      this.#wasm.free();
+      if (!this.#broken) this.#wasm.free();
       this.#wasm = null;
       this.#file?.close();
       this.#file = null;

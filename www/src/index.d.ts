@@ -21,7 +21,7 @@ export type AmuletErrorCode =
   | 'DISPOSED' // the engine has been disposed
   | 'NOT_READY' // closedFormStrength before the wasm module was initialised
   | 'WORKER' // the worker failed (its 'error' event: a script that did not load, an uncaught error) or a message could not cross
-  | 'WORKER_LOST'; // the worker ended under a pending or later call (terminate(), the browser reclaiming it): create a new engine
+  | 'WORKER_LOST'; // the worker ended under a pending or later call (terminate(), the browser reclaiming it), or a thread of the CPU pool died: create a new engine
 
 export declare const ERROR_CODES: readonly AmuletErrorCode[];
 

@@ -18,6 +18,7 @@
 
 import * as single from '../pkg/amulet.js';
 import { AmuletError, badOption, toAmuletError } from './errors.js';
+import { startPool } from './pool.js';
 
 let ready = null; // Promise of the chosen glue, shared by every caller of this realm
 let glue = null; // the chosen build's module, once initialised
@@ -117,16 +118,23 @@ export function initWasm(input, options = {}) {
     ready = (async () => {
       const plan = input ? { n: 1, why: 'a custom .wasm was given' } : threadsHere(options.threads);
       const simd = input ? { relaxed: false, why: 'a custom .wasm was given' } : simdHere(options.simd);
-      const threaded = plan.n > 1;
-      const build = BUILDS[simd.relaxed ? (threaded ? 'threads-relaxed' : 'relaxed') : threaded ? 'threads' : 'single'];
+      const plain = BUILDS[simd.relaxed ? 'relaxed' : 'single'];
+      const build = plan.n > 1 ? BUILDS[simd.relaxed ? 'threads-relaxed' : 'threads'] : plain;
       try {
-        const chosen = await build.glue();
-        const exports = await chosen.default({
+        let chosen = await build.glue();
+        let exports = await chosen.default({
           module_or_path: input ?? (await defaultInput(build.wasm())),
         });
-        if (threaded) {
-          await chosen.initThreadPool(plan.n);
-          poolSize = chosen.setThreads(plan.n);
+        if (build !== plain) {
+          try {
+            await startPool(chosen, plan.n);
+            poolSize = chosen.setThreads(plan.n);
+          } catch (e) {
+            // The threaded instance is left to the collector; this realm runs one thread.
+            plan.why = `the thread pool did not start (${e?.message ?? e}), so one thread runs`;
+            chosen = await plain.glue();
+            exports = await chosen.default({ module_or_path: await defaultInput(plain.wasm()) });
+          }
         }
         glue = chosen;
         memory = exports.memory;

@@ -9,9 +9,7 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-#[cfg(not(target_arch = "wasm32"))]
-use crate::error::AmuletError;
-use crate::error::Result;
+use crate::error::{AmuletError, Result};
 
 /// 0: not configured yet (then: the pool's size, or 1 where there are no threads).
 static THREADS: AtomicUsize = AtomicUsize::new(0);
@@ -101,33 +99,101 @@ pub fn split(n: usize, min: usize, f: impl Fn(Range<usize>) + Sync) {
 /// at once. The caller's thread takes ranges too, so no split waits for a thread that has
 /// not arrived: the team only ever speeds a split up (llama.cpp's threads spin the same way
 /// during a graph).
-pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+///
+/// The helpers share the team through an `Arc` and `on_pool` does not wait for them to leave:
+/// a helper that died (a trap in a browser's Web Worker ends its thread without unwinding)
+/// would hold a scope open forever. Once a pool thread is lost every call fails with
+/// `ThreadLost` (see [`lost`]).
+pub fn on_pool<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    if lost() {
+        return Err(thread_lost());
+    }
     let helpers = threads() - 1;
     if helpers == 0 || TEAM.get().is_some() {
         return f();
     }
-    let team = Team::default();
-    let team = &team;
-    // In place: `f` stays on the calling thread and its stack (in a browser a rayon thread's
-    // stack is smaller than the Worker's own: a whole forward pass of the 1.5B on one trapped);
-    // the helpers are queued on the pool.
-    rayon::in_place_scope(|s| {
-        for _ in 0..helpers {
-            s.spawn(move |_| team.help());
+    let team = std::sync::Arc::new(Team::default());
+    // `f` stays on the calling thread and its stack (in a browser a rayon thread's stack is
+    // smaller than the Worker's own: a whole forward pass of the 1.5B on one trapped); the
+    // helpers are queued on the pool.
+    for _ in 0..helpers {
+        let team = team.clone();
+        rayon::spawn(move || team.help());
+    }
+    // Stops the helpers however `f` ends (a panic too). No split can be claimed after the last
+    // one returned (its every part was), so a helper that has not seen `stop` yet touches
+    // nothing of `f`'s.
+    struct Stop<'a>(&'a Team);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.stop.store(true, Ordering::Release);
+            TEAM.set(None);
         }
-        // Stops the helpers however `f` ends (a panic too), so the scope can finish.
-        struct Stop<'a>(&'a Team);
-        impl Drop for Stop<'_> {
-            fn drop(&mut self) {
-                self.0.stop.store(true, Ordering::Release);
-                TEAM.set(None);
-            }
+    }
+    let stop = Stop(&team);
+    // SAFETY (lifetime): `TEAM` is cleared by `stop` before `team` goes out of scope.
+    TEAM.set(Some(unsafe { &*(&*team as *const Team) }));
+    let out = f();
+    drop(stop);
+    // A helper lost between two splits took nothing with it, but the pool is short from now on.
+    if lost() {
+        return Err(thread_lost());
+    }
+    out
+}
+
+/// Non-zero once a thread of the pool has died. In a browser a helper's Worker sets it from
+/// its `error` and `unhandledrejection` events (wasm-bindgen-rayon runs the thread inside a
+/// promise, so a trap rejects it); a u32, so JavaScript can store it with `Atomics`.
+static LOST: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Whether a thread of the CPU pool has died: every forward pass fails from then on.
+pub fn lost() -> bool {
+    LOST.load(Ordering::Acquire) != 0
+}
+
+/// Marks the pool lost, as a dying helper's Worker does: for tests (natively no thread dies
+/// and lets the process go on).
+#[doc(hidden)]
+pub fn mark_lost() {
+    LOST.store(1, Ordering::Release);
+}
+
+fn thread_lost() -> AmuletError {
+    AmuletError::ThreadLost(
+        "a thread of the CPU pool stopped (its error is in the console); this engine cannot run any more: \
+         create a new one"
+            .into(),
+    )
+}
+
+/// A helper's thread, on its first team: its Worker marks the pool lost if it dies. Natively a
+/// thread that dies takes the process with it (or unwinds, counting its part done).
+fn watch_this_thread() {
+    #[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
+    {
+        thread_local! {
+            static WATCHED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
         }
-        let _stop = Stop(team);
-        // SAFETY (lifetime): `TEAM` is cleared by `_stop` before `team` goes out of scope.
-        TEAM.set(Some(unsafe { &*(team as *const Team) }));
-        f()
-    })
+        if !WATCHED.replace(true) {
+            js::watch_thread(wasm_bindgen::memory(), &LOST as *const _ as u32);
+        }
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
+mod js {
+    use wasm_bindgen::prelude::*;
+
+    #[wasm_bindgen(inline_js = "
+        export function watch_thread(memory, at) {
+            const mark = () => Atomics.store(new Int32Array(memory.buffer), at >>> 2, 1);
+            self.addEventListener('error', mark);
+            self.addEventListener('unhandledrejection', mark);
+        }")]
+    extern "C" {
+        pub fn watch_thread(memory: JsValue, at: u32);
+    }
 }
 
 thread_local! {
@@ -180,6 +246,12 @@ impl Team {
         while self.work() {}
         let mut spins = 0u32;
         while self.done.load(Ordering::Acquire) < parts {
+            if lost() {
+                // A helper died holding a part: it will never count it done, and the part's
+                // job and output must stay where they are, so this thread cannot return
+                // either. A panic aborts in wasm (a trap: the engine reports ThreadLost).
+                panic!("{}", thread_lost());
+            }
             spin(&mut spins);
         }
         debug_assert_eq!(self.state.load(Ordering::Acquire), word(gen, parts, parts));
@@ -221,6 +293,7 @@ impl Team {
     /// quantizing 459 rows of 4,864 activations, took longer, the helper left, and the rest of
     /// the prefill ran on one thread: 2 threads prefilled no faster than 1 in the browser.)
     fn help(&self) {
+        watch_this_thread();
         let mut spins = 0u32;
         let mut idle_since = None;
         while !self.stop.load(Ordering::Acquire) {
@@ -290,7 +363,7 @@ pub fn split_cols(
         return f(0..n, out, ld);
     }
     if m > 0 && (m - 1) * ld + n > out.len() {
-        return Err(crate::error::AmuletError::Compute(format!(
+        return Err(AmuletError::Compute(format!(
             "split_cols: output has {} values, {m} rows of stride {ld} need {}",
             out.len(),
             (m - 1) * ld + n
@@ -417,12 +490,13 @@ mod tests {
                     }
                 }
                 split_cols_cases(); // through the team
-                seen
-            });
+                Ok(seen)
+            })
+            .unwrap();
             assert!(seen.iter().all(|&ok| ok));
             assert!(TEAM.get().is_none(), "the team ends with on_pool");
             split_cols_cases();
-            assert_eq!(on_pool(|| 7), 7);
+            assert_eq!(on_pool(|| Ok(7)), Ok(7));
         });
     }
 
@@ -446,7 +520,9 @@ mod tests {
                             }
                         });
                     }
-                });
+                    Ok(())
+                })
+                .unwrap();
                 let want = |i: usize| 2 + u32::from(i < 1) + u32::from(i < 2);
                 for (i, c) in runs.iter().enumerate() {
                     assert_eq!(c.swap(0, Ordering::Relaxed), want(i), "team {team}: item {i}");
@@ -470,7 +546,9 @@ mod tests {
                     std::thread::sleep(Duration::from_millis(50));
                     ids.lock().unwrap().push(std::thread::current().id());
                 });
-            });
+                Ok(())
+            })
+            .unwrap();
             let ids = ids.into_inner().unwrap();
             assert_eq!(ids.len(), 2);
             assert_ne!(ids[0], ids[1], "the helper left its team during the serial step");
