@@ -153,7 +153,7 @@ impl WasmEngine {
     #[allow(clippy::await_holding_refcell_ref)]
     pub fn start_async(&self, request: JsValue) -> js_sys::Promise {
         let engine = self.inner.clone();
-        future_to_promise(async move {
+        promise_now(async move {
             let (req, methods) = parse_generate(request)?;
             let gen = {
                 let mut e = engine.try_borrow_mut().map_err(|_| js_error(busy()))?;
@@ -161,6 +161,21 @@ impl WasmEngine {
             };
             Ok(WasmGeneration::new(engine, gen, methods).into())
         })
+    }
+}
+
+/// `future_to_promise`, with the future's first poll inside this call: a CPU prefill or step
+/// completes there, so a trap in it (wasm out of memory) is thrown to the caller, which can
+/// catch it. Polled inside wasm-bindgen's task queue instead, a trap left the promise unsettled
+/// for ever and the queue itself stuck. A future that waits (a WebGPU readback) goes on in the
+/// queue; it registers its waker at every poll, so the first poll's no-op one is never woken.
+fn promise_now(future: impl std::future::Future<Output = Result<JsValue, JsValue>> + 'static) -> js_sys::Promise {
+    let mut future = Box::pin(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(Ok(v)) => js_sys::Promise::resolve(&v),
+        std::task::Poll::Ready(Err(e)) => js_sys::Promise::reject(&e),
+        std::task::Poll::Pending => future_to_promise(future),
     }
 }
 
@@ -460,7 +475,7 @@ impl WasmGeneration {
     pub fn step_async(&self) -> js_sys::Promise {
         let (engine, gen, methods, aborted) =
             (self.engine.clone(), self.gen.clone(), self.methods.clone(), self.aborted.clone());
-        future_to_promise(async move {
+        promise_now(async move {
             let mut held = gen.try_borrow_mut().map_err(|_| js_error(busy()))?;
             let Some(g) = held.as_mut() else { return to_js(&Vec::<()>::new()) };
             if aborted.get() {

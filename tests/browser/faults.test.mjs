@@ -172,6 +172,59 @@ const CATCH = `
 
 // -------------------------------------------------------------------------------------------
 
+/** In the page: grows the realm's wasm memory from JS to the most it can have, so the
+ *  allocator's next request for fresh memory fails and Rust traps (out of memory), as on a
+ *  device with no memory left. */
+const MEMORY_FULL = `
+  globalThis.memoryFiller = async () => {
+    const { initWasm } = await import('/src/index.js');
+    const memory = (await initWasm()).initSync().memory;
+    return () => {
+      for (let pages = 65536; pages >= 1; pages >>= 1) {
+        try { memory.grow(pages); } catch {}
+      }
+    };
+  };
+`;
+
+test(
+  'wasm memory that cannot grow: COMPUTE, not a load that never settles (before the build and in it); later loads refuse at once',
+  { timeout: 120_000 },
+  async (t) => {
+    const results = [];
+    // Full before the load (its header inspection traps, in a plain call), then full from the
+    // build's first layer on (it traps inside wasm-bindgen's task queue: that load never settled).
+    for (const when of ['before', 'building']) {
+      const { run } = await openPage(t, { init: CATCH + MEMORY_FULL });
+      const r = await run(async (when) => {
+        const { AmuletEngine } = await import('/src/index.js');
+        const fill = await memoryFiller();
+        if (when === 'before') fill();
+        let full = false;
+        const onProgress = (p) => {
+          // Called from inside the build, once a layer is done.
+          if (when === 'building' && p.phase === 'load' && p.loaded >= 1 && !full) {
+            full = true;
+            fill();
+          }
+        };
+        const first = await caught(AmuletEngine.load('/m/smol.gguf', { device: 'cpu', cache: false, onProgress }));
+        const t0 = performance.now();
+        const again = await caught(AmuletEngine.load('/m/fix.gguf', { device: 'cpu', cache: false }));
+        return { first, again, ms: performance.now() - t0 };
+      }, when);
+      results.push([when, r]);
+    }
+    for (const [when, r] of results) {
+      assert.equal(r.first?.code, 'COMPUTE', `${when}: ${JSON.stringify(r.first)}`);
+      assert.match(r.first.message, /wasm instance trapped \(unreachable\), so its state is lost/);
+      assert.equal(r.first.causeName, 'RuntimeError');
+      assert.deepEqual(r.again, r.first, `${when}: a later load gets the same error`);
+      assert.ok(r.ms < 1000, `${when}: at once (${r.ms} ms)`);
+    }
+  },
+);
+
 test('storage quota exceeded while caching: the load completes uncached and says why; persistence is asked', async (t) => {
   const { context, page, run } = await openPage(t, {
     init: `${CATCH};

@@ -5,7 +5,7 @@
 // token. One engine runs one generation at a time: further generate/compare/chat calls wait
 // in a FIFO queue and start when the previous one has finished.
 
-import { AmuletError, abortError, badOption, disposedError, toAmuletError } from './errors.js';
+import { AmuletError, abortError, badOption, disposedError } from './errors.js';
 import {
   checkSimd,
   checkThreads,
@@ -14,6 +14,9 @@ import {
   strength,
   useThreads,
   wasm as wasmBuild,
+  brokenWasm,
+  settles,
+  wasmFault,
   wasmMemoryBytes,
 } from './wasm.js';
 import { openSource, parseIntegrity, sourceName } from './source.js';
@@ -105,6 +108,16 @@ export class AmuletEngine {
    *           signal?: AbortSignal, model?: string, wasm?: any, fetchOptions?: RequestInit }} [options]
    */
   static async load(source, options = {}) {
+    try {
+      return await AmuletEngine.#load(source, options);
+    } catch (e) {
+      // A trap in any call into the wasm on the way (inspecting the header, hashing, building)
+      // breaks the realm, as in a request.
+      throw wasmFault(e);
+    }
+  }
+
+  static async #load(source, options) {
     const device = checkLoadOptions(options);
     const { onProgress, signal } = options;
     const report = (p) => {
@@ -124,6 +137,7 @@ export class AmuletEngine {
       );
     }
     await initWasm(options.wasm, { threads: options.threads, simd: options.simd });
+    if (brokenWasm()) throw brokenWasm();
     const threads = useThreads(options.threads);
     const simd = simdTier(options.simd);
 
@@ -154,33 +168,35 @@ export class AmuletEngine {
       // once. 'auto' and 'webgpu' ask the browser for an adapter (a promise); 'auto' takes the
       // CPU path when there is none or it is a software renderer, and info.deviceReason says so.
       // On WebGPU the reader stays with the engine: a lost GPU rebuilds the CPU path from it.
-      wasm = await wasmBuild().WasmEngine.loadStreamingAsync(
-        file.size,
-        (offset, length) => file.read(offset, length),
-        (done, total) => {
-          const frac = total > 0 ? done / total : 1;
-          report({
-            phase: 'load',
-            loaded: done,
-            total,
-            progress: base + (1 - base) * frac,
-            text: `Building the model: layer ${done} / ${total}`,
-          });
-        },
-        device,
+      wasm = await settles(
+        wasmBuild().WasmEngine.loadStreamingAsync(
+          file.size,
+          (offset, length) => file.read(offset, length),
+          (done, total) => {
+            const frac = total > 0 ? done / total : 1;
+            report({
+              phase: 'load',
+              loaded: done,
+              total,
+              progress: base + (1 - base) * frac,
+              text: `Building the model: layer ${done} / ${total}`,
+            });
+          },
+          device,
+        ),
       );
     } catch (e) {
       file.close();
-      throw toAmuletError(e);
+      throw wasmFault(e);
     }
     let raw;
     try {
       wasm.setPrefixBudget(options.prefixCacheBytes ?? DEFAULT_PREFIX_CACHE_BYTES);
       raw = wasm.info();
     } catch (e) {
-      wasm.free();
+      if (!brokenWasm()) wasm.free();
       file.close();
-      throw toAmuletError(e);
+      throw wasmFault(e);
     }
     const info = {
       model: options.model ?? sourceName(source) ?? raw.name,
@@ -247,7 +263,8 @@ export class AmuletEngine {
    * rather than read from a Blob or a file as needed.
    */
   async memoryUsage() {
-    const kept = this.#wasm && !this.#broken ? this.#wasm.prefixCacheUsage() : { bytes: 0, sequences: 0 };
+    const kept =
+      this.#wasm && !this.#broken && !brokenWasm() ? this.#wasm.prefixCacheUsage() : { bytes: 0, sequences: 0 };
     return {
       wasmBytes: wasmMemoryBytes(),
       fileInMemory: this.#file?.held === 'memory',
@@ -267,51 +284,29 @@ export class AmuletEngine {
   }
 
   /**
-   * A wasm call's error as an AmuletError. A trap (a RuntimeError: out of memory, a bug) leaves
-   * the instance in a state nothing can trust, and a lost pool thread leaves the pool short, so
-   * either breaks the engine: this call and every later one reject with the same error, and
+   * A wasm call's error as an AmuletError. A trap, or a lost pool thread, breaks the realm's
+   * wasm (wasm.js `wasmFault`): this call and every later one reject with the same error, and
    * nothing calls into that instance again.
    */
   #fault(e) {
-    if (this.#broken) return this.#broken;
-    if (e instanceof WebAssembly.RuntimeError) {
-      let lost = false;
-      try {
-        lost = wasmBuild().poolLost();
-      } catch {
-        // Nothing more to learn from a broken instance.
-      }
-      this.#broken = lost
-        ? new AmuletError(
-            'WORKER_LOST',
-            'a thread of the CPU pool stopped (its error is in the console) while this request ran: create a new engine',
-            { cause: e },
-          )
-        : new AmuletError(
-            'COMPUTE',
-            `the engine's wasm trapped (${e.message}): its state is lost, create a new engine`,
-            {
-              cause: e,
-            },
-          );
-      return this.#broken;
-    }
-    const err = toAmuletError(e);
-    if (err.code === 'WORKER_LOST') this.#broken = err;
+    const err = wasmFault(e);
+    if (err.code === 'WORKER_LOST' || brokenWasm()) this.#broken = brokenWasm() ?? err;
     return err;
   }
 
   async *#run(kind, request, signal) {
     if (this.#disposed) throw disposedError();
+    this.#broken ??= brokenWasm();
     if (this.#broken) throw this.#broken;
     const release = await this.#lock.acquire(signal);
     let gen = null;
     try {
       if (this.#disposed) throw disposedError();
+      this.#broken ??= brokenWasm();
       if (this.#broken) throw this.#broken;
       checkSignal(signal);
       try {
-        gen = await this.#wasm.startAsync(request);
+        gen = await settles(this.#wasm.startAsync(request));
       } catch (e) {
         throw this.#fault(e);
       }
@@ -321,7 +316,7 @@ export class AmuletEngine {
         checkSignal(signal);
         let events;
         try {
-          events = await gen.stepAsync();
+          events = await settles(gen.stepAsync());
         } catch (e) {
           throw this.#fault(e);
         }
@@ -342,7 +337,7 @@ export class AmuletEngine {
       this.#afterRelease();
       yield kind === 'generate' ? finalGenerate(result) : finalCompare(result);
     } finally {
-      if (gen && !this.#broken) {
+      if (gen && !this.#broken && !brokenWasm()) {
         // Aborted, broken out of, or failed: free the KV caches now.
         try {
           gen.abort();
@@ -359,7 +354,7 @@ export class AmuletEngine {
 
   #afterRelease() {
     if (this.#disposed && !this.#lock.busy && this.#wasm) {
-      if (!this.#broken) this.#wasm.free();
+      if (!this.#broken && !brokenWasm()) this.#wasm.free();
       this.#wasm = null;
       this.#file?.close();
       this.#file = null;

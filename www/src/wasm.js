@@ -150,6 +150,77 @@ export function initWasm(input, options = {}) {
   return ready;
 }
 
+/**
+ * The error of a trap in this realm's wasm instance (out of memory, a bug), or of a lost pool
+ * thread: nothing can trust that instance's state afterwards, so every engine of the realm
+ * refuses its calls with this error (a Worker engine has a realm of its own: create a new
+ * one; on a page, reload it). null while none happened.
+ */
+let broken = null;
+
+/** The error that broke this realm's wasm (see `broken`), or null. */
+export function brokenWasm() {
+  return broken;
+}
+
+/**
+ * `e`, thrown by a call into the wasm, as an AmuletError; a trap (a WebAssembly.RuntimeError)
+ * breaks the realm's instance: the error returned is the one every later call gets.
+ */
+export function wasmFault(e) {
+  if (broken) return broken;
+  if (!(e instanceof WebAssembly.RuntimeError)) return toAmuletError(e);
+  let lost = false;
+  try {
+    lost = glue?.poolLost?.() ?? false;
+  } catch {
+    // Nothing more to learn from a broken instance.
+  }
+  const where =
+    'no engine of this page or Worker can run any more (a Worker engine: create a new one; a page: reload it)';
+  broken = lost
+    ? new AmuletError('WORKER_LOST', `a thread of the CPU pool stopped (its error is in the console): ${where}`, {
+        cause: e,
+      })
+    : new AmuletError('COMPUTE', `the wasm instance trapped (${e.message}), so its state is lost: ${where}`, {
+        cause: e,
+      });
+  return broken;
+}
+
+/** Rejects of the async wasm calls now pending (see `settles`). */
+const pending = new Set();
+let watching = false;
+
+/**
+ * `promise` (of an async call into the wasm), also rejected if the wasm traps while it waits.
+ * An async call's later work runs in wasm-bindgen's task queue, where a trap (memory that
+ * cannot grow while a model is built, say) escapes as an uncaught error and would leave the
+ * call unsettled for ever; a page or Worker reports it as an `error` event, which rejects the
+ * pending calls with the realm's error and breaks it (Node has no such event: there an
+ * uncaught error ends the process). The CPU path's steps and prefills finish inside the call
+ * (web.rs `promise_now`), so their traps are thrown to the caller directly.
+ */
+export function settles(promise) {
+  if (!watching && typeof globalThis.addEventListener === 'function') {
+    watching = true;
+    globalThis.addEventListener('error', (event) => {
+      // Only while a call of ours waits: another module's trap is not ours to claim.
+      if (!(event.error instanceof WebAssembly.RuntimeError) || pending.size === 0) return;
+      event.preventDefault(); // handled: the pending calls reject with it
+      const err = wasmFault(event.error);
+      for (const reject of pending) reject(err);
+      pending.clear();
+    });
+  }
+  return new Promise((resolve, reject) => {
+    pending.add(reject);
+    Promise.resolve(promise)
+      .then(resolve, reject)
+      .finally(() => pending.delete(reject));
+  });
+}
+
 /** The SIMD tier of this realm's build ('relaxed-simd' or 'simd128') and why; `asked` is the
  *  `simd` load option of this load (the realm's first load chose the build). */
 export function simdTier(asked) {
