@@ -85,8 +85,6 @@ export class AmuletEngine {
   #lock = new Fifo();
   #disposed = false;
   #disposing = null;
-  /** The error that broke this engine (a trap in its wasm, a lost pool thread), or null. */
-  #broken = null;
 
   /** @private Use `AmuletEngine.load`. */
   constructor(token, wasm, info, file) {
@@ -263,8 +261,7 @@ export class AmuletEngine {
    * rather than read from a Blob or a file as needed.
    */
   async memoryUsage() {
-    const kept =
-      this.#wasm && !this.#broken && !brokenWasm() ? this.#wasm.prefixCacheUsage() : { bytes: 0, sequences: 0 };
+    const kept = this.#wasm && !brokenWasm() ? this.#wasm.prefixCacheUsage() : { bytes: 0, sequences: 0 };
     return {
       wasmBytes: wasmMemoryBytes(),
       fileInMemory: this.#file?.held === 'memory',
@@ -283,32 +280,21 @@ export class AmuletEngine {
     yield* this.#run(kind, request, signal);
   }
 
-  /**
-   * A wasm call's error as an AmuletError. A trap, or a lost pool thread, breaks the realm's
-   * wasm (wasm.js `wasmFault`): this call and every later one reject with the same error, and
-   * nothing calls into that instance again.
-   */
-  #fault(e) {
-    const err = wasmFault(e);
-    if (err.code === 'WORKER_LOST' || brokenWasm()) this.#broken = brokenWasm() ?? err;
-    return err;
-  }
-
   async *#run(kind, request, signal) {
     if (this.#disposed) throw disposedError();
-    this.#broken ??= brokenWasm();
-    if (this.#broken) throw this.#broken;
+    // A trap or a lost pool thread broke this realm's wasm (wasm.js `wasmFault`): every call
+    // rejects with that error, and nothing calls into the instance again.
+    if (brokenWasm()) throw brokenWasm();
     const release = await this.#lock.acquire(signal);
     let gen = null;
     try {
       if (this.#disposed) throw disposedError();
-      this.#broken ??= brokenWasm();
-      if (this.#broken) throw this.#broken;
+      if (brokenWasm()) throw brokenWasm();
       checkSignal(signal);
       try {
         gen = await settles(this.#wasm.startAsync(request));
       } catch (e) {
-        throw this.#fault(e);
+        throw wasmFault(e);
       }
       for (;;) {
         await yieldToEventLoop();
@@ -318,7 +304,7 @@ export class AmuletEngine {
         try {
           events = await settles(gen.stepAsync());
         } catch (e) {
-          throw this.#fault(e);
+          throw wasmFault(e);
         }
         if (events.length === 0) break;
         for (const ev of events) yield toChunk(ev, kind);
@@ -327,7 +313,7 @@ export class AmuletEngine {
       try {
         result = gen.finish();
       } catch (e) {
-        throw this.#fault(e);
+        throw wasmFault(e);
       }
       gen.free();
       gen = null;
@@ -337,7 +323,7 @@ export class AmuletEngine {
       this.#afterRelease();
       yield kind === 'generate' ? finalGenerate(result) : finalCompare(result);
     } finally {
-      if (gen && !this.#broken && !brokenWasm()) {
+      if (gen && !brokenWasm()) {
         // Aborted, broken out of, or failed: free the KV caches now.
         try {
           gen.abort();
@@ -354,7 +340,7 @@ export class AmuletEngine {
 
   #afterRelease() {
     if (this.#disposed && !this.#lock.busy && this.#wasm) {
-      if (!this.#broken && !brokenWasm()) this.#wasm.free();
+      if (!brokenWasm()) this.#wasm.free();
       this.#wasm = null;
       this.#file?.close();
       this.#file = null;

@@ -169,7 +169,12 @@ export function brokenWasm() {
  */
 export function wasmFault(e) {
   if (broken) return broken;
-  if (!(e instanceof WebAssembly.RuntimeError)) return toAmuletError(e);
+  if (!(e instanceof WebAssembly.RuntimeError)) {
+    const err = toAmuletError(e);
+    // The pool is the realm's: a pass that found a thread lost (ThreadLost) is every pass's fate.
+    if (err.code === 'WORKER_LOST') broken = err;
+    return err;
+  }
   let lost = false;
   try {
     lost = glue?.poolLost?.() ?? false;
