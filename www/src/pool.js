@@ -26,17 +26,12 @@ export async function startPool(glue, n, timeoutMs = POOL_START_MS) {
   // The helpers are created after a fetch, so the global stays replaced until the pool is up;
   // a Worker this realm creates meanwhile for anything else is only passed through.
   const Native = globalThis.Worker;
+  const failedToStart = (e) => fail(new Error(`a helper Worker failed: ${e?.message || 'its script did not run'}`));
   globalThis.Worker = class extends Native {
     postMessage(message, ...rest) {
       if (message?.type === 'wasm_bindgen_worker_init' && !helpers.includes(this)) {
         helpers.push(this);
-        this.addEventListener(
-          'error',
-          (e) => fail(new Error(`a helper Worker failed: ${e?.message || 'its script did not run'}`)),
-          {
-            once: true,
-          },
-        );
+        this.addEventListener('error', failedToStart, { once: true });
       }
       return super.postMessage(message, ...rest);
     }
