@@ -18,9 +18,9 @@ METHODS = ["base", "pref", "la", "amulet"]
 def main(folder):
     rows = [json.loads(line) for line in open(f"{folder}/responses.jsonl")]
     base = [r for r in rows if r["method"] == "base"]
-    # The main amulet run: the sweep's records carry other iteration counts.
-    main_t = {r["params"].get("iterations") for r in rows if r["method"] == "amulet"}
-    main_t = max(main_t, key=lambda t: sum(r["params"].get("iterations") == t for r in rows if r["method"] == "amulet"))
+    # The main amulet run: T = 60 (the default) when present; the sweep's records carry other T.
+    ts = sorted({r["params"].get("iterations") for r in rows if r["method"] == "amulet"})
+    main_t = 60 if 60 in ts else ts[0]
     groups = defaultdict(list)
     for r in rows:
         if r["method"] == "amulet" and r["params"].get("iterations") != main_t:
