@@ -225,6 +225,44 @@ test(
   },
 );
 
+test(
+  "a trap in the engine's Worker (its memory full mid-prefill): COMPUTE on the page, for that request and the next",
+  { timeout: 120_000 },
+  async (t) => {
+    const { page, run } = await openPage(t, { init: CATCH });
+    await run(async () => {
+      const { createWorkerEngine } = await import('/src/index.js');
+      globalThis.engine = await createWorkerEngine(null, '/m/smol.gguf', { cache: false });
+    });
+    // In the Worker's realm: the package's own modules (the same instances the engine runs on).
+    const [worker] = page.workers();
+    await worker.evaluate(async () => {
+      const { initWasm } = await import('/src/index.js');
+      const memory = (await initWasm()).initSync().memory;
+      for (let pages = 65536; pages >= 1; pages >>= 1) {
+        try {
+          memory.grow(pages);
+        } catch {
+          // Over the maximum: a smaller step.
+        }
+      }
+    });
+    const r = await run(async () => {
+      const prompt = 'The harbour committee met again to discuss the ferry. '.repeat(300);
+      const first = await caught(drain(engine.generate({ prompt, maxTokens: 4 })));
+      const t0 = performance.now();
+      const again = await caught(drain(engine.generate({ prompt: 'Hi', maxTokens: 2 })));
+      const ms = performance.now() - t0;
+      await engine.dispose();
+      return { first, again, ms };
+    });
+    assert.equal(r.first?.code, 'COMPUTE', JSON.stringify(r.first));
+    assert.match(r.first.message, /wasm instance trapped \(unreachable\), so its state is lost/);
+    assert.deepEqual(r.again, r.first, 'the next request gets the same error');
+    assert.ok(r.ms < 1000, `at once (${r.ms} ms)`);
+  },
+);
+
 test('storage quota exceeded while caching: the load completes uncached and says why; persistence is asked', async (t) => {
   const { context, page, run } = await openPage(t, {
     init: `${CATCH};
