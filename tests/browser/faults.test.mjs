@@ -234,19 +234,10 @@ test(
       const { createWorkerEngine } = await import('/src/index.js');
       globalThis.engine = await createWorkerEngine(null, '/m/smol.gguf', { cache: false });
     });
-    // In the Worker's realm: the package's own modules (the same instances the engine runs on).
+    // In the Worker's realm (its own copy of the helper above): the package's own modules,
+    // the same instances the engine runs on.
     const [worker] = page.workers();
-    await worker.evaluate(async () => {
-      const { initWasm } = await import('/src/index.js');
-      const memory = (await initWasm()).initSync().memory;
-      for (let pages = 65536; pages >= 1; pages >>= 1) {
-        try {
-          memory.grow(pages);
-        } catch {
-          // Over the maximum: a smaller step.
-        }
-      }
-    });
+    await worker.evaluate(`${MEMORY_FULL}; memoryFiller().then((fill) => fill())`);
     const r = await run(async () => {
       const prompt = 'The harbour committee met again to discuss the ferry. '.repeat(300);
       const first = await caught(drain(engine.generate({ prompt, maxTokens: 4 })));

@@ -192,9 +192,11 @@ export class AmuletEngine {
       wasm.setPrefixBudget(options.prefixCacheBytes ?? DEFAULT_PREFIX_CACHE_BYTES);
       raw = wasm.info();
     } catch (e) {
+      // First: a trap here breaks the realm, and then nothing may call into it (not even free).
+      const err = wasmFault(e);
       if (!brokenWasm()) wasm.free();
       file.close();
-      throw wasmFault(e);
+      throw err;
     }
     const info = {
       model: options.model ?? sourceName(source) ?? raw.name,
