@@ -56,10 +56,21 @@ impl WasmEngine {
     /// Builds the engine on the backend `device` picks ("auto", "webgpu" or "cpu") while the
     /// file stays in JS: `read(offset, length)` returns a Uint8Array of the file's bytes, asked
     /// for the header and then one tensor at a time, so wasm memory never holds the whole file
-    /// next to the weights. Async: WebGPU's adapter is a promise. `info().deviceReason` says
-    /// what was chosen.
+    /// next to the weights. A promise: WebGPU's adapter is one. `info().deviceReason` says
+    /// what was chosen. The reads are synchronous, so a CPU build completes in the call's
+    /// first poll (`promise_now`), where a trap reaches the caller (Node has no handler for
+    /// one thrown inside wasm-bindgen's task queue); only WebGPU's waits go on in the queue.
     #[wasm_bindgen(js_name = loadStreamingAsync)]
-    pub async fn load_streaming_async(
+    pub fn load_streaming_async(
+        file_len: f64,
+        read: js_sys::Function,
+        on_progress: Option<js_sys::Function>,
+        device: String,
+    ) -> js_sys::Promise {
+        promise_now(async move { Self::load_streaming(file_len, read, on_progress, device).await.map(JsValue::from) })
+    }
+
+    async fn load_streaming(
         file_len: f64,
         read: js_sys::Function,
         on_progress: Option<js_sys::Function>,
