@@ -182,7 +182,7 @@ gates() {
   cargo fmt --check
   cargo clippy --release --all-targets -- -D warnings
   need_wasm_toolchain
-  cargo clippy --release --target wasm32-unknown-unknown --lib --test wasm_api --test wasm_webgpu -- -D warnings
+  cargo clippy --release --target wasm32-unknown-unknown --lib --test wasm_api --test wasm_webgpu --test attend -- -D warnings
   RUSTFLAGS="$RELAXED_FLAGS" cargo clippy --release --target wasm32-unknown-unknown --target-dir target/wasm-relaxed \
     --lib --test wasm_kernels -- -D warnings
   need_node_modules tests
@@ -204,11 +204,12 @@ cmd_test() {
   log "wasm: wasm-bindgen-test in Node, then in headless Chromium"
   export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
   export WASM_BINDGEN_TEST_TIMEOUT=300
-  cargo test --release --target wasm32-unknown-unknown --test wasm_api --test wasm_kernels
+  cargo test --release --target wasm32-unknown-unknown --test wasm_api --test wasm_kernels --test attend
   log "wasm: the relaxed-SIMD weight kernels against their scalar path, in headless Chromium"
   RUSTFLAGS="$RELAXED_FLAGS" WASM_BINDGEN_USE_BROWSER=1 CHROMEDRIVER="$(command -v chromedriver)" \
     WASM_BINDGEN_TEST_WEBDRIVER_JSON="$PWD/crate/webdriver.json" \
-    cargo test --release --target wasm32-unknown-unknown --target-dir target/wasm-relaxed --test wasm_kernels
+    cargo test --release --target wasm32-unknown-unknown --target-dir target/wasm-relaxed --test wasm_kernels \
+    --test attend
   WASM_BINDGEN_USE_BROWSER=1 CHROMEDRIVER="$(command -v chromedriver)" \
     WASM_BINDGEN_TEST_WEBDRIVER_JSON="$PWD/crate/webdriver.json" \
     cargo test --release --target wasm32-unknown-unknown --test wasm_api

@@ -38,7 +38,13 @@ fn reader(bytes: &[u8]) -> js_sys::Function {
 
 /// Loads through the call the npm package makes (`loadStreamingAsync`, CPU path).
 async fn load(bytes: &[u8]) -> Result<WasmEngine, JsValue> {
-    WasmEngine::load_streaming_async(bytes.len() as f64, reader(bytes), None, "cpu".into()).await
+    load_with(reader(bytes), bytes.len() as f64, "cpu").await
+}
+
+/// `loadStreamingAsync(len, read, null, device)`: its promise, then the engine it holds.
+async fn load_with(read: js_sys::Function, len: f64, device: &str) -> Result<WasmEngine, JsValue> {
+    let engine = JsFuture::from(WasmEngine::load_streaming_async(len, read, None, device.into())).await?;
+    Ok(WasmEngine::try_from_js_value(engine).expect("the promise holds an engine"))
 }
 
 async fn engine(arch: Arch) -> WasmEngine {
@@ -129,24 +135,16 @@ async fn bad_input_is_a_typed_error_and_the_engine_survives() {
 #[wasm_bindgen_test]
 async fn a_bad_reader_or_length_is_a_typed_error() {
     let bytes = write_gguf(&FixtureSpec::tiny(Arch::Llama, GgmlDType::Q8_0, 5)).unwrap();
-    let load_with = |read: js_sys::Function, len: f64| WasmEngine::load_streaming_async(len, read, None, "cpu".into());
+    let cpu = |read: js_sys::Function, len: f64| load_with(read, len, "cpu");
     // A reader returning the wrong length, or not bytes, is a typed error.
     let short = Closure::<dyn Fn(f64, f64) -> js_sys::Uint8Array>::new(move |_o: f64, _l: f64| {
         js_sys::Uint8Array::new_with_length(3)
     });
     let f: js_sys::Function = short.as_ref().unchecked_ref::<js_sys::Function>().clone();
-    assert_eq!(code(load_with(f, bytes.len() as f64).await.err().unwrap()), "BAD_MODEL");
+    assert_eq!(code(cpu(f, bytes.len() as f64).await.err().unwrap()), "BAD_MODEL");
     let junk = Closure::<dyn Fn(f64, f64) -> JsValue>::new(move |_o: f64, _l: f64| JsValue::from_str("nope"));
     let f: js_sys::Function = junk.as_ref().unchecked_ref::<js_sys::Function>().clone();
-    assert_eq!(code(load_with(f, bytes.len() as f64).await.err().unwrap()), "IO");
-    assert_eq!(code(load_with(js_sys::Function::new_no_args(""), -1.0).await.err().unwrap()), "BAD_OPTION");
-    assert_eq!(
-        code(
-            WasmEngine::load_streaming_async(bytes.len() as f64, reader(&bytes), None, "tpu".into())
-                .await
-                .err()
-                .unwrap()
-        ),
-        "BAD_OPTION"
-    );
+    assert_eq!(code(cpu(f, bytes.len() as f64).await.err().unwrap()), "IO");
+    assert_eq!(code(cpu(js_sys::Function::new_no_args(""), -1.0).await.err().unwrap()), "BAD_OPTION");
+    assert_eq!(code(load_with(reader(&bytes), bytes.len() as f64, "tpu").await.err().unwrap()), "BAD_OPTION");
 }

@@ -1,6 +1,7 @@
 //! Backends: where the matrix work runs. CPU: candle QMatMul plus our own SIMD kernels;
 //! WebGPU: wgpu and our WGSL kernels (natively through Vulkan/Metal/DX12, in browsers on navigator.gpu).
 pub mod acts;
+pub mod attend;
 pub mod linear;
 pub mod norm;
 pub mod pool;

@@ -5,6 +5,7 @@
 //! express; on these sizes (a few rows, head size 64-256) plain loops are also faster.
 
 use super::config::RopeLayout;
+use crate::backend::attend::{dot_blocks, exp_shifted, scale_max, weighted_sum, LANES};
 use crate::backend::pool::{split, Shared};
 
 /// cos/sin of position × frequency, grown on demand.
@@ -91,11 +92,6 @@ impl RopeTable {
         }
     }
 }
-
-/// Positions per key block.
-const LANES: usize = 8;
-/// Key blocks scored together.
-const GROUP: usize = 4;
 
 /// Keys and values of one sequence, one layer, appended in position order.
 /// Keys are stored in blocks of eight positions, `[block][kv_head][head_dim][lane]`, so
@@ -220,68 +216,22 @@ fn attend_head(
     // after it, as candle's gemm does for short rows; for longer rows candle's gemm sums in
     // SIMD lanes and then across them (8 or 16, chosen at run time), so from a few positions on
     // the two agree to rounding only (see crate/tests/model_reference.rs for the bounds).
-    scores.clear();
-    let mut max = f32::NEG_INFINITY;
-    // Four key blocks at a time: four independent FMA chains hide the FMA latency.
+    // The key blocks holding start..=position, scored whole, then trimmed to those positions.
     let (first, last) = (start / LANES, position / LANES);
     let kstride = s.n_kv_head * s.head_dim * LANES;
-    let mut block = first;
-    while block <= last {
-        let nblk = (last + 1 - block).min(GROUP);
-        let mut acc = [[0f32; LANES]; GROUP];
-        let kb: [&[f32]; GROUP] = std::array::from_fn(|b| {
-            let blk = block + b.min(nblk - 1);
-            &kv.k[blk * kstride + g * s.head_dim * LANES..][..s.head_dim * LANES]
-        });
-        for (j, &qj) in qh.iter().enumerate() {
-            for b in 0..GROUP {
-                let kj = &kb[b][j * LANES..(j + 1) * LANES];
-                for i in 0..LANES {
-                    acc[b][i] = fma(qj, kj[i], acc[b][i]);
-                }
-            }
-        }
-        for (b, lanes) in acc.iter().enumerate().take(nblk) {
-            for (i, &a) in lanes.iter().enumerate() {
-                let t = (block + b) * LANES + i;
-                if t >= start && t <= position {
-                    let dot = a * s.scale;
-                    max = max.max(dot);
-                    scores.push(dot);
-                }
-            }
-        }
-        block += nblk;
-    }
-    let mut total = 0f32;
-    for x in scores.iter_mut() {
-        *x = (*x - max).exp();
-        total += *x;
-    }
+    scores.clear();
+    scores.resize((last + 1 - first) * LANES, 0.0);
+    let (blocks, _) = scores.as_chunks_mut::<LANES>();
+    dot_blocks(qh, &kv.k[first * kstride + g * s.head_dim * LANES..], kstride, blocks);
+    scores.truncate(position + 1 - first * LANES);
+    scores.drain(..start - first * LANES);
+    let max = scale_max(scores, s.scale);
+    exp_shifted(scores, max);
+    let total = scores.iter().fold(0f32, |t, &x| t + x);
     for x in scores.iter_mut() {
         *x /= total;
     }
-    oh.fill(0.0);
-    for (i, &w) in scores.iter().enumerate() {
-        let vt = &kv.v[(start + i) * kv_dim + g * s.head_dim..][..s.head_dim];
-        for (o, &v) in oh.iter_mut().zip(vt) {
-            *o = fma(w, v, *o);
-        }
-    }
-}
-
-/// A fused multiply-add where the hardware has one (candle's gemm uses it); plain a*b+c on
-/// targets without FMA, where `mul_add` would fall back to a slow software routine.
-#[inline(always)]
-fn fma(a: f32, b: f32, c: f32) -> f32 {
-    #[cfg(target_feature = "fma")]
-    {
-        a.mul_add(b, c)
-    }
-    #[cfg(not(target_feature = "fma"))]
-    {
-        a * b + c
-    }
+    weighted_sum(scores, &kv.v[start * kv_dim + g * s.head_dim..], kv_dim, oh);
 }
 
 #[cfg(test)]

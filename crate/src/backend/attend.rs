@@ -1,0 +1,389 @@
+//! The inner loops of CPU attention, in SIMD: one query head's dot products with the cached
+//! keys, eight positions at a time; the scores' scale and maximum; their exponentials (wasm:
+//! libm's `expf` on four lanes); the probability-weighted sum of the cached values. Each
+//! keeps every output's own chain of operations in the plain loops' order (`scalar` below:
+//! fused multiply-adds where the build has FMA, as candle's gemm; `a * b + c` in wasm, which
+//! has none), so the SIMD forms give the same bits; crate/tests/attend.rs compares them.
+//!
+//! Before (plain loops left to the compiler) a decode step of SmolLM2 at a 1,700-token
+//! context spent most of its time here: the value sum read and wrote its output once per
+//! position, the key loop vectorized across the wrong axis, and wasm called `expf` per score.
+
+/// Positions per key block: the cache stores keys `[block][kv_head][head_dim][lane]`.
+pub const LANES: usize = 8;
+
+/// Dot products of `q` with the keys of `out.len()` consecutive key blocks, each
+/// `[q.len()][LANES]` floats, the first at `k[0]` and each next `stride` floats on:
+/// `out[b][i]` for position `LANES * b + i`, one chain of `fma(q[j], key[j], acc)` over `j`.
+/// Panics if `k` is shorter than the blocks.
+pub fn dot_blocks(q: &[f32], k: &[f32], stride: usize, out: &mut [[f32; LANES]]) {
+    check_keys(q, k, stride, out);
+    // SAFETY: every block read lies in `k`, checked above.
+    unsafe { simd::dot_blocks(q, k.as_ptr(), stride, out) }
+}
+
+fn check_keys(q: &[f32], k: &[f32], stride: usize, out: &[[f32; LANES]]) {
+    if let Some(n) = out.len().checked_sub(1) {
+        assert!(k.len() >= n * stride + q.len() * LANES, "dot_blocks: {} keys for {} blocks", k.len(), out.len());
+    }
+}
+
+/// `out[d] = sum over i of w[i] * v[i * stride + d]`, for each `d` one chain of `fma` over
+/// `i` in order, from zero. Panics if `v` is shorter than the rows.
+pub fn weighted_sum(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+    check_values(w, v, stride, out);
+    // SAFETY: every row read lies in `v`, checked above.
+    unsafe { simd::weighted_sum(w, v.as_ptr(), stride, out) }
+}
+
+fn check_values(w: &[f32], v: &[f32], stride: usize, out: &[f32]) {
+    if let Some(n) = w.len().checked_sub(1) {
+        assert!(v.len() >= n * stride + out.len(), "weighted_sum: {} values for {} rows", v.len(), w.len());
+    }
+}
+
+/// Multiplies every score by `scale` and returns the largest (NaN scores are passed over, as
+/// `f32::max` does; -inf when there are none).
+pub fn scale_max(scores: &mut [f32], scale: f32) -> f32 {
+    simd::scale_max(scores, scale)
+}
+
+/// `x = exp(x - max)` for every score, with this build's `f32::exp`: natively the C
+/// library's; in wasm the Rust libm port's (FreeBSD's `expf`), there four lanes at a time
+/// with the same operations in the same order, so the same bits.
+pub fn exp_shifted(scores: &mut [f32], max: f32) {
+    simd::exp_shifted(scores, max)
+}
+
+/// A fused multiply-add where the hardware has one (candle's gemm uses it); plain a*b+c on
+/// targets without FMA, where `mul_add` would fall back to a slow software routine.
+#[inline(always)]
+fn fma(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(target_feature = "fma")]
+    {
+        a.mul_add(b, c)
+    }
+    #[cfg(not(target_feature = "fma"))]
+    {
+        a * b + c
+    }
+}
+
+/// The plain loops, as the reference for tests of the SIMD forms (in wasm too).
+#[doc(hidden)]
+pub mod plain {
+    use super::{check_keys, check_values, scalar, LANES};
+
+    pub fn dot_blocks(q: &[f32], k: &[f32], stride: usize, out: &mut [[f32; LANES]]) {
+        check_keys(q, k, stride, out);
+        // SAFETY: every block read lies in `k`, checked above.
+        unsafe { scalar::dot_blocks(q, k.as_ptr(), stride, out) }
+    }
+
+    pub fn weighted_sum(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+        check_values(w, v, stride, out);
+        // SAFETY: every row read lies in `v`, checked above.
+        unsafe { scalar::weighted_sum(w, v.as_ptr(), stride, out) }
+    }
+
+    pub use scalar::{exp_shifted, scale_max};
+}
+
+/// The plain loops: the build's form where it has no SIMD one.
+#[allow(dead_code)]
+mod scalar {
+    use super::{fma, LANES};
+
+    /// # Safety
+    /// `k` holds `out.len()` blocks of `q.len() * LANES` floats, `stride` apart.
+    pub unsafe fn dot_blocks(q: &[f32], k: *const f32, stride: usize, out: &mut [[f32; LANES]]) {
+        for (b, o) in out.iter_mut().enumerate() {
+            let kb = std::slice::from_raw_parts(k.add(b * stride), q.len() * LANES);
+            *o = [0.0; LANES];
+            for (j, &qj) in q.iter().enumerate() {
+                for (i, acc) in o.iter_mut().enumerate() {
+                    *acc = fma(qj, kb[j * LANES + i], *acc);
+                }
+            }
+        }
+    }
+
+    pub fn exp_shifted(scores: &mut [f32], max: f32) {
+        for x in scores.iter_mut() {
+            *x = (*x - max).exp();
+        }
+    }
+
+    pub fn scale_max(scores: &mut [f32], scale: f32) -> f32 {
+        let mut max = f32::NEG_INFINITY;
+        for x in scores.iter_mut() {
+            *x *= scale;
+            max = max.max(*x);
+        }
+        max
+    }
+
+    /// # Safety
+    /// `v` holds `w.len()` rows of `out.len()` floats, `stride` apart.
+    pub unsafe fn weighted_sum(w: &[f32], v: *const f32, stride: usize, out: &mut [f32]) {
+        out.fill(0.0);
+        for (i, &wi) in w.iter().enumerate() {
+            let row = std::slice::from_raw_parts(v.add(i * stride), out.len());
+            for (o, &x) in out.iter_mut().zip(row) {
+                *o = fma(wi, x, *o);
+            }
+        }
+    }
+}
+
+#[cfg(not(any(
+    all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"),
+    all(target_arch = "wasm32", target_feature = "simd128")
+)))]
+use scalar as simd;
+
+/// AVX2 + FMA: `_mm256_fmadd_ps` rounds once, as `f32::mul_add` does.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+mod simd {
+    use super::LANES;
+    use std::arch::x86_64::*;
+
+    /// Blocks scored together: four independent chains hide the FMA latency.
+    const GROUP: usize = 4;
+    /// Output floats summed together: 8 registers, one chain each.
+    const CHUNK: usize = 64;
+
+    /// # Safety
+    /// As `scalar::dot_blocks`.
+    pub unsafe fn dot_blocks(q: &[f32], k: *const f32, stride: usize, out: &mut [[f32; LANES]]) {
+        let mut b = 0;
+        while b + GROUP <= out.len() {
+            let kb: [*const f32; GROUP] = std::array::from_fn(|g| k.add((b + g) * stride));
+            let mut acc = [_mm256_setzero_ps(); GROUP];
+            for (j, &qj) in q.iter().enumerate() {
+                let qv = _mm256_set1_ps(qj);
+                for g in 0..GROUP {
+                    acc[g] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kb[g].add(j * LANES)), acc[g]);
+                }
+            }
+            for g in 0..GROUP {
+                _mm256_storeu_ps(out[b + g].as_mut_ptr(), acc[g]);
+            }
+            b += GROUP;
+        }
+        for (o, bb) in out[b..].iter_mut().zip(b..) {
+            let kb = k.add(bb * stride);
+            let mut acc = _mm256_setzero_ps();
+            for (j, &qj) in q.iter().enumerate() {
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(qj), _mm256_loadu_ps(kb.add(j * LANES)), acc);
+            }
+            _mm256_storeu_ps(o.as_mut_ptr(), acc);
+        }
+    }
+
+    /// glibc's `expf`, called per score: a vector form would have to round as its FMA build does.
+    pub use super::scalar::exp_shifted;
+
+    /// `max_ps(x, m)` returns `m` when `x` is NaN, and `m` never is one: `f32::max`'s answer.
+    pub fn scale_max(scores: &mut [f32], scale: f32) -> f32 {
+        let (blocks, rest) = scores.as_chunks_mut::<8>();
+        // SAFETY: AVX2 is enabled for this build (cfg above); each block is 8 floats.
+        let max = unsafe {
+            let (sv, mut m) = (_mm256_set1_ps(scale), _mm256_set1_ps(f32::NEG_INFINITY));
+            for b in blocks.iter_mut() {
+                let x = _mm256_mul_ps(_mm256_loadu_ps(b.as_ptr()), sv);
+                _mm256_storeu_ps(b.as_mut_ptr(), x);
+                m = _mm256_max_ps(x, m);
+            }
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), m);
+            lanes.into_iter().fold(f32::NEG_INFINITY, f32::max)
+        };
+        max.max(super::scalar::scale_max(rest, scale))
+    }
+
+    /// # Safety
+    /// As `scalar::weighted_sum`.
+    pub unsafe fn weighted_sum(w: &[f32], v: *const f32, stride: usize, out: &mut [f32]) {
+        let mut d = 0;
+        while d + CHUNK <= out.len() {
+            let mut acc = [_mm256_setzero_ps(); CHUNK / 8];
+            for (i, &wi) in w.iter().enumerate() {
+                let (wv, row) = (_mm256_set1_ps(wi), v.add(i * stride + d));
+                for (c, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm256_fmadd_ps(wv, _mm256_loadu_ps(row.add(8 * c)), *acc);
+                }
+            }
+            for (c, acc) in acc.iter().enumerate() {
+                _mm256_storeu_ps(out.as_mut_ptr().add(d + 8 * c), *acc);
+            }
+            d += CHUNK;
+        }
+        if d < out.len() {
+            super::scalar::weighted_sum(w, v.add(d), stride, &mut out[d..]);
+        }
+    }
+}
+
+/// simd128: no FMA in wasm, so `a * b + c` in two roundings, as the plain loops there.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd {
+    use super::LANES;
+    use core::arch::wasm32::*;
+
+    /// Blocks scored together (two registers each).
+    const GROUP: usize = 4;
+    /// Output floats summed together: 8 registers (V8 on x64 has 16).
+    const CHUNK: usize = 32;
+
+    #[inline(always)]
+    unsafe fn madd(a: v128, b: *const f32, c: v128) -> v128 {
+        f32x4_add(f32x4_mul(a, v128_load(b as *const v128)), c)
+    }
+
+    /// # Safety
+    /// As `scalar::dot_blocks`.
+    pub unsafe fn dot_blocks(q: &[f32], k: *const f32, stride: usize, out: &mut [[f32; LANES]]) {
+        let mut b = 0;
+        while b + GROUP <= out.len() {
+            let kb: [*const f32; GROUP] = core::array::from_fn(|g| k.add((b + g) * stride));
+            let mut acc = [[f32x4_splat(0.0); 2]; GROUP];
+            for (j, &qj) in q.iter().enumerate() {
+                let qv = f32x4_splat(qj);
+                for g in 0..GROUP {
+                    let p = kb[g].add(j * LANES);
+                    acc[g] = [madd(qv, p, acc[g][0]), madd(qv, p.add(4), acc[g][1])];
+                }
+            }
+            for g in 0..GROUP {
+                v128_store(out[b + g].as_mut_ptr() as *mut v128, acc[g][0]);
+                v128_store(out[b + g].as_mut_ptr().add(4) as *mut v128, acc[g][1]);
+            }
+            b += GROUP;
+        }
+        for (o, bb) in out[b..].iter_mut().zip(b..) {
+            let kb = k.add(bb * stride);
+            let mut acc = [f32x4_splat(0.0); 2];
+            for (j, &qj) in q.iter().enumerate() {
+                let (qv, p) = (f32x4_splat(qj), kb.add(j * LANES));
+                acc = [madd(qv, p, acc[0]), madd(qv, p.add(4), acc[1])];
+            }
+            v128_store(o.as_mut_ptr() as *mut v128, acc[0]);
+            v128_store(o.as_mut_ptr().add(4) as *mut v128, acc[1]);
+        }
+    }
+
+    /// libm's `expf` (compiler-builtins, from FreeBSD's `e_expf.c`) on four lanes: every
+    /// branch of it computed and the lane's own chosen, with the same f32 operations.
+    pub fn exp_shifted(scores: &mut [f32], max: f32) {
+        let (blocks, rest) = scores.as_chunks_mut::<4>();
+        let m = f32x4_splat(max);
+        for b in blocks.iter_mut() {
+            // SAFETY: simd128 is enabled for this build (cfg above); each block is 4 floats.
+            unsafe {
+                let x = f32x4_sub(v128_load(b.as_ptr() as *const v128), m);
+                v128_store(b.as_mut_ptr() as *mut v128, expf4(x));
+            }
+        }
+        super::scalar::exp_shifted(rest, max);
+    }
+
+    #[inline(always)]
+    fn expf4(x: v128) -> v128 {
+        // libm's constants, by their bits.
+        let ln2_hi = f32x4_splat(f32::from_bits(0x3f31_7200));
+        let ln2_lo = f32x4_splat(f32::from_bits(0x35bf_be8e));
+        let inv_ln2 = f32x4_splat(f32::from_bits(0x3fb8_aa3b));
+        let (p1, p2) = (f32x4_splat(f32::from_bits(0x3e2a_aa8f)), f32x4_splat(f32::from_bits(0xbb35_5215)));
+        let u = |v: u32| u32x4_splat(v);
+        let hx = v128_and(x, u(0x7fff_ffff));
+        let neg = i32x4_shr(x, 31); // all ones where the sign bit is set
+                                    // k: round(x / ln2) above 1.5 ln2 (`as i32`: toward zero, saturating), else +-1 above
+                                    // 0.5 ln2, else 0; then x - k ln2 in two parts.
+        let big = u32x4_gt(hx, u(0x3f85_1592));
+        let reduce = u32x4_gt(hx, u(0x3eb1_7218));
+        let half = v128_bitselect(f32x4_splat(-0.5), f32x4_splat(0.5), neg);
+        let k_big = i32x4_trunc_sat_f32x4(f32x4_add(f32x4_mul(inv_ln2, x), half));
+        let k_mid = v128_bitselect(i32x4_splat(-1), i32x4_splat(1), neg);
+        let k = v128_and(v128_bitselect(k_big, k_mid, big), reduce);
+        let kf = f32x4_convert_i32x4(k);
+        let hi = v128_bitselect(f32x4_sub(x, f32x4_mul(kf, ln2_hi)), x, reduce);
+        let lo = v128_and(f32x4_mul(kf, ln2_lo), reduce);
+        let r = f32x4_sub(hi, lo);
+        let xr = v128_bitselect(r, x, reduce);
+        let xx = f32x4_mul(xr, xr);
+        let c = f32x4_sub(xr, f32x4_mul(xx, f32x4_add(p1, f32x4_mul(xx, p2))));
+        let q = f32x4_div(f32x4_mul(xr, c), f32x4_sub(f32x4_splat(2.0), c));
+        let y = f32x4_add(f32x4_splat(1.0), f32x4_add(f32x4_sub(q, lo), hi));
+        let y = scalbn4(y, k);
+        // The special cases, as the scalar code returns them before the above.
+        let tiny = v128_not(u32x4_gt(hx, u(0x3900_0000)));
+        let y = v128_bitselect(f32x4_add(f32x4_splat(1.0), x), y, tiny);
+        let under = v128_and(neg, u32x4_ge(hx, u(0x42cf_f1b5)));
+        let y = v128_andnot(y, under);
+        let over = v128_andnot(u32x4_ge(hx, u(0x42b1_7218)), neg);
+        let y = v128_bitselect(f32x4_mul(x, f32x4_splat(f32::from_bits(0x7f00_0000))), y, over);
+        v128_bitselect(x, y, u32x4_gt(hx, u(0x7f80_0000)))
+    }
+
+    /// libm's `scalbnf(y, k)` for |k| below 3 x 127, lane by lane.
+    #[inline(always)]
+    fn scalbn4(mut y: v128, mut k: v128) -> v128 {
+        let pow2 = |k: v128| i32x4_shl(i32x4_add(k, i32x4_splat(0x7f)), 23);
+        for _ in 0..2 {
+            let up = i32x4_gt(k, i32x4_splat(127));
+            y = v128_bitselect(f32x4_mul(y, f32x4_splat(f32::from_bits(0x7f00_0000))), y, up);
+            k = v128_bitselect(i32x4_sub(k, i32x4_splat(127)), k, up);
+            let down = i32x4_lt(k, i32x4_splat(-126));
+            y = v128_bitselect(f32x4_mul(y, f32x4_splat(f32::from_bits(0x0c80_0000))), y, down);
+            k = v128_bitselect(i32x4_add(k, i32x4_splat(102)), k, down);
+        }
+        let k = i32x4_max(i32x4_min(k, i32x4_splat(127)), i32x4_splat(-126));
+        f32x4_mul(y, pow2(k))
+    }
+
+    /// `pmax(m, x)` is `m < x ? x : m`: `m` when `x` is NaN, and `m` never is one.
+    pub fn scale_max(scores: &mut [f32], scale: f32) -> f32 {
+        let (blocks, rest) = scores.as_chunks_mut::<4>();
+        // SAFETY: simd128 is enabled for this build (cfg above); each block is 4 floats.
+        let max = unsafe {
+            let (sv, mut m) = (f32x4_splat(scale), f32x4_splat(f32::NEG_INFINITY));
+            for b in blocks.iter_mut() {
+                let x = f32x4_mul(v128_load(b.as_ptr() as *const v128), sv);
+                v128_store(b.as_mut_ptr() as *mut v128, x);
+                m = f32x4_pmax(m, x);
+            }
+            [
+                f32x4_extract_lane::<0>(m),
+                f32x4_extract_lane::<1>(m),
+                f32x4_extract_lane::<2>(m),
+                f32x4_extract_lane::<3>(m),
+            ]
+            .into_iter()
+            .fold(f32::NEG_INFINITY, f32::max)
+        };
+        max.max(super::scalar::scale_max(rest, scale))
+    }
+
+    /// # Safety
+    /// As `scalar::weighted_sum`.
+    pub unsafe fn weighted_sum(w: &[f32], v: *const f32, stride: usize, out: &mut [f32]) {
+        let mut d = 0;
+        while d + CHUNK <= out.len() {
+            let mut acc = [f32x4_splat(0.0); CHUNK / 4];
+            for (i, &wi) in w.iter().enumerate() {
+                let (wv, row) = (f32x4_splat(wi), v.add(i * stride + d));
+                for (c, acc) in acc.iter_mut().enumerate() {
+                    *acc = madd(wv, row.add(4 * c), *acc);
+                }
+            }
+            for (c, acc) in acc.iter().enumerate() {
+                v128_store(out.as_mut_ptr().add(d + 4 * c) as *mut v128, *acc);
+            }
+            d += CHUNK;
+        }
+        if d < out.len() {
+            super::scalar::weighted_sum(w, v.add(d), stride, &mut out[d..]);
+        }
+    }
+}
