@@ -37,10 +37,16 @@ fn weighted_sum_gives_the_plain_loops_bits() {
             let stride = 2 * hd + 3;
             let v = rng.vec(rows.max(1) * stride, 2.0);
             let w = rng.vec(rows, 2.0);
-            let (mut got, mut want) = (vec![9f32; hd], vec![9f32; hd]);
+            // Going on from the outputs' values, whole and in two chunks of rows.
+            let start = rng.vec(hd, 2.0);
+            let (mut got, mut want, mut chunked) = (start.clone(), start.clone(), start.clone());
             weighted_sum(&w, &v, stride, &mut got);
             plain::weighted_sum(&w, &v, stride, &mut want);
             assert_eq!(bits(&got), bits(&want), "head {hd}, {rows} rows");
+            let cut = rows / 3;
+            weighted_sum(&w[..cut], &v, stride, &mut chunked);
+            weighted_sum(&w[cut..], &v[cut * stride..], stride, &mut chunked);
+            assert_eq!(bits(&chunked), bits(&want), "head {hd}, {rows} rows in two chunks");
         }
     }
 }

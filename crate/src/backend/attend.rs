@@ -28,8 +28,9 @@ fn check_keys(q: &[f32], k: &[f32], stride: usize, out: &[[f32; LANES]]) {
     }
 }
 
-/// `out[d] = sum over i of w[i] * v[i * stride + d]`, for each `d` one chain of `fma` over
-/// `i` in order, from zero. Panics if `v` is shorter than the rows.
+/// `out[d] += sum over i of w[i] * v[i * stride + d]`, for each `d` one chain of `fma` over
+/// `i` in order that goes on from `out[d]`: a sum taken in chunks of rows gives the bits of
+/// one taken whole (from zeros: the plain sum). Panics if `v` is shorter than the rows.
 pub fn weighted_sum(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
     check_values(w, v, stride, out);
     // SAFETY: every row read lies in `v`, checked above.
@@ -126,7 +127,6 @@ mod scalar {
     /// # Safety
     /// `v` holds `w.len()` rows of `out.len()` floats, `stride` apart.
     pub unsafe fn weighted_sum(w: &[f32], v: *const f32, stride: usize, out: &mut [f32]) {
-        out.fill(0.0);
         for (i, &wi) in w.iter().enumerate() {
             let row = std::slice::from_raw_parts(v.add(i * stride), out.len());
             for (o, &x) in out.iter_mut().zip(row) {
@@ -207,7 +207,7 @@ mod simd {
     pub unsafe fn weighted_sum(w: &[f32], v: *const f32, stride: usize, out: &mut [f32]) {
         let mut d = 0;
         while d + CHUNK <= out.len() {
-            let mut acc = [_mm256_setzero_ps(); CHUNK / 8];
+            let mut acc: [__m256; CHUNK / 8] = std::array::from_fn(|c| _mm256_loadu_ps(out.as_ptr().add(d + 8 * c)));
             for (i, &wi) in w.iter().enumerate() {
                 let (wv, row) = (_mm256_set1_ps(wi), v.add(i * stride + d));
                 for (c, acc) in acc.iter_mut().enumerate() {
@@ -370,7 +370,8 @@ mod simd {
     pub unsafe fn weighted_sum(w: &[f32], v: *const f32, stride: usize, out: &mut [f32]) {
         let mut d = 0;
         while d + CHUNK <= out.len() {
-            let mut acc = [f32x4_splat(0.0); CHUNK / 4];
+            let mut acc: [v128; CHUNK / 4] =
+                core::array::from_fn(|c| v128_load(out.as_ptr().add(d + 4 * c) as *const v128));
             for (i, &wi) in w.iter().enumerate() {
                 let (wv, row) = (f32x4_splat(wi), v.add(i * stride + d));
                 for (c, acc) in acc.iter_mut().enumerate() {

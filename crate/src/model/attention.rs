@@ -6,7 +6,7 @@
 
 use super::config::RopeLayout;
 use crate::backend::attend::{dot_blocks, exp_shifted, scale_max, weighted_sum, LANES};
-use crate::backend::pool::{split, Shared};
+use crate::backend::pool::{split, threads, Shared};
 
 /// cos/sin of position × frequency, grown on demand.
 pub struct RopeTable {
@@ -172,42 +172,55 @@ pub struct AttentionShape {
 /// Attention of one query row (all heads) at `position` over the cache `kv`, which already
 /// holds this position. Writes [n_head * head_dim] into `out`; `scores` is scratch.
 pub fn attend(s: &AttentionShape, q: &[f32], kv: &LayerKv, position: usize, out: &mut [f32], scores: &mut Vec<f32>) {
-    for (h, oh) in out.chunks_exact_mut(s.head_dim).enumerate().take(s.n_head) {
-        attend_head(s, &q[h * s.head_dim..(h + 1) * s.head_dim], h, kv, position, oh, scores);
+    let n = s.n_head / s.n_kv_head * s.head_dim;
+    for (g, og) in out.chunks_exact_mut(n).enumerate().take(s.n_kv_head) {
+        attend_heads(s, &q[g * n..(g + 1) * n], g, kv, position, og, scores);
     }
 }
 
 /// `attend` for every row of a batch: row `r` is query `q[r]` of a sequence whose cache and
-/// position are `rows[r]`. The (row, head) pairs are split across the CPU threads.
+/// position are `rows[r]`. The heads that share a kv head go together (each chunk of keys and
+/// values read serves them all while it is in the L1 cache), in runs split across the CPU
+/// threads: as many runs per group as it takes to give every thread two.
 pub fn attend_rows(s: &AttentionShape, q: &[f32], rows: &[(&LayerKv, usize)], out: &mut [f32]) {
     let (hd, q_dim) = (s.head_dim, s.n_head * s.head_dim);
+    let group = s.n_head / s.n_kv_head;
+    let groups = rows.len() * s.n_kv_head;
+    let per_run = group.div_ceil((2 * threads()).div_ceil(groups.max(1)).clamp(1, group));
+    let runs = group.div_ceil(per_run);
     let shared = Shared::new(out);
-    // A (row, head) pair is a few thousand FMAs per cached position: worth a thread from 4 on.
-    split(rows.len() * s.n_head, 4, |items| {
+    split(groups * runs, 1, |items| {
         let mut scores = Vec::new();
         for item in items {
-            let (r, h) = (item / s.n_head, item % s.n_head);
+            let (r, g, run) = (item / (s.n_kv_head * runs), item / runs % s.n_kv_head, item % runs);
             let (kv, position) = rows[r];
-            let at = r * q_dim + h * hd;
-            // SAFETY: each (row, head) pair owns its own head_dim values of `out`.
-            let oh = unsafe { shared.slice(at..at + hd) };
-            attend_head(s, &q[at..at + hd], h, kv, position, oh, &mut scores);
+            let h0 = g * group + run * per_run;
+            let heads = h0..(h0 + per_run).min((g + 1) * group);
+            let at = r * q_dim + h0 * hd..r * q_dim + heads.end * hd;
+            // SAFETY: each run of heads of a row owns its own values of `out`.
+            let oh = unsafe { shared.slice(at.clone()) };
+            attend_heads(s, &q[at], g, kv, position, oh, &mut scores);
         }
     });
 }
 
-/// One head `h` of one query row: `qh` against the cache, weighted values into `oh`.
-fn attend_head(
+/// Key blocks scored per chunk, and positions summed per chunk: 64 positions of one kv head,
+/// 16-64 KB of keys or values, read once from memory and then from L1 for each head.
+const CHUNK_BLOCKS: usize = 8;
+const CHUNK_POSITIONS: usize = CHUNK_BLOCKS * LANES;
+
+/// Heads of kv group `g` (their queries `qs`, head after head) of one query row against the
+/// cache, the weighted values into `out`; `scores` is scratch.
+fn attend_heads(
     s: &AttentionShape,
-    qh: &[f32],
-    h: usize,
+    qs: &[f32],
+    g: usize,
     kv: &LayerKv,
     position: usize,
-    oh: &mut [f32],
+    out: &mut [f32],
     scores: &mut Vec<f32>,
 ) {
-    let kv_dim = s.n_kv_head * s.head_dim;
-    let g = h / (s.n_head / s.n_kv_head);
+    let (hd, kv_dim) = (s.head_dim, s.n_kv_head * s.head_dim);
     let start = match s.window {
         Some(w) => (position + 1).saturating_sub(w),
         None => 0,
@@ -216,22 +229,38 @@ fn attend_head(
     // after it, as candle's gemm does for short rows; for longer rows candle's gemm sums in
     // SIMD lanes and then across them (8 or 16, chosen at run time), so from a few positions on
     // the two agree to rounding only (see crate/tests/model_reference.rs for the bounds).
-    // The key blocks holding start..=position, scored whole, then trimmed to those positions.
+    // The key blocks holding start..=position are scored whole, then trimmed to those positions.
     let (first, last) = (start / LANES, position / LANES);
-    let kstride = s.n_kv_head * s.head_dim * LANES;
+    let (blocks, width) = (last + 1 - first, (last + 1 - first) * LANES);
+    let kstride = kv_dim * LANES;
+    let keys = &kv.k[first * kstride + g * hd * LANES..];
     scores.clear();
-    scores.resize((last + 1 - first) * LANES, 0.0);
-    let (blocks, _) = scores.as_chunks_mut::<LANES>();
-    dot_blocks(qh, &kv.k[first * kstride + g * s.head_dim * LANES..], kstride, blocks);
-    scores.truncate(position + 1 - first * LANES);
-    scores.drain(..start - first * LANES);
-    let max = scale_max(scores, s.scale);
-    exp_shifted(scores, max);
-    let total = scores.iter().fold(0f32, |t, &x| t + x);
-    for x in scores.iter_mut() {
-        *x /= total;
+    scores.resize(qs.len() / hd * width, 0.0);
+    for c in (0..blocks).step_by(CHUNK_BLOCKS) {
+        let chunk = c..(c + CHUNK_BLOCKS).min(blocks);
+        for (qh, sh) in qs.chunks_exact(hd).zip(scores.chunks_exact_mut(width)) {
+            let (sb, _) = sh.as_chunks_mut::<LANES>();
+            dot_blocks(qh, &keys[c * kstride..], kstride, &mut sb[chunk.clone()]);
+        }
     }
-    weighted_sum(scores, &kv.v[start * kv_dim + g * s.head_dim..], kv_dim, oh);
+    let (lo, len) = (start - first * LANES, position + 1 - start);
+    for sh in scores.chunks_exact_mut(width) {
+        let p = &mut sh[lo..lo + len];
+        let max = scale_max(p, s.scale);
+        exp_shifted(p, max);
+        let total = p.iter().fold(0f32, |t, &x| t + x);
+        for x in p.iter_mut() {
+            *x /= total;
+        }
+    }
+    out.fill(0.0);
+    let values = &kv.v[start * kv_dim + g * hd..];
+    for c in (0..len).step_by(CHUNK_POSITIONS) {
+        let chunk = c..(c + CHUNK_POSITIONS).min(len);
+        for (oh, sh) in out.chunks_exact_mut(hd).zip(scores.chunks_exact(width)) {
+            weighted_sum(&sh[lo..][chunk.clone()], &values[c * kv_dim..], kv_dim, oh);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -277,5 +306,58 @@ mod tests {
         let s = AttentionShape { window: None, ..s };
         attend(&s, &[1.0], &kv, 2, &mut out, &mut Vec::new());
         assert!((out[0] - 20.0).abs() < 1e-5);
+    }
+
+    /// One head over its whole range with the plain loops: the reference for the grouped,
+    /// chunked and threaded form.
+    fn plain_head(s: &AttentionShape, qh: &[f32], h: usize, kv: &LayerKv, position: usize) -> Vec<f32> {
+        use crate::backend::attend::plain;
+        let (hd, kv_dim) = (s.head_dim, s.n_kv_head * s.head_dim);
+        let g = h / (s.n_head / s.n_kv_head);
+        let start = s.window.map_or(0, |w| (position + 1).saturating_sub(w));
+        let mut scores = vec![0f32; (position + 1) * LANES];
+        let (blocks, _) = scores.as_chunks_mut::<LANES>();
+        let n = position / LANES + 1;
+        plain::dot_blocks(qh, &kv.k[g * hd * LANES..], kv_dim * LANES, &mut blocks[..n]);
+        let p = &mut scores[start..=position];
+        let max = plain::scale_max(p, s.scale);
+        plain::exp_shifted(p, max);
+        let total = p.iter().fold(0f32, |t, &x| t + x);
+        p.iter_mut().for_each(|x| *x /= total);
+        let mut out = vec![0f32; hd];
+        plain::weighted_sum(p, &kv.v[start * kv_dim + g * hd..], kv_dim, &mut out);
+        out
+    }
+
+    #[test]
+    fn grouped_chunked_threaded_attention_gives_the_plain_bits() {
+        let mut rng = crate::rng::Rng::new(5);
+        for window in [None, Some(100)] {
+            let s = AttentionShape { n_head: 6, n_kv_head: 2, head_dim: 64, scale: 0.125, window };
+            let kv_dim = s.n_kv_head * s.head_dim;
+            let mut kv = LayerKv::default();
+            for _ in 0..300 {
+                kv.push(&rng.vec(kv_dim, 1.0), &rng.vec(kv_dim, 1.0));
+            }
+            // Rows at positions across chunk and block edges, on one and two threads (one row on
+            // two threads splits each group's three heads into runs of two and one).
+            for positions in [&[0, 64, 299][..], &[299]] {
+                let rows: Vec<(&LayerKv, usize)> = positions.iter().map(|&p| (&kv, p)).collect();
+                let q = rng.vec(positions.len() * s.n_head * s.head_dim, 3.0);
+                let want: Vec<f32> = (0..positions.len() * s.n_head)
+                    .flat_map(|i| {
+                        let (r, h) = (i / s.n_head, i % s.n_head);
+                        plain_head(&s, &q[i * s.head_dim..(i + 1) * s.head_dim], h, &kv, positions[r])
+                    })
+                    .collect();
+                for threads in [1, 2] {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    let mut got = vec![0f32; q.len()];
+                    pool.install(|| attend_rows(&s, &q, &rows, &mut got));
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "window {window:?}, {positions:?}, {threads} threads");
+                }
+            }
+        }
     }
 }
