@@ -86,3 +86,15 @@ export function hugeHeader(d, vocab, description = '') {
   const head = Buffer.concat(parts);
   return { head, fileLength: head.length + d * vocab * 4 };
 }
+
+/** Grows a wasm memory from JS to the most it can have, so the allocator's next request for
+ *  fresh memory fails and Rust traps (out of memory), as on a device with no memory left. */
+export function fillMemory(memory) {
+  for (let pages = 65536; pages >= 1; pages >>= 1) {
+    try {
+      memory.grow(pages);
+    } catch {
+      // Over the maximum: try a smaller step.
+    }
+  }
+}

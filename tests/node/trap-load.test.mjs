@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 
 import { AmuletEngine } from 'amulet-web';
 import * as glue from '../../www/pkg/amulet.js';
-import { requireModel, thrown } from './helpers.mjs';
+import { fillMemory, requireModel, thrown } from './helpers.mjs';
 
 test(
   'wasm out of memory inside a model build: COMPUTE for that load and every later one, no crash',
@@ -23,14 +23,7 @@ test(
       // from JS to the most it can have, so the allocator's next request for fresh memory fails.
       if (p.phase !== 'load' || p.loaded < 1 || full) return;
       full = true;
-      const memory = glue.initSync().memory;
-      for (let pages = 65536; pages >= 1; pages >>= 1) {
-        try {
-          memory.grow(pages);
-        } catch {
-          // Over the maximum: try a smaller step.
-        }
-      }
+      fillMemory(glue.initSync().memory);
     };
     const first = await thrown(() => AmuletEngine.load(bytes, { device: 'cpu', simd: 'simd128', onProgress }));
     assert.ok(full, 'the memory was filled inside the build');

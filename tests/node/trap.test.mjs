@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 
 import { AmuletEngine } from 'amulet-web';
 import * as glue from '../../www/pkg/amulet.js';
-import { collect, requireModel, thrown } from './helpers.mjs';
+import { collect, fillMemory, requireModel, thrown } from './helpers.mjs';
 
 test(
   'wasm out of memory in a prefill: COMPUTE for it and every later call, no hang, no crash',
@@ -19,14 +19,7 @@ test(
     const engine = await AmuletEngine.load(bytes, { device: 'cpu', simd: 'simd128' });
     // The realm's instance (initialised above): its memory grown to the most it can have, from
     // JS, so the allocator's next request for fresh memory fails.
-    const memory = glue.initSync().memory;
-    for (let pages = 65536; pages >= 1; pages >>= 1) {
-      try {
-        memory.grow(pages);
-      } catch {
-        // Over the maximum: try a smaller step.
-      }
-    }
+    fillMemory(glue.initSync().memory);
     // A long prompt needs tens of MB of activations the allocator does not have free.
     const prompt = 'The harbour committee met again to discuss the ferry. '.repeat(300);
     const first = await thrown(() => collect(engine.generate({ prompt, maxTokens: 4 })));

@@ -156,27 +156,27 @@ mod simd {
     /// # Safety
     /// As `scalar::dot_blocks`.
     pub unsafe fn dot_blocks(q: &[f32], k: *const f32, stride: usize, out: &mut [[f32; LANES]]) {
-        let mut b = 0;
-        while b + GROUP <= out.len() {
-            let kb: [*const f32; GROUP] = std::array::from_fn(|g| k.add((b + g) * stride));
-            let mut acc = [_mm256_setzero_ps(); GROUP];
-            for (j, &qj) in q.iter().enumerate() {
-                let qv = _mm256_set1_ps(qj);
-                for g in 0..GROUP {
-                    acc[g] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kb[g].add(j * LANES)), acc[g]);
-                }
-            }
-            for g in 0..GROUP {
-                _mm256_storeu_ps(out[b + g].as_mut_ptr(), acc[g]);
-            }
-            b += GROUP;
+        let (groups, rest) = out.as_chunks_mut::<GROUP>();
+        for (i, o) in groups.iter_mut().enumerate() {
+            score(q, k.add(i * GROUP * stride), stride, o);
         }
-        for (o, bb) in out[b..].iter_mut().zip(b..) {
-            let kb = k.add(bb * stride);
-            let mut acc = _mm256_setzero_ps();
-            for (j, &qj) in q.iter().enumerate() {
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(qj), _mm256_loadu_ps(kb.add(j * LANES)), acc);
+        let done = groups.len() * GROUP;
+        for (i, o) in rest.iter_mut().enumerate() {
+            score(q, k.add((done + i) * stride), stride, std::array::from_mut(o));
+        }
+    }
+
+    /// `G` blocks, one chain each per lane.
+    #[inline(always)]
+    unsafe fn score<const G: usize>(q: &[f32], k: *const f32, stride: usize, out: &mut [[f32; LANES]; G]) {
+        let mut acc = [_mm256_setzero_ps(); G];
+        for (j, &qj) in q.iter().enumerate() {
+            let qv = _mm256_set1_ps(qj);
+            for (g, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k.add(g * stride + j * LANES)), *acc);
             }
+        }
+        for (o, acc) in out.iter_mut().zip(acc) {
             _mm256_storeu_ps(o.as_mut_ptr(), acc);
         }
     }
@@ -244,30 +244,28 @@ mod simd {
     /// # Safety
     /// As `scalar::dot_blocks`.
     pub unsafe fn dot_blocks(q: &[f32], k: *const f32, stride: usize, out: &mut [[f32; LANES]]) {
-        let mut b = 0;
-        while b + GROUP <= out.len() {
-            let kb: [*const f32; GROUP] = core::array::from_fn(|g| k.add((b + g) * stride));
-            let mut acc = [[f32x4_splat(0.0); 2]; GROUP];
-            for (j, &qj) in q.iter().enumerate() {
-                let qv = f32x4_splat(qj);
-                for g in 0..GROUP {
-                    let p = kb[g].add(j * LANES);
-                    acc[g] = [madd(qv, p, acc[g][0]), madd(qv, p.add(4), acc[g][1])];
-                }
-            }
-            for g in 0..GROUP {
-                v128_store(out[b + g].as_mut_ptr() as *mut v128, acc[g][0]);
-                v128_store(out[b + g].as_mut_ptr().add(4) as *mut v128, acc[g][1]);
-            }
-            b += GROUP;
+        let (groups, rest) = out.as_chunks_mut::<GROUP>();
+        for (i, o) in groups.iter_mut().enumerate() {
+            score(q, k.add(i * GROUP * stride), stride, o);
         }
-        for (o, bb) in out[b..].iter_mut().zip(b..) {
-            let kb = k.add(bb * stride);
-            let mut acc = [f32x4_splat(0.0); 2];
-            for (j, &qj) in q.iter().enumerate() {
-                let (qv, p) = (f32x4_splat(qj), kb.add(j * LANES));
-                acc = [madd(qv, p, acc[0]), madd(qv, p.add(4), acc[1])];
+        let done = groups.len() * GROUP;
+        for (i, o) in rest.iter_mut().enumerate() {
+            score(q, k.add((done + i) * stride), stride, core::array::from_mut(o));
+        }
+    }
+
+    /// `G` blocks, two registers each, one chain per lane.
+    #[inline(always)]
+    unsafe fn score<const G: usize>(q: &[f32], k: *const f32, stride: usize, out: &mut [[f32; LANES]; G]) {
+        let mut acc = [[f32x4_splat(0.0); 2]; G];
+        for (j, &qj) in q.iter().enumerate() {
+            let qv = f32x4_splat(qj);
+            for (g, acc) in acc.iter_mut().enumerate() {
+                let p = k.add(g * stride + j * LANES);
+                *acc = [madd(qv, p, acc[0]), madd(qv, p.add(4), acc[1])];
             }
+        }
+        for (o, acc) in out.iter_mut().zip(acc) {
             v128_store(o.as_mut_ptr() as *mut v128, acc[0]);
             v128_store(o.as_mut_ptr().add(4) as *mut v128, acc[1]);
         }

@@ -169,17 +169,9 @@ pub struct AttentionShape {
     pub window: Option<usize>,
 }
 
-/// Attention of one query row (all heads) at `position` over the cache `kv`, which already
-/// holds this position. Writes [n_head * head_dim] into `out`; `scores` is scratch.
-pub fn attend(s: &AttentionShape, q: &[f32], kv: &LayerKv, position: usize, out: &mut [f32], scores: &mut Vec<f32>) {
-    let n = s.n_head / s.n_kv_head * s.head_dim;
-    for (g, og) in out.chunks_exact_mut(n).enumerate().take(s.n_kv_head) {
-        attend_heads(s, &q[g * n..(g + 1) * n], g, kv, position, og, scores);
-    }
-}
-
-/// `attend` for every row of a batch: row `r` is query `q[r]` of a sequence whose cache and
-/// position are `rows[r]`. The heads that share a kv head go together (each chunk of keys and
+/// Attention of every row of a batch (all heads): row `r` is query `q[r]` of a sequence whose
+/// cache (already holding its position) and position are `rows[r]`; `[n_head * head_dim]`
+/// values a row into `out`. The heads that share a kv head go together (each chunk of keys and
 /// values read serves them all while it is in the L1 cache), in runs split across the CPU
 /// threads: as many runs per group as it takes to give every thread two.
 pub fn attend_rows(s: &AttentionShape, q: &[f32], rows: &[(&LayerKv, usize)], out: &mut [f32]) {
@@ -234,7 +226,7 @@ fn attend_heads(
     let (blocks, width) = (last + 1 - first, (last + 1 - first) * LANES);
     let kstride = kv_dim * LANES;
     let keys = &kv.k[first * kstride + g * hd * LANES..];
-    scores.clear();
+    // Every score of it is written below: only growth needs filling.
     scores.resize(qs.len() / hd * width, 0.0);
     for c in (0..blocks).step_by(CHUNK_BLOCKS) {
         let chunk = c..(c + CHUNK_BLOCKS).min(blocks);
@@ -289,7 +281,7 @@ mod tests {
         kv.push(&[1.0, 0.0, 0.0, 1.0], &[3.0, 4.0, 5.0, 6.0]);
         let q = vec![0.3; 8];
         let mut out = vec![0.0; 8];
-        attend(&s, &q, &kv, 0, &mut out, &mut Vec::new());
+        attend_rows(&s, &q, &[(&kv, 0)], &mut out);
         assert_eq!(out, vec![3.0, 4.0, 3.0, 4.0, 5.0, 6.0, 5.0, 6.0]);
     }
 
@@ -301,10 +293,10 @@ mod tests {
             kv.push(&[0.0], &[v]);
         }
         let mut out = vec![0.0];
-        attend(&s, &[1.0], &kv, 2, &mut out, &mut Vec::new());
+        attend_rows(&s, &[1.0], &[(&kv, 2)], &mut out);
         assert_eq!(out, vec![30.0]);
         let s = AttentionShape { window: None, ..s };
-        attend(&s, &[1.0], &kv, 2, &mut out, &mut Vec::new());
+        attend_rows(&s, &[1.0], &[(&kv, 2)], &mut out);
         assert!((out[0] - 20.0).abs() < 1e-5);
     }
 
