@@ -142,33 +142,40 @@ mod scalar {
 )))]
 use scalar as simd;
 
+/// `dot_blocks` of the SIMD forms: four blocks at a time (four independent chains hide the
+/// multiply-add latency), then the rest one by one, with the build's `score`.
+///
+/// # Safety
+/// As `scalar::dot_blocks`.
+#[cfg(any(
+    all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"),
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
+unsafe fn by_groups(q: &[f32], k: *const f32, stride: usize, out: &mut [[f32; LANES]]) {
+    let (groups, rest) = out.as_chunks_mut::<4>();
+    for (i, o) in groups.iter_mut().enumerate() {
+        simd::score(q, k.add(i * 4 * stride), stride, o);
+    }
+    let done = groups.len() * 4;
+    for (i, o) in rest.iter_mut().enumerate() {
+        simd::score(q, k.add((done + i) * stride), stride, core::array::from_mut(o));
+    }
+}
+
 /// AVX2 + FMA: `_mm256_fmadd_ps` rounds once, as `f32::mul_add` does.
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 mod simd {
     use super::LANES;
     use std::arch::x86_64::*;
 
-    /// Blocks scored together: four independent chains hide the FMA latency.
-    const GROUP: usize = 4;
     /// Output floats summed together: 8 registers, one chain each.
     const CHUNK: usize = 64;
 
-    /// # Safety
-    /// As `scalar::dot_blocks`.
-    pub unsafe fn dot_blocks(q: &[f32], k: *const f32, stride: usize, out: &mut [[f32; LANES]]) {
-        let (groups, rest) = out.as_chunks_mut::<GROUP>();
-        for (i, o) in groups.iter_mut().enumerate() {
-            score(q, k.add(i * GROUP * stride), stride, o);
-        }
-        let done = groups.len() * GROUP;
-        for (i, o) in rest.iter_mut().enumerate() {
-            score(q, k.add((done + i) * stride), stride, std::array::from_mut(o));
-        }
-    }
+    pub(super) use super::by_groups as dot_blocks;
 
     /// `G` blocks, one chain each per lane.
     #[inline(always)]
-    unsafe fn score<const G: usize>(q: &[f32], k: *const f32, stride: usize, out: &mut [[f32; LANES]; G]) {
+    pub unsafe fn score<const G: usize>(q: &[f32], k: *const f32, stride: usize, out: &mut [[f32; LANES]; G]) {
         let mut acc = [_mm256_setzero_ps(); G];
         for (j, &qj) in q.iter().enumerate() {
             let qv = _mm256_set1_ps(qj);
@@ -231,8 +238,6 @@ mod simd {
     use super::LANES;
     use core::arch::wasm32::*;
 
-    /// Blocks scored together (two registers each).
-    const GROUP: usize = 4;
     /// Output floats summed together: 8 registers (V8 on x64 has 16).
     const CHUNK: usize = 32;
 
@@ -241,22 +246,11 @@ mod simd {
         f32x4_add(f32x4_mul(a, v128_load(b as *const v128)), c)
     }
 
-    /// # Safety
-    /// As `scalar::dot_blocks`.
-    pub unsafe fn dot_blocks(q: &[f32], k: *const f32, stride: usize, out: &mut [[f32; LANES]]) {
-        let (groups, rest) = out.as_chunks_mut::<GROUP>();
-        for (i, o) in groups.iter_mut().enumerate() {
-            score(q, k.add(i * GROUP * stride), stride, o);
-        }
-        let done = groups.len() * GROUP;
-        for (i, o) in rest.iter_mut().enumerate() {
-            score(q, k.add((done + i) * stride), stride, core::array::from_mut(o));
-        }
-    }
+    pub(super) use super::by_groups as dot_blocks;
 
     /// `G` blocks, two registers each, one chain per lane.
     #[inline(always)]
-    unsafe fn score<const G: usize>(q: &[f32], k: *const f32, stride: usize, out: &mut [[f32; LANES]; G]) {
+    pub unsafe fn score<const G: usize>(q: &[f32], k: *const f32, stride: usize, out: &mut [[f32; LANES]; G]) {
         let mut acc = [[f32x4_splat(0.0); 2]; G];
         for (j, &qj) in q.iter().enumerate() {
             let qv = f32x4_splat(qj);
