@@ -156,7 +156,7 @@ fn check_errors(l: &Loaded) {
     assert!(l.tok.token_text(u32::MAX).is_err());
     let mut sd = StreamDecoder::new(&l.tok, false);
     assert!(sd.push(n + 5).is_err());
-    assert_eq!(l.tok.encode("", true).unwrap().len(), usize::from(l.tok.inner().get_post_processor().is_some()));
+    assert_eq!(l.tok.encode("", true).unwrap().len(), usize::from(l.tok.adds_special_tokens()));
 }
 
 #[test]
@@ -278,4 +278,116 @@ fn qwen15_matches_hf_reference() {
     let l = load_path(&path, QWEN15_REFERENCE);
     check_qwen(&l);
     check_streams(&l);
+}
+
+/// Seeded text that mixes what tokenizers split differently: words in several scripts, runs of
+/// spaces, tabs and newlines, digits, code, emoji, byte-fallback characters, markup and the
+/// vocabulary's own control tokens written in the text.
+fn mixed_text(seed: u64, extra: &[&str]) -> Vec<String> {
+    const FRAGMENTS: &[&str] = &[
+        "the",
+        " the",
+        "The",
+        " quick",
+        "brown",
+        " fox",
+        "'s",
+        "’ll",
+        " don't",
+        "  ",
+        "   ",
+        "\t",
+        "\n",
+        "\n\n",
+        " \n ",
+        "é",
+        "naïve",
+        "中文",
+        "日本語のテキスト",
+        "Привет",
+        "мир",
+        "مرحبا",
+        "😀",
+        "👍🏽",
+        "𝔘𝔫",
+        "\u{200b}",
+        "123",
+        "4567",
+        "3.14159",
+        "def f(x):",
+        "    return x",
+        "{\"a\": 1}",
+        "<html>",
+        "</div>",
+        "▁",
+        "Ġ",
+        "ab",
+        "abc",
+        "ing",
+        "tion",
+        "  hello",
+        "world!",
+        "?!",
+        "...",
+        "—",
+        "«",
+        "»",
+        "\u{feff}",
+    ];
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) as usize
+    };
+    (0..400)
+        .map(|_| {
+            let n = 1 + next() % 40;
+            (0..n)
+                .map(|_| match next() % 10 {
+                    0 if !extra.is_empty() => extra[next() % extra.len()].to_string(),
+                    1 => char::from_u32(0x20 + (next() % 0x2fe0) as u32).map(String::from).unwrap_or_default(),
+                    _ => FRAGMENTS[next() % FRAGMENTS.len()].to_string(),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Our BPE against `tokenizers`' own on the same vocabulary (the model file's): every id's
+/// piece, and the ids and decoded text of the reference texts, the rendered chats and 400
+/// mixed texts, with and without special tokens.
+fn check_against_reference_bpe(l: &Loaded, controls: &[&str]) {
+    let reference = TextTokenizer::reference_from_spec(TokenizerSpec::from_gguf(&l.gguf).unwrap()).unwrap();
+    for id in 0..l.tok.vocab_size() as u32 {
+        assert_eq!(l.tok.token_piece(id).ok(), reference.token_piece(id).ok(), "piece of {id}");
+    }
+    let mut texts: Vec<String> =
+        l.reference["cases"].as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap().into()).collect();
+    texts.extend(l.reference["chat"].as_array().unwrap().iter().map(|c| c["rendered"].as_str().unwrap().to_string()));
+    texts.extend(mixed_text(7, controls));
+    for text in &texts {
+        for special in [false, true] {
+            let want = reference.encode(text, special).unwrap();
+            assert_eq!(l.tok.encode(text, special).unwrap(), want, "{text:?}");
+            assert_eq!(l.tok.decode(&want, !special).unwrap(), reference.decode(&want, !special).unwrap());
+        }
+    }
+}
+
+#[test]
+fn smollm2_bpe_matches_tokenizers_bpe() {
+    let Some(l) = load(SMOLLM) else { return };
+    check_against_reference_bpe(&l, &["<|im_start|>", "<|im_end|>", "<|endoftext|>"]);
+}
+
+#[test]
+fn gemma3_bpe_matches_tokenizers_bpe() {
+    let Some(l) = load(GEMMA) else { return };
+    check_against_reference_bpe(&l, &["<start_of_turn>", "<end_of_turn>", "<bos>", "<unused7>", "<img>"]);
+}
+
+#[test]
+fn qwen05_bpe_matches_tokenizers_bpe() {
+    let Some(l) = load(QWEN05) else { return };
+    check_against_reference_bpe(&l, &["<|im_start|>", "<|im_end|>", "<tool_call>", "<|fim_prefix|>"]);
 }

@@ -4,13 +4,14 @@
 
 use std::collections::HashSet;
 
-use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizerSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{DecoderWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{DecoderWrapper, PreTokenizerWrapper, SplitDelimiterBehavior};
 
-use super::{bpe_vocab, parse_merges, tok_err, Model, TokenizerSpec, TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED};
+use super::{
+    bpe_model, parse_merges, tok_err, Model, Pipeline, TokenizerSpec, TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED,
+};
 use crate::error::{AmuletError, Result};
 
 const LLAMA3_SPLIT: &str = concat!(
@@ -67,7 +68,7 @@ pub(super) fn byte_level_chars() -> [char; 256] {
     table
 }
 
-pub(super) fn model(spec: &mut TokenizerSpec) -> Result<Model> {
+pub(super) fn model(spec: &mut TokenizerSpec, reference: bool) -> Result<Model> {
     // llama.cpp stores a token whose bytes are not valid UTF-8 raw (Phi-4 has U+FFFD
     // where its merges spell `ï¿½`): respell it in the byte-level alphabet the merges
     // use. Control and user-defined tokens keep their text: they are matched as written.
@@ -83,11 +84,7 @@ pub(super) fn model(spec: &mut TokenizerSpec) -> Result<Model> {
     let merges = parse_merges(merges.ok_or_else(|| {
         AmuletError::BadModel("a gpt2 (byte-level BPE) tokenizer needs tokenizer.ggml.merges".into())
     })?)?;
-    let mut builder = BPE::builder().vocab_and_merges(bpe_vocab(&pieces), merges);
-    if let Some(unk) = spec.unk_id {
-        builder = builder.unk_token(pieces[unk as usize].clone());
-    }
-    let mut tokenizer = Tokenizer::new(builder.build().map_err(tok_err)?);
+    let mut tokenizer = Pipeline::new(bpe_model(&pieces, Some(merges), None, spec.unk_id, false, reference)?);
     let pre = match pre_split(spec.pre.as_deref()) {
         None => PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, false, true)),
         Some(regex) => {

@@ -10,6 +10,7 @@
 //! Control tokens (GGUF token type 3) plus bos/eos/unk/pad are special added tokens: matched
 //! whole in raw text (chat templates emit them) and dropped by `skip_special_tokens`.
 
+mod bpe;
 mod byte_level;
 mod sentencepiece;
 mod spec;
@@ -19,9 +20,14 @@ mod test_vocab;
 
 use std::collections::HashSet;
 
-use tokenizers::models::bpe::Vocab as BpeVocab;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use tokenizers::models::bpe::{BpeTrainer, Vocab as BpeVocab, BPE};
 use tokenizers::processors::template::{SpecialToken, TemplateProcessing};
-use tokenizers::{AddedToken, PostProcessorWrapper, Tokenizer};
+use tokenizers::{
+    AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper, Token, TokenizerImpl,
+};
 
 use crate::error::{AmuletError, Result};
 pub use spec::{
@@ -34,10 +40,71 @@ fn tok_err(e: impl std::fmt::Display) -> AmuletError {
     AmuletError::Tokenizer(e.to_string())
 }
 
+/// The BPE inside the pipeline: ours (`bpe`: the vocabulary once, SentencePiece merges ranked
+/// when met), or `tokenizers`' own, which the differential tests compare it with.
+enum BpeModel {
+    Compact(bpe::Bpe),
+    Reference(Box<BPE>),
+}
+
+impl tokenizers::Model for BpeModel {
+    type Trainer = BpeTrainer;
+
+    fn tokenize(&self, sequence: &str) -> tokenizers::Result<Vec<Token>> {
+        match self {
+            BpeModel::Compact(m) => m.tokenize(sequence),
+            BpeModel::Reference(m) => m.tokenize(sequence),
+        }
+    }
+
+    fn token_to_id(&self, token: &str) -> Option<u32> {
+        match self {
+            BpeModel::Compact(m) => m.token_to_id(token),
+            BpeModel::Reference(m) => m.token_to_id(token),
+        }
+    }
+
+    fn id_to_token(&self, id: u32) -> Option<String> {
+        match self {
+            BpeModel::Compact(m) => m.id_to_token(id),
+            BpeModel::Reference(m) => m.id_to_token(id),
+        }
+    }
+
+    fn get_vocab(&self) -> HashMap<String, u32> {
+        match self {
+            BpeModel::Compact(m) => m.get_vocab(),
+            BpeModel::Reference(m) => m.get_vocab(),
+        }
+    }
+
+    fn get_vocab_size(&self) -> usize {
+        match self {
+            BpeModel::Compact(m) => m.get_vocab_size(),
+            BpeModel::Reference(m) => m.get_vocab_size(),
+        }
+    }
+
+    fn save(&self, folder: &Path, prefix: Option<&str>) -> tokenizers::Result<Vec<PathBuf>> {
+        match self {
+            BpeModel::Compact(m) => m.save(folder, prefix),
+            BpeModel::Reference(m) => m.save(folder, prefix),
+        }
+    }
+
+    fn get_trainer(&self) -> BpeTrainer {
+        BpeTrainer::default()
+    }
+}
+
+/// The Hugging Face pipeline (normalizer, pre-tokenizer, added tokens, post-processor,
+/// decoder) around our BPE.
+type Pipeline = TokenizerImpl<BpeModel, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper>;
+
 /// What a tokenizer model's builder hands back: the Hugging Face tokenizer with its model,
 /// pre-tokenizer and decoder set, and the vocabulary as spelled inside it.
 struct Model {
-    tokenizer: Tokenizer,
+    tokenizer: Pipeline,
     /// `pieces[id]`: the token's spelling in the model vocabulary, added tokens and decoder
     /// input; a few GGUF spellings are not the ones the model expects.
     pieces: Vec<String>,
@@ -61,14 +128,36 @@ fn parse_merges(merges: Vec<String>) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
-fn bpe_vocab(tokens: &[String]) -> BpeVocab {
+/// The BPE model for `pieces`: with `merges` in rank order, or else merges derived from
+/// `(scores, by_position)` (SentencePiece); `reference` builds `tokenizers`' own, which needs the
+/// merges listed.
+fn bpe_model(
+    pieces: &[String],
+    merges: Option<Vec<(String, String)>>,
+    derived: Option<(Vec<f32>, bool)>,
+    unk: Option<u32>,
+    sentencepiece: bool,
+    reference: bool,
+) -> Result<BpeModel> {
+    if !reference {
+        return Ok(BpeModel::Compact(bpe::Bpe::new(pieces, merges, derived, unk, sentencepiece, sentencepiece)?));
+    }
+    let merges = merges.ok_or_else(|| tok_err("the reference BPE needs its merges listed"))?;
     // Like the Python dict comprehension: a duplicated token maps to its last id.
-    tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect()
+    let vocab: BpeVocab = pieces.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let mut builder = BPE::builder().vocab_and_merges(vocab, merges);
+    if let Some(unk) = unk {
+        builder = builder.unk_token(pieces[unk as usize].clone());
+    }
+    if sentencepiece {
+        builder = builder.fuse_unk(true).byte_fallback(true);
+    }
+    Ok(BpeModel::Reference(Box::new(builder.build().map_err(tok_err)?)))
 }
 
 /// A tokenizer for one model; cheap to share by reference (encode/decode take `&self`).
 pub struct TextTokenizer {
-    inner: Tokenizer,
+    inner: Pipeline,
     vocab_size: usize,
     bos_id: Option<u32>,
     eos_id: Option<u32>,
@@ -90,11 +179,22 @@ impl std::fmt::Debug for TextTokenizer {
 
 impl TextTokenizer {
     /// The tokenizer `spec` describes; the build consumes the spec's vocabulary and merges.
-    pub fn from_spec(mut spec: TokenizerSpec) -> Result<Self> {
+    pub fn from_spec(spec: TokenizerSpec) -> Result<Self> {
+        Self::build(spec, false)
+    }
+
+    /// The same tokenizer with `tokenizers`' own BPE model inside (its vocabulary kept twice,
+    /// SentencePiece merges listed): the oracle of the differential tests.
+    #[doc(hidden)]
+    pub fn reference_from_spec(spec: TokenizerSpec) -> Result<Self> {
+        Self::build(spec, true)
+    }
+
+    fn build(mut spec: TokenizerSpec, reference: bool) -> Result<Self> {
         let vocab_size = spec.tokens.len();
         let Model { mut tokenizer, pieces, byte_piece } = match spec.model.as_str() {
-            "gpt2" => byte_level::model(&mut spec)?,
-            "llama" => sentencepiece::model(&mut spec)?,
+            "gpt2" => byte_level::model(&mut spec, reference)?,
+            "llama" => sentencepiece::model(&mut spec, reference)?,
             other => {
                 return Err(AmuletError::Unsupported(format!(
                     "tokenizer model `{other}` (supported: gpt2 byte-level BPE, llama SentencePiece)"
@@ -187,8 +287,9 @@ impl TextTokenizer {
         self.special.get(id as usize).copied().unwrap_or(false)
     }
 
-    pub fn inner(&self) -> &Tokenizer {
-        &self.inner
+    /// Whether `encode(.., true)` adds bos or eos.
+    pub fn adds_special_tokens(&self) -> bool {
+        self.inner.get_post_processor().is_some()
     }
 
     fn is_byte_piece(&self, id: u32) -> bool {
@@ -200,7 +301,7 @@ impl TextTokenizer {
 /// user-defined ones (type 4: Gemma's `<html>`, whitespace and newline runs...) plain added
 /// tokens. Both are matched verbatim in raw text before BPE, as SentencePiece does.
 /// Returns, per id, whether the token is special.
-fn add_vocabulary_tokens(tokenizer: &mut Tokenizer, spec: &TokenizerSpec, pieces: &[String]) -> Result<Vec<bool>> {
+fn add_vocabulary_tokens(tokenizer: &mut Pipeline, spec: &TokenizerSpec, pieces: &[String]) -> Result<Vec<bool>> {
     let mut seen = HashSet::new();
     let (mut special_added, mut user_added) = (Vec::new(), Vec::new());
     let declared = [spec.bos_id, spec.eos_id, spec.unk_id, spec.pad_id];

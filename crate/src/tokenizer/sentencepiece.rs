@@ -13,14 +13,13 @@ use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::fuse::Fuse;
 use tokenizers::decoders::sequence::Sequence as DecoderSequence;
 use tokenizers::decoders::strip::Strip;
-use tokenizers::models::bpe::BPE;
 use tokenizers::normalizers::prepend::Prepend;
 use tokenizers::normalizers::replace::Replace;
 use tokenizers::normalizers::utils::Sequence as NormalizerSequence;
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
-use tokenizers::{DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, Tokenizer};
+use tokenizers::{DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper};
 
-use super::{bpe_vocab, parse_merges, tok_err, Model, TokenizerSpec};
+use super::{bpe_model, parse_merges, tok_err, Model, Pipeline, TokenizerSpec};
 use crate::error::{AmuletError, Result};
 
 /// SentencePiece's whitespace marker.
@@ -47,11 +46,12 @@ fn is_byte_piece(piece: &str) -> bool {
     piece.len() == 6 && piece.starts_with("<0x") && piece.ends_with('>') && u8::from_str_radix(&piece[3..5], 16).is_ok()
 }
 
-/// transformers' `GGUFTokenizerSkeleton` merges for SentencePiece files without merges: every
+/// transformers' `GGUFTokenizerSkeleton` merges for SentencePiece files without merges (the
+/// reference BPE's; ours ranks them as it meets them, `bpe::Ranks::Derived`): every
 /// split of a token into two vocabulary pieces, ordered by the whole token's rank (its score,
 /// or for Gemma its vocabulary position), ties broken by the pieces' scores. Kept exact
 /// because BPE results depend on merge order.
-fn derive_merges(tokens: &[String], scores: &[f32], rank_by_position: bool) -> Vec<(String, String)> {
+pub(super) fn derive_merges(tokens: &[String], scores: &[f32], rank_by_position: bool) -> Vec<(String, String)> {
     // A Python dict: first insertion fixes the order, the last duplicate fixes the value.
     let mut score: HashMap<&str, f32> = HashMap::with_capacity(tokens.len());
     let mut position: HashMap<&str, usize> = HashMap::with_capacity(tokens.len());
@@ -88,7 +88,7 @@ fn derive_merges(tokens: &[String], scores: &[f32], rank_by_position: bool) -> V
     merges.into_iter().map(|(l, r, _)| (l.to_string(), r.to_string())).collect()
 }
 
-pub(super) fn model(spec: &mut TokenizerSpec) -> Result<Model> {
+pub(super) fn model(spec: &mut TokenizerSpec, reference: bool) -> Result<Model> {
     let gemma = is_gemma(spec);
     let (mut pieces, merges) = spec.take_text();
     if gemma {
@@ -98,23 +98,22 @@ pub(super) fn model(spec: &mut TokenizerSpec) -> Result<Model> {
             }
         }
     }
-    let merges = match merges {
-        Some(m) => parse_merges(m)?,
+    let (merges, derived) = match merges {
+        Some(m) => (Some(parse_merges(m)?), None),
         None => {
             let scores = spec.scores.as_ref().ok_or_else(|| {
                 AmuletError::BadModel(
                     "a SentencePiece tokenizer needs tokenizer.ggml.scores or tokenizer.ggml.merges".into(),
                 )
             })?;
-            derive_merges(&pieces, scores, gemma)
+            if reference {
+                (Some(derive_merges(&pieces, scores, gemma)), None)
+            } else {
+                (None, Some((scores.clone(), gemma)))
+            }
         }
     };
-    let mut builder = BPE::builder().vocab_and_merges(bpe_vocab(&pieces), merges);
-    if let Some(unk) = spec.unk_id {
-        builder = builder.unk_token(pieces[unk as usize].clone());
-    }
-    let bpe = builder.fuse_unk(true).byte_fallback(true).build().map_err(tok_err)?;
-    let mut tokenizer = Tokenizer::new(bpe);
+    let mut tokenizer = Pipeline::new(bpe_model(&pieces, merges, derived, spec.unk_id, true, reference)?);
     let add_prefix_space = spec.add_space_prefix.unwrap_or(true);
     let mut dec = vec![
         DecoderWrapper::ByteFallback(ByteFallback::new()),
