@@ -12,7 +12,8 @@ use std::borrow::Cow;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use amulet::engine::Engine;
+use amulet::align::Method;
+use amulet::engine::{Engine, GenerateRequest};
 use amulet::gguf::{Gguf, TensorSource};
 use amulet::model::CpuModel;
 use amulet::tokenizer::TextTokenizer;
@@ -84,6 +85,10 @@ fn main() -> amulet::Result<()> {
     })?;
     drop(part("tokenizer", || TextTokenizer::from_gguf(&g))?);
     drop(part("weights", || CpuModel::load(&g, &src, |_, _| {}))?);
-    drop(part("engine", || Engine::load_from(&g, &src, |_, _| {}))?);
+    let mut engine = part("engine", || Engine::load_from(&g, &src, |_, _| {}))?;
+    // What a first request adds (the memory bench's: two base tokens after "Hi").
+    let mut req = GenerateRequest::new("Hi");
+    (req.methods, req.max_tokens, req.ignore_eos) = (vec![Method::Base], 2, true);
+    part("2 tokens", || engine.generate(&req, &mut |_| true))?;
     Ok(())
 }

@@ -154,6 +154,11 @@ impl CpuModel {
         }
         let (q_dim, kv_dim, hd) = (cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
         let mut attn = vec![0f32; n_rows * q_dim];
+        for (id, tokens) in batch {
+            if let Some(c) = self.seqs[*id].as_mut() {
+                c.reserve(tokens.len(), kv_dim);
+            }
+        }
         for (li, layer) in self.layers.iter().enumerate() {
             let h = self.rms_norm_w(&x, &layer.attn_norm)?;
             let mut qkv = layer.qkv.forward(&h)?;
