@@ -203,6 +203,48 @@ pub fn inspect_model(prefix: &[u8], file_len: f64) -> Result<JsValue, JsValue> {
     }
 }
 
+/// The first bytes of a download, gathered in wasm memory as they arrive (a Worker's heap held
+/// the whole header, and its copy each time a longer one was asked for; wasm memory freed here
+/// is reused by the load that follows), for `inspectModel` on them.
+#[wasm_bindgen]
+pub struct HeaderProbe {
+    bytes: Vec<u8>,
+}
+
+#[wasm_bindgen]
+impl HeaderProbe {
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> HeaderProbe {
+        HeaderProbe { bytes: Vec::new() }
+    }
+
+    /// Bytes gathered so far.
+    #[wasm_bindgen(getter)]
+    pub fn length(&self) -> f64 {
+        self.bytes.len() as f64
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    /// Starts over (a server that ignored the Range request sends the file from its start).
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+    }
+
+    /// `inspectModel` of the bytes gathered.
+    pub fn inspect(&self, file_len: f64) -> Result<JsValue, JsValue> {
+        inspect_model(&self.bytes, file_len)
+    }
+}
+
+impl Default for HeaderProbe {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// `inspectModel` for an opened file, its header read through `read(offset, length)` as the
 /// loader reads it (a few MB at a time, straight into wasm memory: a Worker's heap otherwise
 /// holds the whole header prefix once more); null when the header is longer than 64 MB.
@@ -290,7 +332,8 @@ fn js_source(file_len: f64, read: js_sys::Function) -> Result<JsSource, JsValue>
     Ok(JsSource { read, file_len: file_len as usize })
 }
 
-/// Reads a growing prefix of the file (1 MB, then 4 times more, reading only what is new)
+/// Reads a growing prefix of the file (1 MB, then half as much more each time, reading only
+/// what is new: wasm memory keeps its peak, and Gemma's 8.4 MB header took a 16 MB prefix)
 /// until the GGUF header and tensor table fit; None when the first `max` bytes do not hold them.
 fn parse_header(src: &JsSource, max: usize) -> Result<Option<Gguf>, JsValue> {
     let limit = src.file_len.min(max);
@@ -306,7 +349,7 @@ fn parse_header(src: &JsSource, max: usize) -> Result<Option<Gguf>, JsValue> {
         if want == limit {
             return Ok(None);
         }
-        want = limit.min(want.saturating_mul(4));
+        want = limit.min(want.saturating_add(want / 2));
     }
 }
 

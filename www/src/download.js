@@ -42,38 +42,21 @@ const rangeTotal = (res) => Number(/\/(\d+)\s*$/.exec(res.headers.get('content-r
 const rangeStart = (res) => Number(/^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '')?.[1]);
 
 /**
- * `res`'s body read into `buf` from byte `at` until `buf` is full or the body ends, the rest
- * cancelled: `{ buf, at }` (a byte stream reads straight into `buf`, whose memory then moves
- * to the returned view, and leaves no chunks behind for the collector: the Worker's heap held
- * 40 MB of them and their copies for a 7 MB header).
+ * `res`'s body pushed into `header` (a wasm HeaderProbe) until it holds `upto` bytes or the body
+ * ends, the rest cancelled. Chunks go to wasm memory as they arrive: the Worker's heap held the
+ * whole header and a copy of it each time a longer one was asked for (24 MB for Gemma's 8 MB).
  */
-async function fill(res, buf, at) {
-  let byob = null;
+async function gather(res, header, upto) {
+  const reader = res.body.getReader();
   try {
-    byob = res.body.getReader({ mode: 'byob' });
-  } catch {
-    // not a byte stream: chunks are copied
-  }
-  const reader = byob ?? res.body.getReader();
-  try {
-    while (at < buf.byteLength) {
-      if (byob) {
-        const { done, value } = await byob.read(new Uint8Array(buf.buffer, at));
-        if (value) buf = new Uint8Array(value.buffer);
-        if (done) break;
-        at += value.byteLength;
-      } else {
-        const { done, value } = await reader.read();
-        if (done) break;
-        const n = Math.min(value.byteLength, buf.byteLength - at);
-        buf.set(value.subarray(0, n), at);
-        at += n;
-      }
+    while (header.length < upto) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      header.push(value.subarray(0, Math.min(value.byteLength, upto - header.length)));
     }
   } finally {
     await reader.cancel().catch(() => {});
   }
-  return { buf, at };
 }
 
 /**
@@ -84,33 +67,39 @@ async function fill(res, buf, at) {
  * read, the rest cancelled.
  */
 export async function probe(url, fetchOptions, signal) {
-  let buf = new Uint8Array(0);
-  let got = 0;
-  for (let want = PROBE_BYTES; ; want *= 2) {
-    const res = await request(url, withRange(fetchOptions, `bytes=${got}-${want - 1}`), signal);
-    if (!res.ok) throw httpError(url, res);
-    const partial = res.status === 206;
-    const from = partial ? rangeStart(res) : 0;
-    const total = partial ? rangeTotal(res) : Number(res.headers.get('content-length'));
-    if (!(total > 0) || !res.body || (from !== got && from !== 0)) {
-      await res.body?.cancel().catch(() => {});
-      return null;
+  const header = new (wasm().HeaderProbe)();
+  try {
+    for (let want = PROBE_BYTES; ; want *= 2) {
+      const got = header.length;
+      const res = await request(url, withRange(fetchOptions, `bytes=${got}-${want - 1}`), signal);
+      if (!res.ok) throw httpError(url, res);
+      const partial = res.status === 206;
+      const from = partial ? rangeStart(res) : 0;
+      const total = partial ? rangeTotal(res) : Number(res.headers.get('content-length'));
+      if (!(total > 0) || !res.body || (from !== got && from !== 0)) {
+        await res.body?.cancel().catch(() => {});
+        return null;
+      }
+      if (from === 0) header.clear();
+      const upto = Math.min(want, total);
+      try {
+        await gather(res, header, upto);
+      } catch {
+        // The header could not be read (a connection cut): the download, resumable or not, and
+        // the loader's own check decide.
+        checkSignal(signal);
+        return null;
+      }
+      const info = header.inspect(total);
+      // Done, or the body ended short of what was asked (a server that sends no more).
+      if (info || header.length >= total || header.length < upto) return info;
     }
-    const before = from === 0 ? 0 : got;
-    const next = new Uint8Array(Math.min(want, total));
-    next.set(buf.subarray(0, before));
-    buf = next;
+  } finally {
     try {
-      ({ buf, at: got } = await fill(res, buf, before));
+      header.free();
     } catch {
-      // The header could not be read (a connection cut): the download, resumable or not, and
-      // the loader's own check decide.
-      checkSignal(signal);
-      return null;
+      // a broken instance: the error that broke it is already on its way
     }
-    const info = wasm().inspectModel(buf.subarray(0, got), total);
-    // Done, or the body ended short of what was asked (a server that sends no more).
-    if (info || got >= total || got < buf.byteLength) return info;
   }
 }
 
