@@ -4,6 +4,7 @@
 // whatever consumes it (the Cache API, a file) never keeps a partial or wrong file.
 
 import { AmuletError, abortError } from './errors.js';
+import { freeChunk } from './files.js';
 import { hasher } from './integrity.js';
 import { wasm } from './wasm.js';
 
@@ -43,8 +44,8 @@ const rangeStart = (res) => Number(/^bytes (\d+)-/.exec(res.headers.get('content
 
 /**
  * `res`'s body pushed into `header` (a wasm HeaderProbe) until it holds `upto` bytes or the body
- * ends, the rest cancelled. Chunks go to wasm memory as they arrive: the Worker's heap held the
- * whole header and a copy of it each time a longer one was asked for (24 MB for Gemma's 8 MB).
+ * ends, the rest cancelled. Chunks go to wasm memory as they arrive and are freed at once: the
+ * Worker's heap held the whole header and a copy of it each time a longer one was asked for.
  */
 async function gather(res, header, upto) {
   const reader = res.body.getReader();
@@ -53,6 +54,7 @@ async function gather(res, header, upto) {
       const { done, value } = await reader.read();
       if (done) break;
       header.push(value.subarray(0, Math.min(value.byteLength, upto - header.length)));
+      freeChunk(value);
     }
   } finally {
     await reader.cancel().catch(() => {});

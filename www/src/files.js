@@ -52,7 +52,7 @@ export function blobFile(blob) {
 }
 
 /** Frees a download's chunk once copied, when it is a whole buffer of its own. */
-function freeChunk(chunk) {
+export function freeChunk(chunk) {
   if (chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength) chunk.buffer.transfer?.(0);
 }
 
