@@ -11,7 +11,9 @@
 //! has a rank. `tests/tokenizer_reference.rs` compares it with `BPE` on every real vocabulary.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::RandomState;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 
 use tokenizers::models::bpe::BpeTrainer;
@@ -26,14 +28,12 @@ fn slots_for(entries: usize) -> usize {
     (entries + entries / 2).next_power_of_two().max(2)
 }
 
-/// FNV-1a: short keys, no need for a keyed hash (the vocabulary is the model's own).
-fn hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
-}
-
 /// Every piece end to end, and an open-addressed index from a piece to its id. A piece spelled
 /// twice maps to its last id, like the dict transformers builds.
 pub(super) struct Vocab {
+    /// std's SipHash, keyed: a file's pieces could be made to collide in an unkeyed hash,
+    /// and an index of colliding keys takes quadratic time to build.
+    hasher: RandomState,
     text: String,
     ends: Vec<u32>,
     slots: Vec<u32>,
@@ -49,6 +49,7 @@ impl Vocab {
             return Err(AmuletError::Tokenizer("the vocabulary is too large".into()));
         }
         let mut v = Vocab {
+            hasher: RandomState::new(),
             text: String::with_capacity(bytes),
             ends: Vec::with_capacity(pieces.len()),
             slots: vec![EMPTY; slots_for(pieces.len())],
@@ -74,7 +75,7 @@ impl Vocab {
     /// The slot holding `s`, or the empty one where it would go.
     fn slot(&self, s: &str) -> usize {
         let mask = self.slots.len() - 1;
-        let mut i = hash(s.as_bytes()) as usize & mask;
+        let mut i = self.hasher.hash_one(s) as usize & mask;
         loop {
             match self.slots[i] {
                 EMPTY => return i,
@@ -115,6 +116,7 @@ type Rank = [u32; 5];
 
 /// Explicit merges: `(left, right)` ids to `(rank, merged id)`, open-addressed.
 pub(super) struct PairTable {
+    hasher: RandomState,
     keys: Vec<u64>,
     values: Vec<(u32, u32)>,
 }
@@ -123,7 +125,7 @@ impl PairTable {
     /// `merges` in rank order; a pair listed twice keeps its last rank, as in `BPE`.
     fn new(vocab: &Vocab, merges: Vec<(String, String)>) -> Result<PairTable> {
         let size = slots_for(merges.len());
-        let mut t = PairTable { keys: vec![u64::MAX; size], values: vec![(0, 0); size] };
+        let mut t = PairTable { hasher: RandomState::new(), keys: vec![u64::MAX; size], values: vec![(0, 0); size] };
         let mut both = String::new();
         for (rank, (l, r)) in merges.into_iter().enumerate() {
             let id = |s: &str| {
@@ -145,7 +147,7 @@ impl PairTable {
     fn slot(&self, l: u32, r: u32) -> usize {
         let mask = self.keys.len() - 1;
         let k = key(l, r);
-        let mut i = (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize & mask;
+        let mut i = self.hasher.hash_one(k) as usize & mask;
         while self.keys[i] != u64::MAX && self.keys[i] != k {
             i = (i + 1) & mask;
         }

@@ -43,7 +43,7 @@ fn tok_err(e: impl std::fmt::Display) -> AmuletError {
 /// The BPE inside the pipeline: ours (`bpe`: the vocabulary once, SentencePiece merges ranked
 /// when met), or `tokenizers`' own, which the differential tests compare it with.
 enum BpeModel {
-    Compact(bpe::Bpe),
+    Compact(Box<bpe::Bpe>),
     Reference(Box<BPE>),
 }
 
@@ -140,7 +140,14 @@ fn bpe_model(
     reference: bool,
 ) -> Result<BpeModel> {
     if !reference {
-        return Ok(BpeModel::Compact(bpe::Bpe::new(pieces, merges, derived, unk, sentencepiece, sentencepiece)?));
+        return Ok(BpeModel::Compact(Box::new(bpe::Bpe::new(
+            pieces,
+            merges,
+            derived,
+            unk,
+            sentencepiece,
+            sentencepiece,
+        )?)));
     }
     let merges = merges.ok_or_else(|| tok_err("the reference BPE needs its merges listed"))?;
     // Like the Python dict comprehension: a duplicated token maps to its last id.
