@@ -202,15 +202,15 @@ struct Symbol {
 }
 
 impl Bpe {
-    /// `merges`: explicit merges in rank order, or `None` to derive them from `scores` (then
-    /// required, one per piece).
+    /// `merges`: explicit merges in rank order, or `None` to derive them from `derived`'s
+    /// scores (one per piece) and ranking; `sentencepiece`: unknown characters fall back to
+    /// `<0xNN>` tokens, and runs of unknown ones fuse into one `unk`.
     pub(super) fn new(
         pieces: &[String],
         merges: Option<Vec<(String, String)>>,
         derived: Option<(Vec<f32>, bool)>,
         unk: Option<u32>,
-        fuse_unk: bool,
-        byte_fallback: bool,
+        sentencepiece: bool,
     ) -> Result<Bpe> {
         let vocab = Vocab::new(pieces)?;
         let ranks = match (merges, derived) {
@@ -222,8 +222,8 @@ impl Bpe {
         };
         // `BPE` looks the unknown token up by its text.
         let unk = unk.and_then(|u| pieces.get(u as usize)).and_then(|p| vocab.id(p));
-        let bytes = byte_fallback.then(|| Box::new(std::array::from_fn(|b| vocab.id(&format!("<{b:#04X}>")))));
-        Ok(Bpe { vocab, ranks, unk, fuse_unk, bytes })
+        let bytes = sentencepiece.then(|| Box::new(std::array::from_fn(|b| vocab.id(&format!("<{b:#04X}>")))));
+        Ok(Bpe { vocab, ranks, unk, fuse_unk: sentencepiece, bytes })
     }
 
     /// The rank and merged id of the pair `(l, r)`, if it merges.
@@ -237,8 +237,8 @@ impl Bpe {
                 both.push_str(rp);
                 let m = self.vocab.id(both)?;
                 let s = |id: u32| descending(scores[id as usize]);
-                let first = if *by_position { m } else { s(m) };
-                Some(([first, self.vocab.first(m), s(l), s(r), lp.len() as u32], m))
+                let primary = if *by_position { m } else { s(m) };
+                Some(([primary, self.vocab.first(m), s(l), s(r), lp.len() as u32], m))
             }
         }
     }
@@ -392,7 +392,7 @@ mod tests {
         tokens.push("ab".into()); // spelled twice: the last one counts
         let scores: Vec<f32> = (0..tokens.len()).map(|i| -((i * 7 % 5) as f32)).collect();
         for by_position in [false, true] {
-            let bpe = Bpe::new(&tokens, None, Some((scores.clone(), by_position)), None, true, true).unwrap();
+            let bpe = Bpe::new(&tokens, None, Some((scores.clone(), by_position)), None, true).unwrap();
             let mut both = String::new();
             let list = derive_merges(&tokens, &scores, by_position);
             let ranks: Vec<_> = list

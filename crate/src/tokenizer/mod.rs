@@ -18,9 +18,7 @@ mod stream;
 #[cfg(test)]
 mod test_vocab;
 
-use std::collections::HashSet;
-
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use tokenizers::models::bpe::{BpeTrainer, Vocab as BpeVocab, BPE};
@@ -140,14 +138,7 @@ fn bpe_model(
     reference: bool,
 ) -> Result<BpeModel> {
     if !reference {
-        return Ok(BpeModel::Compact(Box::new(bpe::Bpe::new(
-            pieces,
-            merges,
-            derived,
-            unk,
-            sentencepiece,
-            sentencepiece,
-        )?)));
+        return Ok(BpeModel::Compact(Box::new(bpe::Bpe::new(pieces, merges, derived, unk, sentencepiece)?)));
     }
     let merges = merges.ok_or_else(|| tok_err("the reference BPE needs its merges listed"))?;
     // Like the Python dict comprehension: a duplicated token maps to its last id.
