@@ -185,7 +185,7 @@ impl GpuMatrix {
     }
 
     /// A GGUF tensor of `rows` x `k`, repacked (or requantized) and streamed to the device
-    /// a few MB at a time (`upload::stream`).
+    /// 1 MB at a time (`upload::stream`).
     pub fn load<S: TensorSource + ?Sized>(
         ctx: &GpuContext,
         g: &Gguf,

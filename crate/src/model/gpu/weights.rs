@@ -44,8 +44,8 @@ pub(super) struct Weights {
 }
 
 impl Weights {
-    /// Uploads every tensor of the model (`progress` per layer), each streamed in pieces of a
-    /// few MB: nothing of the weights stays in memory on this side.
+    /// Uploads every tensor of the model (`progress` per layer), each streamed in pieces of
+    /// 1 MB: nothing of the weights stays in memory on this side.
     pub fn load<S: TensorSource + ?Sized>(
         ctx: &GpuContext,
         g: &Gguf,
