@@ -196,9 +196,10 @@ fn promise_now(future: impl std::future::Future<Output = Result<JsValue, JsValue
 /// wasmLimit }` (`cpuBytes`: the CPU path's weights plus two contexts of KV cache).
 #[wasm_bindgen(js_name = inspectModel)]
 pub fn inspect_model(prefix: &[u8], file_len: f64) -> Result<JsValue, JsValue> {
-    let src = js_source(file_len, js_sys::Function::new_no_args(""))?;
-    match Gguf::parse_prefix(prefix, src.file_len).map_err(js_error)? {
-        Some(g) => inspection(&g, src.file_len),
+    // No reader (a `new Function` for one would need `unsafe-eval` under a page's CSP).
+    let file_len = byte_count(file_len)?;
+    match Gguf::parse_prefix(prefix, file_len).map_err(js_error)? {
+        Some(g) => inspection(&g, file_len),
         None => Ok(JsValue::NULL),
     }
 }
@@ -320,6 +321,11 @@ fn parse_generate(request: JsValue) -> Result<(crate::engine::GenerateRequest, V
 }
 
 fn js_source(file_len: f64, read: js_sys::Function) -> Result<JsSource, JsValue> {
+    Ok(JsSource { read, file_len: byte_count(file_len)? })
+}
+
+/// A file length from JS as a byte count wasm32 can address.
+fn byte_count(file_len: f64) -> Result<usize, JsValue> {
     if !(file_len.is_finite() && file_len >= 0.0 && file_len.fract() == 0.0) {
         return Err(js_error(AmuletError::bad_option("fileLength", format!("{file_len} is not a byte count"))));
     }
@@ -329,7 +335,7 @@ fn js_source(file_len: f64, read: js_sys::Function) -> Result<JsSource, JsValue>
             file_len / 1e9
         ))));
     }
-    Ok(JsSource { read, file_len: file_len as usize })
+    Ok(file_len as usize)
 }
 
 /// Reads a growing prefix of the file (1 MB, then half as much more each time, reading only

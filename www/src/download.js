@@ -10,6 +10,8 @@ import { wasm } from './wasm.js';
 
 /** Bytes of a header asked for first (doubled, asking only for the rest, while it is longer). */
 const PROBE_BYTES = 4 << 20;
+/** The longest header probed (as `inspectFile`): a longer one is not held in wasm memory here. */
+const PROBE_MAX = 64 << 20;
 /** Resumptions of a broken download before it fails with NETWORK. */
 const RESUMES = 3;
 
@@ -71,7 +73,7 @@ async function gather(res, header, upto) {
 export async function probe(url, fetchOptions, signal) {
   const header = new (wasm().HeaderProbe)();
   try {
-    for (let want = PROBE_BYTES; ; want *= 2) {
+    for (let want = PROBE_BYTES; want <= PROBE_MAX; want *= 2) {
       const got = header.length;
       const res = await request(url, withRange(fetchOptions, `bytes=${got}-${want - 1}`), signal);
       if (!res.ok) throw httpError(url, res);
@@ -96,6 +98,7 @@ export async function probe(url, fetchOptions, signal) {
       // Done, or the body ended short of what was asked (a server that sends no more).
       if (info || header.length >= total || header.length < upto) return info;
     }
+    return null; // a header longer than PROBE_MAX: the loader's own check decides
   } finally {
     try {
       header.free();

@@ -104,8 +104,9 @@ pub struct LayerKv {
     len: usize,
 }
 
-/// Room for `more` values in `v`: at least an eighth more than it holds and `step` values,
-/// where `Vec` would double (half of a long conversation's cache could be empty room).
+/// Room for `more` values in `v`: exactly that much when it is at least an eighth of what `v`
+/// holds and `step` (a prefill), else that eighth or `step` (a decode step), where `Vec`
+/// would double (half of a long conversation's cache could be empty room).
 fn make_room(v: &mut Vec<f32>, more: usize, step: usize) {
     if v.capacity() - v.len() < more {
         v.reserve_exact(more.max(v.len() / 8).max(step));
@@ -113,21 +114,20 @@ fn make_room(v: &mut Vec<f32>, more: usize, step: usize) {
 }
 
 impl LayerKv {
-    /// Room for `positions` more, exactly (a prefill knows its length).
+    /// Room for `positions` more (`make_room`: a prefill's exactly).
     fn reserve(&mut self, positions: usize, kv_dim: usize) {
-        let keys = (self.len + positions).div_ceil(LANES) * LANES * kv_dim;
-        self.k.reserve_exact(keys.saturating_sub(self.k.len()));
-        self.v.reserve_exact(positions * kv_dim);
+        let keys = ((self.len + positions).div_ceil(LANES) * LANES * kv_dim).saturating_sub(self.k.len());
+        make_room(&mut self.k, keys, 2 * LANES * kv_dim);
+        make_room(&mut self.v, positions * kv_dim, 2 * LANES * kv_dim);
     }
 
+    /// Appends one position (the model reserves room for a batch's first: `KvCache::reserve`).
     pub fn push(&mut self, k: &[f32], v: &[f32]) {
         let kv_dim = k.len();
         let (block, lane) = (self.len / LANES, self.len % LANES);
         if lane == 0 {
-            make_room(&mut self.k, LANES * kv_dim, 2 * LANES * kv_dim);
             self.k.resize((block + 1) * LANES * kv_dim, 0.0);
         }
-        make_room(&mut self.v, kv_dim, 2 * LANES * kv_dim);
         let base = block * LANES * kv_dim;
         for (i, &x) in k.iter().enumerate() {
             self.k[base + i * LANES + lane] = x;
@@ -157,7 +157,8 @@ impl KvCache {
         KvCache { layers: vec![LayerKv::default(); n_layer], len: 0 }
     }
 
-    /// Room for `positions` more in every layer, exactly.
+    /// Room for `positions` more in every layer: exactly for a prefill, by an eighth for a
+    /// decode step.
     pub fn reserve(&mut self, positions: usize, kv_dim: usize) {
         for l in &mut self.layers {
             l.reserve(positions, kv_dim);

@@ -237,8 +237,10 @@ impl Bpe {
                 both.push_str(rp);
                 let m = self.vocab.id(both)?;
                 let s = |id: u32| descending(scores[id as usize]);
-                let primary = if *by_position { m } else { s(m) };
-                Some(([primary, self.vocab.first(m), s(l), s(r), lp.len() as u32], m))
+                // By position (Gemma) the merged token alone orders; by score, ties go to its
+                // first position.
+                let (primary, first) = if *by_position { (m, m) } else { (s(m), self.vocab.first(m)) };
+                Some(([primary, first, s(l), s(r), lp.len() as u32], m))
             }
         }
     }
@@ -263,12 +265,10 @@ impl Bpe {
                 add(id, s.len());
                 continue;
             }
-            if let Some(bytes) = &self.bytes {
-                if let Some(ids) = s.bytes().map(|b| bytes[b as usize]).collect::<Option<Vec<u32>>>() {
-                    // As in `BPE`, a pending unknown token is not flushed here.
-                    ids.into_iter().for_each(|id| add(id, 1));
-                    continue;
-                }
+            if let Some(bytes) = self.bytes.as_ref().filter(|t| s.bytes().all(|b| t[b as usize].is_some())) {
+                // As in `BPE`, a pending unknown token is not flushed here.
+                s.bytes().filter_map(|b| bytes[b as usize]).for_each(|id| add(id, 1));
+                continue;
             }
             if let Some(u) = self.unk {
                 unk = match unk {
