@@ -21,7 +21,6 @@ use amulet::backend::q4_k::Q4KMatrix;
 use amulet::backend::q5_0::Q50Matrix;
 use amulet::backend::q6_k::Q6KMatrix;
 use amulet::backend::q8_0::Q80Matrix;
-use amulet::backend::rows::KERNEL;
 use amulet::rng::Rng;
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QMatMul};
 use candle_core::{Device, Module, Tensor};
@@ -160,7 +159,7 @@ fn main() {
     let hot = args.iter().any(|a| a == "--hot");
     let filter = args.iter().find(|a| !a.starts_with("--")).cloned().unwrap_or_default();
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into());
-    println!("kernel {KERNEL}, RAYON_NUM_THREADS={threads}");
+    println!("kernel {}, RAYON_NUM_THREADS={threads}", amulet::backend::rows::tier());
     println!("memory read probe (sum over 1 GiB): {:.1} GB/s", read_bandwidth());
     println!(
         "{:<14} {:<5} {:>8} {:>2} {:>10} {:>7} {:>10} {:>7} {:>6}",

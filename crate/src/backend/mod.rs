@@ -15,3 +15,5 @@ pub mod swiglu;
 #[cfg(test)]
 mod testutil;
 pub mod webgpu;
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+pub mod x86;

@@ -208,10 +208,7 @@ impl Q41Matrix {
     pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
         self.check_io(x, m, out)?;
         #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
-        {
-            x86::matmul(self, x, m, out);
-            return Ok(());
-        }
+        return x86::matmul(self, x, m, out, None);
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         {
             wasm::matmul(self, x, m, out);
@@ -222,6 +219,15 @@ impl Q41Matrix {
             self.scalar_matmul(x, m, out);
             Ok(())
         }
+    }
+
+    /// `matmul` on an x86 tier: `vnni` false is AVX2, true AVX-VNNI (an error where the CPU
+    /// has none). Tests compare the two.
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+    #[doc(hidden)]
+    pub fn matmul_tier(&self, x: &[f32], m: usize, out: &mut [f32], vnni: bool) -> Result<()> {
+        self.check_io(x, m, out)?;
+        x86::matmul(self, x, m, out, Some(vnni))
     }
 
     /// Portable path (the fallback where no SIMD kernel exists); public so tests and tools can
@@ -499,18 +505,18 @@ fn for_each_tile(w: &Q41Matrix, range: Range<usize>, m: usize, mut f: impl FnMut
 /// A macro so that each kernel module instantiates it with its own `dot_rows` and lane type.
 #[allow(unused_macros)]
 macro_rules! run_tiles {
-    ($w:expr, $x:expr, $m:expr, $out:expr, $lane:ty) => {{
+    ($w:expr, $x:expr, $m:expr, $out:expr, $lane:ty $(, $tier:expr)?) => {{
         thread_local! {
             static SCRATCH: std::cell::RefCell<Scratch<$lane>> = const { std::cell::RefCell::new(Scratch::new()) };
         }
         let (w, m, out) = ($w, $m, $out);
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut sc) => run_tiles!(@run w, $x, m, out, &mut *sc),
+            Ok(mut sc) => run_tiles!(@run w, $x, m, out, &mut *sc $(, $tier)?),
             // Only if a matmul ever ran inside another on the same thread.
-            Err(_) => run_tiles!(@run w, $x, m, out, &mut Scratch::<$lane>::new()),
+            Err(_) => run_tiles!(@run w, $x, m, out, &mut Scratch::<$lane>::new() $(, $tier)?),
         })
     }};
-    (@run $w:expr, $x:expr, $m:expr, $out:expr, $sc:expr) => {{
+    (@run $w:expr, $x:expr, $m:expr, $out:expr, $sc:expr $(, $tier:expr)?) => {{
         let (w, m, out, sc) = ($w, $m, $out, $sc);
         let (n, ppr, nsc) = (w.n, w.ppr(), w.groups + w.tail);
         prepare_x(w, $x, m, sc);
@@ -530,10 +536,10 @@ macro_rules! run_tiles {
                 };
                 unsafe {
                     match rows {
-                        1 => put(&dot_rows::<1>(w, i, [q(0)], [s(0)])),
-                        2 => put(&dot_rows::<2>(w, i, [q(0), q(1)], [s(0), s(1)])),
-                        3 => put(&dot_rows::<3>(w, i, [q(0), q(1), q(2)], [s(0), s(1), s(2)])),
-                        _ => put(&dot_rows::<4>(w, i, [q(0), q(1), q(2), q(3)], [s(0), s(1), s(2), s(3)])),
+                        1 => put(&dot_rows::<1 $(, $tier)?>(w, i, [q(0)], [s(0)])),
+                        2 => put(&dot_rows::<2 $(, $tier)?>(w, i, [q(0), q(1)], [s(0), s(1)])),
+                        3 => put(&dot_rows::<3 $(, $tier)?>(w, i, [q(0), q(1), q(2)], [s(0), s(1), s(2)])),
+                        _ => put(&dot_rows::<4 $(, $tier)?>(w, i, [q(0), q(1), q(2), q(3)], [s(0), s(1), s(2), s(3)])),
                     }
                 }
             }
@@ -544,6 +550,8 @@ macro_rules! run_tiles {
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
 mod x86 {
     use super::{finish_q8_1, for_each_tile, prepare_x, Lane32, Q41Matrix, Scale16, Scratch, QK};
+    use crate::backend::x86::{dot_bytes, vnni};
+    use crate::error::{AmuletError, Result};
     use core::arch::x86_64::*;
 
     /// Prefetch distance in bytes of the quant stream.
@@ -554,7 +562,7 @@ mod x86 {
     /// # Safety
     /// `i < w.n`; each `xq[r]` / `xs[r]` starts a full row from `prepare_x` for `w`.
     #[inline(always)]
-    unsafe fn dot_rows<const R: usize>(
+    unsafe fn dot_rows<const R: usize, const VNNI: bool>(
         w: &Q41Matrix,
         i: usize,
         xq: [*const Lane32<i8>; R],
@@ -564,7 +572,6 @@ mod x86 {
         let qs = w.qs.as_ptr().add(i * ppr) as *const __m256i;
         let sc = w.scales.as_ptr().add(i * 4 * ppr);
         let mask = _mm256_set1_epi8(0x0F);
-        let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); R];
         for g in 0..groups {
             let u = qs.add(4 * g);
@@ -585,13 +592,8 @@ mod x86 {
             let mw = _mm256_cvtph_ps(_mm_loadu_si128(sc.add(16 * g + 8) as *const __m128i));
             for r in 0..R {
                 let y = xq[r].add(8 * g) as *const __m256i;
-                let p = |j: usize| _mm256_maddubs_epi16(wr[j], _mm256_load_si256(y.add(j)));
                 // Each i16 lane: 16 products of at most 15 * 127, below i16::MAX.
-                let s = _mm256_add_epi16(
-                    _mm256_add_epi16(_mm256_add_epi16(p(0), p(1)), _mm256_add_epi16(p(2), p(3))),
-                    _mm256_add_epi16(_mm256_add_epi16(p(4), p(5)), _mm256_add_epi16(p(6), p(7))),
-                );
-                let f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s, ones));
+                let f = _mm256_cvtepi32_ps(dot_bytes::<VNNI, 8>(&wr, |j| _mm256_load_si256(y.add(j))));
                 let xsc = (*xs[r].add(g)).0.as_ptr();
                 acc[r] = _mm256_fmadd_ps(f, _mm256_mul_ps(dw, _mm256_load_ps(xsc)), acc[r]);
                 // The m * s terms share the accumulator: every lane is summed at the end anyway,
@@ -610,11 +612,7 @@ mod x86 {
             let wd = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(w4), spread);
             for r in 0..R {
                 let y = xq[r].add(8 * groups + 2 * t) as *const __m256i;
-                let s = _mm256_add_epi16(
-                    _mm256_maddubs_epi16(lo, _mm256_load_si256(y)),
-                    _mm256_maddubs_epi16(hi, _mm256_load_si256(y.add(1))),
-                );
-                let f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s, ones));
+                let f = _mm256_cvtepi32_ps(dot_bytes::<VNNI, 2>(&[lo, hi], |j| _mm256_load_si256(y.add(j))));
                 let xsc = (*xs[r].add(groups + t)).0.as_ptr();
                 acc[r] = _mm256_fmadd_ps(f, _mm256_mul_ps(wd, _mm256_load_ps(xsc)), acc[r]);
                 // [0, 0, mA * sA, mB * sB]
@@ -632,8 +630,24 @@ mod x86 {
         res
     }
 
-    pub(super) fn matmul(w: &Q41Matrix, x: &[f32], m: usize, out: &mut [f32]) {
-        run_tiles!(w, x, m, out, i8)
+    /// On `tier` (`Some(true)`: VNNI, backend/x86.rs), or on this CPU's best.
+    pub(super) fn matmul(w: &Q41Matrix, x: &[f32], m: usize, out: &mut [f32], tier: Option<bool>) -> Result<()> {
+        match tier.unwrap_or_else(vnni) {
+            // SAFETY: the CPU has AVX-VNNI.
+            true if vnni() => unsafe { matmul_vnni(w, x, m, out) },
+            true => return Err(AmuletError::Compute("Q4_1: this CPU has no AVX-VNNI".into())),
+            false => run_tiles!(w, x, m, out, i8, false),
+        }
+        Ok(())
+    }
+
+    /// `matmul` compiled with AVX-VNNI (the closures inside inherit it).
+    ///
+    /// # Safety
+    /// The CPU has AVX-VNNI.
+    #[target_feature(enable = "avxvnni")]
+    unsafe fn matmul_vnni(w: &Q41Matrix, x: &[f32], m: usize, out: &mut [f32]) {
+        run_tiles!(w, x, m, out, i8, true)
     }
 
     /// `quantize_q8_1` for AVX2; bit-identical to the scalar one (tested) and much faster,
@@ -945,6 +959,29 @@ mod tests {
                 // The scalar path sums in candle's order: identical results.
                 assert!(d_scalar == 0.0, "scalar vs candle {n}x{k} m={m}: {d_scalar}");
                 assert!(max_abs_diff(&simd, &scalar) < tol);
+            }
+        }
+    }
+
+    /// The AVX-VNNI tier gives the AVX2 tier's bits (backend/x86.rs), tail units included;
+    /// where the CPU has none, asking for it is an error.
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+    #[test]
+    fn q4_1_vnni_gives_the_avx2_bits() {
+        let has = crate::backend::x86::vnni();
+        for (si, &(n, k)) in SHAPES.iter().chain(&[(7, 96), (3, 288), (2, 544)]).enumerate() {
+            let (ours, _, _) = weights(n, k, si as u64 + 40);
+            for m in [1usize, 2, 3, 4, 5, 8, 9, 33] {
+                let x = activations(m, k, (si * 50 + m) as u64);
+                let (mut avx2, mut vnni) = (vec![0f32; m * n], vec![0f32; m * n]);
+                ours.matmul_tier(&x, m, &mut avx2, false).unwrap();
+                if !has {
+                    assert!(ours.matmul_tier(&x, m, &mut vnni, true).is_err());
+                    continue;
+                }
+                ours.matmul_tier(&x, m, &mut vnni, true).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&avx2), bits(&vnni), "{n}x{k} m={m}");
             }
         }
     }

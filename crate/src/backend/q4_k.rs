@@ -218,16 +218,30 @@ unsafe impl Dot for Scalar<'_> {
 mod x86 {
     use super::{Q4KMatrix, Q8KActs, META, QK_K, REC, SC};
     use crate::backend::rows::{Dot, PREFETCH};
+    use crate::backend::x86::{dot_bytes, sum_i16};
     use core::arch::x86_64::*;
 
-    pub(super) struct Kernel<'a> {
+    /// `VNNI`: `vpdpbusd` in place of `maddubs` + `madd` (backend/x86.rs).
+    pub(super) struct Kernel<'a, const VNNI: bool> {
         pub w: &'a Q4KMatrix,
         pub a: &'a Q8KActs,
     }
 
+    /// The kernel on `tier` (`Some(true)`: VNNI), or on this CPU's best.
+    pub(super) fn run(
+        w: &Q4KMatrix,
+        a: &Q8KActs,
+        tier: Option<bool>,
+        rows: std::ops::Range<usize>,
+        out: &mut [f32],
+        ld: usize,
+    ) -> crate::error::Result<()> {
+        crate::backend::x86::run_tier("Q4_K", tier, Kernel::<false> { w, a }, Kernel::<true> { w, a }, rows, out, ld)
+    }
+
     // SAFETY: `dot` reads weight row `i` (< rows()) and activation rows r0..r0 + R (<= acts())
     // whole super-blocks at a time; `run` checked that the activations have the matrix's width.
-    unsafe impl Dot for Kernel<'_> {
+    unsafe impl<const VNNI: bool> Dot for Kernel<'_, VNNI> {
         fn rows(&self) -> usize {
             self.w.n
         }
@@ -267,6 +281,8 @@ mod x86 {
                 }
                 let scm = _mm_loadu_si128(rec.add(SC) as *const __m128i);
                 let scp = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(scm), pairs);
+                // VNNI: the same 8 scales, one per i32 lane (lane l is sub-block l).
+                let sc32 = _mm256_cvtepu8_epi32(scm);
                 let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(rec.add(META) as *const i32)));
                 let dv = _mm256_broadcastss_ps(dm);
                 let dminv = _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
@@ -274,12 +290,15 @@ mod x86 {
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let j = r * nsb + s;
                     let y = aq.add(8 * j);
-                    let p = |l: usize| _mm256_maddubs_epi16(wr[l], _mm256_load_si256(y.add(l)));
-                    let s16 = _mm256_add_epi16(
-                        _mm256_add_epi16(_mm256_add_epi16(p(0), p(1)), _mm256_add_epi16(p(2), p(3))),
-                        _mm256_add_epi16(_mm256_add_epi16(p(4), p(5)), _mm256_add_epi16(p(6), p(7))),
-                    );
-                    let si = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, scp));
+                    let y = |l: usize| _mm256_load_si256(y.add(l));
+                    // i16 lanes 2l and 2l + 1 both belong to sub-block l: 16 products of at
+                    // most 15 * 128 each, so the AVX2 sums never saturate.
+                    let si = if VNNI {
+                        _mm256_mullo_epi32(dot_bytes::<true, 8>(&wr, y), sc32)
+                    } else {
+                        _mm256_madd_epi16(sum_i16(&wr, y), scp)
+                    };
+                    let si = _mm256_cvtepi32_ps(si);
                     let dd = _mm256_mul_ps(dv, _mm256_broadcast_ss(&*ad.add(j)));
                     *acc = _mm256_fmadd_ps(si, dd, *acc);
                     *acc = _mm256_fnmadd_ps(mins, _mm256_load_ps(ab.add(8 * j)), *acc);
@@ -386,6 +405,12 @@ mod tests {
 
     const CASES: [Case; 4] =
         [Case { n: 37, k: 256 }, Case { n: 100, k: 768 }, Case { n: 19, k: 2816 }, Case { n: 8, k: 512 }];
+
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+    #[test]
+    fn q4_k_vnni_gives_the_avx2_bits() {
+        testutil::tiers_agree::<Q4KMatrix>(&CASES);
+    }
 
     #[test]
     fn q4_k_matches_candle_simd_and_scalar() {

@@ -242,12 +242,25 @@ unsafe impl Dot for Scalar<'_> {
 mod x86 {
     use super::{Q50Matrix, Q8Acts, GB, GROUP, GROUP_D, QK8_0, TAIL};
     use crate::backend::rows::{Dot, PREFETCH};
+    use crate::backend::x86::{dot_bytes, f16_splat};
     use core::arch::x86_64::*;
-    use half::f16;
 
-    pub(super) struct Kernel<'a> {
+    /// `VNNI`: `vpdpbusd` in place of `maddubs` + `madd` (backend/x86.rs).
+    pub(super) struct Kernel<'a, const VNNI: bool> {
         pub w: &'a Q50Matrix,
         pub a: &'a Q8Acts,
+    }
+
+    /// The kernel on `tier` (`Some(true)`: VNNI), or on this CPU's best.
+    pub(super) fn run(
+        w: &Q50Matrix,
+        a: &Q8Acts,
+        tier: Option<bool>,
+        rows: std::ops::Range<usize>,
+        out: &mut [f32],
+        ld: usize,
+    ) -> crate::error::Result<()> {
+        crate::backend::x86::run_tier("Q5_0", tier, Kernel::<false> { w, a }, Kernel::<true> { w, a }, rows, out, ld)
     }
 
     /// 0xFF in byte `e` where bit `e` of `x` is set (llama.cpp's `bytes_from_bits_32`).
@@ -262,7 +275,7 @@ mod x86 {
     // SAFETY: `dot` reads weight row `i` (< rows()) and activation rows r0..r0 + R (<= acts())
     // whole groups and blocks at a time; `run` checked that the activations have the
     // matrix's width (so the same group / tail split).
-    unsafe impl Dot for Kernel<'_> {
+    unsafe impl<const VNNI: bool> Dot for Kernel<'_, VNNI> {
         fn rows(&self) -> usize {
             self.w.n
         }
@@ -314,10 +327,14 @@ mod x86 {
                 let dw = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(GROUP_D) as *const __m128i));
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let y = ag.add((r * groups + g) * GB);
-                    let p = |l: usize| _mm256_maddubs_epi16(wr[l], _mm256_load_si256(y.add(l)));
-                    let h0 = _mm256_add_epi16(_mm256_add_epi16(p(0), p(1)), _mm256_add_epi16(p(2), p(3)));
-                    let h1 = _mm256_add_epi16(_mm256_add_epi16(p(4), p(5)), _mm256_add_epi16(p(6), p(7)));
-                    let s = _mm256_add_epi32(_mm256_madd_epi16(h0, ones), _mm256_madd_epi16(h1, ones));
+                    let y = |l: usize| _mm256_load_si256(y.add(l));
+                    // With AVX2 two sums of four: eight products of 31 * 128 would saturate i16.
+                    let s = if VNNI {
+                        dot_bytes::<true, 8>(&wr, y)
+                    } else {
+                        let (w0, w1) = ([wr[0], wr[1], wr[2], wr[3]], [wr[4], wr[5], wr[6], wr[7]]);
+                        _mm256_add_epi32(dot_bytes::<false, 4>(&w0, y), dot_bytes::<false, 4>(&w1, |l| y(4 + l)))
+                    };
                     let j = r * nb + GB * g;
                     let s = _mm256_sub_epi32(s, _mm256_loadu_si256(asum.add(j) as *const __m256i));
                     let dd = _mm256_mul_ps(dw, _mm256_loadu_ps(ad.add(j)));
@@ -332,12 +349,18 @@ mod x86 {
                 let nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(q), q), m4);
                 let hb = _mm256_and_si256(bytes_from_bits(std::ptr::read_unaligned(rec.add(16) as *const u32)), bit4);
                 let wv = _mm256_or_si256(nib, hb);
-                let dw = f16::from_bits(std::ptr::read_unaligned(rec.add(20) as *const u16)).to_f32();
+                let dw = f16_splat(rec.add(20));
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let x = _mm256_load_si256(an.add(r * nb + b));
-                    let p = _mm256_sub_epi16(_mm256_maddubs_epi16(wv, x), _mm256_maddubs_epi16(sixteen, x));
-                    let s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
-                    *acc = _mm256_fmadd_ps(s, _mm256_set1_ps(dw * *ad.add(r * nb + b)), *acc);
+                    let s = if VNNI {
+                        let z = _mm256_setzero_si256();
+                        _mm256_sub_epi32(_mm256_dpbusd_avx_epi32(z, wv, x), _mm256_dpbusd_avx_epi32(z, sixteen, x))
+                    } else {
+                        let p = _mm256_sub_epi16(_mm256_maddubs_epi16(wv, x), _mm256_maddubs_epi16(sixteen, x));
+                        _mm256_madd_epi16(p, ones)
+                    };
+                    let s = _mm256_cvtepi32_ps(s);
+                    *acc = _mm256_fmadd_ps(s, _mm256_mul_ps(dw, _mm256_broadcast_ss(&*ad.add(r * nb + b))), *acc);
                 }
             }
             let mut res = [0f32; R];
@@ -489,6 +512,12 @@ mod tests {
         Case { n: 70, k: 896 },
         Case { n: 9, k: 4864 },
     ];
+
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+    #[test]
+    fn q5_0_vnni_gives_the_avx2_bits() {
+        testutil::tiers_agree::<Q50Matrix>(&CASES);
+    }
 
     #[test]
     fn q5_0_matches_candle_simd_and_scalar() {

@@ -212,6 +212,19 @@ mod x86 {
         pub a: &'a Q8KActs,
     }
 
+    /// AVX2 on every tier: a `madd` here scales the two i16 halves of an i32 lane by two
+    /// different sub-block scales, which `vpdpbusd`'s sums of four cannot keep apart.
+    pub(super) fn run(
+        w: &Q6KMatrix,
+        a: &Q8KActs,
+        _tier: Option<bool>,
+        rows: std::ops::Range<usize>,
+        out: &mut [f32],
+        ld: usize,
+    ) -> crate::error::Result<()> {
+        crate::backend::rows::run("Q6_K", &Kernel { w, a }, rows, out, ld)
+    }
+
     // SAFETY: `dot` reads weight row `i` (< rows()) and activation rows r0..r0 + R (<= acts())
     // whole super-blocks at a time; `run` checked that the activations have the matrix's width.
     unsafe impl Dot for Kernel<'_> {
@@ -383,6 +396,13 @@ mod tests {
 
     const CASES: [Case; 4] =
         [Case { n: 37, k: 256 }, Case { n: 100, k: 768 }, Case { n: 19, k: 2816 }, Case { n: 8, k: 512 }];
+
+    /// Q6_K has no VNNI form: both tiers run AVX2 (see its x86 module).
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+    #[test]
+    fn q6_k_vnni_gives_the_avx2_bits() {
+        testutil::tiers_agree::<Q6KMatrix>(&CASES);
+    }
 
     #[test]
     fn q6_k_matches_candle_simd_and_scalar() {

@@ -134,18 +134,32 @@ unsafe impl Dot for Scalar<'_> {
 mod x86 {
     use super::{Q80Matrix, Q8Acts, BLOCK, QK};
     use crate::backend::rows::{Dot, PREFETCH};
+    use crate::backend::x86::{f16_splat, run_tier};
+    use crate::error::Result;
     use core::arch::x86_64::*;
-    use half::f16;
 
-    pub(super) struct Kernel<'a> {
+    /// `VNNI`: `vpdpbusd` in place of `maddubs` + `madd` (backend/x86.rs).
+    pub(super) struct Kernel<'a, const VNNI: bool> {
         pub w: &'a Q80Matrix,
         pub a: &'a Q8Acts,
+    }
+
+    /// The kernel on `tier` (`Some(true)`: VNNI), or on this CPU's best.
+    pub(super) fn run(
+        w: &Q80Matrix,
+        a: &Q8Acts,
+        tier: Option<bool>,
+        rows: std::ops::Range<usize>,
+        out: &mut [f32],
+        ld: usize,
+    ) -> Result<()> {
+        run_tier("Q8_0", tier, Kernel::<false> { w, a }, Kernel::<true> { w, a }, rows, out, ld)
     }
 
     // SAFETY: `dot` reads the blocks of weight row `i` (< rows()), each load 32 bytes inside
     // a block (offset 2..34 of 34), and whole blocks of activation rows r0..r0 + R (<= acts());
     // `run` checked that the activations have the matrix's width.
-    unsafe impl Dot for Kernel<'_> {
+    unsafe impl<const VNNI: bool> Dot for Kernel<'_, VNNI> {
         fn rows(&self) -> usize {
             self.w.n
         }
@@ -169,17 +183,20 @@ mod x86 {
                 let blk = row.add(b * BLOCK);
                 // Past the end of the matrix the hint is harmless (prefetches never fault).
                 _mm_prefetch::<_MM_HINT_T1>((blk as *const i8).wrapping_add(PREFETCH));
-                let dw = f16::from_le_bytes([*blk, *blk.add(1)]).to_f32();
+                let dw = f16_splat(blk);
                 let bw = _mm256_loadu_si256(blk.add(2) as *const __m256i);
                 let aw = _mm256_sign_epi8(bw, bw);
                 for (r, sum) in sums.iter_mut().enumerate() {
                     let j = r * nb + b;
                     let bx = _mm256_load_si256(an.add(j));
-                    let d = _mm256_set1_ps(dw * *ad.add(j));
+                    let d = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*ad.add(j)));
                     let sy = _mm256_sign_epi8(bx, bw);
-                    let dot = _mm256_maddubs_epi16(aw, sy);
-                    let q = _mm256_cvtepi32_ps(_mm256_madd_epi16(ones, dot));
-                    *sum = _mm256_fmadd_ps(d, q, *sum);
+                    let dot = if VNNI {
+                        _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), aw, sy)
+                    } else {
+                        _mm256_madd_epi16(ones, _mm256_maddubs_epi16(aw, sy))
+                    };
+                    *sum = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), *sum);
                 }
             }
             let mut res = [0f32; R];
@@ -303,6 +320,17 @@ mod tests {
         fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
             Q80Matrix::matmul(self, x, m, out)
         }
+        #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+        fn run_tier(
+            &self,
+            a: &Q8Acts,
+            vnni: bool,
+            rows: std::ops::Range<usize>,
+            out: &mut [f32],
+            ld: usize,
+        ) -> Result<()> {
+            Q80Matrix::run_tier(self, a, vnni, rows, out, ld)
+        }
     }
 
     /// Column counts that are not multiples of 256: there candle runs its own dot product on
@@ -335,6 +363,12 @@ mod tests {
                 assert!(got == want, "{KERNEL}, m = {m}");
             }
         }
+    }
+
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+    #[test]
+    fn q8_0_vnni_gives_the_avx2_bits() {
+        testutil::tiers_agree::<Q80Matrix>(&CASES);
     }
 
     #[test]

@@ -22,6 +22,15 @@ pub const KERNEL: &str = "relaxed-simd";
 )))]
 pub const KERNEL: &str = "scalar";
 
+/// The tier the kernels run in on this CPU: `KERNEL`, or natively "avx-vnni" where the CPU
+/// has it (backend/x86.rs).
+pub fn tier() -> &'static str {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+    return super::x86::tier();
+    #[allow(unreachable_code)]
+    KERNEL
+}
+
 /// Activation rows served by one read of a weight row.
 pub const MAX_ROWS: usize = 8;
 
@@ -114,6 +123,8 @@ pub(crate) fn check_cols(what: &str, k: usize, ak: usize) -> Result<()> {
 
 /// `out[r * ld + (i - rows.start)] = dot(weight row i, activation row r)` for every prepared
 /// activation row `r` and every `i` in `rows`.
+// Inlined so that x86::run_vnni compiles the kernels inside it with AVX-VNNI.
+#[inline(always)]
 pub(crate) fn run<D: Dot>(what: &str, d: &D, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
     let (n, m) = (d.rows(), d.acts());
     if rows.start > rows.end || rows.end > n {
@@ -205,11 +216,32 @@ macro_rules! kernel_api {
                     target_feature = "fma",
                     target_feature = "f16c"
                 ))]
-                return $crate::backend::rows::run($name, &x86::Kernel { w: self, a }, rows, out, ld);
+                return x86::run(self, a, None, rows, out, ld);
                 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
                 return $crate::backend::rows::run($name, &wasm::Kernel { w: self, a }, rows, out, ld);
                 #[allow(unreachable_code)]
                 $crate::backend::rows::run($name, &Scalar { w: self, a }, rows, out, ld)
+            }
+
+            /// `run` on an x86 tier: `vnni` false is AVX2, true AVX-VNNI (an error where the
+            /// CPU has none; formats without a VNNI form run AVX2). Tests compare the two.
+            #[cfg(all(
+                target_arch = "x86_64",
+                target_feature = "avx2",
+                target_feature = "fma",
+                target_feature = "f16c"
+            ))]
+            #[doc(hidden)]
+            pub fn run_tier(
+                &self,
+                a: &$acts,
+                vnni: bool,
+                rows: std::ops::Range<usize>,
+                out: &mut [f32],
+                ld: usize,
+            ) -> $crate::error::Result<()> {
+                $crate::backend::rows::check_cols($name, self.k, a.cols())?;
+                x86::run(self, a, Some(vnni), rows, out, ld)
             }
 
             /// `run` on the portable path (tests and tools check the SIMD kernels against it).

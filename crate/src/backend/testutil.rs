@@ -30,6 +30,9 @@ pub trait Kernel: Sized + Clone {
     fn run(&self, a: &Self::Acts, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()>;
     fn run_scalar(&self, a: &Self::Acts, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()>;
     fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()>;
+    /// `run` on an x86 tier (`vnni`: AVX-VNNI).
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+    fn run_tier(&self, a: &Self::Acts, vnni: bool, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()>;
 }
 
 /// `Kernel` for a matrix type with the common method names (Q4_K, Q6_K, Q5_0).
@@ -67,6 +70,22 @@ macro_rules! kernel_for_tests {
             }
             fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
                 $ty::matmul(self, x, m, out)
+            }
+            #[cfg(all(
+                target_arch = "x86_64",
+                target_feature = "avx2",
+                target_feature = "fma",
+                target_feature = "f16c"
+            ))]
+            fn run_tier(
+                &self,
+                a: &$acts,
+                vnni: bool,
+                rows: std::ops::Range<usize>,
+                out: &mut [f32],
+                ld: usize,
+            ) -> Result<()> {
+                $ty::run_tier(self, a, vnni, rows, out, ld)
             }
         }
     };
@@ -221,6 +240,45 @@ pub fn lossless<K: Kernel>(cases: &[Case]) {
 
 /// Runs over split row ranges (into strided outputs) and concatenated matrices give what one
 /// whole matmul gives, bit for bit.
+/// x86: the AVX-VNNI tier gives the AVX2 tier's bits (the same integer sums, the same float
+/// steps), for every activation-row count and for a range of rows; where the CPU has no
+/// AVX-VNNI, asking for it is an error and only AVX2 runs.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+pub fn tiers_agree<K: Kernel>(cases: &[Case]) {
+    let has = super::x86::vnni();
+    if !has {
+        eprintln!("this CPU has no AVX-VNNI: only the AVX2 tier is tested");
+    }
+    for (ci, c) in cases.iter().enumerate() {
+        let (n, k) = (c.n, c.k);
+        let w = K::load(&weights(K::DTYPE, n, k, 300 + ci as u64).0, n, k).unwrap();
+        for m in [1, 2, 3, 4, 5, 7, 8, 9, 17] {
+            let a = w.prepare(&activations(m, k, 400 + m as u64), m).unwrap();
+            let (mut avx2, mut vnni) = (vec![0f32; m * n], vec![0f32; m * n]);
+            w.run_tier(&a, false, 0..n, &mut avx2, n).unwrap();
+            let rows = n / 3..n;
+            let mut part = vec![0f32; m * rows.len()];
+            if !has {
+                assert!(w.run_tier(&a, true, 0..n, &mut vnni, n).is_err());
+                continue;
+            }
+            w.run_tier(&a, true, 0..n, &mut vnni, n).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&avx2), bits(&vnni), "{:?} {n}x{k}, m = {m}", K::DTYPE);
+            w.run_tier(&a, true, rows.clone(), &mut part, rows.len()).unwrap();
+            for r in 0..m {
+                let want = &avx2[r * n + rows.start..(r + 1) * n];
+                assert_eq!(
+                    bits(&part[r * rows.len()..(r + 1) * rows.len()]),
+                    bits(want),
+                    "{:?} rows {rows:?}, m = {m}",
+                    K::DTYPE
+                );
+            }
+        }
+    }
+}
+
 pub fn ranges_and_concat<K: Kernel>(k: usize) {
     let ns = [45usize, 16, 19];
     let parts: Vec<K> = ns

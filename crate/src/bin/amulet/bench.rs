@@ -267,7 +267,8 @@ struct Backend {
 /// The whole run, as `--json` prints it and `--out` writes it.
 #[derive(serde::Serialize)]
 struct BenchResult {
-    q4_1_kernel: &'static str,
+    /// The SIMD tier the CPU kernels ran in (x86: "avx-vnni" where the CPU has it, else "avx2").
+    cpu_kernels: &'static str,
     /// The GGUF measured.
     model_path: String,
     new_tokens: usize,
@@ -387,7 +388,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         });
     }
     let result = BenchResult {
-        q4_1_kernel: amulet::backend::q4_1::KERNEL,
+        cpu_kernels: amulet::backend::rows::tier(),
         model_path: path.display().to_string(),
         new_tokens: a.tokens,
         long_prompt_tokens: prompts.as_ref().and_then(|p| p.long.as_ref().map(Vec::len)),
@@ -475,6 +476,9 @@ fn print_table(path: &std::path::Path, a: &BenchArgs, r: &BenchResult) {
     }
     for b in &r.backends {
         println!("{}: load {:.0} ms; {}", b.device, b.load_ms, b.device_reason);
+        if b.device == "cpu" {
+            println!("cpu kernels: {}", r.cpu_kernels);
+        }
     }
     let cpu: Vec<&Config> = r.configs.iter().filter(|c| c.device == "cpu").collect();
     if let [one, rest @ ..] = &cpu[..] {
