@@ -1,6 +1,7 @@
 //! The inner loops of CPU attention, in SIMD: one query head's dot products with the cached
-//! keys, eight positions at a time; the scores' scale and maximum; their exponentials (wasm:
-//! libm's `expf` on four lanes); the probability-weighted sum of the cached values. Each
+//! keys, eight positions at a time; the scores' scale and maximum; their exponentials (x86:
+//! glibc's `expf` on eight lanes, expf.rs; wasm: libm's on four); the probability-weighted sum
+//! of the cached values. Each
 //! keeps every output's own chain of operations in the plain loops' order (`scalar` below:
 //! fused multiply-adds where the build has FMA, as candle's gemm; `a * b + c` in wasm, which
 //! has none), so the SIMD forms give the same bits; crate/tests/attend.rs compares them.
@@ -50,8 +51,9 @@ pub fn scale_max(scores: &mut [f32], scale: f32) -> f32 {
 }
 
 /// `x = exp(x - max)` for every score, with this build's `f32::exp`: natively the C
-/// library's; in wasm the Rust libm port's (FreeBSD's `expf`), there four lanes at a time
-/// with the same operations in the same order, so the same bits.
+/// library's (on x86 glibc's, eight lanes at a time); in wasm the Rust libm port's (FreeBSD's
+/// `expf`), four lanes at a time; either way the same operations in the same order, so the
+/// same bits.
 pub fn exp_shifted(scores: &mut [f32], max: f32) {
     simd::exp_shifted(scores, max)
 }
@@ -188,8 +190,8 @@ mod simd {
         }
     }
 
-    /// glibc's `expf`, called per score: a vector form would have to round as its FMA build does.
-    pub use super::scalar::exp_shifted;
+    /// glibc's `expf` on eight lanes (expf.rs).
+    pub use crate::backend::expf::exp_shifted;
 
     /// `max_ps(x, m)` returns `m` when `x` is NaN, and `m` never is one: `f32::max`'s answer.
     pub fn scale_max(scores: &mut [f32], scale: f32) -> f32 {

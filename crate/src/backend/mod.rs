@@ -2,6 +2,8 @@
 //! WebGPU: wgpu and our WGSL kernels (natively through Vulkan/Metal/DX12, in browsers on navigator.gpu).
 pub mod acts;
 pub mod attend;
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+pub(crate) mod expf;
 pub mod linear;
 pub mod norm;
 pub mod pool;
