@@ -227,18 +227,6 @@ mod x86 {
         pub a: &'a Q8KActs,
     }
 
-    /// The kernel on `tier` (`Some(true)`: VNNI), or on this CPU's best.
-    pub(super) fn run(
-        w: &Q4KMatrix,
-        a: &Q8KActs,
-        tier: Option<bool>,
-        rows: std::ops::Range<usize>,
-        out: &mut [f32],
-        ld: usize,
-    ) -> crate::error::Result<()> {
-        crate::backend::x86::run_tier("Q4_K", tier, Kernel::<false> { w, a }, Kernel::<true> { w, a }, rows, out, ld)
-    }
-
     // SAFETY: `dot` reads weight row `i` (< rows()) and activation rows r0..r0 + R (<= acts())
     // whole super-blocks at a time; `run` checked that the activations have the matrix's width.
     unsafe impl<const VNNI: bool> Dot for Kernel<'_, VNNI> {

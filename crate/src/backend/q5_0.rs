@@ -251,18 +251,6 @@ mod x86 {
         pub a: &'a Q8Acts,
     }
 
-    /// The kernel on `tier` (`Some(true)`: VNNI), or on this CPU's best.
-    pub(super) fn run(
-        w: &Q50Matrix,
-        a: &Q8Acts,
-        tier: Option<bool>,
-        rows: std::ops::Range<usize>,
-        out: &mut [f32],
-        ld: usize,
-    ) -> crate::error::Result<()> {
-        crate::backend::x86::run_tier("Q5_0", tier, Kernel::<false> { w, a }, Kernel::<true> { w, a }, rows, out, ld)
-    }
-
     /// 0xFF in byte `e` where bit `e` of `x` is set (llama.cpp's `bytes_from_bits_32`).
     #[inline(always)]
     unsafe fn bytes_from_bits(x: u32) -> __m256i {

@@ -207,27 +207,17 @@ mod x86 {
     use crate::backend::rows::{Dot, PREFETCH};
     use core::arch::x86_64::*;
 
-    pub(super) struct Kernel<'a> {
+    /// `VNNI` changes nothing: a `madd` here scales the two i16 halves of an i32 lane by two
+    /// different sub-block scales, which `vpdpbusd`'s sums of four cannot keep apart, so both
+    /// tiers run this AVX2 body.
+    pub(super) struct Kernel<'a, const VNNI: bool> {
         pub w: &'a Q6KMatrix,
         pub a: &'a Q8KActs,
     }
 
-    /// AVX2 on every tier: a `madd` here scales the two i16 halves of an i32 lane by two
-    /// different sub-block scales, which `vpdpbusd`'s sums of four cannot keep apart.
-    pub(super) fn run(
-        w: &Q6KMatrix,
-        a: &Q8KActs,
-        _tier: Option<bool>,
-        rows: std::ops::Range<usize>,
-        out: &mut [f32],
-        ld: usize,
-    ) -> crate::error::Result<()> {
-        crate::backend::rows::run("Q6_K", &Kernel { w, a }, rows, out, ld)
-    }
-
     // SAFETY: `dot` reads weight row `i` (< rows()) and activation rows r0..r0 + R (<= acts())
     // whole super-blocks at a time; `run` checked that the activations have the matrix's width.
-    unsafe impl Dot for Kernel<'_> {
+    unsafe impl<const VNNI: bool> Dot for Kernel<'_, VNNI> {
         fn rows(&self) -> usize {
             self.w.n
         }

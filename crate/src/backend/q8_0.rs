@@ -134,26 +134,13 @@ unsafe impl Dot for Scalar<'_> {
 mod x86 {
     use super::{Q80Matrix, Q8Acts, BLOCK, QK};
     use crate::backend::rows::{Dot, PREFETCH};
-    use crate::backend::x86::{f16_splat, run_tier};
-    use crate::error::Result;
+    use crate::backend::x86::f16_splat;
     use core::arch::x86_64::*;
 
     /// `VNNI`: `vpdpbusd` in place of `maddubs` + `madd` (backend/x86.rs).
     pub(super) struct Kernel<'a, const VNNI: bool> {
         pub w: &'a Q80Matrix,
         pub a: &'a Q8Acts,
-    }
-
-    /// The kernel on `tier` (`Some(true)`: VNNI), or on this CPU's best.
-    pub(super) fn run(
-        w: &Q80Matrix,
-        a: &Q8Acts,
-        tier: Option<bool>,
-        rows: std::ops::Range<usize>,
-        out: &mut [f32],
-        ld: usize,
-    ) -> Result<()> {
-        run_tier("Q8_0", tier, Kernel::<false> { w, a }, Kernel::<true> { w, a }, rows, out, ld)
     }
 
     // SAFETY: `dot` reads the blocks of weight row `i` (< rows()), each load 32 bytes inside

@@ -216,7 +216,15 @@ macro_rules! kernel_api {
                     target_feature = "fma",
                     target_feature = "f16c"
                 ))]
-                return x86::run(self, a, None, rows, out, ld);
+                return $crate::backend::x86::run_tier(
+                    $name,
+                    None,
+                    x86::Kernel::<false> { w: self, a },
+                    x86::Kernel::<true> { w: self, a },
+                    rows,
+                    out,
+                    ld,
+                );
                 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
                 return $crate::backend::rows::run($name, &wasm::Kernel { w: self, a }, rows, out, ld);
                 #[allow(unreachable_code)]
@@ -224,7 +232,7 @@ macro_rules! kernel_api {
             }
 
             /// `run` on an x86 tier: `vnni` false is AVX2, true AVX-VNNI (an error where the
-            /// CPU has none; formats without a VNNI form run AVX2). Tests compare the two.
+            /// CPU has none; Q6_K runs the same AVX2 body in both). Tests compare the two.
             #[cfg(all(
                 target_arch = "x86_64",
                 target_feature = "avx2",
@@ -241,7 +249,15 @@ macro_rules! kernel_api {
                 ld: usize,
             ) -> $crate::error::Result<()> {
                 $crate::backend::rows::check_cols($name, self.k, a.cols())?;
-                x86::run(self, a, Some(vnni), rows, out, ld)
+                $crate::backend::x86::run_tier(
+                    $name,
+                    Some(vnni),
+                    x86::Kernel::<false> { w: self, a },
+                    x86::Kernel::<true> { w: self, a },
+                    rows,
+                    out,
+                    ld,
+                )
             }
 
             /// `run` on the portable path (tests and tools check the SIMD kernels against it).

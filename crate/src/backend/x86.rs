@@ -8,9 +8,8 @@
 //! float steps unchanged, the same bits (tested per format). What VNNI saves is instructions
 //! per activation row: the second Amulet context and a prefill's rows.
 //!
-//! The Q4_1, Q4_K, Q5_0 and Q8_0 kernels take the tier as a const parameter; Q6_K stays AVX2
-//! (its scales differ between the two i16 halves of an i32 lane, which `vpdpbusd` cannot keep
-//! apart).
+//! Every kernel takes the tier as a const parameter; Q6_K's ignores it (its scales differ
+//! between the two i16 halves of an i32 lane, which `vpdpbusd` cannot keep apart).
 
 use core::arch::x86_64::*;
 use std::ops::Range;
