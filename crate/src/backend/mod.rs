@@ -2,7 +2,7 @@
 //! WebGPU: wgpu and our WGSL kernels (natively through Vulkan/Metal/DX12, in browsers on navigator.gpu).
 pub mod acts;
 pub mod attend;
-#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_env = "gnu"))]
 pub(crate) mod expf;
 pub mod linear;
 pub mod norm;
@@ -18,4 +18,4 @@ pub mod swiglu;
 mod testutil;
 pub mod webgpu;
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
-pub mod x86;
+pub(crate) mod x86;

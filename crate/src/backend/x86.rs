@@ -23,7 +23,7 @@ pub(crate) fn vnni() -> bool {
     *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avxvnni"))
 }
 
-/// The tier the kernels run in on this CPU, as `bench` and `info` report it.
+/// The tier the kernels run in on this CPU (`amulet bench` prints it).
 pub fn tier() -> &'static str {
     if vnni() {
         "avx-vnni"
