@@ -190,11 +190,12 @@ mod simd {
         }
     }
 
-    /// glibc's `expf` on eight lanes (expf.rs); elsewhere the C library's, one call a score.
-    #[cfg(target_env = "gnu")]
-    pub use crate::backend::expf::exp_shifted;
+    // With glibc, its `expf` on eight lanes (expf.rs); elsewhere the C library's, one call a
+    // score.
     #[cfg(not(target_env = "gnu"))]
     pub use super::scalar::exp_shifted;
+    #[cfg(target_env = "gnu")]
+    pub use crate::backend::expf::exp_shifted;
 
     /// `max_ps(x, m)` returns `m` when `x` is NaN, and `m` never is one: `f32::max`'s answer.
     pub fn scale_max(scores: &mut [f32], scale: f32) -> f32 {
