@@ -550,8 +550,8 @@ macro_rules! run_tiles {
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
 mod x86 {
     use super::{finish_q8_1, for_each_tile, prepare_x, Lane32, Q41Matrix, Scale16, Scratch, QK};
-    use crate::backend::x86::{dot_bytes, vnni};
-    use crate::error::{AmuletError, Result};
+    use crate::backend::x86::{dot_bytes, pick};
+    use crate::error::Result;
     use core::arch::x86_64::*;
 
     /// Prefetch distance in bytes of the quant stream.
@@ -632,11 +632,11 @@ mod x86 {
 
     /// On `tier` (`Some(true)`: VNNI, backend/x86.rs), or on this CPU's best.
     pub(super) fn matmul(w: &Q41Matrix, x: &[f32], m: usize, out: &mut [f32], tier: Option<bool>) -> Result<()> {
-        match tier.unwrap_or_else(vnni) {
-            // SAFETY: the CPU has AVX-VNNI.
-            true if vnni() => unsafe { matmul_vnni(w, x, m, out) },
-            true => return Err(AmuletError::Compute("Q4_1: this CPU has no AVX-VNNI".into())),
-            false => run_tiles!(w, x, m, out, i8, false),
+        if pick("Q4_1", tier)? {
+            // SAFETY: `pick` chose VNNI only where the CPU has it.
+            unsafe { matmul_vnni(w, x, m, out) }
+        } else {
+            run_tiles!(w, x, m, out, i8, false)
         }
         Ok(())
     }

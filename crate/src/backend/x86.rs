@@ -41,8 +41,17 @@ pub(crate) unsafe fn run_vnni<D: Dot>(what: &str, d: &D, rows: Range<usize>, out
     rows::run(what, d, rows, out, ld)
 }
 
-/// A kernel on the tier asked for: `Some(VNNI)` runs `vnni`, `None` picks this CPU's.
-/// Asking for VNNI where the CPU has none is an error, not an illegal instruction.
+/// Whether to run the VNNI tier: `Some(vnni)` as asked, `None` this CPU's best. Asking for
+/// VNNI where the CPU has none is an error, not an illegal instruction.
+pub(crate) fn pick(what: &str, tier: Option<bool>) -> Result<bool> {
+    match tier {
+        Some(true) if !vnni() => Err(crate::error::AmuletError::Compute(format!("{what}: this CPU has no AVX-VNNI"))),
+        Some(v) => Ok(v),
+        None => Ok(vnni()),
+    }
+}
+
+/// A kernel on the tier `pick` chooses.
 pub(crate) fn run_tier<A: Dot, V: Dot>(
     what: &str,
     tier: Option<bool>,
@@ -52,13 +61,11 @@ pub(crate) fn run_tier<A: Dot, V: Dot>(
     out: &mut [f32],
     ld: usize,
 ) -> Result<()> {
-    match tier.unwrap_or_else(vnni) {
-        true if vnni() => {
-            // SAFETY: the CPU has AVX-VNNI.
-            unsafe { run_vnni(what, &vnni_kernel, rows, out, ld) }
-        }
-        true => Err(crate::error::AmuletError::Compute(format!("{what}: this CPU has no AVX-VNNI"))),
-        false => rows::run(what, &avx2, rows, out, ld),
+    if pick(what, tier)? {
+        // SAFETY: `pick` chose VNNI only where the CPU has it.
+        unsafe { run_vnni(what, &vnni_kernel, rows, out, ld) }
+    } else {
+        rows::run(what, &avx2, rows, out, ld)
     }
 }
 
