@@ -18,4 +18,4 @@ pub mod swiglu;
 mod testutil;
 pub mod webgpu;
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
-pub(crate) mod x86;
+pub mod x86;

@@ -221,13 +221,13 @@ impl Q41Matrix {
         }
     }
 
-    /// `matmul` on an x86 tier: `vnni` false is AVX2, true AVX-VNNI (an error where the CPU
-    /// has none). Tests compare the two.
+    /// `matmul` on an x86 tier (an error where the CPU lacks it). Tests and kernels_bench
+    /// compare the tiers.
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
     #[doc(hidden)]
-    pub fn matmul_tier(&self, x: &[f32], m: usize, out: &mut [f32], vnni: bool) -> Result<()> {
+    pub fn matmul_on(&self, tier: crate::backend::x86::Tier, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
         self.check_io(x, m, out)?;
-        x86::matmul(self, x, m, out, Some(vnni))
+        x86::matmul(self, x, m, out, Some(tier))
     }
 
     /// Portable path (the fallback where no SIMD kernel exists); public so tests and tools can
@@ -505,18 +505,18 @@ fn for_each_tile(w: &Q41Matrix, range: Range<usize>, m: usize, mut f: impl FnMut
 /// A macro so that each kernel module instantiates it with its own `dot_rows` and lane type.
 #[allow(unused_macros)]
 macro_rules! run_tiles {
-    ($w:expr, $x:expr, $m:expr, $out:expr, $lane:ty $(, $tier:expr)?) => {{
+    ($w:expr, $x:expr, $m:expr, $out:expr, $lane:ty $(, $tier:expr)*) => {{
         thread_local! {
             static SCRATCH: std::cell::RefCell<Scratch<$lane>> = const { std::cell::RefCell::new(Scratch::new()) };
         }
         let (w, m, out) = ($w, $m, $out);
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut sc) => run_tiles!(@run w, $x, m, out, &mut *sc $(, $tier)?),
+            Ok(mut sc) => run_tiles!(@run w, $x, m, out, &mut *sc $(, $tier)*),
             // Only if a matmul ever ran inside another on the same thread.
-            Err(_) => run_tiles!(@run w, $x, m, out, &mut Scratch::<$lane>::new() $(, $tier)?),
+            Err(_) => run_tiles!(@run w, $x, m, out, &mut Scratch::<$lane>::new() $(, $tier)*),
         })
     }};
-    (@run $w:expr, $x:expr, $m:expr, $out:expr, $sc:expr $(, $tier:expr)?) => {{
+    (@run $w:expr, $x:expr, $m:expr, $out:expr, $sc:expr $(, $tier:expr)*) => {{
         let (w, m, out, sc) = ($w, $m, $out, $sc);
         let (n, ppr, nsc) = (w.n, w.ppr(), w.groups + w.tail);
         prepare_x(w, $x, m, sc);
@@ -536,10 +536,10 @@ macro_rules! run_tiles {
                 };
                 unsafe {
                     match rows {
-                        1 => put(&dot_rows::<1 $(, $tier)?>(w, i, [q(0)], [s(0)])),
-                        2 => put(&dot_rows::<2 $(, $tier)?>(w, i, [q(0), q(1)], [s(0), s(1)])),
-                        3 => put(&dot_rows::<3 $(, $tier)?>(w, i, [q(0), q(1), q(2)], [s(0), s(1), s(2)])),
-                        _ => put(&dot_rows::<4 $(, $tier)?>(w, i, [q(0), q(1), q(2), q(3)], [s(0), s(1), s(2), s(3)])),
+                        1 => put(&dot_rows::<1 $(, $tier)*>(w, i, [q(0)], [s(0)])),
+                        2 => put(&dot_rows::<2 $(, $tier)*>(w, i, [q(0), q(1)], [s(0), s(1)])),
+                        3 => put(&dot_rows::<3 $(, $tier)*>(w, i, [q(0), q(1), q(2)], [s(0), s(1), s(2)])),
+                        _ => put(&dot_rows::<4 $(, $tier)*>(w, i, [q(0), q(1), q(2), q(3)], [s(0), s(1), s(2), s(3)])),
                     }
                 }
             }
@@ -550,7 +550,7 @@ macro_rules! run_tiles {
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
 mod x86 {
     use super::{finish_q8_1, for_each_tile, prepare_x, Lane32, Q41Matrix, Scale16, Scratch, QK};
-    use crate::backend::x86::{dot_bytes, pick};
+    use crate::backend::x86::{dot_bytes, dot_pairs, pick, Tier};
     use crate::error::Result;
     use core::arch::x86_64::*;
 
@@ -558,11 +558,14 @@ mod x86 {
     const PREFETCH: usize = 4096;
 
     /// Dot products of weight row `i` against `R` activation rows, reading each weight unit once.
+    /// `VNNI`: `vpdpbusd` (backend/x86.rs); `WIDE` (with `VNNI`): a group's eight registers as
+    /// four 512-bit ones, each unit's low and high nibbles side by side, as they lie in the
+    /// activations too.
     ///
     /// # Safety
     /// `i < w.n`; each `xq[r]` / `xs[r]` starts a full row from `prepare_x` for `w`.
     #[inline(always)]
-    unsafe fn dot_rows<const R: usize, const VNNI: bool>(
+    unsafe fn dot_rows<const R: usize, const VNNI: bool, const WIDE: bool>(
         w: &Q41Matrix,
         i: usize,
         xq: [*const Lane32<i8>; R],
@@ -583,17 +586,28 @@ mod x86 {
             _mm_prefetch::<_MM_HINT_T0>((u as *const i8).wrapping_add(PREFETCH + 64));
             _mm_prefetch::<_MM_HINT_T0>((sc.add(16 * g) as *const i8).wrapping_add(PREFETCH / 4));
             let mut wr = [_mm256_setzero_si256(); 8];
+            let mut wp = [_mm512_setzero_si512(); 4];
             for l in 0..4 {
                 let v = _mm256_load_si256(u.add(l));
-                wr[2 * l] = _mm256_and_si256(v, mask);
-                wr[2 * l + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
+                if WIDE {
+                    let v = _mm512_srlv_epi64(_mm512_broadcast_i64x4(v), _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4));
+                    wp[l] = _mm512_and_si512(v, _mm512_set1_epi8(0x0F));
+                } else {
+                    wr[2 * l] = _mm256_and_si256(v, mask);
+                    wr[2 * l + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
+                }
             }
             let dw = _mm256_cvtph_ps(_mm_loadu_si128(sc.add(16 * g) as *const __m128i));
             let mw = _mm256_cvtph_ps(_mm_loadu_si128(sc.add(16 * g + 8) as *const __m128i));
             for r in 0..R {
                 let y = xq[r].add(8 * g) as *const __m256i;
                 // Each i16 lane: 16 products of at most 15 * 127, below i16::MAX.
-                let f = _mm256_cvtepi32_ps(dot_bytes::<VNNI, 8>(&wr, |j| _mm256_load_si256(y.add(j))));
+                let s = if WIDE {
+                    dot_pairs(&wp, |l| _mm512_loadu_si512(y.add(2 * l) as *const __m512i))
+                } else {
+                    dot_bytes::<VNNI, 8>(&wr, |j| _mm256_load_si256(y.add(j)))
+                };
+                let f = _mm256_cvtepi32_ps(s);
                 let xsc = (*xs[r].add(g)).0.as_ptr();
                 acc[r] = _mm256_fmadd_ps(f, _mm256_mul_ps(dw, _mm256_load_ps(xsc)), acc[r]);
                 // The m * s terms share the accumulator: every lane is summed at the end anyway,
@@ -630,13 +644,13 @@ mod x86 {
         res
     }
 
-    /// On `tier` (`Some(true)`: VNNI, backend/x86.rs), or on this CPU's best.
-    pub(super) fn matmul(w: &Q41Matrix, x: &[f32], m: usize, out: &mut [f32], tier: Option<bool>) -> Result<()> {
-        if pick("Q4_1", tier)? {
-            // SAFETY: `pick` chose VNNI only where the CPU has it.
-            unsafe { matmul_vnni(w, x, m, out) }
-        } else {
-            run_tiles!(w, x, m, out, i8, false)
+    /// On `tier` (backend/x86.rs), or on this CPU's best.
+    pub(super) fn matmul(w: &Q41Matrix, x: &[f32], m: usize, out: &mut [f32], tier: Option<Tier>) -> Result<()> {
+        match pick("Q4_1", tier)? {
+            // SAFETY: `pick` chose only a tier the CPU has.
+            Tier::Avx512 => unsafe { matmul_avx512(w, x, m, out) },
+            Tier::AvxVnni => unsafe { matmul_vnni(w, x, m, out) },
+            Tier::Avx2 => run_tiles!(w, x, m, out, i8, false, false),
         }
         Ok(())
     }
@@ -647,7 +661,16 @@ mod x86 {
     /// The CPU has AVX-VNNI.
     #[target_feature(enable = "avxvnni")]
     unsafe fn matmul_vnni(w: &Q41Matrix, x: &[f32], m: usize, out: &mut [f32]) {
-        run_tiles!(w, x, m, out, i8, true)
+        run_tiles!(w, x, m, out, i8, true, false)
+    }
+
+    /// `matmul` compiled with AVX-512 as well.
+    ///
+    /// # Safety
+    /// The CPU has the `Tier::Avx512` features.
+    #[target_feature(enable = "avxvnni,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    unsafe fn matmul_avx512(w: &Q41Matrix, x: &[f32], m: usize, out: &mut [f32]) {
+        run_tiles!(w, x, m, out, i8, true, true)
     }
 
     /// `quantize_q8_1` for AVX2; bit-identical to the scalar one (tested) and much faster,
@@ -726,6 +749,9 @@ mod wasm {
     pub(super) use super::relaxed::matmul;
 
     /// Dot products of weight row `i` against `R` activation rows, reading each weight unit once.
+    /// `VNNI`: `vpdpbusd` (backend/x86.rs); `WIDE` (with `VNNI`): a group's eight registers as
+    /// four 512-bit ones, each unit's low and high nibbles side by side, as they lie in the
+    /// activations too.
     /// simd128 has no u8 x i8 dot, so the weights are widened to i16 (once for all rows) and
     /// the activations come pre-widened: `i32x4.dot_i16x8_s` is a single `pmaddwd` on x86 hosts.
     ///
@@ -963,25 +989,28 @@ mod tests {
         }
     }
 
-    /// The AVX-VNNI tier gives the AVX2 tier's bits (backend/x86.rs), tail units included;
-    /// where the CPU has none, asking for it is an error.
+    /// Every tier gives the AVX2 tier's bits (backend/x86.rs), tail units included; asking for
+    /// a tier this CPU lacks is an error.
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
     #[test]
-    fn q4_1_vnni_gives_the_avx2_bits() {
-        let has = crate::backend::x86::vnni();
+    fn q4_1_tiers_give_the_avx2_bits() {
+        use crate::backend::x86::Tier;
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         for (si, &(n, k)) in SHAPES.iter().chain(&[(7, 96), (3, 288), (2, 544)]).enumerate() {
             let (ours, _, _) = weights(n, k, si as u64 + 40);
             for m in [1usize, 2, 3, 4, 5, 8, 9, 33] {
                 let x = activations(m, k, (si * 50 + m) as u64);
-                let (mut avx2, mut vnni) = (vec![0f32; m * n], vec![0f32; m * n]);
-                ours.matmul_tier(&x, m, &mut avx2, false).unwrap();
-                if !has {
-                    assert!(ours.matmul_tier(&x, m, &mut vnni, true).is_err());
-                    continue;
+                let mut avx2 = vec![0f32; m * n];
+                ours.matmul_on(Tier::Avx2, &x, m, &mut avx2).unwrap();
+                for tier in Tier::ALL {
+                    let mut got = vec![0f32; m * n];
+                    if !tier.here() {
+                        assert!(ours.matmul_on(tier, &x, m, &mut got).is_err(), "{tier:?}");
+                        continue;
+                    }
+                    ours.matmul_on(tier, &x, m, &mut got).unwrap();
+                    assert_eq!(bits(&avx2), bits(&got), "{tier:?} {n}x{k} m={m}");
                 }
-                ours.matmul_tier(&x, m, &mut vnni, true).unwrap();
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&avx2), bits(&vnni), "{n}x{k} m={m}");
             }
         }
     }

@@ -221,6 +221,9 @@ mod x86 {
     use crate::backend::x86::{dot_bytes, sum_i16};
     use core::arch::x86_64::*;
 
+    /// The AVX-512 tier runs the AVX-VNNI body (backend/x86.rs).
+    pub(super) type Wide<'a> = Kernel<'a, true>;
+
     /// `VNNI`: `vpdpbusd` in place of `maddubs` + `madd` (backend/x86.rs).
     pub(super) struct Kernel<'a, const VNNI: bool> {
         pub w: &'a Q4KMatrix,
@@ -396,7 +399,7 @@ mod tests {
 
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
     #[test]
-    fn q4_k_vnni_gives_the_avx2_bits() {
+    fn q4_k_tiers_give_the_avx2_bits() {
         testutil::tiers_agree::<Q4KMatrix>(&CASES);
     }
 

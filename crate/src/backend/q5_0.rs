@@ -245,6 +245,9 @@ mod x86 {
     use crate::backend::x86::{dot_bytes, f16_splat};
     use core::arch::x86_64::*;
 
+    /// The AVX-512 tier runs the AVX-VNNI body (backend/x86.rs).
+    pub(super) type Wide<'a> = Kernel<'a, true>;
+
     /// `VNNI`: `vpdpbusd` in place of `maddubs` + `madd` (backend/x86.rs).
     pub(super) struct Kernel<'a, const VNNI: bool> {
         pub w: &'a Q50Matrix,
@@ -503,7 +506,7 @@ mod tests {
 
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
     #[test]
-    fn q5_0_vnni_gives_the_avx2_bits() {
+    fn q5_0_tiers_give_the_avx2_bits() {
         testutil::tiers_agree::<Q50Matrix>(&CASES);
     }
 

@@ -207,6 +207,9 @@ mod x86 {
     use crate::backend::rows::{Dot, PREFETCH};
     use core::arch::x86_64::*;
 
+    /// The AVX-512 tier runs the AVX-VNNI body (backend/x86.rs).
+    pub(super) type Wide<'a> = Kernel<'a, true>;
+
     /// `VNNI` changes nothing: a `madd` here scales the two i16 halves of an i32 lane by two
     /// different sub-block scales, which `vpdpbusd`'s sums of four cannot keep apart, so both
     /// tiers run this AVX2 body.
@@ -387,10 +390,10 @@ mod tests {
     const CASES: [Case; 4] =
         [Case { n: 37, k: 256 }, Case { n: 100, k: 768 }, Case { n: 19, k: 2816 }, Case { n: 8, k: 512 }];
 
-    /// Q6_K has no VNNI form: both tiers run AVX2 (see its x86 module).
+    /// Q6_K has no VNNI form: every tier runs AVX2 (see its x86 module).
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
     #[test]
-    fn q6_k_vnni_gives_the_avx2_bits() {
+    fn q6_k_tiers_give_the_avx2_bits() {
         testutil::tiers_agree::<Q6KMatrix>(&CASES);
     }
 

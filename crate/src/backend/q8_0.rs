@@ -133,8 +133,8 @@ unsafe impl Dot for Scalar<'_> {
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
 mod x86 {
     use super::{Q80Matrix, Q8Acts, BLOCK, QK};
-    use crate::backend::rows::{Dot, PREFETCH};
-    use crate::backend::x86::f16_splat;
+    use crate::backend::rows::{Dot, MAX_ROWS, PREFETCH};
+    use crate::backend::x86::{f16_splat, hsum8, join};
     use core::arch::x86_64::*;
 
     /// `VNNI`: `vpdpbusd` in place of `maddubs` + `madd` (backend/x86.rs).
@@ -186,16 +186,75 @@ mod x86 {
                     *sum = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), *sum);
                 }
             }
-            let mut res = [0f32; R];
-            for (o, &x) in res.iter_mut().zip(&sums) {
-                // candle's hsum_float_8.
-                let s = _mm256_extractf128_ps(x, 1);
-                let s = _mm_add_ps(s, _mm256_castps256_ps128(x));
-                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-                let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-                *o = _mm_cvtss_f32(s);
+            sums.map(|x| hsum8(x))
+        }
+    }
+
+    /// The AVX-512 tier: one 512-bit register holds the same block for two activation rows,
+    /// and each half takes its row's AVX2 steps (the same bits); with an odd row count the
+    /// last row takes them on 256 bits.
+    pub(super) struct Wide<'a> {
+        pub w: &'a Q80Matrix,
+        pub a: &'a Q8Acts,
+    }
+
+    // SAFETY: as for `Kernel`: the same blocks of weight row `i` and of activation rows
+    // r0..r0 + R, read 32 bytes at a time.
+    unsafe impl Dot for Wide<'_> {
+        fn rows(&self) -> usize {
+            self.w.n
+        }
+        fn acts(&self) -> usize {
+            self.a.rows()
+        }
+        fn row_bytes(&self) -> usize {
+            self.w.k / QK * BLOCK
+        }
+
+        #[inline(always)]
+        unsafe fn dot<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
+            let (w, a) = (self.w, self.a);
+            let nb = w.k / QK;
+            let row = w.data.as_ptr().add(i * nb * BLOCK);
+            let an = a.nat.as_ptr().add(r0 * nb) as *const __m256i;
+            let ad = a.d.as_ptr().add(r0 * nb);
+            let zero = _mm512_setzero_si512();
+            // Pairs of rows (2p, 2p + 1); R <= MAX_ROWS.
+            let mut pairs = [_mm512_setzero_ps(); MAX_ROWS / 2];
+            let mut last = _mm256_setzero_ps();
+            for b in 0..nb {
+                let blk = row.add(b * BLOCK);
+                _mm_prefetch::<_MM_HINT_T1>((blk as *const i8).wrapping_add(PREFETCH));
+                let dw = _mm512_cvtph_ps(_mm256_set1_epi16(std::ptr::read_unaligned(blk as *const i16)));
+                let bw = _mm512_broadcast_i64x4(_mm256_loadu_si256(blk.add(2) as *const __m256i));
+                let aw = _mm512_abs_epi8(bw);
+                let neg = _mm512_movepi8_mask(bw);
+                let ds = |r: usize| _mm256_broadcast_ss(&*ad.add(r * nb + b));
+                for (p, sum) in pairs.iter_mut().enumerate().take(R / 2) {
+                    let x = join(
+                        _mm256_load_si256(an.add(2 * p * nb + b)),
+                        _mm256_load_si256(an.add((2 * p + 1) * nb + b)),
+                    );
+                    // AVX2's sign_epi8(x, w): x negated where w < 0 (where w is 0, |w| is too).
+                    let sy = _mm512_mask_sub_epi8(x, neg, zero, x);
+                    let dot = _mm512_dpbusd_epi32(zero, aw, sy);
+                    let d =
+                        _mm512_mul_ps(dw, _mm512_insertf32x8::<1>(_mm512_castps256_ps512(ds(2 * p)), ds(2 * p + 1)));
+                    *sum = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(dot), *sum);
+                }
+                if R % 2 == 1 {
+                    let bw = _mm512_castsi512_si256(bw);
+                    let sy = _mm256_sign_epi8(_mm256_load_si256(an.add((R - 1) * nb + b)), bw);
+                    let dot = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), _mm512_castsi512_si256(aw), sy);
+                    let d = _mm256_mul_ps(_mm512_castps512_ps256(dw), ds(R - 1));
+                    last = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), last);
+                }
             }
-            res
+            std::array::from_fn(|r| match (r % 2, r / 2) {
+                _ if r == R - 1 && R % 2 == 1 => hsum8(last),
+                (0, p) => hsum8(_mm512_castps512_ps256(pairs[p])),
+                (_, p) => hsum8(_mm512_extractf32x8_ps::<1>(pairs[p])),
+            })
         }
     }
 }
@@ -308,15 +367,15 @@ mod tests {
             Q80Matrix::matmul(self, x, m, out)
         }
         #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
-        fn run_tier(
+        fn run_on(
             &self,
+            tier: crate::backend::x86::Tier,
             a: &Q8Acts,
-            vnni: bool,
             rows: std::ops::Range<usize>,
             out: &mut [f32],
             ld: usize,
         ) -> Result<()> {
-            Q80Matrix::run_tier(self, a, vnni, rows, out, ld)
+            Q80Matrix::run_on(self, Some(tier), a, rows, out, ld)
         }
     }
 
@@ -344,17 +403,17 @@ mod tests {
             for m in [1, 2, 3, 4, 5, 8, 9, 17] {
                 let x = testutil::activations(m, k, 7 + m as u64);
                 let want = testutil::candle_matmul(GgmlDType::Q8_0, &bytes, n, k, &x, m);
-                // candle's AVX2 arithmetic, per (row, output).
+                // candle's AVX2 arithmetic, per (row, output); every tier gives the AVX2 bits.
                 let mut got = vec![0f32; m * n];
                 ours.matmul(&x, m, &mut got).unwrap();
-                assert!(got == want, "{KERNEL}, m = {m}");
+                assert!(got == want, "{}, m = {m}", crate::backend::x86::tier());
             }
         }
     }
 
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
     #[test]
-    fn q8_0_vnni_gives_the_avx2_bits() {
+    fn q8_0_tiers_give_the_avx2_bits() {
         testutil::tiers_agree::<Q80Matrix>(&CASES);
     }
 

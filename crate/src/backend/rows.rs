@@ -123,7 +123,7 @@ pub(crate) fn check_cols(what: &str, k: usize, ak: usize) -> Result<()> {
 
 /// `out[r * ld + (i - rows.start)] = dot(weight row i, activation row r)` for every prepared
 /// activation row `r` and every `i` in `rows`.
-// Inlined so that x86::run_vnni compiles the kernels inside it with AVX-VNNI.
+// Inlined so that x86::run_vnni and run_avx512 compile the kernels inside them with their tier.
 #[inline(always)]
 pub(crate) fn run<D: Dot>(what: &str, d: &D, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
     let (n, m) = (d.rows(), d.acts());
@@ -216,34 +216,26 @@ macro_rules! kernel_api {
                     target_feature = "fma",
                     target_feature = "f16c"
                 ))]
-                return $crate::backend::x86::run_tier(
-                    $name,
-                    None,
-                    x86::Kernel::<false> { w: self, a },
-                    x86::Kernel::<true> { w: self, a },
-                    rows,
-                    out,
-                    ld,
-                );
+                return self.run_on(None, a, rows, out, ld);
                 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
                 return $crate::backend::rows::run($name, &wasm::Kernel { w: self, a }, rows, out, ld);
                 #[allow(unreachable_code)]
                 $crate::backend::rows::run($name, &Scalar { w: self, a }, rows, out, ld)
             }
 
-            /// `run` on an x86 tier: `vnni` false is AVX2, true AVX-VNNI (an error where the
-            /// CPU has none; Q6_K runs the same AVX2 body in both). Tests compare the two.
+            /// `run` on an x86 tier (`None`: this CPU's best; one it lacks is an error). Each
+            /// module's `x86::Wide` is its AVX-512 body, or its AVX-VNNI one where it has none
+            /// (Q6_K runs its AVX2 body on every tier). Tests compare the tiers.
             #[cfg(all(
                 target_arch = "x86_64",
                 target_feature = "avx2",
                 target_feature = "fma",
                 target_feature = "f16c"
             ))]
-            #[doc(hidden)]
-            pub fn run_tier(
+            pub(crate) fn run_on(
                 &self,
+                tier: Option<$crate::backend::x86::Tier>,
                 a: &$acts,
-                vnni: bool,
                 rows: std::ops::Range<usize>,
                 out: &mut [f32],
                 ld: usize,
@@ -251,13 +243,35 @@ macro_rules! kernel_api {
                 $crate::backend::rows::check_cols($name, self.k, a.cols())?;
                 $crate::backend::x86::run_tier(
                     $name,
-                    Some(vnni),
+                    tier,
                     x86::Kernel::<false> { w: self, a },
                     x86::Kernel::<true> { w: self, a },
+                    x86::Wide { w: self, a },
                     rows,
                     out,
                     ld,
                 )
+            }
+
+            /// `matmul` on an x86 tier (an error where the CPU lacks it), for kernels_bench.
+            #[cfg(all(
+                target_arch = "x86_64",
+                target_feature = "avx2",
+                target_feature = "fma",
+                target_feature = "f16c"
+            ))]
+            #[doc(hidden)]
+            pub fn matmul_on(
+                &self,
+                tier: $crate::backend::x86::Tier,
+                x: &[f32],
+                m: usize,
+                out: &mut [f32],
+            ) -> $crate::error::Result<()> {
+                $with(|a| {
+                    a.quantize(x, m, self.k)?;
+                    self.run_on(Some(tier), a, 0..self.n, out, self.n)
+                })
             }
 
             /// `run` on the portable path (tests and tools check the SIMD kernels against it).

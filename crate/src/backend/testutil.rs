@@ -30,9 +30,16 @@ pub trait Kernel: Sized + Clone {
     fn run(&self, a: &Self::Acts, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()>;
     fn run_scalar(&self, a: &Self::Acts, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()>;
     fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()>;
-    /// `run` on an x86 tier (`vnni`: AVX-VNNI).
+    /// `run` on an x86 tier.
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
-    fn run_tier(&self, a: &Self::Acts, vnni: bool, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()>;
+    fn run_on(
+        &self,
+        tier: super::x86::Tier,
+        a: &Self::Acts,
+        rows: Range<usize>,
+        out: &mut [f32],
+        ld: usize,
+    ) -> Result<()>;
 }
 
 /// `Kernel` for a matrix type with the common method names (Q4_K, Q6_K, Q5_0).
@@ -77,15 +84,15 @@ macro_rules! kernel_for_tests {
                 target_feature = "fma",
                 target_feature = "f16c"
             ))]
-            fn run_tier(
+            fn run_on(
                 &self,
+                tier: $crate::backend::x86::Tier,
                 a: &$acts,
-                vnni: bool,
                 rows: std::ops::Range<usize>,
                 out: &mut [f32],
                 ld: usize,
             ) -> Result<()> {
-                $ty::run_tier(self, a, vnni, rows, out, ld)
+                $ty::run_on(self, Some(tier), a, rows, out, ld)
             }
         }
     };
@@ -240,42 +247,41 @@ pub fn lossless<K: Kernel>(cases: &[Case]) {
 
 /// Runs over split row ranges (into strided outputs) and concatenated matrices give what one
 /// whole matmul gives, bit for bit.
-/// x86: the AVX-VNNI tier gives the AVX2 tier's bits (the same integer sums, the same float
-/// steps), for every activation-row count and for a range of rows; where the CPU has no
-/// AVX-VNNI, asking for it is an error and only AVX2 runs.
+/// x86: every tier gives the AVX2 tier's bits (the same integer sums, the same float steps),
+/// for every activation-row count and for a range of rows; asking for a tier this CPU lacks is
+/// an error.
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
 pub fn tiers_agree<K: Kernel>(cases: &[Case]) {
-    let has = super::x86::vnni();
-    if !has {
-        eprintln!("this CPU has no AVX-VNNI: only the AVX2 tier is tested");
-    }
+    use super::x86::Tier;
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     for (ci, c) in cases.iter().enumerate() {
         let (n, k) = (c.n, c.k);
         let w = K::load(&weights(K::DTYPE, n, k, 300 + ci as u64).0, n, k).unwrap();
         for m in [1, 2, 3, 4, 5, 7, 8, 9, 17] {
             let a = w.prepare(&activations(m, k, 400 + m as u64), m).unwrap();
-            let (mut avx2, mut vnni) = (vec![0f32; m * n], vec![0f32; m * n]);
-            w.run_tier(&a, false, 0..n, &mut avx2, n).unwrap();
-            let rows = n / 3..n;
-            let mut part = vec![0f32; m * rows.len()];
-            if !has {
-                assert!(w.run_tier(&a, true, 0..n, &mut vnni, n).is_err());
-                continue;
-            }
-            w.run_tier(&a, true, 0..n, &mut vnni, n).unwrap();
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&avx2), bits(&vnni), "{:?} {n}x{k}, m = {m}", K::DTYPE);
-            w.run_tier(&a, true, rows.clone(), &mut part, rows.len()).unwrap();
-            for r in 0..m {
-                let want = &avx2[r * n + rows.start..(r + 1) * n];
-                assert_eq!(
-                    bits(&part[r * rows.len()..(r + 1) * rows.len()]),
-                    bits(want),
-                    "{:?} rows {rows:?}, m = {m}",
-                    K::DTYPE
-                );
+            let mut avx2 = vec![0f32; m * n];
+            w.run_on(Tier::Avx2, &a, 0..n, &mut avx2, n).unwrap();
+            for tier in Tier::ALL {
+                let mut got = vec![0f32; m * n];
+                if !tier.here() {
+                    assert!(w.run_on(tier, &a, 0..n, &mut got, n).is_err(), "{tier:?}");
+                    continue;
+                }
+                w.run_on(tier, &a, 0..n, &mut got, n).unwrap();
+                assert_eq!(bits(&avx2), bits(&got), "{:?} {tier:?} {n}x{k}, m = {m}", K::DTYPE);
+                let rows = n / 3..n;
+                let mut part = vec![0f32; m * rows.len()];
+                w.run_on(tier, &a, rows.clone(), &mut part, rows.len()).unwrap();
+                for r in 0..m {
+                    let want = &avx2[r * n + rows.start..(r + 1) * n];
+                    let got = &part[r * rows.len()..(r + 1) * rows.len()];
+                    assert_eq!(bits(got), bits(want), "{:?} {tier:?} rows {rows:?}, m = {m}", K::DTYPE);
+                }
             }
         }
+    }
+    if !super::x86::Tier::Avx512.here() {
+        eprintln!("this CPU runs only the tiers up to {}", super::x86::tier());
     }
 }
 

@@ -1,5 +1,6 @@
-//! The x86 kernels' two tiers: AVX2 (the build's baseline, x86-64-v3) and AVX-VNNI, chosen at
-//! run time where the CPU has it (Intel since Alder Lake and Sapphire Rapids, AMD since Zen 5).
+//! The x86 kernels' three tiers, chosen at run time from what the CPU has: AVX2 (the build's
+//! baseline, x86-64-v3); AVX-VNNI (Intel since Alder Lake and Sapphire Rapids, AMD since Zen 5);
+//! and AVX-512 (BW, DQ, VL and VNNI, on top of AVX-VNNI: Sapphire Rapids, Zen 5).
 //!
 //! AVX2 multiplies bytes with `maddubs` (neighbouring products added in i16) and widens with
 //! `madd` (pairs of those added in i32); `vpdpbusd` does both at once and adds into an i32
@@ -8,64 +9,117 @@
 //! float steps unchanged, the same bits (tested per format). What VNNI saves is instructions
 //! per activation row: the second Amulet context and a prefill's rows.
 //!
-//! Every kernel takes the tier as a const parameter; Q6_K's ignores it (its scales differ
+//! The AVX-512 tier halves them again where a kernel has a 512-bit body, and keeps the bits:
+//! each 512-bit register holds two 256-bit ones that AVX2 would have added into the same i32
+//! lanes anyway (Q4_1, Q5_0: integer sums are exact in any order), or the same block for two
+//! activation rows, each half doing that row's AVX2 float steps (Q8_0). Formats without one run
+//! their AVX-VNNI body there.
+//!
+//! Every kernel takes the tier as const parameters; Q6_K's ignores them (its scales differ
 //! between the two i16 halves of an i32 lane, which `vpdpbusd` cannot keep apart).
 
 use core::arch::x86_64::*;
 use std::ops::Range;
 
 use super::rows::{self, Dot};
-use crate::error::Result;
+use crate::error::{AmuletError, Result};
 
-/// Whether this CPU has AVX-VNNI (read once).
-pub(crate) fn vnni() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avxvnni"))
+/// An x86 kernel tier, slowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Tier {
+    Avx2,
+    AvxVnni,
+    Avx512,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::Avx2, Tier::AvxVnni, Tier::Avx512];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Avx2 => "avx2",
+            Tier::AvxVnni => "avx-vnni",
+            Tier::Avx512 => "avx512-vnni",
+        }
+    }
+
+    /// Whether this CPU runs the tier.
+    pub fn here(self) -> bool {
+        self <= best()
+    }
+}
+
+/// The best tier this CPU has (read once).
+pub fn best() -> Tier {
+    static BEST: std::sync::OnceLock<Tier> = std::sync::OnceLock::new();
+    *BEST.get_or_init(|| {
+        use std::arch::is_x86_feature_detected as has;
+        if !has!("avxvnni") {
+            Tier::Avx2
+        } else if has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl") && has!("avx512vnni") {
+            Tier::Avx512
+        } else {
+            Tier::AvxVnni
+        }
+    })
 }
 
 /// The tier the kernels run in on this CPU (`amulet bench` prints it).
 pub fn tier() -> &'static str {
-    if vnni() {
-        "avx-vnni"
-    } else {
-        "avx2"
-    }
+    best().name()
 }
 
 /// `rows::run` compiled with AVX-VNNI, so that a kernel's `dot` inlines `vpdpbusd`.
 ///
 /// # Safety
-/// The CPU has AVX-VNNI (`vnni()`).
+/// The CPU has AVX-VNNI.
 #[target_feature(enable = "avxvnni")]
 pub(crate) unsafe fn run_vnni<D: Dot>(what: &str, d: &D, rows: Range<usize>, out: &mut [f32], ld: usize) -> Result<()> {
     rows::run(what, d, rows, out, ld)
 }
 
-/// Whether to run the VNNI tier: `Some(vnni)` as asked, `None` this CPU's best. Asking for
-/// VNNI where the CPU has none is an error, not an illegal instruction.
-pub(crate) fn pick(what: &str, tier: Option<bool>) -> Result<bool> {
-    match tier {
-        Some(true) if !vnni() => Err(crate::error::AmuletError::Compute(format!("{what}: this CPU has no AVX-VNNI"))),
-        Some(v) => Ok(v),
-        None => Ok(vnni()),
-    }
-}
-
-/// A kernel on the tier `pick` chooses.
-pub(crate) fn run_tier<A: Dot, V: Dot>(
+/// `rows::run` compiled with AVX-512 as well.
+///
+/// # Safety
+/// The CPU has the `Tier::Avx512` features.
+#[target_feature(enable = "avxvnni,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+pub(crate) unsafe fn run_avx512<D: Dot>(
     what: &str,
-    tier: Option<bool>,
-    avx2: A,
-    vnni_kernel: V,
+    d: &D,
     rows: Range<usize>,
     out: &mut [f32],
     ld: usize,
 ) -> Result<()> {
-    if pick(what, tier)? {
-        // SAFETY: `pick` chose VNNI only where the CPU has it.
-        unsafe { run_vnni(what, &vnni_kernel, rows, out, ld) }
-    } else {
-        rows::run(what, &avx2, rows, out, ld)
+    rows::run(what, d, rows, out, ld)
+}
+
+/// The tier to run: `Some` as asked, `None` this CPU's best. Asking for a tier the CPU lacks is
+/// an error, not an illegal instruction.
+pub(crate) fn pick(what: &str, tier: Option<Tier>) -> Result<Tier> {
+    match tier {
+        Some(t) if !t.here() => Err(AmuletError::Compute(format!("{what}: this CPU has no {}", t.name()))),
+        Some(t) => Ok(t),
+        None => Ok(best()),
+    }
+}
+
+/// A kernel on the tier `pick` chooses.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_tier<A: Dot, V: Dot, W: Dot>(
+    what: &str,
+    tier: Option<Tier>,
+    avx2: A,
+    vnni: V,
+    avx512: W,
+    rows: Range<usize>,
+    out: &mut [f32],
+    ld: usize,
+) -> Result<()> {
+    match pick(what, tier)? {
+        // SAFETY: `pick` chose only a tier the CPU has.
+        Tier::Avx512 => unsafe { run_avx512(what, &avx512, rows, out, ld) },
+        Tier::AvxVnni => unsafe { run_vnni(what, &vnni, rows, out, ld) },
+        Tier::Avx2 => rows::run(what, &avx2, rows, out, ld),
     }
 }
 
@@ -88,6 +142,35 @@ pub(crate) unsafe fn dot_bytes<const VNNI: bool, const N: usize>(
     } else {
         _mm256_madd_epi16(sum_i16(u, s), _mm256_set1_epi16(1))
     }
+}
+
+/// `dot_bytes::<true, _>` over the 2N 256-bit halves of `u` (and of `s(j)`), on 512-bit
+/// registers: the same i32 lanes, since integer sums do not depend on their order.
+///
+/// # Safety
+/// The CPU has the `Tier::Avx512` features (and the caller is inlined where they are enabled).
+#[inline(always)]
+pub(crate) unsafe fn dot_pairs<const N: usize>(u: &[__m512i; N], s: impl Fn(usize) -> __m512i) -> __m256i {
+    let mut acc = _mm512_setzero_si512();
+    for (j, &u) in u.iter().enumerate() {
+        acc = _mm512_dpbusd_epi32(acc, u, s(j));
+    }
+    _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64::<1>(acc))
+}
+
+/// Two 256-bit registers as one 512-bit one (`a` the low half).
+#[inline(always)]
+pub(crate) unsafe fn join(a: __m256i, b: __m256i) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), b)
+}
+
+/// candle's `hsum_float_8`: the eight lanes summed in its order.
+#[inline(always)]
+pub(crate) unsafe fn hsum8(x: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_extractf128_ps::<1>(x), _mm256_castps256_ps128(x));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
 }
 
 /// AVX2's half of `dot_bytes`: the `maddubs` products of every `j` added in i16 lanes, as a
