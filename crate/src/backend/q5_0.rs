@@ -242,14 +242,15 @@ unsafe impl Dot for Scalar<'_> {
 mod x86 {
     use super::{Q50Matrix, Q8Acts, GB, GROUP, GROUP_D, QK8_0, TAIL};
     use crate::backend::rows::{Dot, PREFETCH};
-    use crate::backend::x86::{dot_bytes, f16_splat};
+    use crate::backend::x86::{dot_bytes, dot_pairs, f16_splat, join};
     use core::arch::x86_64::*;
 
-    /// The AVX-512 tier runs the AVX-VNNI body (backend/x86.rs).
-    pub(super) type Wide<'a> = Kernel<'a, true>;
+    /// The AVX-512 tier: a group's eight registers as four 512-bit ones (backend/x86.rs).
+    pub(super) type Wide<'a> = Kernel<'a, true, true>;
 
-    /// `VNNI`: `vpdpbusd` in place of `maddubs` + `madd` (backend/x86.rs).
-    pub(super) struct Kernel<'a, const VNNI: bool> {
+    /// `VNNI`: `vpdpbusd` in place of `maddubs` + `madd`; `WIDE` (with `VNNI`): on 512-bit
+    /// registers, each two neighbouring ones of a group (backend/x86.rs).
+    pub(super) struct Kernel<'a, const VNNI: bool, const WIDE: bool = false> {
         pub w: &'a Q50Matrix,
         pub a: &'a Q8Acts,
     }
@@ -266,7 +267,7 @@ mod x86 {
     // SAFETY: `dot` reads weight row `i` (< rows()) and activation rows r0..r0 + R (<= acts())
     // whole groups and blocks at a time; `run` checked that the activations have the
     // matrix's width (so the same group / tail split).
-    unsafe impl<const VNNI: bool> Dot for Kernel<'_, VNNI> {
+    unsafe impl<const VNNI: bool, const WIDE: bool> Dot for Kernel<'_, VNNI, WIDE> {
         fn rows(&self) -> usize {
             self.w.n
         }
@@ -316,11 +317,16 @@ mod x86 {
                     _mm256_or_si256(_mm256_srli_epi16::<6>(and(v[3], 0xC0)), _mm256_srli_epi16::<3>(and(v[4], 0xE0))),
                 ];
                 let dw = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(GROUP_D) as *const __m128i));
+                let wp: [__m512i; 4] =
+                    std::array::from_fn(|q| if WIDE { join(wr[2 * q], wr[2 * q + 1]) } else { _mm512_setzero_si512() });
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let y = ag.add((r * groups + g) * GB);
+                    let yp = |q: usize| _mm512_loadu_si512(y.add(2 * q) as *const __m512i);
                     let y = |l: usize| _mm256_load_si256(y.add(l));
                     // With AVX2 two sums of four: eight products of 31 * 128 would saturate i16.
-                    let s = if VNNI {
+                    let s = if WIDE {
+                        dot_pairs(&wp, yp)
+                    } else if VNNI {
                         dot_bytes::<true, 8>(&wr, y)
                     } else {
                         let (w0, w1) = ([wr[0], wr[1], wr[2], wr[3]], [wr[4], wr[5], wr[6], wr[7]]);
