@@ -550,7 +550,7 @@ macro_rules! run_tiles {
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
 mod x86 {
     use super::{finish_q8_1, for_each_tile, prepare_x, Lane32, Q41Matrix, Scale16, Scratch, QK};
-    use crate::backend::x86::{dot_bytes, dot_pairs, pick, Tier};
+    use crate::backend::x86::{dot_bytes, dot_pairs, nibbles, pick, Tier};
     use crate::error::Result;
     use core::arch::x86_64::*;
 
@@ -590,8 +590,7 @@ mod x86 {
             for l in 0..4 {
                 let v = _mm256_load_si256(u.add(l));
                 if WIDE {
-                    let v = _mm512_srlv_epi64(_mm512_broadcast_i64x4(v), _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4));
-                    wp[l] = _mm512_and_si512(v, _mm512_set1_epi8(0x0F));
+                    wp[l] = nibbles(v);
                 } else {
                     wr[2 * l] = _mm256_and_si256(v, mask);
                     wr[2 * l + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);

@@ -218,21 +218,22 @@ unsafe impl Dot for Scalar<'_> {
 mod x86 {
     use super::{Q4KMatrix, Q8KActs, META, QK_K, REC, SC};
     use crate::backend::rows::{Dot, PREFETCH};
-    use crate::backend::x86::{dot_bytes, sum_i16};
+    use crate::backend::x86::{dot_bytes, dot_pairs, nibbles, sum_i16};
     use core::arch::x86_64::*;
 
-    /// The AVX-512 tier runs the AVX-VNNI body (backend/x86.rs).
-    pub(super) type Wide<'a> = Kernel<'a, true>;
+    /// The AVX-512 tier: a super-block's eight registers as four 512-bit ones (backend/x86.rs).
+    pub(super) type Wide<'a> = Kernel<'a, true, true>;
 
-    /// `VNNI`: `vpdpbusd` in place of `maddubs` + `madd` (backend/x86.rs).
-    pub(super) struct Kernel<'a, const VNNI: bool> {
+    /// `VNNI`: `vpdpbusd` in place of `maddubs` + `madd`; `WIDE` (with `VNNI`): each unit's low
+    /// and high nibbles side by side in one 512-bit register, as they lie in the activations.
+    pub(super) struct Kernel<'a, const VNNI: bool, const WIDE: bool = false> {
         pub w: &'a Q4KMatrix,
         pub a: &'a Q8KActs,
     }
 
     // SAFETY: `dot` reads weight row `i` (< rows()) and activation rows r0..r0 + R (<= acts())
     // whole super-blocks at a time; `run` checked that the activations have the matrix's width.
-    unsafe impl<const VNNI: bool> Dot for Kernel<'_, VNNI> {
+    unsafe impl<const VNNI: bool, const WIDE: bool> Dot for Kernel<'_, VNNI, WIDE> {
         fn rows(&self) -> usize {
             self.w.n
         }
@@ -265,10 +266,15 @@ mod x86 {
                     _mm_prefetch::<_MM_HINT_T1>((rec as *const i8).wrapping_add(PREFETCH + 64 * line));
                 }
                 let mut wr = [_mm256_setzero_si256(); 8];
+                let mut wp = [_mm512_setzero_si512(); 4];
                 for l in 0..4 {
                     let v = _mm256_loadu_si256(rec.add(32 * l) as *const __m256i);
-                    wr[2 * l] = _mm256_and_si256(v, m4);
-                    wr[2 * l + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                    if WIDE {
+                        wp[l] = nibbles(v);
+                    } else {
+                        wr[2 * l] = _mm256_and_si256(v, m4);
+                        wr[2 * l + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                    }
                 }
                 let scm = _mm_loadu_si128(rec.add(SC) as *const __m128i);
                 let scp = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(scm), pairs);
@@ -284,7 +290,10 @@ mod x86 {
                     let y = |l: usize| _mm256_load_si256(y.add(l));
                     // i16 lanes 2l and 2l + 1 both belong to sub-block l: 16 products of at
                     // most 15 * 128 each, so the AVX2 sums never saturate.
-                    let si = if VNNI {
+                    let si = if WIDE {
+                        let yp = |l: usize| _mm512_loadu_si512(aq.add(8 * j + 2 * l) as *const __m512i);
+                        _mm256_mullo_epi32(dot_pairs(&wp, yp), sc32)
+                    } else if VNNI {
                         _mm256_mullo_epi32(dot_bytes::<true, 8>(&wr, y), sc32)
                     } else {
                         _mm256_madd_epi16(sum_i16(&wr, y), scp)

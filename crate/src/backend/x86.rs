@@ -158,6 +158,14 @@ pub(crate) unsafe fn dot_pairs<const N: usize>(u: &[__m512i; N], s: impl Fn(usiz
     _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64::<1>(acc))
 }
 
+/// The 64 nibbles of `v` as bytes: the low nibbles in the low half, the high ones in the high
+/// half (the order in which Q4_1 and Q4_K units unpack into two 256-bit registers).
+#[inline(always)]
+pub(crate) unsafe fn nibbles(v: __m256i) -> __m512i {
+    let v = _mm512_srlv_epi64(_mm512_broadcast_i64x4(v), _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4));
+    _mm512_and_si512(v, _mm512_set1_epi8(0x0F))
+}
+
 /// Two 256-bit registers as one 512-bit one (`a` the low half).
 #[inline(always)]
 pub(crate) unsafe fn join(a: __m256i, b: __m256i) -> __m512i {
