@@ -2,7 +2,9 @@
 //! natively (AVX2 + FMA) with `cargo test`, and in wasm (simd128 in Node, relaxed SIMD's build
 //! in Chromium) with wasm-bindgen-test, as `./build.sh test` runs them.
 
-use amulet::backend::attend::{dot_blocks, exp_shifted, plain, scale_max, weighted_sum, LANES};
+use amulet::backend::attend::{
+    dot_blocks, dot_blocks2, exp_shifted, plain, scale_max, weighted_sum, weighted_sum2, LANES,
+};
 use amulet::rng::Rng;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -49,6 +51,46 @@ fn weighted_sum_gives_the_plain_loops_bits() {
             assert_eq!(bits(&chunked), bits(&want), "head {hd}, {rows} rows in two chunks");
         }
     }
+}
+
+/// The two-head forms (natively on an AVX-512 CPU, one 512-bit register for both heads) give
+/// the plain loops' bits for each head.
+#[test]
+fn two_heads_at_once_give_the_plain_loops_bits() {
+    let mut rng = Rng::new(17);
+    for hd in [1, 3, 64, 96, 128, 256] {
+        for blocks in [0, 1, 3, 4, 5, 9] {
+            let stride = 3 * hd * LANES;
+            let k = rng.vec(blocks.max(1) * stride, 2.0);
+            let (q0, q1) = (rng.vec(hd, 2.0), rng.vec(hd, 2.0));
+            let (mut g0, mut g1) = (vec![[0f32; LANES]; blocks], vec![[0f32; LANES]; blocks]);
+            let (mut w0, mut w1) = (vec![[1f32; LANES]; blocks], vec![[1f32; LANES]; blocks]);
+            dot_blocks2([&q0, &q1], &k[hd * LANES..], stride, [&mut g0, &mut g1]);
+            plain::dot_blocks(&q0, &k[hd * LANES..], stride, &mut w0);
+            plain::dot_blocks(&q1, &k[hd * LANES..], stride, &mut w1);
+            assert_eq!(bits(g0.as_flattened()), bits(w0.as_flattened()), "head 0 of {hd}, {blocks} blocks");
+            assert_eq!(bits(g1.as_flattened()), bits(w1.as_flattened()), "head 1 of {hd}, {blocks} blocks");
+        }
+        for rows in [0, 1, 2, 17, 100] {
+            let stride = 2 * hd + 3;
+            let v = rng.vec(rows.max(1) * stride, 2.0);
+            let (wa, wb) = (rng.vec(rows, 2.0), rng.vec(rows, 2.0));
+            let (sa, sb) = (rng.vec(hd, 2.0), rng.vec(hd, 2.0));
+            let (mut ga, mut gb, mut pa, mut pb) = (sa.clone(), sb.clone(), sa, sb);
+            weighted_sum2([&wa, &wb], &v, stride, [&mut ga, &mut gb]);
+            plain::weighted_sum(&wa, &v, stride, &mut pa);
+            plain::weighted_sum(&wb, &v, stride, &mut pb);
+            assert_eq!(bits(&ga), bits(&pa), "head 0 of {hd}, {rows} rows");
+            assert_eq!(bits(&gb), bits(&pb), "head 1 of {hd}, {rows} rows");
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "different sizes")]
+fn two_heads_of_different_sizes_panic() {
+    let mut o = [0.0; 4];
+    weighted_sum2([&[1.0; 2], &[1.0; 3]], &[0.0; 16], 4, [&mut o.clone(), &mut o]);
 }
 
 #[test]

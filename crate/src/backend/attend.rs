@@ -44,6 +44,46 @@ fn check_values(w: &[f32], v: &[f32], stride: usize, out: &[f32]) {
     }
 }
 
+/// `dot_blocks` for two query heads of one kv head at once (`out[h]` takes head `q[h]`): the
+/// same bits as two calls, and on the x86 AVX-512 tier half the multiply-adds (one 512-bit
+/// register holds both heads' lanes of a block). Panics if `k` is shorter than the blocks or
+/// the heads' sizes differ.
+pub fn dot_blocks2(q: [&[f32]; 2], k: &[f32], stride: usize, out: [&mut [[f32; LANES]]; 2]) {
+    assert!(q[0].len() == q[1].len() && out[0].len() == out[1].len(), "dot_blocks2: heads of different sizes");
+    check_keys(q[0], k, stride, out[0]);
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+    if wide::here() {
+        // SAFETY: the CPU has the tier's features; every block read lies in `k`, checked above.
+        return unsafe { wide::dot_blocks2(q, k.as_ptr(), stride, out) };
+    }
+    let [o0, o1] = out;
+    // SAFETY: as in `dot_blocks`.
+    unsafe {
+        simd::dot_blocks(q[0], k.as_ptr(), stride, o0);
+        simd::dot_blocks(q[1], k.as_ptr(), stride, o1);
+    }
+}
+
+/// `weighted_sum` for two heads' weights over the same values (`out[h]` takes `w[h]`): the
+/// same bits as two calls, and on the x86 AVX-512 tier 16-float registers, both heads' chains
+/// keeping the multiply-add pipes busy. Panics if `v` is shorter than the rows or the heads'
+/// sizes differ.
+pub fn weighted_sum2(w: [&[f32]; 2], v: &[f32], stride: usize, out: [&mut [f32]; 2]) {
+    assert!(w[0].len() == w[1].len() && out[0].len() == out[1].len(), "weighted_sum2: heads of different sizes");
+    check_values(w[0], v, stride, out[0]);
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+    if wide::here() {
+        // SAFETY: the CPU has the tier's features; every row read lies in `v`, checked above.
+        return unsafe { wide::weighted_sum2(w, v.as_ptr(), stride, out) };
+    }
+    let [o0, o1] = out;
+    // SAFETY: as in `weighted_sum`.
+    unsafe {
+        simd::weighted_sum(w[0], v.as_ptr(), stride, o0);
+        simd::weighted_sum(w[1], v.as_ptr(), stride, o1);
+    }
+}
+
 /// Multiplies every score by `scale` and returns the largest (NaN scores are passed over, as
 /// `f32::max` does; -inf when there are none).
 pub fn scale_max(scores: &mut [f32], scale: f32) -> f32 {
@@ -234,6 +274,94 @@ mod simd {
         }
         if d < out.len() {
             super::scalar::weighted_sum(w, v.add(d), stride, &mut out[d..]);
+        }
+    }
+}
+
+/// The x86 AVX-512 tier's forms of the two-head loops (backend/x86.rs chooses it at run time):
+/// each lane's chain of `_mm512_fmadd_ps` is the AVX2 lane's, so the same bits.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+mod wide {
+    use super::{scalar, LANES};
+    use std::arch::x86_64::*;
+
+    pub fn here() -> bool {
+        crate::backend::x86::Tier::Avx512.here()
+    }
+
+    /// # Safety
+    /// The CPU has the AVX-512 tier; `k` holds `out[0].len()` blocks of `q[0].len() * LANES`
+    /// floats, `stride` apart; both heads have the same sizes.
+    #[target_feature(enable = "avx512f,avx512dq,avx512vl")]
+    pub unsafe fn dot_blocks2(q: [&[f32]; 2], k: *const f32, stride: usize, mut out: [&mut [[f32; LANES]]; 2]) {
+        let n = out[0].len();
+        let mut b = 0;
+        // Four blocks at a time: four independent chains hide the multiply-add latency.
+        while b + 4 <= n {
+            score2::<4>(q, k.add(b * stride), stride, &mut out, b);
+            b += 4;
+        }
+        while b < n {
+            score2::<1>(q, k.add(b * stride), stride, &mut out, b);
+            b += 1;
+        }
+    }
+
+    /// Blocks `b0..b0 + G`: the low half of each register head 0's lanes, the high half head 1's.
+    #[inline(always)]
+    unsafe fn score2<const G: usize>(
+        q: [&[f32]; 2],
+        k: *const f32,
+        stride: usize,
+        out: &mut [&mut [[f32; LANES]]; 2],
+        b0: usize,
+    ) {
+        let mut acc = [_mm512_setzero_ps(); G];
+        for (j, (&q0, &q1)) in q[0].iter().zip(q[1]).enumerate() {
+            let qv = _mm512_insertf32x8::<1>(_mm512_set1_ps(q0), _mm256_set1_ps(q1));
+            for (g, acc) in acc.iter_mut().enumerate() {
+                let kv = _mm512_broadcast_f32x8(_mm256_loadu_ps(k.add(g * stride + j * LANES)));
+                *acc = _mm512_fmadd_ps(qv, kv, *acc);
+            }
+        }
+        for (g, acc) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out[0][b0 + g].as_mut_ptr(), _mm512_castps512_ps256(*acc));
+            _mm256_storeu_ps(out[1][b0 + g].as_mut_ptr(), _mm512_extractf32x8_ps::<1>(*acc));
+        }
+    }
+
+    /// Output floats a head sums together: four registers, one chain each (eight with both).
+    const CHUNK: usize = 64;
+
+    /// # Safety
+    /// The CPU has the AVX-512 tier; `v` holds `w[0].len()` rows of `out[0].len()` floats,
+    /// `stride` apart; both heads have the same sizes.
+    #[target_feature(enable = "avx512f,avx512dq,avx512vl")]
+    pub unsafe fn weighted_sum2(w: [&[f32]; 2], v: *const f32, stride: usize, out: [&mut [f32]; 2]) {
+        let [o0, o1] = out;
+        let mut d = 0;
+        while d + CHUNK <= o0.len() {
+            let load = |o: &[f32]| -> [__m512; CHUNK / 16] {
+                std::array::from_fn(|c| _mm512_loadu_ps(o.as_ptr().add(d + 16 * c)))
+            };
+            let (mut a0, mut a1) = (load(o0), load(o1));
+            for (i, (&w0, &w1)) in w[0].iter().zip(w[1]).enumerate() {
+                let (x0, x1, row) = (_mm512_set1_ps(w0), _mm512_set1_ps(w1), v.add(i * stride + d));
+                for c in 0..CHUNK / 16 {
+                    let x = _mm512_loadu_ps(row.add(16 * c));
+                    a0[c] = _mm512_fmadd_ps(x0, x, a0[c]);
+                    a1[c] = _mm512_fmadd_ps(x1, x, a1[c]);
+                }
+            }
+            for c in 0..CHUNK / 16 {
+                _mm512_storeu_ps(o0.as_mut_ptr().add(d + 16 * c), a0[c]);
+                _mm512_storeu_ps(o1.as_mut_ptr().add(d + 16 * c), a1[c]);
+            }
+            d += CHUNK;
+        }
+        if d < o0.len() {
+            scalar::weighted_sum(w[0], v.add(d), stride, &mut o0[d..]);
+            scalar::weighted_sum(w[1], v.add(d), stride, &mut o1[d..]);
         }
     }
 }

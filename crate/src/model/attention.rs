@@ -5,7 +5,7 @@
 //! express; on these sizes (a few rows, head size 64-256) plain loops are also faster.
 
 use super::config::RopeLayout;
-use crate::backend::attend::{dot_blocks, exp_shifted, scale_max, weighted_sum, LANES};
+use crate::backend::attend::{dot_blocks, dot_blocks2, exp_shifted, scale_max, weighted_sum, weighted_sum2, LANES};
 use crate::backend::pool::{split, threads, Shared};
 
 /// cos/sin of position × frequency, grown on demand.
@@ -253,11 +253,21 @@ fn attend_heads(
     let keys = &kv.k[first * kstride + g * hd * LANES..];
     // Every score of it is written below: only growth needs filling.
     scores.resize(qs.len() / hd * width, 0.0);
+    // Heads two at a time while there are two (the AVX-512 tier runs a pair in one register).
+    let nh = qs.len() / hd;
     for c in (0..blocks).step_by(CHUNK_BLOCKS) {
         let chunk = c..(c + CHUNK_BLOCKS).min(blocks);
-        for (qh, sh) in qs.chunks_exact(hd).zip(scores.chunks_exact_mut(width)) {
-            let (sb, _) = sh.as_chunks_mut::<LANES>();
-            dot_blocks(qh, &keys[c * kstride..], kstride, &mut sb[chunk.clone()]);
+        let k = &keys[c * kstride..];
+        for h in (0..nh).step_by(2) {
+            let q = &qs[h * hd..];
+            if h + 1 < nh {
+                let (s0, s1) = scores[h * width..(h + 2) * width].split_at_mut(width);
+                let out = [&mut key_blocks(s0)[chunk.clone()], &mut key_blocks(s1)[chunk.clone()]];
+                dot_blocks2([&q[..hd], &q[hd..2 * hd]], k, kstride, out);
+            } else {
+                let sh = &mut scores[h * width..(h + 1) * width];
+                dot_blocks(&q[..hd], k, kstride, &mut key_blocks(sh)[chunk.clone()]);
+            }
         }
     }
     let (lo, len) = (start - first * LANES, position + 1 - start);
@@ -274,10 +284,22 @@ fn attend_heads(
     let values = &kv.v[start * kv_dim + g * hd..];
     for c in (0..len).step_by(CHUNK_POSITIONS) {
         let chunk = c..(c + CHUNK_POSITIONS).min(len);
-        for (oh, sh) in out.chunks_exact_mut(hd).zip(scores.chunks_exact(width)) {
-            weighted_sum(&sh[lo..][chunk.clone()], &values[c * kv_dim..], kv_dim, oh);
+        let v = &values[c * kv_dim..];
+        let w = |h: usize| &scores[h * width + lo..(h + 1) * width][chunk.clone()];
+        for h in (0..nh).step_by(2) {
+            if h + 1 < nh {
+                let (o0, o1) = out[h * hd..(h + 2) * hd].split_at_mut(hd);
+                weighted_sum2([w(h), w(h + 1)], v, kv_dim, [o0, o1]);
+            } else {
+                weighted_sum(w(h), v, kv_dim, &mut out[h * hd..(h + 1) * hd]);
+            }
         }
     }
+}
+
+/// A head's scores as key blocks of `LANES` positions.
+fn key_blocks(scores: &mut [f32]) -> &mut [[f32; LANES]] {
+    scores.as_chunks_mut::<LANES>().0
 }
 
 #[cfg(test)]
