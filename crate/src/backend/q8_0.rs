@@ -137,8 +137,8 @@ mod x86 {
     use crate::backend::x86::{f16_splat, hsum8, join};
     use core::arch::x86_64::*;
 
-    /// `VNNI`: `vpdpbusd` in place of `maddubs` + `madd` (backend/x86.rs).
-    pub(super) struct Kernel<'a, const VNNI: bool> {
+    /// `VNNI`: `vpdpbusd` in place of `maddubs` + `madd`; `WIDE`: `Wide` (backend/x86.rs).
+    pub(super) struct Kernel<'a, const VNNI: bool, const WIDE: bool = false> {
         pub w: &'a Q80Matrix,
         pub a: &'a Q8Acts,
     }
@@ -146,7 +146,7 @@ mod x86 {
     // SAFETY: `dot` reads the blocks of weight row `i` (< rows()), each load 32 bytes inside
     // a block (offset 2..34 of 34), and whole blocks of activation rows r0..r0 + R (<= acts());
     // `run` checked that the activations have the matrix's width.
-    unsafe impl<const VNNI: bool> Dot for Kernel<'_, VNNI> {
+    unsafe impl<const VNNI: bool, const WIDE: bool> Dot for Kernel<'_, VNNI, WIDE> {
         fn rows(&self) -> usize {
             self.w.n
         }
@@ -159,6 +159,9 @@ mod x86 {
 
         #[inline(always)]
         unsafe fn dot<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
+            if WIDE {
+                return self.dot_wide(i, r0);
+            }
             let (w, a) = (self.w, self.a);
             let nb = w.k / QK;
             let row = w.data.as_ptr().add(i * nb * BLOCK);
@@ -193,26 +196,15 @@ mod x86 {
     /// The AVX-512 tier: one 512-bit register holds the same block for two activation rows,
     /// and each half takes its row's AVX2 steps (the same bits); with an odd row count the
     /// last row takes them on 256 bits.
-    pub(super) struct Wide<'a> {
-        pub w: &'a Q80Matrix,
-        pub a: &'a Q8Acts,
-    }
+    pub(super) type Wide<'a> = Kernel<'a, true, true>;
 
-    // SAFETY: as for `Kernel`: the same blocks of weight row `i` and of activation rows
-    // r0..r0 + R, read 32 bytes at a time.
-    unsafe impl Dot for Wide<'_> {
-        fn rows(&self) -> usize {
-            self.w.n
-        }
-        fn acts(&self) -> usize {
-            self.a.rows()
-        }
-        fn row_bytes(&self) -> usize {
-            self.w.k / QK * BLOCK
-        }
-
+    impl<const VNNI: bool, const WIDE: bool> Kernel<'_, VNNI, WIDE> {
+        /// `dot` on the AVX-512 tier.
+        ///
+        /// # Safety
+        /// As `dot`'s, and the CPU has the tier (backend/x86.rs).
         #[inline(always)]
-        unsafe fn dot<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
+        unsafe fn dot_wide<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
             let (w, a) = (self.w, self.a);
             let nb = w.k / QK;
             let row = w.data.as_ptr().add(i * nb * BLOCK);
