@@ -207,7 +207,7 @@ mod x86 {
     use crate::backend::rows::{Dot, PREFETCH};
     use core::arch::x86_64::*;
 
-    /// The AVX-512 tier runs the AVX-VNNI body (backend/x86.rs).
+    /// The AVX-512 tier runs the same body, compiled for it (backend/x86.rs).
     pub(super) type Wide<'a> = Kernel<'a, true>;
 
     /// `VNNI` changes nothing: a `madd` here scales the two i16 halves of an i32 lane by two

@@ -22,8 +22,8 @@ pub const KERNEL: &str = "relaxed-simd";
 )))]
 pub const KERNEL: &str = "scalar";
 
-/// The tier the kernels run in on this CPU: `KERNEL`, or natively "avx-vnni" where the CPU
-/// has it (backend/x86.rs).
+/// The tier the kernels run in on this CPU: `KERNEL`, or natively "avx-vnni" or "avx512-vnni"
+/// where the CPU has them (backend/x86.rs).
 pub fn tier() -> &'static str {
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
     return super::x86::tier();

@@ -267,7 +267,7 @@ struct Backend {
 /// The whole run, as `--json` prints it and `--out` writes it.
 #[derive(serde::Serialize)]
 struct BenchResult {
-    /// The SIMD tier the CPU kernels ran in (x86: "avx-vnni" where the CPU has it, else "avx2").
+    /// The SIMD tier the CPU kernels ran in (x86: "avx2", "avx-vnni" or "avx512-vnni", the best the CPU has).
     cpu_kernels: &'static str,
     /// The GGUF measured.
     model_path: String,
