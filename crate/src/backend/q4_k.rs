@@ -218,7 +218,7 @@ unsafe impl Dot for Scalar<'_> {
 mod x86 {
     use super::{Q4KMatrix, Q8KActs, META, QK_K, REC, SC};
     use crate::backend::rows::{Dot, PREFETCH};
-    use crate::backend::x86::{dot_bytes, dot_pairs, nibbles, sum_i16};
+    use crate::backend::x86::{dot_bytes, dot_pairs, hsum8, nibbles, sum_i16};
     use core::arch::x86_64::*;
 
     /// The AVX-512 tier: a super-block's eight registers as four 512-bit ones (backend/x86.rs).
@@ -304,14 +304,7 @@ mod x86 {
                     *acc = _mm256_fnmadd_ps(mins, _mm256_load_ps(ab.add(8 * j)), *acc);
                 }
             }
-            let mut res = [0f32; R];
-            for (o, &x) in res.iter_mut().zip(&acc) {
-                let a = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
-                let a = _mm_add_ps(a, _mm_movehl_ps(a, a));
-                let a = _mm_add_ss(a, _mm_movehdup_ps(a));
-                *o = _mm_cvtss_f32(a);
-            }
-            res
+            acc.map(|x| hsum8(x))
         }
     }
 }

@@ -242,7 +242,7 @@ unsafe impl Dot for Scalar<'_> {
 mod x86 {
     use super::{Q50Matrix, Q8Acts, GB, GROUP, GROUP_D, QK8_0, TAIL};
     use crate::backend::rows::{Dot, PREFETCH};
-    use crate::backend::x86::{dot_bytes, dot_pairs, f16_splat, join};
+    use crate::backend::x86::{dot_bytes, dot_pairs, f16_splat, hsum8, join};
     use core::arch::x86_64::*;
 
     /// The AVX-512 tier: a group's eight registers as four 512-bit ones (backend/x86.rs).
@@ -360,14 +360,7 @@ mod x86 {
                     *acc = _mm256_fmadd_ps(s, _mm256_mul_ps(dw, _mm256_broadcast_ss(&*ad.add(r * nb + b))), *acc);
                 }
             }
-            let mut res = [0f32; R];
-            for (o, &x) in res.iter_mut().zip(&acc) {
-                let a = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
-                let a = _mm_add_ps(a, _mm_movehl_ps(a, a));
-                let a = _mm_add_ss(a, _mm_movehdup_ps(a));
-                *o = _mm_cvtss_f32(a);
-            }
-            res
+            acc.map(|x| hsum8(x))
         }
     }
 }

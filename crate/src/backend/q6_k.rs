@@ -205,6 +205,7 @@ unsafe impl Dot for Scalar<'_> {
 mod x86 {
     use super::{Q6KMatrix, Q8KActs, D, QK_K, REC, SCALES};
     use crate::backend::rows::{Dot, PREFETCH};
+    use crate::backend::x86::hsum8;
     use core::arch::x86_64::*;
 
     /// The AVX-512 tier runs the same body, compiled for it (backend/x86.rs).
@@ -282,14 +283,7 @@ mod x86 {
                     *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si), dd, *acc);
                 }
             }
-            let mut res = [0f32; R];
-            for (o, &x) in res.iter_mut().zip(&acc) {
-                let a = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
-                let a = _mm_add_ps(a, _mm_movehl_ps(a, a));
-                let a = _mm_add_ss(a, _mm_movehdup_ps(a));
-                *o = _mm_cvtss_f32(a);
-            }
-            res
+            acc.map(|x| hsum8(x))
         }
     }
 }

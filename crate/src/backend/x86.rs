@@ -9,11 +9,10 @@
 //! float steps unchanged, the same bits (tested per format). What VNNI saves is instructions
 //! per activation row: the second Amulet context and a prefill's rows.
 //!
-//! The AVX-512 tier halves them again where a kernel has a 512-bit body, and keeps the bits:
-//! each 512-bit register holds two 256-bit ones that AVX2 would have added into the same i32
-//! lanes anyway (Q4_1, Q5_0: integer sums are exact in any order), or the same block for two
-//! activation rows, each half doing that row's AVX2 float steps (Q8_0). Formats without one run
-//! their AVX-VNNI body there.
+//! The AVX-512 tier halves them again, and keeps the bits: each 512-bit register holds two
+//! 256-bit ones that AVX2 would have added into the same i32 lanes anyway (Q4_1, Q4_K, Q5_0:
+//! integer sums are exact in any order), or the same block for two activation rows, each half
+//! doing that row's AVX2 float steps (Q8_0). Attention's two-head loops use it too (attend.rs).
 //!
 //! Every kernel takes the tier as const parameters; Q6_K's ignores them (its scales differ
 //! between the two i16 halves of an i32 lane, which `vpdpbusd` cannot keep apart).
@@ -172,7 +171,7 @@ pub(crate) unsafe fn join(a: __m256i, b: __m256i) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), b)
 }
 
-/// candle's `hsum_float_8`: the eight lanes summed in its order.
+/// candle's `hsum_float_8`: the eight lanes summed in its order (every kernel's last step).
 #[inline(always)]
 pub(crate) unsafe fn hsum8(x: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_extractf128_ps::<1>(x), _mm256_castps256_ps128(x));
