@@ -51,6 +51,40 @@ pub struct Lane(pub [Q; 32]);
 
 const ZERO_LANE: Lane = Lane([0; 32]);
 
+/// Lanes on a 64-byte aligned base (read as a slice of `Lane`), so that the AVX-512 kernels'
+/// 64-byte loads of two neighbouring lanes never straddle a cache line: on a 32-byte aligned
+/// base half the matmuls did, and eight-row passes over the 1.5B's down projection ran 11-14%
+/// slower than on AVX2 (measured).
+pub struct Lanes(Vec<LanePair>);
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct LanePair([Lane; 2]);
+
+impl Lanes {
+    /// `n` zeroed lanes (a whole pair more where `n` is odd).
+    fn reset(&mut self, n: usize) {
+        self.0.clear();
+        self.0.resize(n.div_ceil(2), LanePair([ZERO_LANE; 2]));
+    }
+}
+
+impl std::ops::Deref for Lanes {
+    type Target = [Lane];
+    fn deref(&self) -> &[Lane] {
+        // SAFETY: a LanePair is two Lanes with no padding (64 bytes, Lane's 32-byte alignment
+        // divides 64).
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr() as *const Lane, 2 * self.0.len()) }
+    }
+}
+
+impl std::ops::DerefMut for Lanes {
+    fn deref_mut(&mut self) -> &mut [Lane] {
+        // SAFETY: as in `deref`, borrowed mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut Lane, 2 * self.0.len()) }
+    }
+}
+
 /// The 16 sub-block sums of one Q8_K super-block.
 #[derive(Clone, Copy)]
 #[repr(C, align(32))]
@@ -66,7 +100,7 @@ pub struct Q8Acts {
     m: usize,
     k: usize,
     pub(super) nat: Vec<Lane>,
-    pub(super) grp: Vec<Lane>,
+    pub(super) grp: Lanes,
     pub(super) d: Vec<f32>,
     pub(super) sum16: Vec<i32>,
     #[allow(dead_code)]
@@ -78,7 +112,7 @@ pub struct Q8Acts {
 pub struct Q8KActs {
     m: usize,
     k: usize,
-    pub(super) q: Vec<Lane>,
+    pub(super) q: Lanes,
     pub(super) d: Vec<f32>,
     pub(super) bsums: Vec<BSums>,
     /// Per super-block, the sums of its 8 sub-blocks of 32 times `d` (Q4_K's mins term).
@@ -111,7 +145,7 @@ impl Q8Acts {
             m: 0,
             k: 0,
             nat: Vec::new(),
-            grp: Vec::new(),
+            grp: Lanes(Vec::new()),
             d: Vec::new(),
             sum16: Vec::new(),
             wide: Vec::new(),
@@ -127,8 +161,7 @@ impl Q8Acts {
         (self.m, self.k) = (m, k);
         self.nat.clear();
         self.nat.resize(m * nb, ZERO_LANE);
-        self.grp.clear();
-        self.grp.resize(m * groups * 8, ZERO_LANE);
+        self.grp.reset(m * groups * 8);
         self.d.clear();
         self.d.resize(m * nb, 0.0);
         self.sum16.clear();
@@ -190,7 +223,15 @@ impl Default for Q8KActs {
 
 impl Q8KActs {
     pub const fn new() -> Self {
-        Q8KActs { m: 0, k: 0, q: Vec::new(), d: Vec::new(), bsums: Vec::new(), bsxd: Vec::new(), buf: Vec::new() }
+        Q8KActs {
+            m: 0,
+            k: 0,
+            q: Lanes(Vec::new()),
+            d: Vec::new(),
+            bsums: Vec::new(),
+            bsxd: Vec::new(),
+            buf: Vec::new(),
+        }
     }
 
     /// Quantizes `m` rows of `k` values (row-major); buffers are reused across calls.
@@ -198,8 +239,7 @@ impl Q8KActs {
         check_input("Q8_K", x, m, k, QK_K)?;
         let nsb = m * (k / QK_K);
         (self.m, self.k) = (m, k);
-        self.q.clear();
-        self.q.resize(nsb * 8, ZERO_LANE);
+        self.q.reset(nsb * 8);
         self.d.clear();
         self.d.resize(nsb, 0.0);
         self.bsums.clear();
