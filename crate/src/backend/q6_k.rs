@@ -205,23 +205,26 @@ unsafe impl Dot for Scalar<'_> {
 mod x86 {
     use super::{Q6KMatrix, Q8KActs, D, QK_K, REC, SCALES};
     use crate::backend::rows::{Dot, PREFETCH};
-    use crate::backend::x86::hsum8;
+    use crate::backend::x86::{hsum8, join};
     use core::arch::x86_64::*;
 
-    /// The AVX-512 tier runs the same body, compiled for it (backend/x86.rs).
-    pub(super) type Wide<'a> = Kernel<'a, true>;
+    /// The AVX-512 tier: each two neighbouring registers of a super-block side by side.
+    pub(super) type Wide<'a> = Kernel<'a, true, true>;
 
     /// `VNNI` changes nothing: a `madd` here scales the two i16 halves of an i32 lane by two
-    /// different sub-block scales, which `vpdpbusd`'s sums of four cannot keep apart, so both
-    /// tiers run this AVX2 body.
-    pub(super) struct Kernel<'a, const VNNI: bool> {
+    /// different sub-block scales, which `vpdpbusd`'s sums of four cannot keep apart, so the
+    /// AVX-VNNI tier runs the AVX2 body. `WIDE`: the same `maddubs` and `madd` on 512-bit
+    /// registers; AVX2 adds each two registers' i16 products before its `madd` (at most
+    /// 2 * 2 * 63 * 128, no overflow), and `madd(a + b) = madd(a) + madd(b)` in exact integers,
+    /// so the same i32 sums (backend/x86.rs).
+    pub(super) struct Kernel<'a, const VNNI: bool, const WIDE: bool = false> {
         pub w: &'a Q6KMatrix,
         pub a: &'a Q8KActs,
     }
 
     // SAFETY: `dot` reads weight row `i` (< rows()) and activation rows r0..r0 + R (<= acts())
     // whole super-blocks at a time; `run` checked that the activations have the matrix's width.
-    unsafe impl<const VNNI: bool> Dot for Kernel<'_, VNNI> {
+    unsafe impl<const VNNI: bool, const WIDE: bool> Dot for Kernel<'_, VNNI, WIDE> {
         fn rows(&self) -> usize {
             self.w.n
         }
@@ -269,14 +272,26 @@ mod x86 {
                     top(v[3], v[4], v[5]),
                 ];
                 let sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(rec.add(SCALES) as *const __m128i));
+                let (wp, sc2): ([__m512i; 4], __m512i) = if WIDE {
+                    (std::array::from_fn(|c| join(wr[2 * c], wr[2 * c + 1])), join(sc, sc))
+                } else {
+                    ([_mm512_setzero_si512(); 4], _mm512_setzero_si512())
+                };
                 let dbits = std::ptr::read_unaligned(rec.add(D) as *const u16);
                 let dv = _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(dbits as i32)));
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let j = r * nsb + s;
                     let y = aq.add(8 * j);
-                    let p = |l: usize| _mm256_maddubs_epi16(wr[l], _mm256_load_si256(y.add(l)));
-                    let q = |c: usize| _mm256_madd_epi16(_mm256_add_epi16(p(2 * c), p(2 * c + 1)), sc);
-                    let si = _mm256_add_epi32(_mm256_add_epi32(q(0), q(1)), _mm256_add_epi32(q(2), q(3)));
+                    let si = if WIDE {
+                        let y2 = |c: usize| _mm512_loadu_si512(y.add(2 * c) as *const __m512i);
+                        let q = |c: usize| _mm512_madd_epi16(_mm512_maddubs_epi16(wp[c], y2(c)), sc2);
+                        let s = _mm512_add_epi32(_mm512_add_epi32(q(0), q(1)), _mm512_add_epi32(q(2), q(3)));
+                        _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s))
+                    } else {
+                        let p = |l: usize| _mm256_maddubs_epi16(wr[l], _mm256_load_si256(y.add(l)));
+                        let q = |c: usize| _mm256_madd_epi16(_mm256_add_epi16(p(2 * c), p(2 * c + 1)), sc);
+                        _mm256_add_epi32(_mm256_add_epi32(q(0), q(1)), _mm256_add_epi32(q(2), q(3)))
+                    };
                     let off = _mm256_madd_epi16(_mm256_load_si256(ab.add(j)), sc);
                     let si = _mm256_sub_epi32(si, _mm256_slli_epi32::<5>(off));
                     let dd = _mm256_mul_ps(dv, _mm256_broadcast_ss(&*ad.add(j)));
