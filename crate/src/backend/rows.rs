@@ -224,8 +224,7 @@ macro_rules! kernel_api {
             }
 
             /// `run` on an x86 tier (`None`: this CPU's best; one it lacks is an error). Each
-            /// module's `x86::Wide` is its AVX-512 body, or its AVX-VNNI one where it has none
-            /// (Q6_K runs its AVX2 body on every tier). Tests compare the tiers.
+            /// module's `x86::Wide` is its AVX-512 body. Tests compare the tiers.
             #[cfg(all(
                 target_arch = "x86_64",
                 target_feature = "avx2",

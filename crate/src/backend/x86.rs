@@ -10,12 +10,13 @@
 //! per activation row: the second Amulet context and a prefill's rows.
 //!
 //! The AVX-512 tier halves them again, and keeps the bits: each 512-bit register holds two
-//! 256-bit ones that AVX2 would have added into the same i32 lanes anyway (Q4_1, Q4_K, Q5_0:
-//! integer sums are exact in any order), or the same block for two activation rows, each half
+//! 256-bit ones that AVX2 would have added into the same i32 lanes anyway (Q4_1, Q4_K, Q5_0,
+//! Q6_K: integer sums are exact in any order), or the same block for two activation rows, each half
 //! doing that row's AVX2 float steps (Q8_0). Attention's two-head loops use it too (attend.rs).
 //!
-//! Every kernel takes the tier as const parameters; Q6_K's ignores them (its scales differ
-//! between the two i16 halves of an i32 lane, which `vpdpbusd` cannot keep apart).
+//! Every kernel takes the tier as const parameters. Q6_K's AVX-VNNI tier runs its AVX2 body
+//! (its scales differ between the two i16 halves of an i32 lane, which `vpdpbusd` cannot keep
+//! apart); its AVX-512 tier does AVX2's `maddubs` and `madd` on two registers at once.
 
 use core::arch::x86_64::*;
 use std::ops::Range;
