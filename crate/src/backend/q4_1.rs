@@ -993,23 +993,14 @@ mod tests {
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
     #[test]
     fn q4_1_tiers_give_the_avx2_bits() {
-        use crate::backend::x86::Tier;
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         for (si, &(n, k)) in SHAPES.iter().chain(&[(7, 96), (3, 288), (2, 544)]).enumerate() {
             let (ours, _, _) = weights(n, k, si as u64 + 40);
             for m in [1usize, 2, 3, 4, 5, 8, 9, 33] {
                 let x = activations(m, k, (si * 50 + m) as u64);
-                let mut avx2 = vec![0f32; m * n];
-                ours.matmul_on(Tier::Avx2, &x, m, &mut avx2).unwrap();
-                for tier in Tier::ALL {
-                    let mut got = vec![0f32; m * n];
-                    if !tier.here() {
-                        assert!(ours.matmul_on(tier, &x, m, &mut got).is_err(), "{tier:?}");
-                        continue;
-                    }
-                    ours.matmul_on(tier, &x, m, &mut got).unwrap();
-                    assert_eq!(bits(&avx2), bits(&got), "{tier:?} {n}x{k} m={m}");
-                }
+                crate::backend::testutil::tiers_give_avx2_bits(&format!("{n}x{k} m={m}"), |tier| {
+                    let mut out = vec![0f32; m * n];
+                    ours.matmul_on(tier, &x, m, &mut out).map(|_| out)
+                });
             }
         }
     }

@@ -247,35 +247,54 @@ pub fn lossless<K: Kernel>(cases: &[Case]) {
 
 /// Runs over split row ranges (into strided outputs) and concatenated matrices give what one
 /// whole matmul gives, bit for bit.
+/// x86: `run` on every tier gives the AVX2 tier's bits, and asking for a tier this CPU lacks is
+/// an error. Returns the AVX2 result and the tiers that ran.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+pub fn tiers_give_avx2_bits(
+    what: &str,
+    run: impl Fn(super::x86::Tier) -> Result<Vec<f32>>,
+) -> (Vec<f32>, Vec<super::x86::Tier>) {
+    use super::x86::Tier;
+    let avx2 = run(Tier::Avx2).unwrap();
+    let mut ran = Vec::new();
+    for tier in Tier::ALL {
+        if !tier.here() {
+            assert!(run(tier).is_err(), "{what}: {tier:?} where the CPU lacks it");
+            continue;
+        }
+        assert_eq!(bits(&avx2), bits(&run(tier).unwrap()), "{what}: {tier:?}");
+        ran.push(tier);
+    }
+    (avx2, ran)
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 /// x86: every tier gives the AVX2 tier's bits (the same integer sums, the same float steps),
-/// for every activation-row count and for a range of rows; asking for a tier this CPU lacks is
-/// an error.
+/// for every activation-row count and for a range of rows (`tiers_give_avx2_bits`).
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
 pub fn tiers_agree<K: Kernel>(cases: &[Case]) {
-    use super::x86::Tier;
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     for (ci, c) in cases.iter().enumerate() {
         let (n, k) = (c.n, c.k);
         let w = K::load(&weights(K::DTYPE, n, k, 300 + ci as u64).0, n, k).unwrap();
         for m in [1, 2, 3, 4, 5, 7, 8, 9, 17] {
             let a = w.prepare(&activations(m, k, 400 + m as u64), m).unwrap();
-            let mut avx2 = vec![0f32; m * n];
-            w.run_on(Tier::Avx2, &a, 0..n, &mut avx2, n).unwrap();
-            for tier in Tier::ALL {
-                let mut got = vec![0f32; m * n];
-                if !tier.here() {
-                    assert!(w.run_on(tier, &a, 0..n, &mut got, n).is_err(), "{tier:?}");
-                    continue;
-                }
-                w.run_on(tier, &a, 0..n, &mut got, n).unwrap();
-                assert_eq!(bits(&avx2), bits(&got), "{:?} {tier:?} {n}x{k}, m = {m}", K::DTYPE);
-                let rows = n / 3..n;
+            let what = format!("{:?} {n}x{k}, m = {m}", K::DTYPE);
+            let (avx2, ran) = tiers_give_avx2_bits(&what, |tier| {
+                let mut out = vec![0f32; m * n];
+                w.run_on(tier, &a, 0..n, &mut out, n).map(|_| out)
+            });
+            let rows = n / 3..n;
+            for tier in ran {
                 let mut part = vec![0f32; m * rows.len()];
                 w.run_on(tier, &a, rows.clone(), &mut part, rows.len()).unwrap();
                 for r in 0..m {
                     let want = &avx2[r * n + rows.start..(r + 1) * n];
                     let got = &part[r * rows.len()..(r + 1) * rows.len()];
-                    assert_eq!(bits(got), bits(want), "{:?} {tier:?} rows {rows:?}, m = {m}", K::DTYPE);
+                    assert_eq!(bits(got), bits(want), "{what}, {tier:?} rows {rows:?}");
                 }
             }
         }
