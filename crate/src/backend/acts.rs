@@ -62,8 +62,12 @@ pub struct Lanes(Vec<LanePair>);
 struct LanePair([Lane; 2]);
 
 impl Lanes {
+    pub(super) const fn new() -> Self {
+        Lanes(Vec::new())
+    }
+
     /// `n` zeroed lanes (a whole pair more where `n` is odd).
-    fn reset(&mut self, n: usize) {
+    pub(super) fn reset(&mut self, n: usize) {
         self.0.clear();
         self.0.resize(n.div_ceil(2), LanePair([ZERO_LANE; 2]));
     }
@@ -145,7 +149,7 @@ impl Q8Acts {
             m: 0,
             k: 0,
             nat: Vec::new(),
-            grp: Lanes(Vec::new()),
+            grp: Lanes::new(),
             d: Vec::new(),
             sum16: Vec::new(),
             wide: Vec::new(),
@@ -223,15 +227,7 @@ impl Default for Q8KActs {
 
 impl Q8KActs {
     pub const fn new() -> Self {
-        Q8KActs {
-            m: 0,
-            k: 0,
-            q: Lanes(Vec::new()),
-            d: Vec::new(),
-            bsums: Vec::new(),
-            bsxd: Vec::new(),
-            buf: Vec::new(),
-        }
+        Q8KActs { m: 0, k: 0, q: Lanes::new(), d: Vec::new(), bsums: Vec::new(), bsxd: Vec::new(), buf: Vec::new() }
     }
 
     /// Quantizes `m` rows of `k` values (row-major); buffers are reused across calls.

@@ -35,6 +35,7 @@
 //! activation rows; more rows are tiled so a block of weight rows stays in L1 while the
 //! activation rows pass over it.
 
+use super::acts::{Lane, Lanes, Q};
 use crate::{AmuletError, Result};
 use half::f16;
 use std::ops::Range;
@@ -401,12 +402,6 @@ fn finish_q8_1(d: f32, sum: i32) -> (f32, f32) {
     (d16.to_f32(), (f16::from_f32(sum as f32) * d16).to_f32())
 }
 
-/// 32 quantized activations lined up with the 32 lanes of one unpacked weight register.
-#[allow(dead_code)]
-#[derive(Clone, Copy)]
-#[repr(C, align(32))]
-struct Lane32<T>([T; 32]);
-
 /// Activation scales for one group: `[d0..d7, s0..s7]`; for a tail unit:
 /// `[dA x4, dB x4, 0, 0, sA, sB, 0 x4]`, so that slices of it line up with the kernels' lanes.
 #[allow(dead_code)]
@@ -417,8 +412,10 @@ struct Scale16([f32; 16]);
 /// Buffers for the quantized activations, kept per thread (see `run_tiles!`) so that the
 /// hundreds of matmuls of a decode step do not each allocate.
 #[allow(dead_code)]
-struct Scratch<T> {
-    xq: Vec<Lane32<T>>,
+struct Scratch {
+    /// 32 quantized activations a lane, lined up with one unpacked weight register, on the
+    /// shared 64-byte aligned lanes (`acts::Lanes`: the AVX-512 body loads two at once).
+    xq: Lanes,
     xs: Vec<Scale16>,
     q: Vec<i8>,
     d: Vec<f32>,
@@ -426,9 +423,9 @@ struct Scratch<T> {
 }
 
 #[allow(dead_code)]
-impl<T> Scratch<T> {
+impl Scratch {
     const fn new() -> Self {
-        Scratch { xq: Vec::new(), xs: Vec::new(), q: Vec::new(), d: Vec::new(), s: Vec::new() }
+        Scratch { xq: Lanes::new(), xs: Vec::new(), q: Vec::new(), d: Vec::new(), s: Vec::new() }
     }
 }
 
@@ -437,12 +434,11 @@ impl<T> Scratch<T> {
 /// and `2u + 1`) and `groups + tail` scale entries. Everything is rewritten or zeroed, so the
 /// pad block of an odd row sees zeros, never a previous call's values.
 #[allow(dead_code)]
-fn prepare_x<T: Copy + Default + From<i8>>(w: &Q41Matrix, x: &[f32], m: usize, sc: &mut Scratch<T>) {
+fn prepare_x(w: &Q41Matrix, x: &[f32], m: usize, sc: &mut Scratch) {
     let (k, groups, ppr) = (w.k, w.groups, w.ppr());
     let nsc = groups + w.tail;
     let nb = k / QK;
-    sc.xq.clear();
-    sc.xq.resize(m * 2 * ppr, Lane32([T::default(); 32]));
+    sc.xq.reset(m * 2 * ppr);
     sc.xs.clear();
     sc.xs.resize(m * nsc, Scale16([0.0; 16]));
     sc.q.resize(k, 0);
@@ -454,7 +450,7 @@ fn prepare_x<T: Copy + Default + From<i8>>(w: &Q41Matrix, x: &[f32], m: usize, s
         quantize_row(&x[r * k..(r + 1) * k], &mut sc.q, &mut sc.d, &mut sc.s);
         for (b, q) in sc.q.as_chunks::<QK>().0.iter().enumerate() {
             let (d, s) = (sc.d[b], sc.s[b]);
-            let q: [T; QK] = std::array::from_fn(|e| T::from(q[e]));
+            let q: [Q; QK] = std::array::from_fn(|e| Q::from(q[e]));
             if b < GB * groups {
                 let (g, bb) = (b / GB, b % GB);
                 for j in 0..8 {
@@ -505,15 +501,15 @@ fn for_each_tile(w: &Q41Matrix, range: Range<usize>, m: usize, mut f: impl FnMut
 /// A macro so that each kernel module instantiates it with its own `dot_rows` and lane type.
 #[allow(unused_macros)]
 macro_rules! run_tiles {
-    ($w:expr, $x:expr, $m:expr, $out:expr, $lane:ty $(, $tier:expr)*) => {{
+    ($w:expr, $x:expr, $m:expr, $out:expr $(, $tier:expr)*) => {{
         thread_local! {
-            static SCRATCH: std::cell::RefCell<Scratch<$lane>> = const { std::cell::RefCell::new(Scratch::new()) };
+            static SCRATCH: std::cell::RefCell<Scratch> = const { std::cell::RefCell::new(Scratch::new()) };
         }
         let (w, m, out) = ($w, $m, $out);
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
             Ok(mut sc) => run_tiles!(@run w, $x, m, out, &mut *sc $(, $tier)*),
             // Only if a matmul ever ran inside another on the same thread.
-            Err(_) => run_tiles!(@run w, $x, m, out, &mut Scratch::<$lane>::new() $(, $tier)*),
+            Err(_) => run_tiles!(@run w, $x, m, out, &mut Scratch::new() $(, $tier)*),
         })
     }};
     (@run $w:expr, $x:expr, $m:expr, $out:expr, $sc:expr $(, $tier:expr)*) => {{
@@ -549,7 +545,7 @@ macro_rules! run_tiles {
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
 mod x86 {
-    use super::{finish_q8_1, for_each_tile, prepare_x, Lane32, Q41Matrix, Scale16, Scratch, QK};
+    use super::{finish_q8_1, for_each_tile, prepare_x, Lane, Q41Matrix, Scale16, Scratch, QK};
     use crate::backend::x86::{dot_bytes, dot_pairs, nibbles, pick, Tier};
     use crate::error::Result;
     use core::arch::x86_64::*;
@@ -568,7 +564,7 @@ mod x86 {
     unsafe fn dot_rows<const R: usize, const VNNI: bool, const WIDE: bool>(
         w: &Q41Matrix,
         i: usize,
-        xq: [*const Lane32<i8>; R],
+        xq: [*const Lane; R],
         xs: [*const Scale16; R],
     ) -> [f32; R] {
         let (groups, ppr) = (w.groups, w.ppr());
@@ -649,7 +645,7 @@ mod x86 {
             // SAFETY: `pick` chose only a tier the CPU has.
             Tier::Avx512 => unsafe { matmul_avx512(w, x, m, out) },
             Tier::AvxVnni => unsafe { matmul_vnni(w, x, m, out) },
-            Tier::Avx2 => run_tiles!(w, x, m, out, i8, false, false),
+            Tier::Avx2 => run_tiles!(w, x, m, out, false, false),
         }
         Ok(())
     }
@@ -660,7 +656,7 @@ mod x86 {
     /// The CPU has AVX-VNNI.
     #[target_feature(enable = "avxvnni")]
     unsafe fn matmul_vnni(w: &Q41Matrix, x: &[f32], m: usize, out: &mut [f32]) {
-        run_tiles!(w, x, m, out, i8, true, false)
+        run_tiles!(w, x, m, out, true, false)
     }
 
     /// `matmul` compiled with AVX-512 as well.
@@ -669,7 +665,7 @@ mod x86 {
     /// The CPU has the `Tier::Avx512` features.
     #[target_feature(enable = "avxvnni,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
     unsafe fn matmul_avx512(w: &Q41Matrix, x: &[f32], m: usize, out: &mut [f32]) {
-        run_tiles!(w, x, m, out, i8, true, true)
+        run_tiles!(w, x, m, out, true, true)
     }
 
     /// `quantize_q8_1` for AVX2; bit-identical to the scalar one (tested) and much faster,
@@ -741,7 +737,7 @@ mod relaxed;
 mod wasm {
     use super::{finish_q8_1, QK};
     #[cfg(not(target_feature = "relaxed-simd"))]
-    use super::{for_each_tile, prepare_x, Lane32, Q41Matrix, Scale16, Scratch};
+    use super::{for_each_tile, prepare_x, Lane, Q41Matrix, Scale16, Scratch};
     use core::arch::wasm32::*;
 
     #[cfg(target_feature = "relaxed-simd")]
@@ -761,7 +757,7 @@ mod wasm {
     unsafe fn dot_rows<const R: usize>(
         w: &Q41Matrix,
         i: usize,
-        xq: [*const Lane32<i16>; R],
+        xq: [*const Lane; R],
         xs: [*const Scale16; R],
     ) -> [f32; R] {
         let (groups, ppr) = (w.groups, w.ppr());
@@ -867,7 +863,7 @@ mod wasm {
 
     #[cfg(not(target_feature = "relaxed-simd"))]
     pub(super) fn matmul(w: &Q41Matrix, x: &[f32], m: usize, out: &mut [f32]) {
-        run_tiles!(w, x, m, out, i16)
+        run_tiles!(w, x, m, out)
     }
 
     /// `quantize_q8_1` for simd128; bit-identical to the scalar one (tested).

@@ -8,7 +8,7 @@
 //! 15 * 128 a lane, so every engine gives the exact integer), and
 //! `i32x4.extadd_pairwise_i16x8_s` gives the half's 4 block sums in block order.
 
-use super::{for_each_tile, prepare_x, Lane32, Q41Matrix, Scale16, Scratch};
+use super::{for_each_tile, prepare_x, Lane, Q41Matrix, Scale16, Scratch};
 use core::arch::wasm32::*;
 
 /// Dot products of weight row `i` against `R` activation rows, reading each weight unit once.
@@ -16,12 +16,7 @@ use core::arch::wasm32::*;
 /// # Safety
 /// `i < w.n`; each `xq[r]` / `xs[r]` starts a full row from `prepare_x` for `w`.
 #[inline(always)]
-unsafe fn dot_rows<const R: usize>(
-    w: &Q41Matrix,
-    i: usize,
-    xq: [*const Lane32<i8>; R],
-    xs: [*const Scale16; R],
-) -> [f32; R] {
+unsafe fn dot_rows<const R: usize>(w: &Q41Matrix, i: usize, xq: [*const Lane; R], xs: [*const Scale16; R]) -> [f32; R] {
     let (groups, ppr) = (w.groups, w.ppr());
     let qs = w.qs.as_ptr().add(i * ppr) as *const v128;
     let sc = w.scales.as_ptr().add(i * 4 * ppr);
@@ -99,5 +94,5 @@ unsafe fn dot_rows<const R: usize>(
 }
 
 pub(super) fn matmul(w: &Q41Matrix, x: &[f32], m: usize, out: &mut [f32]) {
-    run_tiles!(w, x, m, out, i8)
+    run_tiles!(w, x, m, out)
 }
