@@ -2,9 +2,8 @@
 //! natively (AVX2 + FMA) with `cargo test`, and in wasm (simd128 in Node, relaxed SIMD's build
 //! in Chromium) with wasm-bindgen-test, as `./build.sh test` runs them.
 
-use amulet::backend::attend::{
-    dot_blocks, dot_blocks2, exp_shifted, plain, scale_max, weighted_sum, weighted_sum2, LANES,
-};
+use amulet::backend::attend::{dot_blocks, dot_blocks2, plain, scale_max, weighted_sum, weighted_sum2, LANES};
+use amulet::backend::exp::exp_shifted;
 use amulet::rng::Rng;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;

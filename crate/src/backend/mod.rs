@@ -2,8 +2,7 @@
 //! WebGPU: wgpu and our WGSL kernels (natively through Vulkan/Metal/DX12, in browsers on navigator.gpu).
 pub mod acts;
 pub mod attend;
-#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_env = "gnu"))]
-pub(crate) mod expf;
+pub mod exp;
 pub mod linear;
 pub mod norm;
 pub mod pool;

@@ -2,7 +2,7 @@
 //! threads: with candle's element-wise ops it ran on one thread while the pool waited (a
 //! 400-token prefill of the 0.5B spent about 5% of its time there at 2 threads).
 
-use super::attend::exp_shifted;
+use super::exp::exp_shifted;
 use super::pool::{split, Shared};
 use crate::error::{AmuletError, Result};
 
@@ -24,8 +24,8 @@ pub fn silu_mul(gu: &[f32], rows: usize, d_ff: usize) -> Result<Vec<f32>> {
     split(rows * d_ff, MIN_VALUES, |range| {
         // SAFETY: the ranges of one split are disjoint.
         let out = unsafe { shared.slice(range.clone()) };
-        // The range a row at a time: exp(-gate) through the build's vector exp (the same bits
-        // as `f32::exp`; called one value at a time it was most of SwiGLU's cost in wasm), then
+        // The range a row at a time: exp(-gate) through `exp_shifted` (the same bits as
+        // `f32::exp`; called one value at a time it was most of SwiGLU's cost in wasm), then
         // candle's formula on each value.
         let mut i = range.start;
         while i < range.end {

@@ -5,7 +5,8 @@
 //! express; on these sizes (a few rows, head size 64-256) plain loops are also faster.
 
 use super::config::RopeLayout;
-use crate::backend::attend::{dot_blocks, dot_blocks2, exp_shifted, scale_max, weighted_sum, weighted_sum2, LANES};
+use crate::backend::attend::{dot_blocks, dot_blocks2, scale_max, weighted_sum, weighted_sum2, LANES};
+use crate::backend::exp::exp_shifted;
 use crate::backend::pool::{split, threads, Shared};
 
 /// cos/sin of position × frequency, grown on demand.
@@ -360,7 +361,7 @@ mod tests {
         plain::dot_blocks(qh, &kv.k[g * hd * LANES..], kv_dim * LANES, &mut blocks[..n]);
         let p = &mut scores[start..=position];
         let max = plain::scale_max(p, s.scale);
-        plain::exp_shifted(p, max);
+        crate::backend::exp::plain::exp_shifted(p, max);
         let total = p.iter().fold(0f32, |t, &x| t + x);
         p.iter_mut().for_each(|x| *x /= total);
         let mut out = vec![0f32; hd];

@@ -1,6 +1,6 @@
 //! glibc's `expf` on eight lanes, with glibc's bits: attention's softmax calls it once per
 //! cached position and head, and called one score at a time it was a tenth of a decode step at
-//! long contexts (natively; wasm has its own four-lane `expf`, in attend.rs).
+//! long contexts (natively; wasm has its own four-lane `expf`, libm.rs).
 //!
 //! The algorithm is ARM's optimized-routines `e_expf.c`, which glibc (since 2.27) builds with FMA
 //! for x86-64-v3 CPUs (`__expf_fma`, what `f32::exp` calls there). In doubles:
