@@ -147,3 +147,28 @@ fn f16_scales_convert_exactly() {
         }
     }
 }
+
+/// Eight scales at once (Q5_0's groups): all 65,536 bit patterns, in runs of eight normal
+/// numbers (the short path) and in runs where one of the eight is zero, subnormal, infinite or
+/// NaN (then every lane takes the full conversion).
+#[wasm_bindgen_test]
+fn f16_scales_convert_exactly_eight_at_once() {
+    let odd = [0x0000u16, 0x8000, 0x0001, 0x83ff, 0x7c00, 0xfc00, 0x7e00, 0x0400];
+    for h in (0..=u16::MAX).step_by(8) {
+        let run: [u16; 8] = std::array::from_fn(|i| h + i as u16);
+        for (j, hs) in
+            [run, std::array::from_fn(|i| if i == (h as usize / 8) % 8 { odd[(h as usize / 64) % 8] } else { run[i] })]
+                .into_iter()
+                .enumerate()
+        {
+            let got = amulet::backend::rows::f16x8_lanes(hs);
+            for (g, &h) in got.iter().zip(&hs) {
+                let want = half::f16::from_bits(h).to_f32();
+                assert!(
+                    g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
+                    "{h:#06x} (run {j}): {g} vs {want}"
+                );
+            }
+        }
+    }
+}

@@ -372,7 +372,7 @@ mod wasm;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128", not(target_feature = "relaxed-simd")))]
 mod wasm {
     use super::{Q50Matrix, Q8Acts, GB, GROUP, GROUP_D, QK8_0, TAIL};
-    use crate::backend::rows::{f16_to_f32, f16x4, sum_lanes, Dot};
+    use crate::backend::rows::{f16_to_f32, f16x8, sum_lanes, Dot};
     use core::arch::wasm32::*;
 
     pub(super) struct Kernel<'a> {
@@ -436,7 +436,7 @@ mod wasm {
                     }
                 }
                 let dh = v128_load(u.add(GROUP_D) as *const v128);
-                let (d03, d47) = (f16x4(u32x4_extend_low_u16x8(dh)), f16x4(u32x4_extend_high_u16x8(dh)));
+                let [d03, d47] = f16x8(dh);
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let p = &part[r];
                     let b03 =

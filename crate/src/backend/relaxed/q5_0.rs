@@ -12,7 +12,7 @@
 //! plain simd128.)
 
 use super::{Q50Matrix, Q8Acts, GB, GROUP, GROUP_D, QK8_0, TAIL};
-use crate::backend::rows::{bytes_and as and, f16_to_f32, f16x4, sum_lanes, Dot};
+use crate::backend::rows::{bytes_and as and, f16_to_f32, f16x8, sum_lanes, Dot};
 use core::arch::wasm32::*;
 
 pub(super) struct Kernel<'a> {
@@ -77,7 +77,7 @@ unsafe impl Dot for Kernel<'_> {
                 }
             }
             let dh = v128_load(u.add(GROUP_D) as *const v128);
-            let (d03, d47) = (f16x4(u32x4_extend_low_u16x8(dh)), f16x4(u32x4_extend_high_u16x8(dh)));
+            let [d03, d47] = f16x8(dh);
             for (r, acc) in acc.iter_mut().enumerate() {
                 let j = (r0 + r) * nb + GB * g;
                 let s = a.sum16.as_ptr().add(j) as *const v128;
