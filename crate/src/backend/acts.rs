@@ -10,8 +10,9 @@
 //!   value of largest magnitude, `q` clamped to i8, and the 16 sums of 16 quants), for Q4_K
 //!   and Q6_K weights (candle's `BlockQ8K::from_float`).
 //!
-//! Quants are stored in 32-value lanes (`Lane`), lined up with the registers of the weight
-//! kernels: i8 where the kernel multiplies bytes (AVX2 `maddubs`, wasm's relaxed-SIMD
+//! Quants are stored in 32-value lanes (`Lane`, on a 64-byte aligned base: `Lanes`), lined up
+//! with the registers of the weight kernels (Q4_1's own Q8_1 activations too, q4_1.rs): i8
+//! where the kernel multiplies bytes (AVX2 `maddubs`, wasm's relaxed-SIMD
 //! `relaxed_dot_i8x16_i7x16`, the scalar path), i16 on plain simd128 wasm, which has no byte
 //! products and widens once here instead of once per weight row. Per activation row:
 //! - `Q8Acts::nat`: one lane per block, in element order (the Q8_0 kernel, the Q5_0 tail);

@@ -498,7 +498,8 @@ fn for_each_tile(w: &Q41Matrix, range: Range<usize>, m: usize, mut f: impl FnMut
 }
 
 /// Runs `dot_rows::<R>` for weight row `i` and activation rows `r0..r0 + rows`, writing `out`.
-/// A macro so that each kernel module instantiates it with its own `dot_rows` and lane type.
+/// A macro so that each kernel module instantiates it with its own `dot_rows` (natively, with
+/// the tier's flags as `dot_rows`'s const parameters).
 #[allow(unused_macros)]
 macro_rules! run_tiles {
     ($w:expr, $x:expr, $m:expr, $out:expr $(, $tier:expr)*) => {{

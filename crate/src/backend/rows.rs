@@ -373,17 +373,32 @@ pub(crate) fn f16x4(h: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
     let e = v128_and(h, u32x4_splat(0x7c00));
     let m = v128_and(h, u32x4_splat(0x03ff));
     // Normals: the exponent rebiased in the bits (infinities and NaNs are patched below).
-    let normal = i32x4_add(i32x4_shl(v128_and(h, u32x4_splat(0x7fff)), 13), u32x4_splat(112 << 23));
     let sub = f32x4_mul(f32x4_convert_i32x4(m), f32x4_splat(f32::from_bits(0x3380_0000)));
-    let v = v128_bitselect(sub, normal, i32x4_eq(e, u32x4_splat(0)));
+    let v = v128_bitselect(sub, rebiased(h), i32x4_eq(e, u32x4_splat(0)));
     let v = v128_bitselect(v128_or(i32x4_shl(m, 13), u32x4_splat(0x7f80_0000)), v, i32x4_eq(e, u32x4_splat(0x7c00)));
-    v128_or(v, i32x4_shl(v128_and(h, u32x4_splat(0x8000)), 16))
+    v128_or(v, sign(h))
 }
 
-/// Eight f16 (u16 lanes) to two f32x4, exactly as `f16_to_f32`: where all eight are normal
-/// numbers (a group's scales nearly always are) the exponent is rebiased in the bits and
-/// nothing else; otherwise `f16x4` on each half (a third of the instructions, in the Q5_0
-/// kernel's every group).
+/// The magnitude of normal f16 (u32 lanes) as f32 bits: the exponent rebiased.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn rebiased(h: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::*;
+    i32x4_add(i32x4_shl(v128_and(h, u32x4_splat(0x7fff)), 13), u32x4_splat(112 << 23))
+}
+
+/// The f16 sign bit (u32 lanes) moved to f32's.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn sign(h: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::*;
+    i32x4_shl(v128_and(h, u32x4_splat(0x8000)), 16)
+}
+
+/// Eight f16 (u16 lanes) to two f32x4, exactly as `f16_to_f32`, for the Q5_0 kernels' eight
+/// scales a group: where all eight are normal numbers (a group's scales nearly always are) the
+/// exponent is rebiased in the bits and nothing else, about a third of `f16x4`'s instructions;
+/// otherwise `f16x4` on each half.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
 pub(crate) fn f16x8(h: core::arch::wasm32::v128) -> [core::arch::wasm32::v128; 2] {
@@ -393,10 +408,7 @@ pub(crate) fn f16x8(h: core::arch::wasm32::v128) -> [core::arch::wasm32::v128; 2
     if v128_any_true(v128_or(i16x8_eq(e, u16x8_splat(0)), i16x8_eq(e, u16x8_splat(0x7c00)))) {
         return halves.map(f16x4);
     }
-    halves.map(|h| {
-        let normal = i32x4_add(i32x4_shl(v128_and(h, u32x4_splat(0x7fff)), 13), u32x4_splat(112 << 23));
-        v128_or(normal, i32x4_shl(v128_and(h, u32x4_splat(0x8000)), 16))
-    })
+    halves.map(|h| v128_or(rebiased(h), sign(h)))
 }
 
 /// `f16x8` on plain values, for the wasm kernel tests.
