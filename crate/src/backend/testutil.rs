@@ -245,8 +245,6 @@ pub fn lossless<K: Kernel>(cases: &[Case]) {
     }
 }
 
-/// Runs over split row ranges (into strided outputs) and concatenated matrices give what one
-/// whole matmul gives, bit for bit.
 /// x86: `run` on every tier gives the AVX2 tier's bits, and asking for a tier this CPU lacks is
 /// an error. Returns the AVX2 result and the tiers that ran.
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
@@ -304,6 +302,8 @@ pub fn tiers_agree<K: Kernel>(cases: &[Case]) {
     }
 }
 
+/// Runs over split row ranges (into strided outputs) and concatenated matrices give what one
+/// whole matmul gives, bit for bit.
 pub fn ranges_and_concat<K: Kernel>(k: usize) {
     let ns = [45usize, 16, 19];
     let parts: Vec<K> = ns

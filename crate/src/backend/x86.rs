@@ -172,7 +172,8 @@ pub(crate) unsafe fn join(a: __m256i, b: __m256i) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), b)
 }
 
-/// candle's `hsum_float_8`: the eight lanes summed in its order (every kernel's last step).
+/// candle's `hsum_float_8`: the eight lanes summed in its order (the last step of every kernel
+/// but Q4_1's, which adds its tail units' sums in the middle of its own).
 #[inline(always)]
 pub(crate) unsafe fn hsum8(x: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_extractf128_ps::<1>(x), _mm256_castps256_ps128(x));
