@@ -118,7 +118,7 @@ fn q6_k_simd_matches_scalar_and_dequantized() {
 #[wasm_bindgen_test]
 fn q5_0_simd_matches_scalar_and_dequantized() {
     // Block counts 1, 7, 21 (tail only, groups and tail), 28 (896) and 16 (groups only).
-    check::<Q50Matrix>(&[(13, 32), (29, 224), (33, 672), (70, 896), (20, 512)]);
+    check::<Q50Matrix>(&[(13, 32), (11, 128), (29, 224), (33, 672), (17, 352), (70, 896), (20, 512)]);
 }
 
 #[wasm_bindgen_test]

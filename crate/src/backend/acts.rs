@@ -17,7 +17,9 @@
 //! products and widens once here instead of once per weight row. Per activation row:
 //! - `Q8Acts::nat`: one lane per block, in element order (the Q8_0 kernel, the Q5_0 tail);
 //! - `Q8Acts::grp`: 8 lanes per group of 8 blocks, lane `j` value `4b + t` = element
-//!   `4j + t` of block `b` (the Q5_0 kernel; see q5_0.rs), then `sum16[b] = 16 * sum(q_b)`;
+//!   `4j + t` of block `b` (the Q5_0 kernel; see q5_0.rs), and where 4 to 7 blocks are left
+//!   over, one more group slot whose first 4 blocks fill the lanes' first 16 values (Q5_0's
+//!   half record, the rest zeros); then `sum16[b] = 16 * sum(q_b)`;
 //! - `Q8KActs::q`: 8 lanes per super-block, lane `j` value `2b + t` = element `16b + 2j + t`
 //!   (sub-block `b` of 16 values sits in the i16 lane `b` of a byte-pair product; see
 //!   q4_k.rs and q6_k.rs), with `bsums[b]` the sum of sub-block `b`'s quants;
@@ -125,6 +127,17 @@ pub struct Q8KActs {
     buf: Vec<i8>,
 }
 
+/// Group slots per row of `Q8Acts::grp` for `nb` blocks: one per 8, and one for a half
+/// group of 4 when 4 to 7 blocks are left over (Q5_0's records, q5_0.rs).
+pub(super) const fn grp_slots(nb: usize) -> usize {
+    nb / 8 + (nb % 8 >= 4) as usize
+}
+
+/// How many of a row's `nb` blocks `Q8Acts::grp` holds (whole groups, then a half one).
+pub(super) const fn grouped_blocks(nb: usize) -> usize {
+    8 * (nb / 8) + if nb % 8 >= 4 { 4 } else { 0 }
+}
+
 fn check_input(kind: &str, x: &[f32], m: usize, k: usize, block: usize) -> Result<()> {
     if !k.is_multiple_of(block) {
         return Err(AmuletError::Compute(format!("{kind} activations: {k} columns are not a multiple of {block}")));
@@ -162,11 +175,11 @@ impl Q8Acts {
     pub fn quantize(&mut self, x: &[f32], m: usize, k: usize) -> Result<()> {
         check_input("Q8_0", x, m, k, QK8_0)?;
         let nb = k / QK8_0;
-        let groups = nb / 8;
+        let (slots, grouped) = (grp_slots(nb), grouped_blocks(nb));
         (self.m, self.k) = (m, k);
         self.nat.clear();
         self.nat.resize(m * nb, ZERO_LANE);
-        self.grp.reset(m * groups * 8);
+        self.grp.reset(m * slots * 8);
         self.d.clear();
         self.d.resize(m * nb, 0.0);
         self.sum16.clear();
@@ -188,8 +201,8 @@ impl Q8Acts {
                     *o = v as i16;
                 }
             }
-            if b < 8 * groups {
-                let lanes = &mut self.grp[(r * groups + b / 8) * 8..][..8];
+            if b < grouped {
+                let lanes = &mut self.grp[(r * slots + b / 8) * 8..][..8];
                 let bb = b % 8;
                 for (l, lane) in lanes.iter_mut().enumerate() {
                     for t in 0..4 {
@@ -643,22 +656,34 @@ mod tests {
                 }
             }
         }
-        let k = 32 * 11;
-        let x = Rng::new(8).vec(m * k, 3.0);
-        let mut a = Q8Acts::new();
-        a.quantize(&x, m, k).unwrap();
-        let mut q = [0i8; QK8_0];
-        for r in 0..m {
-            for b in 0..11 {
-                let xb: &[f32; QK8_0] = x[r * k + b * QK8_0..][..QK8_0].try_into().unwrap();
-                let (d, sum) = quantize_q8_0_scalar(xb, &mut q);
-                let j = r * 11 + b;
-                assert_eq!((a.d[j], a.sum16[j]), (d, 16 * sum));
-                assert!(a.nat[j].0.iter().zip(&q).all(|(&n, &v)| n == v as Q));
-                if b < 8 {
-                    for (e, &v) in q.iter().enumerate() {
-                        assert_eq!(a.grp[r * 8 + e / 4].0[4 * b + e % 4], v as Q);
+        // 11 blocks: a group and 3 left over; 14: a group, a half group and 2 left over.
+        for (nb, slots, grouped) in [(11, 1, 8), (14, 2, 12)] {
+            let k = 32 * nb;
+            let x = Rng::new(8).vec(m * k, 3.0);
+            let mut a = Q8Acts::new();
+            a.quantize(&x, m, k).unwrap();
+            assert_eq!((grp_slots(nb), grouped_blocks(nb), a.grp.len()), (slots, grouped, m * slots * 8));
+            let mut q = [0i8; QK8_0];
+            for r in 0..m {
+                for b in 0..nb {
+                    let xb: &[f32; QK8_0] = x[r * k + b * QK8_0..][..QK8_0].try_into().unwrap();
+                    let (d, sum) = quantize_q8_0_scalar(xb, &mut q);
+                    let j = r * nb + b;
+                    assert_eq!((a.d[j], a.sum16[j]), (d, 16 * sum));
+                    assert!(a.nat[j].0.iter().zip(&q).all(|(&n, &v)| n == v as Q));
+                    if b < grouped {
+                        for (e, &v) in q.iter().enumerate() {
+                            assert_eq!(a.grp[(r * slots + b / 8) * 8 + e / 4].0[4 * (b % 8) + e % 4], v as Q);
+                        }
                     }
+                }
+            }
+            // The half slot's second half stays zero.
+            if grouped % 8 != 0 {
+                for r in 0..m {
+                    assert!(a.grp[(r * slots + slots - 1) * 8..][..8]
+                        .iter()
+                        .all(|l| l.0[16..].iter().all(|&v| v == 0)));
                 }
             }
         }

@@ -15,9 +15,12 @@
 //! of register `j` is element `4j + t` of block `b`, so after `maddubs` the i16 lanes
 //! `2b, 2b + 1` belong to block `b`: four registers add up in i16 (8 products of at most
 //! 31 * 128), one `madd` per half gives the 8 block sums in block order, and one FMA applies
-//! the 8 scales (which F16C converts in one step). The 0..7 leftover blocks of a row follow
-//! as records of GGUF's `qs, qh` and `d` (22 bytes each) and take the activations in element
-//! order.
+//! the 8 scales (which F16C converts in one step). Where 4 to 7 blocks are left over, the
+//! first 4 form a half record (`HALF`: the same layout on units of 16 bytes, then 4 scales),
+//! which the kernels take like the first half of a group: the 0.5B's rows of 896 are 28
+//! blocks, and its 4 leftover blocks one at a time had cost about as much as 8 in a group. The
+//! 0..3 blocks still left follow as records of GGUF's `qs, qh` and `d` (22 bytes each) and
+//! take the activations in element order.
 //!
 //! The `- 16` is taken out of the products: sum((q - 16) * y) = sum(q * y) - 16 * sum(y), and
 //! the Q8_0 activations carry 16 * sum(y) per block. Activations are candle's Q8_0 (acts.rs);
@@ -41,6 +44,9 @@ const GB: usize = 8;
 /// A group's record: 5 units, then 8 f16 scales.
 const GROUP: usize = 176;
 const GROUP_D: usize = 160;
+/// A half group's record: 5 units of 16 bytes, then 4 f16 scales.
+const HALF: usize = 88;
+const HALF_D: usize = 80;
 /// A leftover block's record: `qs` (16 bytes), `qh` (4), `d` (2).
 const TAIL: usize = 22;
 
@@ -49,14 +55,33 @@ const TAIL: usize = 22;
 const PIECES: [&[(usize, u32, u32, u32)]; 3] =
     [&[(0, 5, 3, 0), (1, 5, 2, 3)], &[(1, 7, 1, 0), (2, 5, 3, 1), (3, 5, 1, 4)], &[(3, 6, 2, 0), (4, 5, 3, 2)]];
 
-/// Quant of register `j` at byte `p` of a group record.
-fn take(rec: &[u8], j: usize, p: usize) -> u8 {
+/// Quant of register `j` at byte `p` of a record whose units are `unit` bytes.
+fn take(rec: &[u8], unit: usize, j: usize, p: usize) -> u8 {
     if j < 5 {
-        rec[32 * j + p] & 31
+        rec[unit * j + p] & 31
     } else {
         PIECES[j - 5]
             .iter()
-            .fold(0, |q, &(u, at, bits, from)| q | ((rec[32 * u + p] >> at) & ((1 << bits) - 1)) << from)
+            .fold(0, |q, &(u, at, bits, from)| q | ((rec[unit * u + p] >> at) & ((1 << bits) - 1)) << from)
+    }
+}
+
+/// Writes `unit / 4` GGUF blocks (`blks`) as one record with units of `unit` bytes: byte
+/// `p = 4b + t` of register `j` is element `4j + t` of block `b`; registers 5..7 go in pieces
+/// (see PIECES), written out so that loading stays fast; the scales follow the units.
+fn pack(blks: &[u8], rec: &mut [u8], unit: usize) {
+    let mut q = [[0u8; 32]; GB];
+    for (b, blk) in blks.chunks_exact(GGUF_BYTES).enumerate() {
+        q[b] = gguf_quants(&blk[6..], u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]));
+        rec[5 * unit + 2 * b..5 * unit + 2 * b + 2].copy_from_slice(&blk[..2]);
+    }
+    for p in 0..unit {
+        let w: [u8; 8] = std::array::from_fn(|j| q[p / 4][4 * j + p % 4]);
+        rec[p] = w[0] | (w[5] & 7) << 5;
+        rec[unit + p] = w[1] | (w[5] >> 3) << 5 | (w[6] & 1) << 7;
+        rec[2 * unit + p] = w[2] | ((w[6] >> 1) & 7) << 5;
+        rec[3 * unit + p] = w[3] | (w[6] >> 4) << 5 | (w[7] & 3) << 6;
+        rec[4 * unit + p] = w[4] | (w[7] >> 2) << 5;
     }
 }
 
@@ -88,28 +113,20 @@ impl Q50Matrix {
     pub fn from_gguf_bytes(data: &[u8], n: usize, k: usize) -> Result<Self> {
         expect_bytes("Q5_0", n, k, QK8_0, GGUF_BYTES, data.len())?;
         let nb = k / QK8_0;
-        let groups = nb / GB;
+        let (groups, half) = (nb / GB, nb % GB >= 4);
         let mut packed = Packed::zeroed(data.len());
         for (src, dst) in data.chunks_exact(nb * GGUF_BYTES).zip(packed.bytes_mut().chunks_exact_mut(nb * GGUF_BYTES)) {
             let (gsrc, tsrc) = src.split_at(groups * GB * GGUF_BYTES);
             let (gdst, tdst) = dst.split_at_mut(groups * GROUP);
             for (blks, rec) in gsrc.chunks_exact(GB * GGUF_BYTES).zip(gdst.chunks_exact_mut(GROUP)) {
-                let mut q = [[0u8; 32]; GB];
-                for (b, blk) in blks.chunks_exact(GGUF_BYTES).enumerate() {
-                    q[b] = gguf_quants(&blk[6..], u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]));
-                    rec[GROUP_D + 2 * b..GROUP_D + 2 * b + 2].copy_from_slice(&blk[..2]);
-                }
-                // Byte p = 4b + t of register j is element 4j + t of block b; registers 5..7
-                // go in pieces (see PIECES), written out so that loading stays fast.
-                for p in 0..32 {
-                    let w: [u8; 8] = std::array::from_fn(|j| q[p / 4][4 * j + p % 4]);
-                    rec[p] = w[0] | (w[5] & 7) << 5;
-                    rec[32 + p] = w[1] | (w[5] >> 3) << 5 | (w[6] & 1) << 7;
-                    rec[64 + p] = w[2] | ((w[6] >> 1) & 7) << 5;
-                    rec[96 + p] = w[3] | (w[6] >> 4) << 5 | (w[7] & 3) << 6;
-                    rec[128 + p] = w[4] | (w[7] >> 2) << 5;
-                }
+                pack(blks, rec, 32);
             }
+            let (tsrc, tdst) = if half {
+                pack(&tsrc[..HALF], &mut tdst[..HALF], 16);
+                (&tsrc[HALF..], &mut tdst[HALF..])
+            } else {
+                (tsrc, tdst)
+            };
             for (blk, rec) in tsrc.chunks_exact(GGUF_BYTES).zip(tdst.chunks_exact_mut(TAIL)) {
                 rec[..16].copy_from_slice(&blk[6..]);
                 rec[16..20].copy_from_slice(&blk[2..6]);
@@ -119,14 +136,22 @@ impl Q50Matrix {
         Ok(Q50Matrix { n, k, groups, data: packed })
     }
 
-    /// Where block `b` of row `i` lives: the byte offset of its group record (and true), or of
-    /// its own tail record (and false).
-    fn at(&self, i: usize, b: usize) -> (usize, bool) {
-        let row = i * (self.k / QK8_0) * GGUF_BYTES;
+    /// Whether a half record follows the groups.
+    fn half(&self) -> bool {
+        (self.k / QK8_0) % GB >= 4
+    }
+
+    /// Where block `b` of row `i` lives: the byte offset of its record and the record's unit
+    /// width (32 a group, 16 the half group, 0 a tail record).
+    fn at(&self, i: usize, b: usize) -> (usize, usize) {
+        let row = i * (self.k / QK8_0) * GGUF_BYTES + b.min(GB * self.groups) / GB * GROUP;
+        let (half, rest) = (self.half() as usize, b.saturating_sub(GB * self.groups));
         if b < GB * self.groups {
-            (row + b / GB * GROUP, true)
+            (row, 32)
+        } else if rest < 4 * half {
+            (row, 16)
         } else {
-            (row + self.groups * GROUP + (b - GB * self.groups) * TAIL, false)
+            (row + HALF * half + (rest - 4 * half) * TAIL, 0)
         }
     }
 
@@ -145,9 +170,9 @@ impl Q50Matrix {
 
     /// Block `b` of row `i` in GGUF terms: `(d bits, qs, qh)`.
     fn block(&self, i: usize, b: usize) -> (u16, [u8; 16], u32) {
-        let (off, grouped) = self.at(i, b);
+        let (off, unit) = self.at(i, b);
         let rec = &self.data.bytes()[off..];
-        if !grouped {
+        if unit == 0 {
             let qs = rec[..16].try_into().expect("16 bytes");
             return (
                 u16::from_le_bytes([rec[20], rec[21]]),
@@ -155,10 +180,10 @@ impl Q50Matrix {
                 u32::from_le_bytes([rec[16], rec[17], rec[18], rec[19]]),
             );
         }
-        let q: [u8; 32] = std::array::from_fn(|e| take(rec, e / 4, 4 * (b % GB) + e % 4));
+        let q: [u8; 32] = std::array::from_fn(|e| take(rec, unit, e / 4, 4 * (b % GB) + e % 4));
         let qs = std::array::from_fn(|e| (q[e] & 15) | (q[e + 16] & 15) << 4);
         let qh = q.iter().enumerate().fold(0u32, |h, (e, &v)| h | ((v >> 4) as u32) << e);
-        let d = GROUP_D + 2 * (b % GB);
+        let d = 5 * unit + 2 * (b % GB);
         (u16::from_le_bytes([rec[d], rec[d + 1]]), qs, qh)
     }
 
@@ -240,7 +265,8 @@ unsafe impl Dot for Scalar<'_> {
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
 mod x86 {
-    use super::{Q50Matrix, Q8Acts, GB, GROUP, GROUP_D, QK8_0, TAIL};
+    use super::{Q50Matrix, Q8Acts, GB, GROUP, GROUP_D, HALF, HALF_D, QK8_0, TAIL};
+    use crate::backend::acts::{grouped_blocks, grp_slots};
     use crate::backend::rows::{Dot, PREFETCH};
     use crate::backend::x86::{dot_bytes, dot_pairs, f16_splat, hsum8, join};
     use core::arch::x86_64::*;
@@ -264,6 +290,33 @@ mod x86 {
         _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
     }
 
+    /// A group's (or the half group's) eight registers from its five units: five take one
+    /// AND each, and 5..7 are put together from their pieces (see PIECES), masked before the
+    /// i16 shifts so that no neighbouring byte's bits come along.
+    #[inline(always)]
+    unsafe fn unpack(v: [__m256i; 5]) -> [__m256i; 8] {
+        let and = |x: __m256i, m: u8| _mm256_and_si256(x, _mm256_set1_epi8(m as i8));
+        [
+            and(v[0], 31),
+            and(v[1], 31),
+            and(v[2], 31),
+            and(v[3], 31),
+            and(v[4], 31),
+            _mm256_or_si256(_mm256_srli_epi16::<5>(and(v[0], 0xE0)), _mm256_srli_epi16::<2>(and(v[1], 0x60))),
+            _mm256_or_si256(
+                _mm256_or_si256(_mm256_srli_epi16::<7>(and(v[1], 0x80)), _mm256_srli_epi16::<4>(and(v[2], 0xE0))),
+                _mm256_srli_epi16::<1>(and(v[3], 0x20)),
+            ),
+            _mm256_or_si256(_mm256_srli_epi16::<6>(and(v[3], 0xC0)), _mm256_srli_epi16::<3>(and(v[4], 0xE0))),
+        ]
+    }
+
+    /// The AVX-512 tier's registers: each two neighbouring ones joined (zeros, unused, below it).
+    #[inline(always)]
+    unsafe fn pairs<const WIDE: bool>(wr: &[__m256i; 8]) -> [__m512i; 4] {
+        std::array::from_fn(|q| if WIDE { join(wr[2 * q], wr[2 * q + 1]) } else { _mm512_setzero_si512() })
+    }
+
     // SAFETY: `dot` reads weight row `i` (< rows()) and activation rows r0..r0 + R (<= acts())
     // whole groups and blocks at a time; `run` checked that the activations have the
     // matrix's width (so the same group / tail split).
@@ -281,67 +334,68 @@ mod x86 {
         #[inline(always)]
         unsafe fn dot<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
             let (w, a) = (self.w, self.a);
-            let (nb, groups) = (w.k / QK8_0, w.groups);
-            let tb = nb - GB * groups;
+            let (nb, groups, half) = (w.k / QK8_0, w.groups, w.half());
+            let (slots, grouped) = (grp_slots(nb), grouped_blocks(nb));
+            let tb = nb - grouped;
             let row = w.data.as_ptr().add(i * nb * 22);
-            let ag = a.grp.as_ptr().add(r0 * groups * GB) as *const __m256i;
+            let ag = a.grp.as_ptr().add(r0 * slots * GB) as *const __m256i;
             let an = a.nat.as_ptr().add(r0 * nb) as *const __m256i;
             let ad = a.d.as_ptr().add(r0 * nb);
             let asum = a.sum16.as_ptr().add(r0 * nb);
             let (m4, bit4, ones) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x10), _mm256_set1_epi16(1));
             let mut acc = [_mm256_setzero_ps(); R];
+            // Slot `g`'s eight block sums of row `r` (the half slot's last four are zeros: its
+            // units' high halves are).
+            let sums = |wr: &[__m256i; 8], wp: &[__m512i; 4], r: usize, g: usize| {
+                let y = ag.add((r * slots + g) * GB);
+                let yp = |q: usize| _mm512_loadu_si512(y.add(2 * q) as *const __m512i);
+                let y = |l: usize| _mm256_load_si256(y.add(l));
+                // With AVX2 two sums of four: eight products of 31 * 128 would saturate i16.
+                if WIDE {
+                    dot_pairs(wp, yp)
+                } else if VNNI {
+                    dot_bytes::<true, 8>(wr, y)
+                } else {
+                    let (w0, w1) = ([wr[0], wr[1], wr[2], wr[3]], [wr[4], wr[5], wr[6], wr[7]]);
+                    _mm256_add_epi32(dot_bytes::<false, 4>(&w0, y), dot_bytes::<false, 4>(&w1, |l| y(4 + l)))
+                }
+            };
             for g in 0..groups {
                 let rec = row.add(g * GROUP);
                 // Past the end of the matrix the hints are harmless (prefetches never fault).
                 for line in 0..3 {
                     _mm_prefetch::<_MM_HINT_T1>((rec as *const i8).wrapping_add(PREFETCH + 64 * line));
                 }
-                let v: [__m256i; 5] = std::array::from_fn(|l| _mm256_loadu_si256(rec.add(32 * l) as *const __m256i));
-                // The pieces of registers 5..7 (see PIECES), masked before the i16 shifts so
-                // that no neighbouring byte's bits come along.
-                let and = |x: __m256i, m: u8| _mm256_and_si256(x, _mm256_set1_epi8(m as i8));
-                let wr = [
-                    and(v[0], 31),
-                    and(v[1], 31),
-                    and(v[2], 31),
-                    and(v[3], 31),
-                    and(v[4], 31),
-                    _mm256_or_si256(_mm256_srli_epi16::<5>(and(v[0], 0xE0)), _mm256_srli_epi16::<2>(and(v[1], 0x60))),
-                    _mm256_or_si256(
-                        _mm256_or_si256(
-                            _mm256_srli_epi16::<7>(and(v[1], 0x80)),
-                            _mm256_srli_epi16::<4>(and(v[2], 0xE0)),
-                        ),
-                        _mm256_srli_epi16::<1>(and(v[3], 0x20)),
-                    ),
-                    _mm256_or_si256(_mm256_srli_epi16::<6>(and(v[3], 0xC0)), _mm256_srli_epi16::<3>(and(v[4], 0xE0))),
-                ];
+                let wr = unpack(std::array::from_fn(|l| _mm256_loadu_si256(rec.add(32 * l) as *const __m256i)));
+                let wp = pairs::<WIDE>(&wr);
                 let dw = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(GROUP_D) as *const __m128i));
-                let wp: [__m512i; 4] =
-                    std::array::from_fn(|q| if WIDE { join(wr[2 * q], wr[2 * q + 1]) } else { _mm512_setzero_si512() });
                 for (r, acc) in acc.iter_mut().enumerate() {
-                    let y = ag.add((r * groups + g) * GB);
-                    let yp = |q: usize| _mm512_loadu_si512(y.add(2 * q) as *const __m512i);
-                    let y = |l: usize| _mm256_load_si256(y.add(l));
-                    // With AVX2 two sums of four: eight products of 31 * 128 would saturate i16.
-                    let s = if WIDE {
-                        dot_pairs(&wp, yp)
-                    } else if VNNI {
-                        dot_bytes::<true, 8>(&wr, y)
-                    } else {
-                        let (w0, w1) = ([wr[0], wr[1], wr[2], wr[3]], [wr[4], wr[5], wr[6], wr[7]]);
-                        _mm256_add_epi32(dot_bytes::<false, 4>(&w0, y), dot_bytes::<false, 4>(&w1, |l| y(4 + l)))
-                    };
                     let j = r * nb + GB * g;
-                    let s = _mm256_sub_epi32(s, _mm256_loadu_si256(asum.add(j) as *const __m256i));
+                    let s = _mm256_sub_epi32(sums(&wr, &wp, r, g), _mm256_loadu_si256(asum.add(j) as *const __m256i));
                     let dd = _mm256_mul_ps(dw, _mm256_loadu_ps(ad.add(j)));
+                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
+                }
+            }
+            if half {
+                // The group steps on zero-extended registers: 4 blocks, 4 lanes of sums.
+                let rec = row.add(groups * GROUP);
+                let wr = unpack(std::array::from_fn(|l| {
+                    _mm256_zextsi128_si256(_mm_loadu_si128(rec.add(16 * l) as *const __m128i))
+                }));
+                let wp = pairs::<WIDE>(&wr);
+                let dw = _mm256_zextps128_ps256(_mm_cvtph_ps(_mm_loadl_epi64(rec.add(HALF_D) as *const __m128i)));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let j = r * nb + GB * groups;
+                    let s4 = _mm256_zextsi128_si256(_mm_loadu_si128(asum.add(j) as *const __m128i));
+                    let s = _mm256_sub_epi32(sums(&wr, &wp, r, groups), s4);
+                    let dd = _mm256_mul_ps(dw, _mm256_zextps128_ps256(_mm_loadu_ps(ad.add(j))));
                     *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
                 }
             }
             let sixteen = _mm256_set1_epi8(16);
             for t in 0..tb {
-                let b = GB * groups + t;
-                let rec = row.add(groups * GROUP + t * TAIL);
+                let b = grouped + t;
+                let rec = row.add(groups * GROUP + HALF * half as usize + t * TAIL);
                 let q = _mm_loadu_si128(rec as *const __m128i);
                 let nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(q), q), m4);
                 let hb = _mm256_and_si256(bytes_from_bits(std::ptr::read_unaligned(rec.add(16) as *const u32)), bit4);
@@ -371,7 +425,8 @@ mod wasm;
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128", not(target_feature = "relaxed-simd")))]
 mod wasm {
-    use super::{Q50Matrix, Q8Acts, GB, GROUP, GROUP_D, QK8_0, TAIL};
+    use super::{Q50Matrix, Q8Acts, GB, GROUP, GROUP_D, HALF, HALF_D, QK8_0, TAIL};
+    use crate::backend::acts::{grouped_blocks, grp_slots};
     use crate::backend::rows::{f16_to_f32, f16x8, sum_lanes, Dot};
     use core::arch::wasm32::*;
 
@@ -398,68 +453,76 @@ mod wasm {
         #[inline(always)]
         unsafe fn dot<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
             let (w, a) = (self.w, self.a);
-            let (nb, groups) = (w.k / QK8_0, w.groups);
-            let tb = nb - GB * groups;
+            let (nb, groups, half) = (w.k / QK8_0, w.groups, w.half());
+            let (slots, grouped) = (grp_slots(nb), grouped_blocks(nb));
+            let tb = nb - grouped;
+            let row = w.data.as_ptr().add(i * nb * 22);
             let m5 = u16x8_splat(31);
             let ones = i16x8_splat(1);
             let mut acc = [f32x4_splat(0.0); R];
-            for g in 0..groups {
-                let u = w.data.as_ptr().add(i * nb * 22 + g * GROUP);
-                let mut part = [[i32x4_splat(0); 4]; R];
-                for c in 0..4 {
-                    let ld =
-                        |unit: usize| u16x8_extend_low_u8x16(v128_load64_zero(u.add(32 * unit + 8 * c) as *const u64));
-                    let v: [v128; 5] = std::array::from_fn(ld);
-                    // Widened to u16 lanes, the pieces shift without masks (see PIECES).
-                    let bits = |x: v128, at: u32, n: u32| v128_and(u16x8_shr(x, at), u16x8_splat((1 << n) - 1));
-                    let wr = [
-                        v128_and(v[0], m5),
-                        v128_and(v[1], m5),
-                        v128_and(v[2], m5),
-                        v128_and(v[3], m5),
-                        v128_and(v[4], m5),
-                        v128_or(u16x8_shr(v[0], 5), i16x8_shl(bits(v[1], 5, 2), 3)),
-                        v128_or(
-                            v128_or(u16x8_shr(v[1], 7), i16x8_shl(u16x8_shr(v[2], 5), 1)),
-                            i16x8_shl(bits(v[3], 5, 1), 4),
-                        ),
-                        v128_or(u16x8_shr(v[3], 6), i16x8_shl(u16x8_shr(v[4], 5), 2)),
-                    ];
-                    for (r, part) in part.iter_mut().enumerate() {
-                        let y = a.grp.as_ptr().add(((r0 + r) * groups + g) * GB) as *const v128;
-                        let p = |l: usize| i16x8_mul(wr[l], v128_load(y.add(4 * l + c)));
-                        let s = i16x8_add(
-                            i16x8_add(i16x8_add(p(0), p(1)), i16x8_add(p(2), p(3))),
-                            i16x8_add(i16x8_add(p(4), p(5)), i16x8_add(p(6), p(7))),
-                        );
-                        part[c] = i32x4_dot_i16x8(s, ones);
-                    }
-                }
-                let dh = v128_load(u.add(GROUP_D) as *const v128);
-                let [d03, d47] = f16x8(dh);
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let p = &part[r];
-                    let b03 =
-                        i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(p[0], p[1]), i32x4_shuffle::<1, 3, 5, 7>(p[0], p[1]));
-                    let b47 =
-                        i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(p[2], p[3]), i32x4_shuffle::<1, 3, 5, 7>(p[2], p[3]));
-                    let j = (r0 + r) * nb + GB * g;
-                    let s = a.sum16.as_ptr().add(j) as *const v128;
-                    let xd = a.d.as_ptr().add(j) as *const v128;
-                    let s03 = f32x4_convert_i32x4(i32x4_sub(b03, v128_load(s)));
-                    let s47 = f32x4_convert_i32x4(i32x4_sub(b47, v128_load(s.add(1))));
-                    let f = f32x4_add(
-                        f32x4_mul(s03, f32x4_mul(d03, v128_load(xd))),
-                        f32x4_mul(s47, f32x4_mul(d47, v128_load(xd.add(1)))),
+            // Quarter `c` of slot `g`, whose units of `unit` bytes start at `u`: each row's two
+            // blocks' sums in pairs of i32 lanes.
+            let quarter = |u: *const u8, unit: usize, g: usize, c: usize| -> [v128; R] {
+                let ld = |l: usize| u16x8_extend_low_u8x16(v128_load64_zero(u.add(unit * l + 8 * c) as *const u64));
+                let v: [v128; 5] = std::array::from_fn(ld);
+                // Widened to u16 lanes, the pieces shift without masks (see PIECES).
+                let bits = |x: v128, at: u32, n: u32| v128_and(u16x8_shr(x, at), u16x8_splat((1 << n) - 1));
+                let wr = [
+                    v128_and(v[0], m5),
+                    v128_and(v[1], m5),
+                    v128_and(v[2], m5),
+                    v128_and(v[3], m5),
+                    v128_and(v[4], m5),
+                    v128_or(u16x8_shr(v[0], 5), i16x8_shl(bits(v[1], 5, 2), 3)),
+                    v128_or(
+                        v128_or(u16x8_shr(v[1], 7), i16x8_shl(u16x8_shr(v[2], 5), 1)),
+                        i16x8_shl(bits(v[3], 5, 1), 4),
+                    ),
+                    v128_or(u16x8_shr(v[3], 6), i16x8_shl(u16x8_shr(v[4], 5), 2)),
+                ];
+                std::array::from_fn(|r| {
+                    let y = a.grp.as_ptr().add(((r0 + r) * slots + g) * GB) as *const v128;
+                    let p = |l: usize| i16x8_mul(wr[l], v128_load(y.add(4 * l + c)));
+                    let s = i16x8_add(
+                        i16x8_add(i16x8_add(p(0), p(1)), i16x8_add(p(2), p(3))),
+                        i16x8_add(i16x8_add(p(4), p(5)), i16x8_add(p(6), p(7))),
                     );
+                    i32x4_dot_i16x8(s, ones)
+                })
+            };
+            // Blocks b..b + 4 from two quarters' sums, times their scales, for each row.
+            let four = |p0: &[v128; R], p1: &[v128; R], d: v128, b: usize| -> [v128; R] {
+                std::array::from_fn(|r| {
+                    let s =
+                        i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(p0[r], p1[r]), i32x4_shuffle::<1, 3, 5, 7>(p0[r], p1[r]));
+                    let j = (r0 + r) * nb + b;
+                    let s = f32x4_convert_i32x4(i32x4_sub(s, v128_load(a.sum16.as_ptr().add(j) as *const v128)));
+                    f32x4_mul(s, f32x4_mul(d, v128_load(a.d.as_ptr().add(j) as *const v128)))
+                })
+            };
+            for g in 0..groups {
+                let u = row.add(g * GROUP);
+                let p: [[v128; R]; 4] = std::array::from_fn(|c| quarter(u, 32, g, c));
+                let [d03, d47] = f16x8(v128_load(u.add(GROUP_D) as *const v128));
+                let (f03, f47) = (four(&p[0], &p[1], d03, GB * g), four(&p[2], &p[3], d47, GB * g + 4));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    *acc = f32x4_add(*acc, f32x4_add(f03[r], f47[r]));
+                }
+            }
+            if half {
+                let u = row.add(groups * GROUP);
+                // Four scales, twice over: f16x8's short path sees eight normal numbers.
+                let [d03, _] = f16x8(v128_load64_splat(u.add(HALF_D) as *const u64));
+                let f = four(&quarter(u, 16, groups, 0), &quarter(u, 16, groups, 1), d03, GB * groups);
+                for (acc, f) in acc.iter_mut().zip(f) {
                     *acc = f32x4_add(*acc, f);
                 }
             }
             let bits = i16x8(1, 2, 4, 8, 16, 32, 64, 128);
             let sixteen = i16x8_splat(16);
             for t in 0..tb {
-                let b = GB * groups + t;
-                let rec = w.data.as_ptr().add(i * nb * 22 + groups * GROUP + t * TAIL);
+                let b = grouped + t;
+                let rec = row.add(groups * GROUP + HALF * half as usize + t * TAIL);
                 let q = v128_load(rec as *const v128);
                 let qh = std::ptr::read_unaligned(rec.add(16) as *const u32);
                 // Elements 8v..8v + 8, minus 16.
@@ -492,13 +555,16 @@ mod tests {
 
     testutil::kernel_for_tests!(Q50Matrix, Q8Acts, GgmlDType::Q5_0);
 
-    /// Block counts: 1, 7 and 21 (odd, tail only or groups + tail), 16 (groups only), 28 (the
-    /// 0.5B's 896), 152 (its 4,864).
-    const CASES: [Case; 6] = [
+    /// Block counts: 1 (a tail only), 4 (a half group only), 7 and 21 (a half group and a tail
+    /// after none or two groups), 16 (groups only), 11 (a group and a tail of 3), 28 (the 0.5B's
+    /// 896: groups and a half), 152 (its 4,864).
+    const CASES: [Case; 8] = [
         Case { n: 13, k: 32 },
+        Case { n: 11, k: 128 },
         Case { n: 29, k: 224 },
         Case { n: 33, k: 672 },
         Case { n: 20, k: 512 },
+        Case { n: 17, k: 352 },
         Case { n: 70, k: 896 },
         Case { n: 9, k: 4864 },
     ];

@@ -11,7 +11,8 @@
 //! instruction: V8 emits three instructions and a constant for it, and it ran no faster than
 //! plain simd128.)
 
-use super::{Q50Matrix, Q8Acts, GB, GROUP, GROUP_D, QK8_0, TAIL};
+use super::{Q50Matrix, Q8Acts, GB, GROUP, GROUP_D, HALF, HALF_D, QK8_0, TAIL};
+use crate::backend::acts::{grouped_blocks, grp_slots};
 use crate::backend::rows::{bytes_and as and, f16_to_f32, f16x8, sum_lanes, Dot};
 use core::arch::wasm32::*;
 
@@ -44,56 +45,67 @@ unsafe impl Dot for Kernel<'_> {
     #[inline(always)]
     unsafe fn dot<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
         let (w, a) = (self.w, self.a);
-        let (nb, groups) = (w.k / QK8_0, w.groups);
-        let tb = nb - GB * groups;
+        let (nb, groups, half) = (w.k / QK8_0, w.groups, w.half());
+        let (slots, grouped) = (grp_slots(nb), grouped_blocks(nb));
+        let tb = nb - grouped;
         let row = w.data.as_ptr().add(i * nb * 22);
         let mut acc = [f32x4_splat(0.0); R];
+        // Half `h` of slot `g`, whose units of `unit` bytes start at `u`: four blocks' sums
+        // for each row.
+        let sums = |u: *const u8, unit: usize, g: usize, h: usize| -> [v128; R] {
+            let v: [v128; 5] = std::array::from_fn(|l| v128_load(u.add(unit * l + 16 * h) as *const v128));
+            // The pieces of registers 5..7 (see PIECES), masked before the u16 shifts so
+            // that no neighbouring byte's bits come along.
+            let wr = [
+                and(v[0], 31),
+                and(v[1], 31),
+                and(v[2], 31),
+                and(v[3], 31),
+                and(v[4], 31),
+                v128_or(u16x8_shr(and(v[0], 0xE0), 5), u16x8_shr(and(v[1], 0x60), 2)),
+                v128_or(
+                    v128_or(u16x8_shr(and(v[1], 0x80), 7), u16x8_shr(and(v[2], 0xE0), 4)),
+                    u16x8_shr(and(v[3], 0x20), 1),
+                ),
+                v128_or(u16x8_shr(and(v[3], 0xC0), 6), u16x8_shr(and(v[4], 0xE0), 3)),
+            ];
+            std::array::from_fn(|r| {
+                let y = a.grp.as_ptr().add(((r0 + r) * slots + g) * GB) as *const v128;
+                let p = |l: usize| i16x8_relaxed_dot_i8x16_i7x16(v128_load(y.add(2 * l + h)), wr[l]);
+                let h0 = i16x8_add(i16x8_add(p(0), p(1)), i16x8_add(p(2), p(3)));
+                let h1 = i16x8_add(i16x8_add(p(4), p(5)), i16x8_add(p(6), p(7)));
+                i32x4_add(i32x4_extadd_pairwise_i16x8(h0), i32x4_extadd_pairwise_i16x8(h1))
+            })
+        };
+        // Four blocks' sums times their weight and activation scales, into the accumulators.
+        let apply = |acc: &mut [v128; R], s: [v128; R], d: v128, b: usize| {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let j = (r0 + r) * nb + b;
+                let si = f32x4_convert_i32x4(i32x4_sub(s[r], v128_load(a.sum16.as_ptr().add(j) as *const v128)));
+                let xd = v128_load(a.d.as_ptr().add(j) as *const v128);
+                *acc = f32x4_add(*acc, f32x4_mul(si, f32x4_mul(d, xd)));
+            }
+        };
         for g in 0..groups {
             let u = row.add(g * GROUP);
-            let mut sums = [[i32x4_splat(0); 2]; R];
-            for h in 0..2 {
-                let v: [v128; 5] = std::array::from_fn(|l| v128_load(u.add(32 * l + 16 * h) as *const v128));
-                // The pieces of registers 5..7 (see PIECES), masked before the u16 shifts so
-                // that no neighbouring byte's bits come along.
-                let wr = [
-                    and(v[0], 31),
-                    and(v[1], 31),
-                    and(v[2], 31),
-                    and(v[3], 31),
-                    and(v[4], 31),
-                    v128_or(u16x8_shr(and(v[0], 0xE0), 5), u16x8_shr(and(v[1], 0x60), 2)),
-                    v128_or(
-                        v128_or(u16x8_shr(and(v[1], 0x80), 7), u16x8_shr(and(v[2], 0xE0), 4)),
-                        u16x8_shr(and(v[3], 0x20), 1),
-                    ),
-                    v128_or(u16x8_shr(and(v[3], 0xC0), 6), u16x8_shr(and(v[4], 0xE0), 3)),
-                ];
-                for (r, s) in sums.iter_mut().enumerate() {
-                    let y = a.grp.as_ptr().add(((r0 + r) * groups + g) * GB) as *const v128;
-                    let p = |l: usize| i16x8_relaxed_dot_i8x16_i7x16(v128_load(y.add(2 * l + h)), wr[l]);
-                    let h0 = i16x8_add(i16x8_add(p(0), p(1)), i16x8_add(p(2), p(3)));
-                    let h1 = i16x8_add(i16x8_add(p(4), p(5)), i16x8_add(p(6), p(7)));
-                    s[h] = i32x4_add(i32x4_extadd_pairwise_i16x8(h0), i32x4_extadd_pairwise_i16x8(h1));
-                }
-            }
-            let dh = v128_load(u.add(GROUP_D) as *const v128);
-            let [d03, d47] = f16x8(dh);
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let j = (r0 + r) * nb + GB * g;
-                let s = a.sum16.as_ptr().add(j) as *const v128;
-                let xd = a.d.as_ptr().add(j) as *const v128;
-                let s03 = f32x4_convert_i32x4(i32x4_sub(sums[r][0], v128_load(s)));
-                let s47 = f32x4_convert_i32x4(i32x4_sub(sums[r][1], v128_load(s.add(1))));
-                let f = f32x4_add(
-                    f32x4_mul(s03, f32x4_mul(d03, v128_load(xd))),
-                    f32x4_mul(s47, f32x4_mul(d47, v128_load(xd.add(1)))),
-                );
+            let (s03, s47) = (sums(u, 32, g, 0), sums(u, 32, g, 1));
+            let [d03, d47] = f16x8(v128_load(u.add(GROUP_D) as *const v128));
+            let mut f = [f32x4_splat(0.0); R];
+            apply(&mut f, s03, d03, GB * g);
+            apply(&mut f, s47, d47, GB * g + 4);
+            for (acc, f) in acc.iter_mut().zip(f) {
                 *acc = f32x4_add(*acc, f);
             }
         }
+        if half {
+            let u = row.add(groups * GROUP);
+            // Four scales, twice over: f16x8's short path sees eight normal numbers.
+            let [d03, _] = f16x8(v128_load64_splat(u.add(HALF_D) as *const u64));
+            apply(&mut acc, sums(u, 16, groups, 0), d03, GB * groups);
+        }
         for t in 0..tb {
-            let b = GB * groups + t;
-            let rec = row.add(groups * GROUP + t * TAIL);
+            let b = grouped + t;
+            let rec = row.add(groups * GROUP + HALF * half as usize + t * TAIL);
             let q = v128_load(rec as *const v128);
             let qh = std::ptr::read_unaligned(rec.add(16) as *const u32);
             // Elements 0..16 and 16..32 as quants 0..31.
