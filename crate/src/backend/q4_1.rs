@@ -244,6 +244,20 @@ impl Q41Matrix {
         4 * self.groups + self.tail
     }
 
+    /// `rows::touch` ahead of row `i` in both streams, the units and the scales.
+    #[cfg(target_arch = "wasm32")]
+    #[inline(always)]
+    fn touch(&self, i: usize) {
+        fn bytes<T>(v: &[T]) -> &[u8] {
+            // SAFETY: the same memory as `v` (plain numbers and byte arrays), as bytes.
+            unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
+        }
+        let (q, s) = (bytes(&self.qs), bytes(&self.scales));
+        let (qr, sr) = (q.len() / self.n, s.len() / self.n);
+        super::rows::touch(q, i * qr, (i + 1) * qr);
+        super::rows::touch(s, i * sr, (i + 1) * sr);
+    }
+
     /// Row `i` back in GGUF terms: each block's 32 quants in element order and its `(d, m)`.
     /// Works on 4-byte words (4 elements of one block, in both layouts) to stay cheap.
     fn unpack_row(&self, i: usize, q: &mut [[u8; QK]], dm: &mut [(f32, f32)]) {
@@ -525,6 +539,8 @@ macro_rules! run_tiles {
             let q = |r: usize| unsafe { xq.as_ptr().add((r0 + r) * 2 * ppr) };
             let s = |r: usize| unsafe { xs.as_ptr().add((r0 + r) * nsc) };
             for i in i0..i1 {
+                #[cfg(target_arch = "wasm32")]
+                w.touch(i);
                 let put = |v: &[f32]| {
                     for (j, &a) in v.iter().enumerate() {
                         // SAFETY: column i belongs to this range alone; out holds m x n values.

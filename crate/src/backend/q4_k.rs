@@ -335,6 +335,9 @@ mod wasm {
         fn row_bytes(&self) -> usize {
             self.w.k / QK_K * REC
         }
+        fn stream(&self) -> &[u8] {
+            self.w.data.bytes()
+        }
 
         /// simd128 has no byte products: weights are widened to i16 once for all rows (the
         /// activations come widened), products of at most 15 * 128 add up in i16 over the 8

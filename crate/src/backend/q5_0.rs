@@ -446,6 +446,9 @@ mod wasm {
         fn row_bytes(&self) -> usize {
             self.w.k / QK8_0 * 22
         }
+        fn stream(&self) -> &[u8] {
+            self.w.data.bytes()
+        }
 
         /// Weights widened to i16 once for all rows (the activations come widened); products of
         /// at most 31 * 128 add up in i16 over the 8 registers, then `i32x4.dot_i16x8_s` with

@@ -329,6 +329,9 @@ mod wasm {
         fn row_bytes(&self) -> usize {
             self.w.k / QK_K * REC
         }
+        fn stream(&self) -> &[u8] {
+            self.w.data.bytes()
+        }
 
         /// Weights widened to i16 once for all rows (the activations come widened); products of
         /// at most 63 * 128 add up in i16 over 4 registers, and `i32x4.dot_i16x8_s` with the

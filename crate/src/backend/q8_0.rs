@@ -276,6 +276,9 @@ mod wasm {
         fn row_bytes(&self) -> usize {
             self.w.k / QK * BLOCK
         }
+        fn stream(&self) -> &[u8] {
+            &self.w.data
+        }
 
         /// Weights widened to i16 once for all rows (the activations come widened), then
         /// `i32x4.dot_i16x8_s` (one `pmaddwd` on x86 hosts) per 8 values. (Gathering four

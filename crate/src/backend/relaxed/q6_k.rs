@@ -27,6 +27,9 @@ unsafe impl Dot for Kernel<'_> {
     fn row_bytes(&self) -> usize {
         self.w.k / QK_K * REC
     }
+    fn stream(&self) -> &[u8] {
+        self.w.data.bytes()
+    }
 
     #[inline(always)]
     unsafe fn dot<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
