@@ -117,7 +117,9 @@ fn q6_k_simd_matches_scalar_and_dequantized() {
 
 #[wasm_bindgen_test]
 fn q5_0_simd_matches_scalar_and_dequantized() {
-    // Block counts 1, 7, 21 (tail only, groups and tail), 28 (896) and 16 (groups only).
+    // Block counts 1 (a tail only), 4 (a half group only), 7 and 21 (a half group and a tail
+    // after none or two groups), 11 (a group and a tail of 3), 28 (896: groups and a half) and
+    // 16 (groups only).
     check::<Q50Matrix>(&[(13, 32), (11, 128), (29, 224), (33, 672), (17, 352), (70, 896), (20, 512)]);
 }
 

@@ -253,7 +253,8 @@ impl Q41Matrix {
             unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
         }
         let (q, s) = (bytes(&self.qs), bytes(&self.scales));
-        let (qr, sr) = (q.len() / self.n, s.len() / self.n);
+        // A row's units and scales (see `dot_rows`' pointers).
+        let (qr, sr) = (self.ppr() * std::mem::size_of::<Unit>(), 4 * self.ppr() * std::mem::size_of::<Scale>());
         super::rows::touch(q, i * qr, (i + 1) * qr);
         super::rows::touch(s, i * sr, (i + 1) * sr);
     }

@@ -32,7 +32,7 @@
 
 use half::f16;
 
-use super::acts::{with_q8, Q8Acts, QK8_0};
+use super::acts::{grouped_blocks, with_q8, Q8Acts, QK8_0};
 use super::rows::{self, check_concat, expect_bytes, Dot, Packed};
 use crate::error::Result;
 
@@ -113,7 +113,7 @@ impl Q50Matrix {
     pub fn from_gguf_bytes(data: &[u8], n: usize, k: usize) -> Result<Self> {
         expect_bytes("Q5_0", n, k, QK8_0, GGUF_BYTES, data.len())?;
         let nb = k / QK8_0;
-        let (groups, half) = (nb / GB, nb % GB >= 4);
+        let (groups, half) = (nb / GB, !grouped_blocks(nb).is_multiple_of(GB));
         let mut packed = Packed::zeroed(data.len());
         for (src, dst) in data.chunks_exact(nb * GGUF_BYTES).zip(packed.bytes_mut().chunks_exact_mut(nb * GGUF_BYTES)) {
             let (gsrc, tsrc) = src.split_at(groups * GB * GGUF_BYTES);
@@ -136,22 +136,23 @@ impl Q50Matrix {
         Ok(Q50Matrix { n, k, groups, data: packed })
     }
 
-    /// Whether a half record follows the groups.
+    /// Whether a half record follows the groups (the activations' group slots say so too).
     fn half(&self) -> bool {
-        (self.k / QK8_0) % GB >= 4
+        !grouped_blocks(self.k / QK8_0).is_multiple_of(GB)
     }
 
     /// Where block `b` of row `i` lives: the byte offset of its record and the record's unit
     /// width (32 a group, 16 the half group, 0 a tail record).
     fn at(&self, i: usize, b: usize) -> (usize, usize) {
-        let row = i * (self.k / QK8_0) * GGUF_BYTES + b.min(GB * self.groups) / GB * GROUP;
-        let (half, rest) = (self.half() as usize, b.saturating_sub(GB * self.groups));
+        let nb = self.k / QK8_0;
+        let (row, grouped) = (i * nb * GGUF_BYTES, grouped_blocks(nb));
+        let past = row + self.groups * GROUP;
         if b < GB * self.groups {
-            (row, 32)
-        } else if rest < 4 * half {
-            (row, 16)
+            (row + b / GB * GROUP, 32)
+        } else if b < grouped {
+            (past, 16)
         } else {
-            (row + HALF * half + (rest - 4 * half) * TAIL, 0)
+            (past + HALF * self.half() as usize + (b - grouped) * TAIL, 0)
         }
     }
 
@@ -311,7 +312,8 @@ mod x86 {
         ]
     }
 
-    /// The AVX-512 tier's registers: each two neighbouring ones joined (zeros, unused, below it).
+    /// The AVX-512 tier's registers: each two neighbouring ones joined (zeros that nothing
+    /// reads on the tiers below it).
     #[inline(always)]
     unsafe fn pairs<const WIDE: bool>(wr: &[__m256i; 8]) -> [__m512i; 4] {
         std::array::from_fn(|q| if WIDE { join(wr[2 * q], wr[2 * q + 1]) } else { _mm512_setzero_si512() })
