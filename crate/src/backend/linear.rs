@@ -18,6 +18,7 @@ use super::q5_0::Q50Matrix;
 use super::q6_k::Q6KMatrix;
 use super::q8_0::Q80Matrix;
 use super::rows::KERNEL;
+use super::view::with_f32;
 use crate::error::{AmuletError, Result};
 use crate::gguf::{Gguf, TensorSource};
 
@@ -305,8 +306,9 @@ fn with_rows(
     if cols != k {
         return Err(AmuletError::Compute(format!("matmul: input has {cols} columns, weights {k}")));
     }
-    let xs = x.flatten_all()?.to_vec1::<f32>()?;
-    let mut out = vec![0f32; m * n];
-    kernel(&xs, m, &mut out)?;
+    let out = with_f32(x, |xs| {
+        let mut out = vec![0f32; m * n];
+        kernel(xs, m, &mut out).map(|()| out)
+    })??;
     Ok(Tensor::from_vec(out, (m, n), x.device())?)
 }

@@ -15,6 +15,7 @@ pub mod rows;
 pub mod swiglu;
 #[cfg(test)]
 mod testutil;
+pub mod view;
 pub mod webgpu;
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
 pub mod x86;

@@ -12,6 +12,7 @@ use crate::backend::linear::Linear;
 use crate::backend::norm;
 use crate::backend::pool::on_pool;
 use crate::backend::swiglu::silu_mul;
+use crate::backend::view::with_f32;
 use crate::error::{AmuletError, Result};
 use crate::gguf::{Gguf, TensorSource};
 
@@ -202,8 +203,8 @@ impl CpuModel {
             let gu = layer.gate_up.forward(&h)?;
             let act = match cfg.activation {
                 Activation::Silu => {
-                    let gu = gu.flatten_all()?.to_vec1::<f32>()?;
-                    Tensor::from_vec(silu_mul(&gu, n_rows, cfg.d_ff)?, (n_rows, cfg.d_ff), &Device::Cpu)?
+                    let act = with_f32(&gu, |gu| silu_mul(gu, n_rows, cfg.d_ff))??;
+                    Tensor::from_vec(act, (n_rows, cfg.d_ff), &Device::Cpu)?
                 }
                 Activation::GeluTanh => (gu.narrow(1, 0, cfg.d_ff)?.gelu()? * gu.narrow(1, cfg.d_ff, cfg.d_ff)?)?,
             };
@@ -316,6 +317,6 @@ fn rms_norm(x: &Tensor, w: &[f32], eps: f32) -> Result<Tensor> {
     if last != w.len() {
         return Err(AmuletError::Compute(format!("RMS norm: rows of {last} values, {} weights", w.len())));
     }
-    let out = norm::rms_norm(&x.flatten_all()?.to_vec1::<f32>()?, w, eps)?;
+    let out = with_f32(x, |xs| norm::rms_norm(xs, w, eps))??;
     Ok(Tensor::from_vec(out, x.shape(), x.device())?)
 }
