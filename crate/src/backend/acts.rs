@@ -27,8 +27,13 @@
 //!   takes one operand as 7-bit unsigned (0..127), and Q8_0's signed weights are not, so the
 //!   Q8_0 kernel stays on simd128's i16 products in that build too (`Q8Acts::wide_lanes`).
 
+use super::pool::{split, Shared};
 use crate::error::{AmuletError, Result};
 use half::f16;
+
+/// Fewest activation rows a thread quantizes (a prefill's rows split; a decode step's stay
+/// inline, where a hand-over would cost more than the row).
+const MIN_ROWS: usize = 16;
 
 pub const QK8_0: usize = 32;
 pub const QK_K: usize = 256;
@@ -112,7 +117,6 @@ pub struct Q8Acts {
     pub(super) sum16: Vec<i32>,
     #[allow(dead_code)]
     wide: Vec<Wide>,
-    q: Vec<i8>,
 }
 
 /// Q8_K activations for Q4_K and Q6_K weights (layout in the module header).
@@ -124,7 +128,6 @@ pub struct Q8KActs {
     pub(super) bsums: Vec<BSums>,
     /// Per super-block, the sums of its 8 sub-blocks of 32 times `d` (Q4_K's mins term).
     pub(super) bsxd: Vec<F8>,
-    buf: Vec<i8>,
 }
 
 /// Group slots per row of `Q8Acts::grp` for `nb` blocks: one per 8, and one for a half
@@ -159,16 +162,7 @@ impl Default for Q8Acts {
 
 impl Q8Acts {
     pub const fn new() -> Self {
-        Q8Acts {
-            m: 0,
-            k: 0,
-            nat: Vec::new(),
-            grp: Lanes::new(),
-            d: Vec::new(),
-            sum16: Vec::new(),
-            wide: Vec::new(),
-            q: Vec::new(),
-        }
+        Q8Acts { m: 0, k: 0, nat: Vec::new(), grp: Lanes::new(), d: Vec::new(), sum16: Vec::new(), wide: Vec::new() }
     }
 
     /// Quantizes `m` rows of `k` values (row-major); buffers are reused across calls.
@@ -186,31 +180,47 @@ impl Q8Acts {
         self.sum16.resize(m * nb, 0);
         self.wide.clear();
         self.wide.resize(if WIDE { m * nb } else { 0 }, Wide([0; 32]));
-        self.q.resize(QK8_0, 0);
-        let q: &mut [i8; QK8_0] = (&mut self.q[..]).try_into().expect("32 quants");
-        for (j, xb) in x.as_chunks::<QK8_0>().0.iter().enumerate() {
-            let (d, sum) = quantize_q8_0(xb, q);
-            self.d[j] = d;
-            self.sum16[j] = 16 * sum;
-            let (r, b) = (j / nb, j % nb);
-            for (o, &v) in self.nat[j].0.iter_mut().zip(q.iter()) {
-                *o = v as Q;
-            }
-            if WIDE {
-                for (o, &v) in self.wide[j].0.iter_mut().zip(q.iter()) {
-                    *o = v as i16;
+        let (nat, grp, d, sum16) = (
+            Shared::new(&mut self.nat),
+            Shared::new(&mut self.grp[..]),
+            Shared::new(&mut self.d),
+            Shared::new(&mut self.sum16),
+        );
+        let wide = Shared::new(&mut self.wide);
+        // Rows split over the pool's threads (a prefill's hundreds; one row stays inline).
+        split(m, MIN_ROWS, |rows| {
+            let (blocks, lanes) = (rows.start * nb..rows.end * nb, rows.start * slots * 8..rows.end * slots * 8);
+            // SAFETY: the ranges of one split are disjoint rows, and each row's blocks and
+            // group lanes are its own.
+            let (nat, grp, d, sum16) = unsafe {
+                (nat.slice(blocks.clone()), grp.slice(lanes), d.slice(blocks.clone()), sum16.slice(blocks.clone()))
+            };
+            let wide = if WIDE { unsafe { wide.slice(blocks.clone()) } } else { &mut [] };
+            let mut q = [0i8; QK8_0];
+            for (j, xb) in x[rows.start * k..rows.end * k].as_chunks::<QK8_0>().0.iter().enumerate() {
+                let (dj, sum) = quantize_q8_0(xb, &mut q);
+                d[j] = dj;
+                sum16[j] = 16 * sum;
+                let (r, b) = (j / nb, j % nb);
+                for (o, &v) in nat[j].0.iter_mut().zip(q.iter()) {
+                    *o = v as Q;
                 }
-            }
-            if b < grouped {
-                let lanes = &mut self.grp[(r * slots + b / 8) * 8..][..8];
-                let bb = b % 8;
-                for (l, lane) in lanes.iter_mut().enumerate() {
-                    for t in 0..4 {
-                        lane.0[4 * bb + t] = q[4 * l + t] as Q;
+                if WIDE {
+                    for (o, &v) in wide[j].0.iter_mut().zip(q.iter()) {
+                        *o = v as i16;
+                    }
+                }
+                if b < grouped {
+                    let lanes = &mut grp[(r * slots + b / 8) * 8..][..8];
+                    let bb = b % 8;
+                    for (l, lane) in lanes.iter_mut().enumerate() {
+                        for t in 0..4 {
+                            lane.0[4 * bb + t] = q[4 * l + t] as Q;
+                        }
                     }
                 }
             }
-        }
+        });
         Ok(())
     }
 
@@ -241,7 +251,7 @@ impl Default for Q8KActs {
 
 impl Q8KActs {
     pub const fn new() -> Self {
-        Q8KActs { m: 0, k: 0, q: Lanes::new(), d: Vec::new(), bsums: Vec::new(), bsxd: Vec::new(), buf: Vec::new() }
+        Q8KActs { m: 0, k: 0, q: Lanes::new(), d: Vec::new(), bsums: Vec::new(), bsxd: Vec::new() }
     }
 
     /// Quantizes `m` rows of `k` values (row-major); buffers are reused across calls.
@@ -256,23 +266,41 @@ impl Q8KActs {
         self.bsums.resize(nsb, BSums([0; 16]));
         self.bsxd.clear();
         self.bsxd.resize(nsb, F8([0.0; 8]));
-        self.buf.resize(QK_K, 0);
-        let q: &mut [i8; QK_K] = (&mut self.buf[..]).try_into().expect("256 quants");
-        for (s, xs) in x.as_chunks::<QK_K>().0.iter().enumerate() {
-            self.d[s] = quantize_q8_k(xs, q);
-            for (b, sum) in self.bsums[s].0.iter_mut().enumerate() {
-                *sum = q[16 * b..16 * b + 16].iter().map(|&v| v as i16).sum();
+        let (lanes, d, bsums, bsxd) = (
+            Shared::new(&mut self.q[..]),
+            Shared::new(&mut self.d),
+            Shared::new(&mut self.bsums),
+            Shared::new(&mut self.bsxd),
+        );
+        // Super-blocks split over the pool's threads (a prefill's; a row or two stays inline).
+        split(nsb, MIN_ROWS * 4, |sbs| {
+            // SAFETY: the ranges of one split are disjoint super-blocks, each with its own 8
+            // lanes and sums.
+            let (lanes, d, bsums, bsxd) = unsafe {
+                (
+                    lanes.slice(8 * sbs.start..8 * sbs.end),
+                    d.slice(sbs.clone()),
+                    bsums.slice(sbs.clone()),
+                    bsxd.slice(sbs.clone()),
+                )
+            };
+            let mut q = [0i8; QK_K];
+            for (s, xs) in x[sbs.start * QK_K..sbs.end * QK_K].as_chunks::<QK_K>().0.iter().enumerate() {
+                d[s] = quantize_q8_k(xs, &mut q);
+                for (b, sum) in bsums[s].0.iter_mut().enumerate() {
+                    *sum = q[16 * b..16 * b + 16].iter().map(|&v| v as i16).sum();
+                }
+                let bs = &bsums[s].0;
+                bsxd[s] = F8(std::array::from_fn(|c| (bs[2 * c] as i32 + bs[2 * c + 1] as i32) as f32 * d[s]));
+                let lanes = &mut lanes[8 * s..8 * s + 8];
+                for (e, pair) in q.as_chunks::<2>().0.iter().enumerate() {
+                    // Element 2e = 16b + 2j: lane j, values 2b and 2b + 1.
+                    let (b, j) = (e / 8, e % 8);
+                    lanes[j].0[2 * b] = pair[0] as Q;
+                    lanes[j].0[2 * b + 1] = pair[1] as Q;
+                }
             }
-            let bs = &self.bsums[s].0;
-            self.bsxd[s] = F8(std::array::from_fn(|c| (bs[2 * c] as i32 + bs[2 * c + 1] as i32) as f32 * self.d[s]));
-            let lanes = &mut self.q[8 * s..8 * s + 8];
-            for (e, pair) in q.as_chunks::<2>().0.iter().enumerate() {
-                // Element 2e = 16b + 2j: lane j, values 2b and 2b + 1.
-                let (b, j) = (e / 8, e % 8);
-                lanes[j].0[2 * b] = pair[0] as Q;
-                lanes[j].0[2 * b + 1] = pair[1] as Q;
-            }
-        }
+        });
         Ok(())
     }
 
@@ -639,7 +667,15 @@ mod tests {
 
     #[test]
     fn layouts_hold_the_quants() {
-        let (m, k) = (3, 512);
+        // 70 rows: a prefill's, split over 2 threads (rows, and super-blocks).
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        for m in [3, 70] {
+            pool.install(|| layouts_of(m));
+        }
+    }
+
+    fn layouts_of(m: usize) {
+        let k = 512;
         let x = Rng::new(7).vec(m * k, 3.0);
         let mut a = Q8KActs::new();
         a.quantize(&x, m, k).unwrap();

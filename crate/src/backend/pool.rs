@@ -416,27 +416,34 @@ fn range_into(
     }
 }
 
-/// A mutable f32 slice that parallel ranges write disjoint elements of.
-#[derive(Clone, Copy)]
-pub struct Shared {
-    ptr: *mut f32,
+/// A mutable slice (f32 unless said) that parallel ranges write disjoint elements of.
+pub struct Shared<T = f32> {
+    ptr: *mut T,
     len: usize,
 }
 
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Shared<T> {}
+
 // SAFETY: `Shared` is only handed to `split` ranges that write disjoint indices (each caller
 // states which), and the slice outlives the scope that `split` waits for.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
+unsafe impl<T: Send> Send for Shared<T> {}
+unsafe impl<T: Send> Sync for Shared<T> {}
 
-impl Shared {
-    pub fn new(out: &mut [f32]) -> Self {
+impl<T> Shared<T> {
+    pub fn new(out: &mut [T]) -> Self {
         Shared { ptr: out.as_mut_ptr(), len: out.len() }
     }
 
     /// # Safety
     /// No other range writes or reads index `i` while this one does.
     #[inline(always)]
-    pub unsafe fn set(&self, i: usize, v: f32) {
+    pub unsafe fn set(&self, i: usize, v: T) {
         debug_assert!(i < self.len);
         *self.ptr.add(i) = v;
     }
@@ -445,7 +452,7 @@ impl Shared {
     /// `range` is disjoint from every range other threads use meanwhile.
     #[inline(always)]
     #[allow(clippy::mut_from_ref)] // the point of the type: disjoint ranges, stated by the caller
-    pub unsafe fn slice(&self, range: Range<usize>) -> &mut [f32] {
+    pub unsafe fn slice(&self, range: Range<usize>) -> &mut [T] {
         debug_assert!(range.end <= self.len);
         std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len())
     }

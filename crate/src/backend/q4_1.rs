@@ -36,6 +36,7 @@
 //! activation rows pass over it.
 
 use super::acts::{Lane, Lanes, Q};
+use super::pool::{split, threads, Shared};
 use crate::{AmuletError, Result};
 use half::f16;
 use std::ops::Range;
@@ -450,21 +451,51 @@ impl Scratch {
 /// pad block of an odd row sees zeros, never a previous call's values.
 #[allow(dead_code)]
 fn prepare_x(w: &Q41Matrix, x: &[f32], m: usize, sc: &mut Scratch) {
-    let (k, groups, ppr) = (w.k, w.groups, w.ppr());
-    let nsc = groups + w.tail;
+    let (k, ppr) = (w.k, w.ppr());
+    let nsc = w.groups + w.tail;
     let nb = k / QK;
     sc.xq.reset(m * 2 * ppr);
     sc.xs.clear();
     sc.xs.resize(m * nsc, Scale16([0.0; 16]));
-    sc.q.resize(k, 0);
-    sc.d.resize(nb, 0.0);
-    sc.s.resize(nb, 0.0);
-    for r in 0..m {
-        let lanes = &mut sc.xq[r * 2 * ppr..(r + 1) * 2 * ppr];
-        let scales = &mut sc.xs[r * nsc..(r + 1) * nsc];
-        quantize_row(&x[r * k..(r + 1) * k], &mut sc.q, &mut sc.d, &mut sc.s);
-        for (b, q) in sc.q.as_chunks::<QK>().0.iter().enumerate() {
-            let (d, s) = (sc.d[b], sc.s[b]);
+    if m < 2 * MIN_PREPARE_ROWS || threads() == 1 {
+        sc.q.resize(k, 0);
+        sc.d.resize(nb, 0.0);
+        sc.s.resize(nb, 0.0);
+        prepare_rows(w, x, &mut sc.xq[..m * 2 * ppr], &mut sc.xs, (&mut sc.q, &mut sc.d, &mut sc.s));
+        return;
+    }
+    // A prefill's rows, split over the pool's threads, each with its own row buffers.
+    let (lanes, scales) = (Shared::new(&mut sc.xq[..m * 2 * ppr]), Shared::new(&mut sc.xs[..]));
+    split(m, MIN_PREPARE_ROWS, |rows| {
+        // SAFETY: the ranges of one split are disjoint rows, each with its own lanes and scales.
+        let (lanes, scales) = unsafe {
+            (lanes.slice(rows.start * 2 * ppr..rows.end * 2 * ppr), scales.slice(rows.start * nsc..rows.end * nsc))
+        };
+        let bufs = (&mut vec![0i8; k][..], &mut vec![0f32; nb][..], &mut vec![0f32; nb][..]);
+        prepare_rows(w, &x[rows.start * k..rows.end * k], lanes, scales, bufs);
+    });
+}
+
+/// Fewest activation rows a thread prepares (a decode step's one or two stay inline).
+const MIN_PREPARE_ROWS: usize = 16;
+
+/// `prepare_x` for the rows of `x`, into their lanes and scales, with one row's buffers.
+fn prepare_rows(
+    w: &Q41Matrix,
+    x: &[f32],
+    lanes: &mut [Lane],
+    scales: &mut [Scale16],
+    bufs: (&mut [i8], &mut [f32], &mut [f32]),
+) {
+    let (k, groups, ppr) = (w.k, w.groups, w.ppr());
+    let nsc = groups + w.tail;
+    let (qs, ds, ss) = bufs;
+    for (r, xr) in x.chunks_exact(k).enumerate() {
+        let lanes = &mut lanes[r * 2 * ppr..(r + 1) * 2 * ppr];
+        let scales = &mut scales[r * nsc..(r + 1) * nsc];
+        quantize_row(xr, qs, ds, ss);
+        for (b, q) in qs.as_chunks::<QK>().0.iter().enumerate() {
+            let (d, s) = (ds[b], ss[b]);
             let q: [Q; QK] = std::array::from_fn(|e| Q::from(q[e]));
             if b < GB * groups {
                 let (g, bb) = (b / GB, b % GB);
