@@ -210,7 +210,7 @@ pub fn attend_rows(s: &AttentionShape, q: &[f32], rows: &[(&LayerKv, usize)], ou
     // Rows in zig-zag order (first, last, second, second to last, ...): a row's cost grows
     // with its position and each thread takes a run of consecutive items, so in row order the
     // second of 2 threads had about 3 times the first's share of a prefill (perf).
-    let zigzag = |x: usize| if x % 2 == 0 { x / 2 } else { rows.len() - 1 - x / 2 };
+    let zigzag = |x: usize| if x.is_multiple_of(2) { x / 2 } else { rows.len() - 1 - x / 2 };
     split(groups * runs, 1, |items| {
         let mut scores = Vec::new();
         for item in items {
