@@ -31,9 +31,11 @@ use super::pool::{split, Shared};
 use crate::error::{AmuletError, Result};
 use half::f16;
 
-/// Fewest activation rows a thread quantizes (a prefill's rows split; a decode step's stay
-/// inline, where a hand-over would cost more than the row).
+/// Fewest Q8_0 activation rows, and Q8_K super-blocks, a thread quantizes: a prefill's split
+/// over the pool's threads, a decode step's one or two rows stay inline (a hand-over would
+/// cost more than they do).
 const MIN_ROWS: usize = 16;
+const MIN_SUPER_BLOCKS: usize = 64;
 
 pub const QK8_0: usize = 32;
 pub const QK_K: usize = 256;
@@ -187,7 +189,6 @@ impl Q8Acts {
             Shared::new(&mut self.sum16),
         );
         let wide = Shared::new(&mut self.wide);
-        // Rows split over the pool's threads (a prefill's hundreds; one row stays inline).
         split(m, MIN_ROWS, |rows| {
             let (blocks, lanes) = (rows.start * nb..rows.end * nb, rows.start * slots * 8..rows.end * slots * 8);
             // SAFETY: the ranges of one split are disjoint rows, and each row's blocks and
@@ -272,8 +273,7 @@ impl Q8KActs {
             Shared::new(&mut self.bsums),
             Shared::new(&mut self.bsxd),
         );
-        // Super-blocks split over the pool's threads (a prefill's; a row or two stays inline).
-        split(nsb, MIN_ROWS * 4, |sbs| {
+        split(nsb, MIN_SUPER_BLOCKS, |sbs| {
             // SAFETY: the ranges of one split are disjoint super-blocks, each with its own 8
             // lanes and sums.
             let (lanes, d, bsums, bsxd) = unsafe {

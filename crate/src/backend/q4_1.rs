@@ -457,6 +457,8 @@ fn prepare_x(w: &Q41Matrix, x: &[f32], m: usize, sc: &mut Scratch) {
     sc.xq.reset(m * 2 * ppr);
     sc.xs.clear();
     sc.xs.resize(m * nsc, Scale16([0.0; 16]));
+    // A decode step's rows on this thread with the scratch's row buffers; a prefill's split
+    // over the pool's threads, each range with row buffers of its own.
     if m < 2 * MIN_PREPARE_ROWS || threads() == 1 {
         sc.q.resize(k, 0);
         sc.d.resize(nb, 0.0);
@@ -464,7 +466,6 @@ fn prepare_x(w: &Q41Matrix, x: &[f32], m: usize, sc: &mut Scratch) {
         prepare_rows(w, x, &mut sc.xq[..m * 2 * ppr], &mut sc.xs, (&mut sc.q, &mut sc.d, &mut sc.s));
         return;
     }
-    // A prefill's rows, split over the pool's threads, each with its own row buffers.
     let (lanes, scales) = (Shared::new(&mut sc.xq[..m * 2 * ppr]), Shared::new(&mut sc.xs[..]));
     split(m, MIN_PREPARE_ROWS, |rows| {
         // SAFETY: the ranges of one split are disjoint rows, each with its own lanes and scales.
