@@ -85,6 +85,12 @@ fn pack(blks: &[u8], rec: &mut [u8], unit: usize) {
     }
 }
 
+/// Whether a row of `nb` blocks has a half record after its groups (read off the activations'
+/// group slots, so that both sides agree).
+fn half_record(nb: usize) -> bool {
+    !grouped_blocks(nb).is_multiple_of(GB)
+}
+
 /// One Q5_0 weight matrix of `rows()` outputs by `cols()` inputs, in the layout above.
 #[derive(Clone)]
 pub struct Q50Matrix {
@@ -113,7 +119,7 @@ impl Q50Matrix {
     pub fn from_gguf_bytes(data: &[u8], n: usize, k: usize) -> Result<Self> {
         expect_bytes("Q5_0", n, k, QK8_0, GGUF_BYTES, data.len())?;
         let nb = k / QK8_0;
-        let (groups, half) = (nb / GB, !grouped_blocks(nb).is_multiple_of(GB));
+        let (groups, half) = (nb / GB, half_record(nb));
         let mut packed = Packed::zeroed(data.len());
         for (src, dst) in data.chunks_exact(nb * GGUF_BYTES).zip(packed.bytes_mut().chunks_exact_mut(nb * GGUF_BYTES)) {
             let (gsrc, tsrc) = src.split_at(groups * GB * GGUF_BYTES);
@@ -136,9 +142,9 @@ impl Q50Matrix {
         Ok(Q50Matrix { n, k, groups, data: packed })
     }
 
-    /// Whether a half record follows the groups (the activations' group slots say so too).
+    /// Whether a half record follows the groups.
     fn half(&self) -> bool {
-        !grouped_blocks(self.k / QK8_0).is_multiple_of(GB)
+        half_record(self.k / QK8_0)
     }
 
     /// Where block `b` of row `i` lives: the byte offset of its record and the record's unit

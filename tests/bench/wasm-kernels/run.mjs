@@ -58,10 +58,8 @@ async function measure(Bench, formats, shapes) {
   for (const f of formats) {
     const [n, k] = shapes[f];
     const hot = new Bench(f, 512, k, 1);
-    const once =
-      n *
-      k *
-      (f === 'q4_1' ? 20 / 32 : f === 'q5_0' ? 22 / 32 : f === 'q8_0' ? 34 / 32 : f === 'q4_k' ? 144 / 256 : 210 / 256);
+    // One copy of the real shape: its rows times the bytes of one of the hot matrix's 512.
+    const once = (hot.bytes() / 512) * n;
     const cold = new Bench(f, n, k, Math.ceil(128e6 / once));
     const reps = Math.ceil(64e6 / hot.bytes());
     const h = [1, 2].map((m) => best(() => hot.run(m, reps)));

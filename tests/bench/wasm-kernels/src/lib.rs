@@ -96,7 +96,9 @@ impl Bench {
 
     /// Every copy times `m` (1 or 2) activation rows, `reps` times over.
     pub fn run(&mut self, m: usize, reps: usize) -> std::result::Result<f32, JsError> {
-        let m = m.clamp(1, 2);
+        if !(1..=2).contains(&m) {
+            return Err(JsError::new(&format!("{m} activation rows: the bench has 1 or 2")));
+        }
         let (x, out) = (&self.x[..m * self.k], &mut self.out[..m * self.n]);
         for _ in 0..reps {
             for w in &self.mats {
