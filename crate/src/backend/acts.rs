@@ -23,6 +23,11 @@
 //! - `Q8KActs::q`: 8 lanes per super-block, lane `j` value `2b + t` = element `16b + 2j + t`
 //!   (sub-block `b` of 16 values sits in the i16 lane `b` of a byte-pair product; see
 //!   q4_k.rs and q6_k.rs), with `bsums[b]` the sum of sub-block `b`'s quants;
+//! - x86 CPUs with AVX-512 only, `Q8Acts::upair` and `dpair` (the Q8_0 kernel's AVX-512 tier,
+//!   which takes activation rows in pairs 2p, 2p + 1): per pair and block two lanes, row 2p's
+//!   quants then row 2p + 1's, each plus 128 as unsigned bytes (`vpdpbusd` multiplies unsigned
+//!   bytes by signed ones; q8_0.rs takes the 128s back out), and 16 floats, row 2p's `d` 8 times
+//!   then row 2p + 1's, so that a pair is one 64-byte load of each (zeros for a missing row);
 //! - relaxed-SIMD wasm only, `Q8Acts::wide`: `nat` widened to i16. The relaxed byte product
 //!   takes one operand as 7-bit unsigned (0..127), and Q8_0's signed weights are not, so the
 //!   Q8_0 kernel stays on simd128's i16 products in that build too (`Q8Acts::wide_lanes`).
@@ -109,6 +114,19 @@ pub struct BSums(pub [i16; 16]);
 #[repr(C, align(32))]
 pub struct F8(pub [f32; 8]);
 
+/// 16 floats aligned for one 512-bit load (`Q8Acts::dpair`).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub struct F16x(pub [f32; 16]);
+
+/// Whether this CPU runs Q8_0's AVX-512 tier, which reads `Q8Acts::upair` and `dpair`.
+fn pairs_here() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+    return super::x86::Tier::Avx512.here();
+    #[allow(unreachable_code)]
+    false
+}
+
 /// Q8_0 activations for Q5_0 and Q8_0 weights (layout in the module header).
 pub struct Q8Acts {
     m: usize,
@@ -117,6 +135,10 @@ pub struct Q8Acts {
     pub(super) grp: Lanes,
     pub(super) d: Vec<f32>,
     pub(super) sum16: Vec<i32>,
+    #[allow(dead_code)]
+    pub(super) upair: Lanes,
+    #[allow(dead_code)]
+    pub(super) dpair: Vec<F16x>,
     #[allow(dead_code)]
     wide: Vec<Wide>,
 }
@@ -164,7 +186,17 @@ impl Default for Q8Acts {
 
 impl Q8Acts {
     pub const fn new() -> Self {
-        Q8Acts { m: 0, k: 0, nat: Vec::new(), grp: Lanes::new(), d: Vec::new(), sum16: Vec::new(), wide: Vec::new() }
+        Q8Acts {
+            m: 0,
+            k: 0,
+            nat: Vec::new(),
+            grp: Lanes::new(),
+            d: Vec::new(),
+            sum16: Vec::new(),
+            upair: Lanes::new(),
+            dpair: Vec::new(),
+            wide: Vec::new(),
+        }
     }
 
     /// Quantizes `m` rows of `k` values (row-major); buffers are reused across calls.
@@ -182,6 +214,11 @@ impl Q8Acts {
         self.sum16.resize(m * nb, 0);
         self.wide.clear();
         self.wide.resize(if WIDE { m * nb } else { 0 }, Wide([0; 32]));
+        // One row never takes the pairs (q8_0.rs).
+        let pairs = if m > 1 && pairs_here() { m.div_ceil(2) * nb } else { 0 };
+        self.upair.reset(2 * pairs);
+        self.dpair.clear();
+        self.dpair.resize(pairs, F16x([0.0; 16]));
         let (nat, grp, d, sum16) = (
             Shared::new(&mut self.nat),
             Shared::new(&mut self.grp[..]),
@@ -189,6 +226,11 @@ impl Q8Acts {
             Shared::new(&mut self.sum16),
         );
         let wide = Shared::new(&mut self.wide);
+        let upair = Shared::new(&mut self.upair[..]);
+        // SAFETY: F16x is 16 f32s with no padding.
+        let dpair = Shared::new(unsafe {
+            std::slice::from_raw_parts_mut(self.dpair.as_mut_ptr() as *mut f32, 16 * self.dpair.len())
+        });
         split(m, MIN_ROWS, |rows| {
             let (blocks, lanes) = (rows.start * nb..rows.end * nb, rows.start * slots * 8..rows.end * slots * 8);
             // SAFETY: the ranges of one split are disjoint rows, and each row's blocks and
@@ -209,6 +251,16 @@ impl Q8Acts {
                 if WIDE {
                     for (o, &v) in wide[j].0.iter_mut().zip(q.iter()) {
                         *o = v as i16;
+                    }
+                }
+                if pairs > 0 {
+                    let row = rows.start + r;
+                    let at = 2 * (row / 2 * nb + b) + row % 2;
+                    // SAFETY: lane `at` and floats 8 * at.. are this row's half of its pair's
+                    // block `b`, which no other row writes.
+                    unsafe {
+                        upair.set(at, Lane(q.map(|v| (v as u8 ^ 0x80) as Q)));
+                        dpair.slice(8 * at..8 * at + 8).fill(dj);
                     }
                 }
                 if b < grouped {
@@ -711,6 +763,22 @@ mod tests {
                         for (e, &v) in q.iter().enumerate() {
                             assert_eq!(a.grp[(r * slots + b / 8) * 8 + e / 4].0[4 * (b % 8) + e % 4], v as Q);
                         }
+                    }
+                    if pairs_here() {
+                        // Row r's half of pair r / 2: its quants plus 128, its d 8 times.
+                        let at = 2 * (r / 2 * nb + b) + r % 2;
+                        assert!(a.upair[at].0.iter().zip(&q).all(|(&u, &v)| u as u8 == (v as i16 + 128) as u8));
+                        assert_eq!(a.dpair[at / 2].0[8 * (r % 2)..][..8], [d; 8]);
+                    }
+                }
+            }
+            if pairs_here() {
+                assert_eq!((a.upair.len(), a.dpair.len()), (2 * m.div_ceil(2) * nb, m.div_ceil(2) * nb));
+                // An odd row count leaves the last pair's second row zero.
+                if m % 2 == 1 {
+                    for b in 0..nb {
+                        let at = 2 * ((m - 1) / 2 * nb + b) + 1;
+                        assert!(a.upair[at].0.iter().all(|&u| u == 0) && a.dpair[at / 2].0[8..] == [0.0; 8]);
                     }
                 }
             }

@@ -13,8 +13,10 @@
 //! Layout: GGUF's, kept as is: n rows of k/32 blocks of 34 bytes (d: f16, qs: [i8; 32]).
 //! (Its values already are whole bytes in element order, which is what the kernels want.)
 //!
-//! Kernels: AVX2 (x86-64-v3), simd128 (wasm32, weights widened to i16 once for all rows)
-//! and a portable scalar one (always reachable as `run_scalar` / `matmul_scalar`).
+//! Kernels: AVX2 (x86-64-v3; its AVX-512 tier takes two or more rows in pairs from the
+//! activations' own pair layout, see `Wide`), simd128 (wasm32, weights widened to i16 once
+//! for all rows) and a portable scalar one (always reachable as `run_scalar` /
+//! `matmul_scalar`).
 
 use half::f16;
 
@@ -134,7 +136,7 @@ unsafe impl Dot for Scalar<'_> {
 mod x86 {
     use super::{Q80Matrix, Q8Acts, BLOCK, QK};
     use crate::backend::rows::{Dot, MAX_ROWS, PREFETCH};
-    use crate::backend::x86::{f16_splat, hsum8, join};
+    use crate::backend::x86::{f16_splat, hsum8};
     use core::arch::x86_64::*;
 
     /// `VNNI`: `vpdpbusd` in place of `maddubs` + `madd`; `WIDE`: `Wide` (backend/x86.rs).
@@ -144,8 +146,10 @@ mod x86 {
     }
 
     // SAFETY: `dot` reads the blocks of weight row `i` (< rows()), each load 32 bytes inside
-    // a block (offset 2..34 of 34), and whole blocks of activation rows r0..r0 + R (<= acts());
-    // `run` checked that the activations have the matrix's width.
+    // a block (offset 2..34 of 34), and whole blocks of activation rows r0..r0 + R (<= acts()),
+    // on the AVX-512 tier those of pairs r0 / 2.. (r0 + R - 1) / 2 (< acts().div_ceil(2), which
+    // `Q8Acts::quantize` lays out wherever the tier runs); `run` checked that the activations
+    // have the matrix's width.
     unsafe impl<const VNNI: bool, const WIDE: bool> Dot for Kernel<'_, VNNI, WIDE> {
         fn rows(&self) -> usize {
             self.w.n
@@ -160,7 +164,7 @@ mod x86 {
         #[inline(always)]
         unsafe fn dot<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
             if WIDE {
-                return self.dot_wide(i, r0);
+                return if R == 1 { self.dot_one(i, r0) } else { self.dot_wide(i, r0) };
             }
             let (w, a) = (self.w, self.a);
             let nb = w.k / QK;
@@ -195,23 +199,61 @@ mod x86 {
 
     /// The AVX-512 tier: one 512-bit register holds the same block for two activation rows,
     /// and each half takes its row's AVX2 steps (the same bits); with an odd row count the
-    /// last row takes them on 256 bits.
+    /// last row takes them on 256 bits, and one row alone takes `dot_one`. The rows come in pairs from `Q8Acts::upair` and
+    /// `dpair` (one 64-byte load each; `rows::run` starts every pass on an even row), their
+    /// quants plus 128 as unsigned bytes: `vpdpbusd` takes them against the signed weights
+    /// directly, and each i32 lane starts from minus 128 times its four weights (shared by
+    /// every row), which leaves the lane exactly AVX2's sum of products. AVX2's sign trick
+    /// (|w| against x negated where w < 0) cost a mask and a masked subtraction a block, and
+    /// the pair two inserts: 12 vector instructions a block for two rows where this takes 9.
     pub(super) type Wide<'a> = Kernel<'a, true, true>;
 
     impl<const VNNI: bool, const WIDE: bool> Kernel<'_, VNNI, WIDE> {
-        /// `dot` on the AVX-512 tier.
+        /// `dot` of one row on the AVX-512 tier: AVX2's sign trick on 256 bits, the activations
+        /// as they are (`Q8Acts` lays out no pairs for one row). The AVX-VNNI body is slower
+        /// here: the 0.5B's output projection streamed at 8.8-9.6 GB/s against 11.8-12.1.
         ///
         /// # Safety
         /// As `dot`'s, and the CPU has the tier (backend/x86.rs).
         #[inline(always)]
-        unsafe fn dot_wide<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
+        unsafe fn dot_one<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
             let (w, a) = (self.w, self.a);
             let nb = w.k / QK;
             let row = w.data.as_ptr().add(i * nb * BLOCK);
             let an = a.nat.as_ptr().add(r0 * nb) as *const __m256i;
             let ad = a.d.as_ptr().add(r0 * nb);
+            let mut sum = _mm256_setzero_ps();
+            for b in 0..nb {
+                let blk = row.add(b * BLOCK);
+                _mm_prefetch::<_MM_HINT_T1>((blk as *const i8).wrapping_add(PREFETCH));
+                let dw = _mm512_cvtph_ps(_mm256_set1_epi16(std::ptr::read_unaligned(blk as *const i16)));
+                let bw = _mm512_broadcast_i64x4(_mm256_loadu_si256(blk.add(2) as *const __m256i));
+                let aw = _mm512_castsi512_si256(_mm512_abs_epi8(bw));
+                let sy = _mm256_sign_epi8(_mm256_load_si256(an.add(b)), _mm512_castsi512_si256(bw));
+                let dot = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), aw, sy);
+                let d = _mm256_mul_ps(_mm512_castps512_ps256(dw), _mm256_broadcast_ss(&*ad.add(b)));
+                sum = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), sum);
+            }
+            std::array::from_fn(|_| hsum8(sum))
+        }
+
+        /// `dot` on the AVX-512 tier.
+        ///
+        /// # Safety
+        /// As `dot`'s, `r0` is even, the CPU has the tier (backend/x86.rs), and so the
+        /// activations carry their pairs (acts.rs).
+        #[inline(always)]
+        unsafe fn dot_wide<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
+            let (w, a) = (self.w, self.a);
+            let nb = w.k / QK;
+            let row = w.data.as_ptr().add(i * nb * BLOCK);
+            // Pair r0 / 2 + p, block b: lanes 2 * ((r0 / 2 + p) * nb + b) and the next.
+            let up = a.upair.as_ptr().add(r0 * nb) as *const __m512i;
+            let dp = a.dpair.as_ptr().add(r0 / 2 * nb) as *const __m512;
             let zero = _mm512_setzero_si512();
-            // Pairs of rows (2p, 2p + 1); R <= MAX_ROWS.
+            let k128 = _mm512_set1_epi8(-128);
+            // Pairs of rows (2p, 2p + 1); R <= MAX_ROWS. An odd last row is the low half of
+            // its pair.
             let mut pairs = [_mm512_setzero_ps(); MAX_ROWS / 2];
             let mut last = _mm256_setzero_ps();
             for b in 0..nb {
@@ -219,26 +261,19 @@ mod x86 {
                 _mm_prefetch::<_MM_HINT_T1>((blk as *const i8).wrapping_add(PREFETCH));
                 let dw = _mm512_cvtph_ps(_mm256_set1_epi16(std::ptr::read_unaligned(blk as *const i16)));
                 let bw = _mm512_broadcast_i64x4(_mm256_loadu_si256(blk.add(2) as *const __m256i));
-                let aw = _mm512_abs_epi8(bw);
-                let neg = _mm512_movepi8_mask(bw);
-                let ds = |r: usize| _mm256_broadcast_ss(&*ad.add(r * nb + b));
+                // -128 * (sum of the lane's 4 weights): the 128s the unsigned quants carry.
+                let base = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, k128, bw));
                 for (p, sum) in pairs.iter_mut().enumerate().take(R / 2) {
-                    let x = join(
-                        _mm256_load_si256(an.add(2 * p * nb + b)),
-                        _mm256_load_si256(an.add((2 * p + 1) * nb + b)),
-                    );
-                    // AVX2's sign_epi8(x, w): x negated where w < 0 (where w is 0, |w| is too).
-                    let sy = _mm512_mask_sub_epi8(x, neg, zero, x);
-                    let dot = _mm512_dpbusd_epi32(zero, aw, sy);
-                    let d =
-                        _mm512_mul_ps(dw, _mm512_insertf32x8::<1>(_mm512_castps256_ps512(ds(2 * p)), ds(2 * p + 1)));
+                    let j = p * nb + b;
+                    let dot = _mm512_dpbusd_epi32(base, _mm512_load_si512(up.add(j) as *const _), bw);
+                    let d = _mm512_mul_ps(dw, _mm512_load_ps(dp.add(j) as *const f32));
                     *sum = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(dot), *sum);
                 }
                 if R % 2 == 1 {
-                    let bw = _mm512_castsi512_si256(bw);
-                    let sy = _mm256_sign_epi8(_mm256_load_si256(an.add((R - 1) * nb + b)), bw);
-                    let dot = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), _mm512_castsi512_si256(aw), sy);
-                    let d = _mm256_mul_ps(_mm512_castps512_ps256(dw), ds(R - 1));
+                    let j = (R / 2) * nb + b;
+                    let x = _mm256_load_si256(up.add(j) as *const __m256i);
+                    let dot = _mm256_dpbusd_avx_epi32(_mm512_castsi512_si256(base), x, _mm512_castsi512_si256(bw));
+                    let d = _mm256_mul_ps(_mm512_castps512_ps256(dw), _mm256_load_ps(dp.add(j) as *const f32));
                     last = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), last);
                 }
             }

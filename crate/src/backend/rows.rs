@@ -60,7 +60,8 @@ pub(crate) unsafe trait Dot {
     /// Dot products of weight row `i` with activation rows `r0..r0 + R`.
     ///
     /// # Safety
-    /// `i < rows()` and `r0 + R <= acts()`.
+    /// `i < rows()`, `r0 + R <= acts()`, and `r0` is even (`run` starts every pass on an even
+    /// row).
     unsafe fn dot<const R: usize>(&self, i: usize, r0: usize) -> [f32; R];
     /// The weight rows as one stream, row `i` at `i * row_bytes()`: the wasm kernels give it
     /// so that `pass` can touch it ahead (`touch`); natively the kernels prefetch.
@@ -177,10 +178,13 @@ pub(crate) fn run<D: Dot>(what: &str, d: &D, rows: Range<usize>, out: &mut [f32]
     let mut i0 = rows.start;
     while i0 < rows.end {
         let i1 = (i0 + tile).min(rows.end);
-        // Passes as even as possible: 9 rows run as 5 + 4, not 8 + 1.
+        // Passes as even as possible: 9 rows run as 4 + 5, not 8 + 1. Every pass but the last
+        // takes an even count, so each starts on an even row: Q8_0's AVX-512 kernel reads
+        // activation rows in pairs (2p, 2p + 1) laid out side by side (acts.rs).
         let mut r0 = 0;
         for p in 0..passes {
-            let rr = (m - r0) / (passes - p);
+            let even = |rr: usize| if p + 1 < passes { rr.next_multiple_of(2) } else { rr };
+            let rr = even((m - r0) / (passes - p));
             let base = i0 - rows.start;
             match rr {
                 1 => pass::<D, 1>(d, i0..i1, r0, &mut out[r0 * ld + base..], ld),
@@ -209,7 +213,8 @@ fn pass<D: Dot, const R: usize>(d: &D, rows: Range<usize>, r0: usize, out: &mut 
     for i in rows {
         #[cfg(target_arch = "wasm32")]
         touch(stream, i * rb, (i + 1) * rb);
-        // SAFETY: `run` checked rows.end <= d.rows(), and r0 + R <= d.acts() by construction.
+        // SAFETY: `run` checked rows.end <= d.rows(), and r0 + R <= d.acts() and r0 is even by
+        // construction.
         let v = unsafe { d.dot::<R>(i, r0) };
         for (r, &x) in v.iter().enumerate() {
             out[r * ld + i - start] = x;
