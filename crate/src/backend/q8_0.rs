@@ -208,6 +208,19 @@ mod x86 {
     /// the pair two inserts: 12 vector instructions a block for two rows where this takes 9.
     pub(super) type Wide<'a> = Kernel<'a, true, true>;
 
+    /// A block on the AVX-512 tier: its scale in 16 lanes and its 32 quants in both halves, the
+    /// stream prefetched ahead of it.
+    ///
+    /// # Safety
+    /// `blk` points at a whole block; the CPU has the tier.
+    #[inline(always)]
+    unsafe fn wide_block(blk: *const u8) -> (__m512, __m512i) {
+        // Past the end of the matrix the hint is harmless (prefetches never fault).
+        _mm_prefetch::<_MM_HINT_T1>((blk as *const i8).wrapping_add(PREFETCH));
+        let dw = _mm512_cvtph_ps(_mm256_set1_epi16(std::ptr::read_unaligned(blk as *const i16)));
+        (dw, _mm512_broadcast_i64x4(_mm256_loadu_si256(blk.add(2) as *const __m256i)))
+    }
+
     impl<const VNNI: bool, const WIDE: bool> Kernel<'_, VNNI, WIDE> {
         /// `dot` of one row on the AVX-512 tier: AVX2's sign trick on 256 bits, the activations
         /// as they are (`Q8Acts` lays out no pairs for one row). The AVX-VNNI body is slower
@@ -224,10 +237,7 @@ mod x86 {
             let ad = a.d.as_ptr().add(r0 * nb);
             let mut sum = _mm256_setzero_ps();
             for b in 0..nb {
-                let blk = row.add(b * BLOCK);
-                _mm_prefetch::<_MM_HINT_T1>((blk as *const i8).wrapping_add(PREFETCH));
-                let dw = _mm512_cvtph_ps(_mm256_set1_epi16(std::ptr::read_unaligned(blk as *const i16)));
-                let bw = _mm512_broadcast_i64x4(_mm256_loadu_si256(blk.add(2) as *const __m256i));
+                let (dw, bw) = wide_block(row.add(b * BLOCK));
                 let aw = _mm512_castsi512_si256(_mm512_abs_epi8(bw));
                 let sy = _mm256_sign_epi8(_mm256_load_si256(an.add(b)), _mm512_castsi512_si256(bw));
                 let dot = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), aw, sy);
@@ -257,10 +267,7 @@ mod x86 {
             let mut pairs = [_mm512_setzero_ps(); MAX_ROWS / 2];
             let mut last = _mm256_setzero_ps();
             for b in 0..nb {
-                let blk = row.add(b * BLOCK);
-                _mm_prefetch::<_MM_HINT_T1>((blk as *const i8).wrapping_add(PREFETCH));
-                let dw = _mm512_cvtph_ps(_mm256_set1_epi16(std::ptr::read_unaligned(blk as *const i16)));
-                let bw = _mm512_broadcast_i64x4(_mm256_loadu_si256(blk.add(2) as *const __m256i));
+                let (dw, bw) = wide_block(row.add(b * BLOCK));
                 // -128 * (sum of the lane's 4 weights): the 128s the unsigned quants carry.
                 let base = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, k128, bw));
                 for (p, sum) in pairs.iter_mut().enumerate().take(R / 2) {
