@@ -164,7 +164,7 @@ mod x86 {
         #[inline(always)]
         unsafe fn dot<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
             if WIDE {
-                return if R == 1 { self.dot_one(i, r0) } else { self.dot_wide(i, r0) };
+                return if R == 1 { [self.dot_one(i, r0); R] } else { self.dot_wide(i, r0) };
             }
             let (w, a) = (self.w, self.a);
             let nb = w.k / QK;
@@ -229,7 +229,7 @@ mod x86 {
         /// # Safety
         /// As `dot`'s, and the CPU has the tier (backend/x86.rs).
         #[inline(always)]
-        unsafe fn dot_one<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
+        unsafe fn dot_one(&self, i: usize, r0: usize) -> f32 {
             let (w, a) = (self.w, self.a);
             let nb = w.k / QK;
             let row = w.data.as_ptr().add(i * nb * BLOCK);
@@ -244,7 +244,7 @@ mod x86 {
                 let d = _mm256_mul_ps(_mm512_castps512_ps256(dw), _mm256_broadcast_ss(&*ad.add(b)));
                 sum = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), sum);
             }
-            std::array::from_fn(|_| hsum8(sum))
+            hsum8(sum)
         }
 
         /// `dot` on the AVX-512 tier.
