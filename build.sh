@@ -266,7 +266,7 @@ cmd_bench() {
     name="$(basename "$file" .gguf)"
     log "browser bench, $name: ours at 1 and $threads threads next to wllama at the same threads, headless Chromium"
     (cd tests/bench && node browser-bench.mjs --model "$file" --runs "$runs" --tokens 128 --threads "$threads" \
-      --prefill-tokens 400 --native "../../target/bench/native-$name.json" --out "../../target/bench/browser-$name.json")
+      --prefill-tokens 400 --amulet ../../target/release/amulet --out "../../target/bench/browser-$name.json")
     json+=("target/bench/browser-$name.json")
   done
   log "JSON: ${json[*]}"

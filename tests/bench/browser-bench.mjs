@@ -3,7 +3,7 @@
 // on the same GGUF as the peer, at the same thread counts.
 //
 //   cd tests/bench && npm ci && node browser-bench.mjs [--runs 3] [--tokens 128] [--threads 2]
-//        [--prefill-tokens 400] [--native ../../target/bench/native.json]
+//        [--prefill-tokens 400] [--amulet ../../target/release/amulet | --native native.json]
 //        [--out ../../target/bench/browser.json] [--model PATH] [--no-wllama] [--no-mt]
 //
 // Measures, all in one browser and, for every comparison, interleaved in the same run:
@@ -20,9 +20,11 @@
 //   same question, and the prefill of the same long prompt; greedy, ignore_eos, cache_prompt off;
 // - ours on WebGPU (device 'webgpu', base and amulet) when the adapter is hardware, in the
 //   same interleaving; skipped on a software adapter unless --webgpu;
-// - with --native (the JSON of `amulet bench --json --out`, same model and thread counts):
-//   wasm / native for base and amulet decode and the long prefill (the native figures come
-//   from that earlier run, not from this interleaving);
+// - with --amulet (the native CLI): the native engine on the same file in the same rounds
+//   (`amulet bench --runs 1` at 1 thread and at --threads, base, amulet and the long prefill),
+//   so wasm / native is a ratio within each round like the others, whatever the machine's
+//   speed does between rounds; with --native instead (the JSON of an earlier `amulet bench
+//   --json --out`, same model and thread counts) the native figures come from that run;
 // - the WebGPU adapter (navigator.gpu.requestAdapter()) for the record.
 // Prints tables and writes JSON. Needs the wasm builds (./build.sh build) and the model; Chromium
 // runs the relaxed-SIMD ones (engine.info.simd, printed).
@@ -33,12 +35,15 @@ import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { fileURLToPath } from 'node:url';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
 import { createServer as createDemoServer } from '../../www/demo/serve.mjs';
 import { CHROMIUM, CHROMIUM_ARGS } from '../chromium.mjs';
 import { stats, fmt, fmtS, fmtR, table } from './report.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
+const execFileP = promisify(execFile);
 const REPO = path.resolve(here, '..', '..');
 const PROMPT = 'How can I improve my eating habits without compromising on taste?';
 const PREFERENCE = 'concise';
@@ -79,6 +84,7 @@ function parseArgs(argv) {
     mtRuns: null, // default: every round
     prefillTokens: 400,
     native: null,
+    amulet: null,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -97,6 +103,7 @@ function parseArgs(argv) {
     else if (a === '--mt-runs') o.mtRuns = Number(val());
     else if (a === '--prefill-tokens') o.prefillTokens = Number(val());
     else if (a === '--native') o.native = path.resolve(val());
+    else if (a === '--amulet') o.amulet = path.resolve(val());
     else if (a === '--no-wllama') o.wllama = false;
     else if (a === '--no-mt') o.mt = false;
     else if (a === '--webgpu') o.webgpu = 'force';
@@ -104,12 +111,14 @@ function parseArgs(argv) {
     else if (a === '--help' || a === '-h') {
       console.log(
         'usage: node browser-bench.mjs [--runs 3] [--tokens 128] [--warmup-tokens 8] [--out FILE] [--model GGUF]\n' +
-          '         [--threads 2] [--mt-runs RUNS] [--budget-s 330] [--prefill-tokens 400] [--native native.json]\n' +
+          '         [--threads 2] [--mt-runs RUNS] [--budget-s 330] [--prefill-tokens 400]\n' +
+          '         [--amulet target/release/amulet | --native native.json]\n' +
           '         [--no-wllama] [--no-mt] [--webgpu | --no-webgpu]\n' +
           '--threads: ours (threaded build) and wllama on the COOP/COEP origin; 1 thread runs on the plain origin;\n' +
           '  --no-mt: 1 thread only\n' +
           '--prefill-tokens: also the prefill of a prompt of about this many tokens, ours and wllama (0: skip)\n' +
-          '--native: `amulet bench --json --out` of the same model (its threads 1 and --threads): wasm / native\n' +
+          '--amulet: the native CLI, run in the same rounds (amulet bench --runs 1 at 1 and --threads): wasm / native\n' +
+          '  within each round; --native: `amulet bench --json --out` of the same model from an earlier run instead\n' +
           '--webgpu: our WebGPU path even on a software adapter (SwiftShader: ~0.1 tok/s for SmolLM2, use few --tokens);\n' +
           '  by default it runs only on a hardware adapter\n' +
           '--mt-runs: wllama multi-thread takes part in the first N rounds only (default: all; it is slow on a loaded machine)\n' +
@@ -126,6 +135,7 @@ function parseArgs(argv) {
   if (!Number.isInteger(o.prefillTokens) || o.prefillTokens < 0)
     throw new Error('--prefill-tokens must be a whole number >= 0');
   if (o.threads < 2) o.mt = false; // 1 thread runs on the plain origin anyway
+  if (o.amulet && o.native) throw new Error('--amulet and --native: give one (--amulet measures in the same rounds)');
   return o;
 }
 
@@ -241,6 +251,29 @@ function readNative(file, model) {
   return j;
 }
 
+/**
+ * One run of the native engine on the same file and question (`amulet bench --runs 1`: its own
+ * load and warm-up, then base and amulet decode and, with `prefillTokens`, the long prefill).
+ */
+async function nativeRun(amulet, model, threads, tokens, prefillTokens) {
+  const args = ['bench', '--json', '--device', 'cpu', '--model', model, '--threads', String(threads)];
+  args.push('--runs', '1', '--tokens', String(tokens), '--prefill-tokens', String(prefillTokens));
+  const t0 = Date.now();
+  const { stdout } = await execFileP(amulet, args, { maxBuffer: 64 << 20 });
+  const j = JSON.parse(stdout);
+  const c = j.configs?.find((c) => c.device === 'cpu' && c.threads === threads);
+  if (!c) throw new Error(`${amulet} bench gave no cpu config at ${threads} threads`);
+  return {
+    native: true,
+    tokens,
+    decodeTps: c.base.decode_tokens_per_s,
+    amuletTps: c.amulet.decode_tokens_per_s,
+    prefillTps: c.long_prefill?.prefill_tokens_per_s ?? null,
+    prefillTokens: j.long_prompt_tokens ?? null,
+    totalMs: Date.now() - t0,
+  };
+}
+
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   const started = Date.now();
@@ -252,6 +285,8 @@ async function main() {
   if (o.mt && !fs.existsSync(threadsWasmFile))
     throw new Error('www/pkg-threads (the threaded build) is missing: run ./build.sh build, or --no-mt');
   const native = o.native ? readNative(o.native, o.model) : null;
+  if (o.amulet && !fs.existsSync(o.amulet))
+    throw new Error(`--amulet ${o.amulet}: no such file (cargo build --release)`);
   if (!fs.existsSync(o.model)) throw new Error(`no model at ${o.model}`);
   if (!fs.existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM} (set CHROMIUM_PATH)`);
   const wllamaDir = path.join(here, 'node_modules', '@wllama', 'wllama');
@@ -287,6 +322,7 @@ async function main() {
       threads: o.mt ? [1, o.threads] : [1],
       prefillTokens: o.prefillTokens,
       native: o.native && path.relative(REPO, o.native),
+      amulet: o.amulet && path.relative(REPO, o.amulet),
     },
     model: { path: path.relative(REPO, o.model), bytes: modelSize },
     ours: {
@@ -444,9 +480,21 @@ async function main() {
       }
     }
 
+    // The native engine in the same rounds (each run loads and warms up on its own).
+    if (o.amulet) {
+      const prefill = long ? o.prefillTokens : 0;
+      for (const [t, key] of o.mt
+        ? [
+            [1, 'native'],
+            [o.threads, 'native.mt'],
+          ]
+        : [[1, 'native']]) {
+        configs.push({ key, native: true, run: (n) => nativeRun(o.amulet, o.model, t, n, prefill) });
+      }
+    }
     // warm-up (wasm tier-up, first allocations, thread pools), not counted; the long prompt's
     // configs are warm from their decode twin (and ours from counting the long prompt)
-    for (const c of configs.filter((c) => !c.prefill)) {
+    for (const c of configs.filter((c) => !c.prefill && !c.native)) {
       const w = await c.run(o.warmupTokens);
       log(`warm-up ${c.key}: ${w.tokens} tokens, ${fmt(w.decodeTps)} tok/s`);
     }
@@ -467,16 +515,20 @@ async function main() {
       const order = active.map((_, i) => active[(i + r) % active.length]);
       for (const c of order) {
         const s = await c.run(o.tokens);
-        s.prefillTps = s.prefillTokens && s.prefillMs ? s.prefillTokens / (s.prefillMs / 1e3) : null;
+        if (!c.native) s.prefillTps = s.prefillTokens && s.prefillMs ? s.prefillTokens / (s.prefillMs / 1e3) : null;
+        else if (long && s.prefillTokens !== long.tokens)
+          log(`  note: the native long prompt has ${s.prefillTokens} tokens, ours in the page ${long.tokens}`);
         if (!c.prefill && s.tokens !== o.tokens)
           log(
             `  note: ${c.key} streamed ${s.tokens} chunks (completion tokens ${s.completionTokens}) for ${o.tokens} asked`,
           );
         samples[c.key].push(s);
         log(
-          c.prefill
-            ? `run ${r + 1}/${o.runs} ${c.key.padEnd(17)}: prefill ${fmt(s.prefillMs, 0)} ms / ${s.prefillTokens} tok = ${fmt(s.prefillTps, 0)} tok/s`
-            : `run ${r + 1}/${o.runs} ${c.key.padEnd(17)}: ${fmt(s.decodeTps)} tok/s (wall ${fmt(s.wallTps)}), TTFT ${fmt(s.ttftMs, 0)} ms, prefill ${fmt(s.prefillMs, 0)} ms / ${s.prefillTokens} tok`,
+          c.native
+            ? `run ${r + 1}/${o.runs} ${c.key.padEnd(17)}: base ${fmt(s.decodeTps)} tok/s, amulet ${fmt(s.amuletTps)}, prefill ${fmt(s.prefillTps, 0)} tok/s (native)`
+            : c.prefill
+              ? `run ${r + 1}/${o.runs} ${c.key.padEnd(17)}: prefill ${fmt(s.prefillMs, 0)} ms / ${s.prefillTokens} tok = ${fmt(s.prefillTps, 0)} tok/s`
+              : `run ${r + 1}/${o.runs} ${c.key.padEnd(17)}: ${fmt(s.decodeTps)} tok/s (wall ${fmt(s.wallTps)}), TTFT ${fmt(s.ttftMs, 0)} ms, prefill ${fmt(s.prefillMs, 0)} ms / ${s.prefillTokens} tok`,
         );
       }
       rounds.push({ order: order.map((c) => c.key), seconds: (Date.now() - roundStart) / 1e3, loadavg: os.loadavg() });
@@ -501,13 +553,15 @@ async function main() {
         textStart: samples[c.key][0]?.text?.slice(0, 160),
       };
     }
-    // ratios within each round (configs run in a prefix of the rounds), then their median
-    const ratio = (a, b, f = (s) => s.decodeTps) => {
-      if (!samples[a]?.length || !samples[b]?.length) return null;
-      const n = Math.min(samples[a].length, samples[b].length); // rounds that ran both
-      return stats(samples[a].slice(0, n).map((s, i) => f(s) / f(samples[b][i])));
-    };
     const pre = (s) => s.prefillTps;
+    // a / b within each round that ran both (configs run in a prefix of the rounds), read by
+    // `fa` and `fb` (wasm / native reads two figures of one native sample), then their median
+    const ratio2 = (a, fa, b, fb) => {
+      if (!samples[a]?.length || !samples[b]?.length) return null;
+      const n = Math.min(samples[a].length, samples[b].length);
+      return stats(samples[a].slice(0, n).map((s, i) => fa(s) / fb(samples[b][i])));
+    };
+    const ratio = (a, b, f = (s) => s.decodeTps) => ratio2(a, f, b, f);
     const ratios = {
       amuletOverBase: ratio('ours.amulet', 'ours.base'),
       mtAmuletOverBase: ratio('ours.mt.amulet', 'ours.mt.base'),
@@ -530,8 +584,23 @@ async function main() {
       webgpuOverCpuAmulet: ratio('ours.webgpu.amulet', 'ours.amulet'),
       webgpuBaseOverWllamaSt: ratio('ours.webgpu.base', 'wllama.st'),
     };
-    // wasm / native: the native figures come from an earlier `amulet bench --json --out` run
-    if (native) {
+    // wasm / native within each round (--amulet), else against an earlier run's JSON (--native)
+    if (o.amulet) {
+      const dec = (s) => s.decodeTps;
+      result.wasmOverNative = {};
+      for (const [t, prefix, key] of [
+        [1, 'ours', 'native'],
+        [o.threads, 'ours.mt', 'native.mt'],
+      ]) {
+        if (!samples[key]?.length || !per[`${prefix}.base`]) continue;
+        result.wasmOverNative[t] = {
+          base: ratio2(`${prefix}.base`, dec, key, dec),
+          amulet: ratio2(`${prefix}.amulet`, dec, key, (s) => s.amuletTps),
+          prefill: ratio2(`${prefix}.prefill`, pre, key, pre),
+          nativeAmuletOverBase: ratio2(key, (s) => s.amuletTps, key, dec),
+        };
+      }
+    } else if (native) {
       const at = (t) => native.configs.find((c) => c.device === 'cpu' && c.threads === t);
       const over = (key, f, n) => {
         const m = per[key] && f(per[key]);
@@ -615,6 +684,8 @@ async function main() {
       'wllama.st.prefill': 'wllama long prefill, 1 thread',
       'wllama.mt': `wllama, ${T} threads`,
       'wllama.mt.prefill': `wllama long prefill, ${T} threads`,
+      native: 'native base, 1 thread',
+      'native.mt': `native base, ${T} threads`,
     };
     const rows = [
       ['engine', 'n', 'decode tok/s', 'wall tok/s', 'TTFT ms', 'prefill ms', 'prefill tok/s', 'prompt tok'],
@@ -642,17 +713,24 @@ async function main() {
       ['ours / wllama, amulet decode', fmtR(R.amuletOverWllamaSt), fmtR(R.mtAmuletOverWllamaMt)],
       ['ours / wllama, long prefill', fmtR(R.prefillOverWllamaSt), fmtR(R.mtPrefillOverWllamaMt)],
       ['ours amulet / base decode', fmtR(R.amuletOverBase), fmtR(R.mtAmuletOverBase)],
-      ...(native
+      ...(o.amulet
         ? [
-            [
-              'wasm / native, base decode (native: --native)',
-              fmtR(W[1] && stats([W[1].base])),
-              fmtR(W[T] && stats([W[T].base])),
-            ],
-            ['wasm / native, amulet decode', fmtR(W[1] && stats([W[1].amulet])), fmtR(W[T] && stats([W[T].amulet]))],
-            ['wasm / native, long prefill', fmtR(W[1] && stats([W[1].prefill])), fmtR(W[T] && stats([W[T].prefill]))],
+            ['wasm / native, base decode (same rounds)', fmtR(W[1]?.base), fmtR(W[T]?.base)],
+            ['wasm / native, amulet decode', fmtR(W[1]?.amulet), fmtR(W[T]?.amulet)],
+            ['wasm / native, long prefill', fmtR(W[1]?.prefill), fmtR(W[T]?.prefill)],
+            ['native amulet / base decode', fmtR(W[1]?.nativeAmuletOverBase), fmtR(W[T]?.nativeAmuletOverBase)],
           ]
-        : []),
+        : native
+          ? [
+              [
+                'wasm / native, base decode (native: --native)',
+                fmtR(W[1] && stats([W[1].base])),
+                fmtR(W[T] && stats([W[T].base])),
+              ],
+              ['wasm / native, amulet decode', fmtR(W[1] && stats([W[1].amulet])), fmtR(W[T] && stats([W[T].amulet]))],
+              ['wasm / native, long prefill', fmtR(W[1] && stats([W[1].prefill])), fmtR(W[T] && stats([W[T].prefill]))],
+            ]
+          : []),
     ];
     console.log(`\n${table(ratioRows)}`);
     if (o.mt)
