@@ -602,9 +602,10 @@ async function main() {
       }
     } else if (native) {
       const at = (t) => native.configs.find((c) => c.device === 'cpu' && c.threads === t);
+      // one figure against one: stats of one value, as the within-round ratios are stats
       const over = (key, f, n) => {
         const m = per[key] && f(per[key]);
-        return m != null && n ? m / n : null;
+        return m != null && n ? stats([m / n]) : null;
       };
       result.wasmOverNative = {};
       if (native.new_tokens !== o.tokens)
@@ -713,24 +714,20 @@ async function main() {
       ['ours / wllama, amulet decode', fmtR(R.amuletOverWllamaSt), fmtR(R.mtAmuletOverWllamaMt)],
       ['ours / wllama, long prefill', fmtR(R.prefillOverWllamaSt), fmtR(R.mtPrefillOverWllamaMt)],
       ['ours amulet / base decode', fmtR(R.amuletOverBase), fmtR(R.mtAmuletOverBase)],
-      ...(o.amulet
+      ...(o.amulet || native
         ? [
-            ['wasm / native, base decode (same rounds)', fmtR(W[1]?.base), fmtR(W[T]?.base)],
+            [
+              `wasm / native, base decode (${o.amulet ? 'same rounds' : 'native: --native'})`,
+              fmtR(W[1]?.base),
+              fmtR(W[T]?.base),
+            ],
             ['wasm / native, amulet decode', fmtR(W[1]?.amulet), fmtR(W[T]?.amulet)],
             ['wasm / native, long prefill', fmtR(W[1]?.prefill), fmtR(W[T]?.prefill)],
-            ['native amulet / base decode', fmtR(W[1]?.nativeAmuletOverBase), fmtR(W[T]?.nativeAmuletOverBase)],
           ]
-        : native
-          ? [
-              [
-                'wasm / native, base decode (native: --native)',
-                fmtR(W[1] && stats([W[1].base])),
-                fmtR(W[T] && stats([W[T].base])),
-              ],
-              ['wasm / native, amulet decode', fmtR(W[1] && stats([W[1].amulet])), fmtR(W[T] && stats([W[T].amulet]))],
-              ['wasm / native, long prefill', fmtR(W[1] && stats([W[1].prefill])), fmtR(W[T] && stats([W[T].prefill]))],
-            ]
-          : []),
+        : []),
+      ...(o.amulet
+        ? [['native amulet / base decode', fmtR(W[1]?.nativeAmuletOverBase), fmtR(W[T]?.nativeAmuletOverBase)]]
+        : []),
     ];
     console.log(`\n${table(ratioRows)}`);
     if (o.mt)
