@@ -260,7 +260,12 @@ async function nativeRun(amulet, model, threads, tokens, prefillTokens) {
   args.push('--runs', '1', '--tokens', String(tokens), '--prefill-tokens', String(prefillTokens));
   const t0 = Date.now();
   const { stdout } = await execFileP(amulet, args, { maxBuffer: 64 << 20 });
-  const j = JSON.parse(stdout);
+  let j;
+  try {
+    j = JSON.parse(stdout);
+  } catch (e) {
+    throw new Error(`${amulet} ${args.join(' ')}: its output is not JSON (${e.message})`);
+  }
   const c = j.configs?.find((c) => c.device === 'cpu' && c.threads === threads);
   if (!c) throw new Error(`${amulet} bench gave no cpu config at ${threads} threads`);
   return {

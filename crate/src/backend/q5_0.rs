@@ -328,7 +328,7 @@ mod x86 {
     #[inline(always)]
     unsafe fn unpack_wide(rec: *const u8) -> [__m512i; 4] {
         let unit = |u: usize| _mm256_loadu_si256(rec.add(32 * u) as *const __m256i);
-        let two = |lo: usize, hi: usize| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(unit(lo)), unit(hi));
+        let two = |lo: usize, hi: usize| join(unit(lo), unit(hi));
         // A mask or shift count a half: `lo` in the low 256 bits, `hi` in the high.
         let bytes = |lo: u8, hi: u8| join(_mm256_set1_epi8(lo as i8), _mm256_set1_epi8(hi as i8));
         let words = |lo: u16, hi: u16| join(_mm256_set1_epi16(lo as i16), _mm256_set1_epi16(hi as i16));
@@ -407,11 +407,12 @@ mod x86 {
                 for line in 0..3 {
                     _mm_prefetch::<_MM_HINT_T1>((rec as *const i8).wrapping_add(PREFETCH + 64 * line));
                 }
+                // Each tier's registers, zeros for the other's (nothing reads them).
                 let (wr, wp) = if WIDE {
                     ([_mm256_setzero_si256(); 8], unpack_wide(rec))
                 } else {
-                    let wr = unpack(std::array::from_fn(|l| _mm256_loadu_si256(rec.add(32 * l) as *const __m256i)));
-                    (wr, pairs::<false>(&wr))
+                    let units = std::array::from_fn(|l| _mm256_loadu_si256(rec.add(32 * l) as *const __m256i));
+                    (unpack(units), [_mm512_setzero_si512(); 4])
                 };
                 let dw = _mm256_cvtph_ps(_mm_loadu_si128(rec.add(GROUP_D) as *const __m128i));
                 for (r, acc) in acc.iter_mut().enumerate() {
