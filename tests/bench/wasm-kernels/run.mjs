@@ -33,6 +33,14 @@ execFileSync('cargo', ['build', '--release', '--target', 'wasm32-unknown-unknown
 const wasm = path.join(target, 'wasm32-unknown-unknown/release/wasm_kernels_bench.wasm');
 const bindgen = ['--target', 'web', '--out-dir', pkg, '--out-name', 'bench', wasm];
 execFileSync('wasm-bindgen', bindgen, { stdio: 'inherit' });
+// The address-offset folding that build.sh's optimize_wasm gives every wasm build (binaryen's
+// wasm-opt from tests/node_modules), so that these kernels are the ones the package ships.
+const wasmOpt = path.join(here, '../../node_modules/.bin/wasm-opt');
+if (!fs.existsSync(wasmOpt)) throw new Error(`${wasmOpt} is missing: run npm ci in tests`);
+const optimized = path.join(pkg, 'bench_bg.wasm');
+execFileSync(wasmOpt, ['-g', '--low-memory-unused', '--optimize-added-constants', optimized, '-o', optimized], {
+  stdio: 'inherit',
+});
 
 // Real shapes: the 0.5B's gate rows for Q5_0 and Q8_0 (its output projection is Q8_0 on the
 // same 896 columns), its down projection for the K-quants, SmolLM2's gate for Q4_1.
