@@ -327,10 +327,10 @@ mod wasm {
         /// `i32x4.dot_i16x8_s` (one `pmaddwd` on x86 hosts) per 8 values. Each 8 weights come
         /// in one `v128.load8x8_s` (one `pmovsxbw` from memory), where loading 16 bytes and
         /// widening both halves took three instructions more per half in V8; the scale is one
-        /// u16 load and the activation scales are read unchecked: a block's loop in Chromium
-        /// went from about 50 instructions to about 30. (Gathering four blocks' sums to scale
-        /// them in one vector ran slower in Chromium, likely because 16 live weight registers
-        /// spill.)
+        /// u16 load and the activation scales are read unchecked (`run` checked their count):
+        /// a block's loop in Chromium went from about 50 instructions to about 38. (Gathering
+        /// four blocks' sums to scale them in one vector ran slower in Chromium, likely because
+        /// 16 live weight registers spill.)
         #[inline(always)]
         unsafe fn dot<const R: usize>(&self, i: usize, r0: usize) -> [f32; R] {
             let (w, a) = (self.w, self.a);
