@@ -128,10 +128,13 @@ RELAXED_FLAGS="-C target-feature=+simd128,+relaxed-simd"
 # went from 57.9 to 61.0 tok/s (1 thread, three runs alternating). Only that pass runs (and
 # names are kept): the rest of the code is LLVM's as it was. --low-memory-unused is what
 # lets it fold: an address that wrapped past 4 GiB into the first KiB would now trap, and
-# Rust code never forms one.
+# Rust code never forms one. The flags are tests/package.json's `optimize-wasm` script, which
+# the wasm kernel bench runs too.
 optimize_wasm() {
   need_node_modules tests
-  tests/node_modules/.bin/wasm-opt -g --low-memory-unused --optimize-added-constants "$1" -o "$1"
+  local file
+  file="$(realpath "$1")"
+  (cd tests && npm run --silent optimize-wasm -- "$file" -o "$file")
 }
 
 # Four wasm builds (www/src/wasm.js picks one per realm): single-threaded or threaded, each with

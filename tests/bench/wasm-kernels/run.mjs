@@ -33,12 +33,13 @@ execFileSync('cargo', ['build', '--release', '--target', 'wasm32-unknown-unknown
 const wasm = path.join(target, 'wasm32-unknown-unknown/release/wasm_kernels_bench.wasm');
 const bindgen = ['--target', 'web', '--out-dir', pkg, '--out-name', 'bench', wasm];
 execFileSync('wasm-bindgen', bindgen, { stdio: 'inherit' });
-// The address-offset folding that build.sh's optimize_wasm gives every wasm build (binaryen's
-// wasm-opt from tests/node_modules), so that these kernels are the ones the package ships.
-const wasmOpt = path.join(here, '../../node_modules/.bin/wasm-opt');
-if (!fs.existsSync(wasmOpt)) throw new Error(`${wasmOpt} is missing: run npm ci in tests`);
+// The address-offset folding that build.sh's optimize_wasm gives every wasm build (tests'
+// `optimize-wasm` script: binaryen's wasm-opt), so that these kernels are the ones the package ships.
+const tests = path.join(here, '../..');
+if (!fs.existsSync(path.join(tests, 'node_modules/.bin/wasm-opt'))) throw new Error('run npm ci in tests first');
 const optimized = path.join(pkg, 'bench_bg.wasm');
-execFileSync(wasmOpt, ['-g', '--low-memory-unused', '--optimize-added-constants', optimized, '-o', optimized], {
+execFileSync('npm', ['run', '--silent', 'optimize-wasm', '--', optimized, '-o', optimized], {
+  cwd: tests,
   stdio: 'inherit',
 });
 
