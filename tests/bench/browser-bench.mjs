@@ -715,9 +715,13 @@ async function main() {
     const W = result.wasmOverNative ?? {};
     const ratioRows = [
       ['ratio (within each round, then median)', '1 thread', `${T} threads`],
-      ['ours / wllama, base decode', fmtR(R.baseOverWllamaSt), fmtR(R.mtBaseOverWllamaMt)],
-      ['ours / wllama, amulet decode', fmtR(R.amuletOverWllamaSt), fmtR(R.mtAmuletOverWllamaMt)],
-      ['ours / wllama, long prefill', fmtR(R.prefillOverWllamaSt), fmtR(R.mtPrefillOverWllamaMt)],
+      ...(o.wllama
+        ? [
+            ['ours / wllama, base decode', fmtR(R.baseOverWllamaSt), fmtR(R.mtBaseOverWllamaMt)],
+            ['ours / wllama, amulet decode', fmtR(R.amuletOverWllamaSt), fmtR(R.mtAmuletOverWllamaMt)],
+            ['ours / wllama, long prefill', fmtR(R.prefillOverWllamaSt), fmtR(R.mtPrefillOverWllamaMt)],
+          ]
+        : []),
       ['ours amulet / base decode', fmtR(R.amuletOverBase), fmtR(R.mtAmuletOverBase)],
       ...(o.amulet || native
         ? [
@@ -737,7 +741,7 @@ async function main() {
     console.log(`\n${table(ratioRows)}`);
     if (o.mt)
       console.log(
-        `${T} threads / 1 thread: ours base ${fmtR(R.oursMtOverStBase)}, amulet ${fmtR(R.oursMtOverStAmulet)}, long prefill ${fmtR(R.oursMtOverStPrefill)}; wllama decode ${fmtR(R.wllamaMtOverSt)}, long prefill ${fmtR(R.wllamaMtOverStPrefill)}`,
+        `${T} threads / 1 thread: ours base ${fmtR(R.oursMtOverStBase)}, amulet ${fmtR(R.oursMtOverStAmulet)}, long prefill ${fmtR(R.oursMtOverStPrefill)}${o.wllama ? `; wllama decode ${fmtR(R.wllamaMtOverSt)}, long prefill ${fmtR(R.wllamaMtOverStPrefill)}` : ''}`,
       );
     if (R.webgpuOverCpuBase)
       console.log(
