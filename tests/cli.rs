@@ -190,8 +190,16 @@ fn bench_json_has_both_methods_thread_counts_and_backends() {
         assert!(b > 0.0 && a > 0.0);
         assert!((c["ratio"].as_f64().unwrap() - a / b).abs() < 1e-9);
         assert!(c["long_prefill"]["prefill_ms"].as_f64().unwrap() > 0.0);
+        // The working-set probe's share: weights, keys and values a token x base tok/s over it.
+        let reads = v["weight_bytes_per_token"].as_f64().unwrap() + v["kv_bytes_per_token"].as_f64().unwrap();
+        let share = reads * b / (c["working_set_gb_s"].as_f64().unwrap() * 1e9);
+        assert!((c["base_working_set_fraction"].as_f64().unwrap() - share).abs() < 1e-9 * share, "{c}");
     }
     assert!(v["long_prompt_tokens"].as_u64().unwrap() >= 64);
+    // SmolLM2: 30 layers, 3 kv heads of 64, f32 caches; the 8 tokens see prompt + 1 ..= prompt + 8
+    // positions (a mean of prompt + 4.5).
+    let prompt = v["prompt_token_ids"].as_array().unwrap().len() as u64;
+    assert_eq!(v["kv_bytes_per_token"].as_u64().unwrap(), 30 * 2 * 3 * 64 * 4 * (8 * prompt + 36) / 8);
     // Both backends in one run (a tiny fixture: lavapipe runs SmolLM2 at about a token a second).
     let f = fixture("llama");
     let v = json(&amulet(&[

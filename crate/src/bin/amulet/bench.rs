@@ -86,10 +86,16 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// Bytes of weights one decode step reads: every tensor of the GGUF once, except the token
-/// embedding table when the model has its own output projection (then only one row of it is
-/// read). None when the file cannot be read or is one part of a split model.
-fn weight_bytes_per_token(path: &std::path::Path) -> Option<u64> {
+/// What one decode step reads from memory, from the GGUF's header: the weights (every tensor
+/// once, except the token embedding table when the model has its own output projection: then
+/// only one row of it is read) and the shape of the key and value caches. None when the file
+/// cannot be read or is one part of a split model.
+struct Reads {
+    weights: u64,
+    config: amulet::model::ModelConfig,
+}
+
+fn model_reads(path: &std::path::Path) -> Option<Reads> {
     use std::io::Read;
     let file_len = std::fs::metadata(path).ok()?.len() as usize;
     let mut prefix = Vec::new();
@@ -107,8 +113,23 @@ fn weight_bytes_per_token(path: &std::path::Path) -> Option<u64> {
         return None;
     }
     let tied = gguf.tensor_info("output.weight").is_none();
-    let bytes = gguf.tensors.iter().filter(|t| tied || t.name != "token_embd.weight").map(|t| t.byte_len as u64).sum();
-    Some(bytes)
+    let weights =
+        gguf.tensors.iter().filter(|t| tied || t.name != "token_embd.weight").map(|t| t.byte_len as u64).sum();
+    Some(Reads { weights, config: amulet::model::ModelConfig::from_gguf(&gguf).ok()? })
+}
+
+/// Bytes of keys and values (f32 caches) the attention of a decode step reads, the mean over
+/// the steps that generate `tokens` after a `prompt`-token context: each layer reads both
+/// caches over every position so far (over its window, in a sliding-window layer).
+fn kv_bytes_per_token(c: &amulet::model::ModelConfig, prompt: usize, tokens: usize) -> u64 {
+    let steps = tokens.max(1);
+    let total: usize = (0..steps)
+        .map(|t| {
+            let seen = prompt + t + 1;
+            (0..c.n_layer).map(|l| 2 * c.kv_dim() * 4 * c.layer_window(l).map_or(seen, |w| seen.min(w))).sum::<usize>()
+        })
+        .sum();
+    (total / steps) as u64
 }
 
 /// GB/s of a plain sum over 1 GiB split over the CPU pool's current threads (best of 3): what
@@ -139,12 +160,12 @@ fn max_mib(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
-/// The read probe at the pool's current threads on a 1 GiB buffer of its own (far past the
-/// caches), kept out of the reported peak RSS: the peak so far is folded into `peak_mib`
-/// first, and the kernel's high-water mark is reset once the buffer is freed.
-fn probe_bandwidth(peak_mib: &mut Option<f64>) -> f64 {
+/// The read probe at the pool's current threads on a buffer of its own of at least `bytes`
+/// (whole 512 KiB chunks), kept out of the reported peak RSS: the peak so far is folded into
+/// `peak_mib` first, and the kernel's high-water mark is reset once the buffer is freed.
+fn probe_bandwidth(peak_mib: &mut Option<f64>, bytes: u64) -> f64 {
     *peak_mib = max_mib(*peak_mib, peak_rss_mib());
-    let buf: Vec<u64> = (0..1u64 << 27).collect();
+    let buf: Vec<u64> = (0..bytes.next_multiple_of(512 << 10) / 8).collect();
     let gb_s = read_bandwidth(&buf);
     drop(buf);
     // "5": reset the peak resident set size to the current one (Linux >= 4.0).
@@ -250,9 +271,15 @@ struct Config {
     history_turn: Option<HistoryTurn>,
     /// The memory-read probe at this thread count (CPU only), GB/s: best over the runs.
     read_gb_s: Option<f64>,
-    /// Base decode's weight reads (weight_bytes_per_token x tok/s) over the probe's GB/s: the
+    /// Base decode's weight reads (weight_bytes_per_token x tok/s) over the 1 GiB probe's GB/s: the
     /// share of the bandwidth bound reached.
     base_bandwidth_fraction: Option<f64>,
+    /// The same probe over a buffer the size of what a decode step reads (weights, keys and
+    /// values), read again and again as decode reads them: where the caches hold the model
+    /// (this machine's L3 is larger than SmolLM2), the bound that applies, GB/s.
+    working_set_gb_s: Option<f64>,
+    /// Base decode's reads of weights, keys and values over `working_set_gb_s`.
+    base_working_set_fraction: Option<f64>,
 }
 
 /// One backend's load.
@@ -277,17 +304,22 @@ struct BenchResult {
     /// on the same GGUF can be given exactly these).
     prompt_token_ids: Vec<u32>,
     long_prompt_token_ids: Option<Vec<u32>>,
-    /// Bytes of weights a decode step reads (see weight_bytes_per_token).
+    /// Bytes of weights a decode step reads (see model_reads).
     weight_bytes_per_token: Option<u64>,
+    /// Bytes of keys and values a base decode step reads, the mean over the run (see
+    /// kv_bytes_per_token).
+    kv_bytes_per_token: Option<u64>,
     peak_rss_mib: Option<f64>,
     backends: Vec<Backend>,
     configs: Vec<Config>,
 }
 
-/// What `measure` found besides the configs: the prompts' token ids.
+/// What `measure` found besides the configs: the prompts' token ids, and the key and value
+/// bytes a base decode step read.
 struct Prompts {
     base: Vec<u32>,
     long: Option<Vec<u32>>,
+    kv_bytes: Option<u64>,
 }
 
 /// Runs every thread count on one loaded backend, interleaved run by run.
@@ -295,7 +327,7 @@ fn measure(
     engine: &mut Engine,
     a: &BenchArgs,
     threads: &[usize],
-    weight_bytes: Option<u64>,
+    reads: Option<&Reads>,
     peak_mib: &mut Option<f64>,
 ) -> Result<(Vec<Config>, Prompts)> {
     let mut req = GenerateRequest::new(&a.prompt);
@@ -307,10 +339,13 @@ fn measure(
     let mut amulet_req = req;
     amulet_req.methods = vec![Method::default()];
     let long = if a.prefill_tokens > 0 { Some(long_prompt(engine, a.prefill_tokens)?) } else { None };
+    let base_ids = engine.contexts(&base_req)?.0;
     let prompts = Prompts {
-        base: engine.contexts(&base_req)?.0,
+        kv_bytes: reads.map(|r| kv_bytes_per_token(&r.config, base_ids.len(), a.tokens)),
+        base: base_ids,
         long: long.as_ref().map(|r| engine.contexts(r).map(|c| c.0)).transpose()?,
     };
+    let weight_bytes = reads.map(|r| r.weights);
 
     // Warm-up (page faults, caches, shader compilation), not counted.
     let mut warm = amulet_req.clone();
@@ -319,8 +354,11 @@ fn measure(
     let cpu = engine.info().device == "cpu";
     let counts: Vec<usize> = if cpu { threads.to_vec() } else { vec![threads[0]] };
     let mut outs: Vec<[Vec<GenerateOutput>; 3]> = counts.iter().map(|_| Default::default()).collect();
-    // The read probe, at each count in each run.
+    // The read probes, at each count in each run: past the caches (1 GiB), and over a buffer
+    // the size of a decode step's reads.
+    let working_set = weight_bytes.zip(prompts.kv_bytes).map(|(w, k)| w + k);
     let mut read_gb_s = vec![0f64; counts.len()];
+    let mut working_set_gb_s = vec![0f64; counts.len()];
     for i in 0..a.runs.max(1) {
         for (c, &n) in counts.iter().enumerate() {
             let n = amulet::backend::pool::set_threads(n)?;
@@ -328,7 +366,10 @@ fn measure(
                 eprintln!("{} {n} threads: run {}/{}", engine.info().device, i + 1, a.runs.max(1));
             }
             if cpu {
-                read_gb_s[c] = read_gb_s[c].max(probe_bandwidth(peak_mib));
+                read_gb_s[c] = read_gb_s[c].max(probe_bandwidth(peak_mib, 1 << 30));
+                if let Some(b) = working_set {
+                    working_set_gb_s[c] = working_set_gb_s[c].max(probe_bandwidth(peak_mib, b));
+                }
             }
             // Every run reads its whole prompt: no caches kept from the run before.
             let mut run = |req: &GenerateRequest| {
@@ -343,11 +384,15 @@ fn measure(
         }
     }
     let mut configs = Vec::new();
-    for ((&n, [base, amulet, long]), gb_s) in counts.iter().zip(outs).zip(read_gb_s) {
+    for (((&n, [base, amulet, long]), gb_s), ws_gb_s) in counts.iter().zip(outs).zip(read_gb_s).zip(working_set_gb_s) {
         let (base, amulet) = (stats(&base), stats(&amulet));
         let read_gb_s = cpu.then_some(gb_s);
-        let base_bandwidth_fraction =
-            read_gb_s.zip(weight_bytes).map(|(g, b)| b as f64 * base.decode_tokens_per_s / (g * 1e9));
+        let working_set_gb_s = (cpu && working_set.is_some()).then_some(ws_gb_s);
+        let share = |bytes: Option<u64>, gb_s: Option<f64>| {
+            gb_s.zip(bytes).map(|(g, b)| b as f64 * base.decode_tokens_per_s / (g * 1e9))
+        };
+        let base_bandwidth_fraction = share(weight_bytes, read_gb_s);
+        let base_working_set_fraction = share(working_set, working_set_gb_s);
         let threads = amulet::backend::pool::set_threads(n)?;
         let history_turn =
             if a.history_tokens > 0 { Some(measure_history(engine, a.history_tokens, a.runs)?) } else { None };
@@ -361,6 +406,8 @@ fn measure(
             amulet,
             read_gb_s,
             base_bandwidth_fraction,
+            working_set_gb_s,
+            base_working_set_fraction,
         });
     }
     Ok((configs, prompts))
@@ -372,11 +419,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     let path = crate::model_path::resolve(a.model.as_deref())?;
     amulet::backend::pool::set_threads(a.threads.iter().copied().max().unwrap_or(0))?;
-    let weight_bytes = weight_bytes_per_token(&path);
+    let reads = model_reads(&path);
     let (mut backends, mut configs, mut prompts, mut peak_mib) = (Vec::new(), Vec::new(), None, None);
     for &device in &a.device {
         let (mut engine, load_ms) = crate::cli::load_engine(&path, a.json, device)?;
-        let (c, p) = measure(&mut engine, &a, &a.threads, weight_bytes, &mut peak_mib)?;
+        let (c, p) = measure(&mut engine, &a, &a.threads, reads.as_ref(), &mut peak_mib)?;
         configs.extend(c);
         prompts.get_or_insert(p);
         let info = engine.info().clone();
@@ -392,9 +439,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         model_path: path.display().to_string(),
         new_tokens: a.tokens,
         long_prompt_tokens: prompts.as_ref().and_then(|p| p.long.as_ref().map(Vec::len)),
+        kv_bytes_per_token: prompts.as_ref().and_then(|p| p.kv_bytes),
         prompt_token_ids: prompts.as_ref().map(|p| p.base.clone()).unwrap_or_default(),
         long_prompt_token_ids: prompts.and_then(|p| p.long),
-        weight_bytes_per_token: weight_bytes,
+        weight_bytes_per_token: reads.as_ref().map(|r| r.weights),
         peak_rss_mib: max_mib(peak_mib, peak_rss_mib()),
         backends,
         configs,
@@ -454,6 +502,20 @@ fn print_table(path: &std::path::Path, a: &BenchArgs, r: &BenchResult) {
                 b as f64 * c.base.decode_tokens_per_s / 1e9,
                 f * 100.0,
                 g * 1e9 / b as f64
+            );
+        }
+        if let (Some(g), Some(f), Some(w), Some(k)) =
+            (c.working_set_gb_s, c.base_working_set_fraction, r.weight_bytes_per_token, r.kv_bytes_per_token)
+        {
+            println!(
+                "{} {} threads: working set: those weights and {:.1} MB of keys and values (mean over the run), \
+                 the probe over as many bytes, again and again: {g:.1} GB/s; base decode at {:.0}% of it (bound \
+                 {:.1} tok/s)",
+                c.device,
+                c.threads,
+                k as f64 / 1e6,
+                f * 100.0,
+                g * 1e9 / (w + k) as f64
             );
         }
         if let Some(h) = &c.history_turn {
