@@ -54,6 +54,7 @@ try {
         const request = { prompt, preference: 'concise', method, maxTokens, ignoreEos: true, temperature: 0 };
         let last;
         for await (const chunk of engine.generate(request)) if (chunk.done) last = chunk;
+        if (!last) throw new Error(`${method}: the stream ended without its last chunk`);
         return last.timings;
       };
       await decode('base', 8);

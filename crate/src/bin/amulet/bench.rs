@@ -275,8 +275,8 @@ struct Config {
     /// share of the bandwidth bound reached.
     base_bandwidth_fraction: Option<f64>,
     /// The same probe over a buffer the size of what a decode step reads (weights, keys and
-    /// values), read again and again as decode reads them: where the caches hold the model
-    /// (this machine's L3 is larger than SmolLM2), the bound that applies, GB/s.
+    /// values), read again and again as decode reads them: where the last-level cache holds
+    /// much of the model (a server's L3 can be larger than SmolLM2), the bound that applies, GB/s.
     working_set_gb_s: Option<f64>,
     /// Base decode's reads of weights, keys and values over `working_set_gb_s`.
     base_working_set_fraction: Option<f64>,
