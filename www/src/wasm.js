@@ -195,16 +195,56 @@ export function wasmFault(e) {
 
 /** Rejects of the async wasm calls now pending (see `settles`). */
 const pending = new Set();
-let watching = false;
+let watching = false; // the realm's `error` listener is on (pages, Workers)
+let nodeWatching = false; // the process's `uncaughtException` listener is on (Node)
+
+/** Every pending call rejects with the realm's fault for the trap `error`. */
+function rejectPending(error) {
+  const err = wasmFault(error);
+  for (const reject of pending) reject(err);
+  pending.clear();
+}
+
+/**
+ * Node's report of an uncaught error, listened to only while a call of ours waits (added by
+ * `settles`, removed when none does), so that the process's own handling is untouched
+ * otherwise. A trap thrown from the task queue is ours to claim; any other error goes on as
+ * Node would take it without this listener: to the process's own listeners if it has any, or
+ * thrown again once this listener is gone, which ends the process as before.
+ */
+function onNodeUncaught(error, origin) {
+  if (error instanceof WebAssembly.RuntimeError && origin === 'uncaughtException' && pending.size > 0) {
+    rejectPending(error);
+    unwatchNode();
+    return;
+  }
+  if (process.listenerCount('uncaughtException') > 1) return;
+  unwatchNode(true);
+  process.nextTick(() => {
+    throw error;
+  });
+}
+
+function watchNode() {
+  if (nodeWatching || !isNode || typeof globalThis.addEventListener === 'function') return;
+  nodeWatching = true;
+  process.on('uncaughtException', onNodeUncaught);
+}
+
+function unwatchNode(now = false) {
+  if (!nodeWatching || (pending.size > 0 && !now)) return;
+  nodeWatching = false;
+  process.removeListener('uncaughtException', onNodeUncaught);
+}
 
 /**
  * `promise` (of an async call into the wasm), also rejected if the wasm traps while it waits.
  * An async call's later work runs in wasm-bindgen's task queue, where a trap (memory that
  * cannot grow while a model is built, say) escapes as an uncaught error and would leave the
- * call unsettled for ever; a page or Worker reports it as an `error` event, which rejects the
- * pending calls with the realm's error and breaks it (Node has no such event: there an
- * uncaught error ends the process). The CPU path's steps and prefills finish inside the call
- * (web.rs `promise_now`), so their traps are thrown to the caller directly.
+ * call unsettled for ever; a page or Worker reports it as an `error` event, Node as its
+ * `uncaughtException`: either rejects the pending calls with the realm's error and breaks it
+ * (before, in Node the process died). The CPU path's steps and prefills finish inside the
+ * call (web.rs `promise_now`), so their traps are thrown to the caller directly.
  */
 export function settles(promise) {
   if (!watching && typeof globalThis.addEventListener === 'function') {
@@ -213,16 +253,18 @@ export function settles(promise) {
       // Only while a call of ours waits: another module's trap is not ours to claim.
       if (!(event.error instanceof WebAssembly.RuntimeError) || pending.size === 0) return;
       event.preventDefault(); // handled: the pending calls reject with it
-      const err = wasmFault(event.error);
-      for (const reject of pending) reject(err);
-      pending.clear();
+      rejectPending(event.error);
     });
   }
   return new Promise((resolve, reject) => {
     pending.add(reject);
+    watchNode();
     Promise.resolve(promise)
       .then(resolve, reject)
-      .finally(() => pending.delete(reject));
+      .finally(() => {
+        pending.delete(reject);
+        unwatchNode();
+      });
   });
 }
 
