@@ -10,9 +10,7 @@
 // after `./build.sh build` at two commits. Each is served by the demo's server (www/demo/serve.mjs).
 import fs from 'node:fs';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
-import { createServer } from '../../www/demo/serve.mjs';
-import { CHROMIUM, CHROMIUM_ARGS } from '../chromium.mjs';
+import { PROMPT, launchChromium, serveBuild } from './page-build.mjs';
 import { stats, fmtS, fmtR } from './report.mjs';
 
 const args = process.argv.slice(2);
@@ -35,13 +33,8 @@ for (const d of builds) if (!fs.existsSync(path.join(d, 'src', 'index.js'))) thr
 
 // The demo's server, one per build: that build's folder at /, the model's folder at /models/.
 const servers = [];
-for (const www of builds) {
-  const server = createServer({ www, models: path.dirname(path.resolve(model)) });
-  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
-  servers.push(server);
-}
-const modelUrl = `/models/${encodeURIComponent(path.basename(model))}`;
-const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+for (const www of builds) servers.push(await serveBuild(www, model));
+const browser = await launchChromium();
 
 const runs = builds.map(() => []);
 try {
@@ -49,12 +42,11 @@ try {
     for (const [b, dir] of builds.entries()) {
       const page = await browser.newPage();
       // Any document of the build's origin will do to import the package from.
-      await page.goto(`http://127.0.0.1:${servers[b].address().port}/package.json`);
+      await page.goto(`${servers[b].origin}/package.json`);
       const got = await page.evaluate(
-        async ([modelUrl, tokens]) => {
+        async ([modelUrl, prompt, tokens]) => {
           const { AmuletEngine } = await import('/src/index.js');
           const engine = await AmuletEngine.load(modelUrl, { device: 'cpu', threads: 1 });
-          const prompt = 'How can I improve my eating habits without compromising on taste?';
           const decode = async (method, maxTokens) => {
             let last;
             const request = { prompt, preference: 'concise', method, maxTokens, ignoreEos: true, temperature: 0 };
@@ -67,10 +59,10 @@ try {
           const base = await decode('base', tokens);
           const amulet = await decode('amulet', tokens);
           const simd = engine.info.simd;
-          engine.dispose();
+          await engine.dispose();
           return { base, amulet, simd };
         },
-        [modelUrl, tokens],
+        [servers[b].modelUrl, PROMPT, tokens],
       );
       await page.close();
       runs[b].push(got);

@@ -41,11 +41,11 @@ import { chromium } from 'playwright-core';
 import { createServer as createDemoServer } from '../../www/demo/serve.mjs';
 import { CHROMIUM, CHROMIUM_ARGS } from '../chromium.mjs';
 import { stats, fmt, fmtS, fmtR, table } from './report.mjs';
+import { PROMPT } from './page-build.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const execFileP = promisify(execFile);
 const REPO = path.resolve(here, '..', '..');
-const PROMPT = 'How can I improve my eating habits without compromising on taste?';
 const PREFERENCE = 'concise';
 // The `pref` context of our engine (crate/src/prompt.rs: the paper's system prompt plus the
 // preference sentence), given to wllama as plain chat messages.

@@ -7,9 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
-import { createServer } from '../../www/demo/serve.mjs';
-import { CHROMIUM, CHROMIUM_ARGS } from '../chromium.mjs';
+import { PROMPT, launchChromium, serveBuild } from './page-build.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -24,9 +22,8 @@ if (!model || !fs.statSync(model, { throwIfNoEntry: false })?.isFile()) {
   process.exit(2);
 }
 const www = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../www');
-const server = createServer({ www, models: path.dirname(path.resolve(model)) });
-await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
-const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+const server = await serveBuild(www, model);
+const browser = await launchChromium();
 
 // Self time (ms) per function name in a CDP profile.
 function selfTimes(profile) {
@@ -44,13 +41,12 @@ function selfTimes(profile) {
 
 try {
   const page = await browser.newPage();
-  await page.goto(`http://127.0.0.1:${server.address().port}/package.json`);
+  await page.goto(`${server.origin}/package.json`);
   await page.evaluate(
-    async (modelUrl) => {
+    async ([modelUrl, prompt]) => {
       const { AmuletEngine } = await import('/src/index.js');
       globalThis.engine = await AmuletEngine.load(modelUrl, { device: 'cpu', threads: 1 });
       globalThis.decode = async (method, maxTokens) => {
-        const prompt = 'How can I improve my eating habits without compromising on taste?';
         const request = { prompt, preference: 'concise', method, maxTokens, ignoreEos: true, temperature: 0 };
         let last;
         for await (const chunk of engine.generate(request)) if (chunk.done) last = chunk;
@@ -60,7 +56,7 @@ try {
       await decode('base', 8);
       await decode('amulet', 8);
     },
-    `/models/${encodeURIComponent(path.basename(model))}`,
+    [server.modelUrl, PROMPT],
   );
   const cdp = await page.context().newCDPSession(page);
   await cdp.send('Profiler.enable');

@@ -8,9 +8,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { pathToFileURL } from 'node:url';
 
-const wasmJs = pathToFileURL(new URL('../../www/src/wasm.js', import.meta.url).pathname).href;
+const wasmJs = new URL('../../www/src/wasm.js', import.meta.url).href;
 // (module (func (export "f") unreachable))
 const UNREACHABLE = '[0,97,115,109,1,0,0,0,1,4,1,96,0,0,3,2,1,0,7,5,1,1,102,0,0,10,5,1,3,0,0,11]';
 

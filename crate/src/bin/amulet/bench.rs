@@ -132,8 +132,8 @@ fn kv_bytes_per_token(c: &amulet::model::ModelConfig, prompt: usize, tokens: usi
     (total / steps) as u64
 }
 
-/// GB/s of a plain sum over 1 GiB split over the CPU pool's current threads (best of 3): what
-/// those threads can stream from DRAM, the bound of a decode step that reads every weight once.
+/// GB/s of a plain sum over `buf` split over the CPU pool's current threads (best of 3): what
+/// those threads can stream, the bound of a decode step that reads every weight once.
 fn read_bandwidth(buf: &[u64]) -> f64 {
     const CHUNK: usize = 1 << 16; // u64s per split item: 512 KiB
     let mut best = f64::INFINITY;
@@ -160,13 +160,15 @@ fn max_mib(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
-/// The read probe at the pool's current threads on a buffer of its own of at least `bytes`
-/// (whole 512 KiB chunks), kept out of the reported peak RSS: the peak so far is folded into
-/// `peak_mib` first, and the kernel's high-water mark is reset once the buffer is freed.
-fn probe_bandwidth(peak_mib: &mut Option<f64>, bytes: u64) -> f64 {
+/// The read probes at the pool's current threads, GB/s for each of `sizes` bytes (whole 512
+/// KiB chunks), on one buffer of their own as large as the largest (a smaller probe reads its
+/// start), kept out of the reported peak RSS: the peak so far is folded into `peak_mib` first,
+/// and the kernel's high-water mark is reset once the buffer is freed.
+fn probe_bandwidths(peak_mib: &mut Option<f64>, sizes: &[u64]) -> Vec<f64> {
     *peak_mib = max_mib(*peak_mib, peak_rss_mib());
-    let buf: Vec<u64> = (0..bytes.next_multiple_of(512 << 10) / 8).collect();
-    let gb_s = read_bandwidth(&buf);
+    let words = |bytes: u64| (bytes.next_multiple_of(512 << 10) / 8) as usize;
+    let buf: Vec<u64> = (0..sizes.iter().map(|&b| words(b)).max().unwrap_or(0) as u64).collect();
+    let gb_s = sizes.iter().map(|&b| read_bandwidth(&buf[..words(b)])).collect();
     drop(buf);
     // "5": reset the peak resident set size to the current one (Linux >= 4.0).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -366,9 +368,11 @@ fn measure(
                 eprintln!("{} {n} threads: run {}/{}", engine.info().device, i + 1, a.runs.max(1));
             }
             if cpu {
-                read_gb_s[c] = read_gb_s[c].max(probe_bandwidth(peak_mib, 1 << 30));
-                if let Some(b) = working_set {
-                    working_set_gb_s[c] = working_set_gb_s[c].max(probe_bandwidth(peak_mib, b));
+                let sizes: Vec<u64> = std::iter::once(1 << 30).chain(working_set).collect();
+                let got = probe_bandwidths(peak_mib, &sizes);
+                read_gb_s[c] = read_gb_s[c].max(got[0]);
+                if let Some(&g) = got.get(1) {
+                    working_set_gb_s[c] = working_set_gb_s[c].max(g);
                 }
             }
             // Every run reads its whole prompt: no caches kept from the run before.
