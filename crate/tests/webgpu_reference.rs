@@ -217,7 +217,7 @@ impl LanguageModel for Recorded {
     ) -> LocalFuture<'a, amulet::Result<StepOutput>> {
         Box::pin(async move {
             let out = self.model.forward_choose(batch, requests).await?;
-            if let StepOutput::Rows(rows) = &out {
+            if let StepOutput::Rows(rows) | StepOutput::Combined { rows, .. } = &out {
                 self.rows.borrow_mut().extend(rows.iter().cloned());
             }
             Ok(out)

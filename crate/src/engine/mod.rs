@@ -77,6 +77,8 @@ struct Track {
     /// The uniform already drawn for the next token, when the backend was asked to draw it
     /// but sent rows back instead: the CPU draws with the same number.
     uniform: Option<f64>,
+    /// The next token's scores when the backend combined the rows itself (`Combined`).
+    scores: Option<Vec<f32>>,
 }
 
 /// A request in flight: owned state, so a caller (the wasm face) can hold it between steps.
@@ -466,6 +468,7 @@ impl Engine {
                 last: 0,
                 chosen: None,
                 uniform: None,
+                scores: None,
                 aligner,
                 sampler,
             });
@@ -540,14 +543,21 @@ impl Engine {
                 None => {
                     let base = track.base_seq.and_then(|s| g.rows.get(&s)).map(|r| r.as_slice());
                     let pref = track.pref_seq.and_then(|s| g.rows.get(&s)).map(|r| r.as_slice());
-                    track.aligner.combine(base, pref, &mut g.combined)?;
+                    let scores = match &track.scores {
+                        Some(scores) => scores,
+                        None => {
+                            track.aligner.combine(base, pref, &mut g.combined)?;
+                            &g.combined
+                        }
+                    };
                     let token = match track.uniform.take() {
-                        Some(u) => track.sampler.sample_with(&g.combined, Some(u))?,
-                        None => track.sampler.sample(&g.combined)?,
+                        Some(u) => track.sampler.sample_with(scores, Some(u))?,
+                        None => track.sampler.sample(scores)?,
                     };
                     let logprobs = (g.top_logprobs > 0)
-                        .then(|| self.step_logprobs(base, pref, &g.combined, g.top_logprobs))
+                        .then(|| self.step_logprobs(base, pref, scores, g.top_logprobs))
                         .transpose()?;
+                    track.scores = None;
                     (token, logprobs)
                 }
             };
@@ -590,29 +600,46 @@ impl Engine {
                 batch.push((s, [t.last]));
             }
         }
-        g.rows.clear();
         if batch.is_empty() {
+            g.rows.clear();
             return Ok(events);
         }
         let refs: Vec<(SeqId, &[u32])> = batch.iter().map(|(s, t)| (*s, &t[..])).collect();
+        self.advance(g, &refs, &format!("decode step {}", g.step)).await?;
+        Ok(events)
+    }
+
+    /// Runs `batch` (the sequences of every live track) and leaves what each track's next
+    /// token is chosen from: the token the backend drew, the scores it combined, or the logit
+    /// rows (`at` names the step in errors).
+    async fn advance(&mut self, g: &mut Generation, batch: &[(SeqId, &[u32])], at: &str) -> Result<()> {
+        g.rows.clear();
         let live: Vec<usize> = (0..g.tracks.len()).filter(|&i| g.tracks[i].finish.is_none()).collect();
-        let requests = token_requests(&mut g.tracks, &live, &refs, g.top_logprobs);
-        let logits = match requests {
-            Some(requests) => match self.model.forward_choose(&refs, &requests).await? {
+        let requests = token_requests(&mut g.tracks, &live, batch, g.top_logprobs);
+        let rows = match requests {
+            Some(requests) => match self.model.forward_choose(batch, &requests).await? {
                 StepOutput::Tokens(chosen) => {
                     for (&i, c) in live.iter().zip(chosen) {
                         g.tracks[i].chosen = Some(c);
                         g.tracks[i].uniform = None;
                     }
-                    return Ok(events);
+                    return Ok(());
+                }
+                StepOutput::Combined { scores, rows } => {
+                    check_finite(&scores, at)?;
+                    for (&i, s) in live.iter().zip(scores) {
+                        g.tracks[i].scores = Some(s);
+                    }
+                    rows
                 }
                 StepOutput::Rows(rows) => rows,
             },
-            None => self.model.forward_async(&refs).await?,
+            None => self.model.forward_async(batch).await?,
         };
-        check_finite(&logits, &format!("decode step {}", g.step))?;
-        g.rows.extend(batch.iter().map(|(s, _)| *s).zip(logits));
-        Ok(events)
+        check_finite(&rows, at)?;
+        // Empty when the backend combined the rows and no one asked for their candidates.
+        g.rows.extend(batch.iter().map(|(s, _)| *s).zip(rows));
+        Ok(())
     }
 
     fn named(&self, top: &[(u32, f32)]) -> Result<Vec<Candidate>> {
@@ -736,10 +763,7 @@ impl Engine {
             self.model.free_sequence(r);
         }
         g.timings.prefill_tokens = shared + batch.iter().map(|(_, t)| t.len()).sum::<usize>();
-        let logits = self.model.forward_async(&batch).await?;
-        check_finite(&logits, "the prompt")?;
-        g.rows = batch.iter().map(|(s, _)| *s).zip(logits).collect();
-        Ok(())
+        self.advance(g, &batch, "the prompt").await
     }
 
     fn fork(&mut self, seq: SeqId) -> Result<SeqId> {

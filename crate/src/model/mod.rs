@@ -70,10 +70,12 @@ pub trait LanguageModel {
     fn forward_async<'a>(&'a mut self, batch: &'a [(SeqId, &'a [u32])]) -> LocalFuture<'a, Result<Vec<Vec<f32>>>> {
         Box::pin(std::future::ready(self.forward(batch)))
     }
-    /// A decode step that also draws each method's next token on the device, so only the
-    /// tokens come back (`requests` index into `batch`). A backend may return the logit rows
-    /// instead (the default; also a GPU when a row is not finite or a nucleus is too wide):
-    /// the caller then combines and samples them itself with the same uniforms.
+    /// A decode step that also applies each method's linear combine on the device (`requests`
+    /// index into `batch`): a GPU draws the tokens too, so only they come back; the CPU
+    /// combines the rows before the output projection and returns one score row per request
+    /// (`Combined`). A backend may return the logit rows instead (the default; also a GPU
+    /// when a row is not finite or a nucleus is too wide): the caller then combines and
+    /// samples them itself with the same uniforms.
     fn forward_choose<'a>(
         &'a mut self,
         batch: &'a [(SeqId, &'a [u32])],
@@ -107,6 +109,34 @@ pub struct TokenRequest {
     pub top_n: usize,
 }
 
+impl TokenRequest {
+    /// The request's combine of two rows of the same length (`base`, `pref`: the rows it
+    /// uses) into `out`: `pref + strength * (pref - base)` with both, else the one row. The
+    /// same formula whether the rows are logits or the hidden states the output projection
+    /// takes (it is linear, so the two agree up to rounding: docs/method.md §4).
+    pub fn mix(&self, base: Option<&[f32]>, pref: Option<&[f32]>, out: &mut [f32]) -> Result<()> {
+        match (base, pref) {
+            (Some(b), Some(p)) if b.len() == out.len() && p.len() == out.len() => {
+                let k = self.strength;
+                for ((o, &p), &b) in out.iter_mut().zip(p).zip(b) {
+                    *o = p + k * (p - b);
+                }
+                Ok(())
+            }
+            (Some(r), None) | (None, Some(r)) if r.len() == out.len() => {
+                out.copy_from_slice(r);
+                Ok(())
+            }
+            _ => Err(AmuletError::Compute(format!(
+                "a token request combines rows of {:?} and {:?} values into {}",
+                base.map(<[f32]>::len),
+                pref.map(<[f32]>::len),
+                out.len()
+            ))),
+        }
+    }
+}
+
 /// A token drawn on the device, with the top candidates of each distribution when asked.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ChosenToken {
@@ -122,6 +152,10 @@ pub enum StepOutput {
     Tokens(Vec<ChosenToken>),
     /// One logit row per batch entry.
     Rows(Vec<Vec<f32>>),
+    /// `scores`: one row per request, its combine formed before the output projection;
+    /// `rows`: one logit row per batch entry when some request wants top candidates (the
+    /// base and pref distributions'), else empty.
+    Combined { scores: Vec<Vec<f32>>, rows: Vec<Vec<f32>> },
 }
 
 /// The checks every backend makes before touching a cache: known, distinct sequences,
@@ -168,5 +202,35 @@ pub(crate) fn insert_sequence<T>(table: &mut Vec<Option<T>>, value: T) -> SeqId 
             table.push(Some(value));
             table.len() - 1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(base: Option<usize>, pref: Option<usize>, strength: f32) -> TokenRequest {
+        TokenRequest { base, pref, strength, temperature: 0.0, top_k: None, top_p: None, uniform: None, top_n: 0 }
+    }
+
+    #[test]
+    fn mix_extrapolates_from_base_to_pref_or_takes_the_one_row() {
+        let (b, p) = ([1.0, -2.0, 0.5], [3.0, -2.0, 0.0]);
+        let mut out = [0f32; 3];
+        request(Some(0), Some(1), 2.0).mix(Some(&b), Some(&p), &mut out).unwrap();
+        assert_eq!(out, [7.0, -2.0, -1.0]);
+        request(Some(0), None, 2.0).mix(Some(&b), None, &mut out).unwrap();
+        assert_eq!(out, b);
+        request(None, Some(1), 0.0).mix(None, Some(&p), &mut out).unwrap();
+        assert_eq!(out, p);
+    }
+
+    #[test]
+    fn mix_of_mismatched_or_missing_rows_is_an_error() {
+        let mut out = [0f32; 3];
+        let r = request(Some(0), Some(1), 1.0);
+        assert!(matches!(r.mix(Some(&[1.0; 2]), Some(&[1.0; 3]), &mut out), Err(AmuletError::Compute(_))));
+        assert!(matches!(r.mix(None, None, &mut out), Err(AmuletError::Compute(_))));
+        assert!(matches!(r.mix(Some(&[1.0; 4]), None, &mut out), Err(AmuletError::Compute(_))));
     }
 }

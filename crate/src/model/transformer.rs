@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor};
 use super::attention::{attend_rows, AttentionShape, KvCache, LayerKv, RopeTable};
 use super::config::{Activation, Arch, ModelConfig};
 use super::embeddings::Embeddings;
-use super::{check_batch, insert_sequence, LanguageModel, SeqId};
+use super::{check_batch, insert_sequence, LanguageModel, LocalFuture, SeqId, StepOutput, TokenRequest};
 use crate::backend::linear::Linear;
 use crate::backend::norm;
 use crate::backend::pool::on_pool;
@@ -133,12 +133,21 @@ impl CpuModel {
         self.output.set_exact(on);
     }
 
+    /// `forward`, stopped before the output projection: each entry's last row after the output
+    /// norm, what the projection takes (verification: an exact projection of these rows is
+    /// what the logits and the combined scores approximate).
+    pub fn forward_hidden(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
+        self.guarded(batch, |m| Ok(m.forward_inner(batch)?.to_vec2::<f32>()?))
+    }
+
     /// Bytes held by all KV caches (for the memory report).
     pub fn kv_bytes(&self) -> usize {
         self.seqs.iter().flatten().map(|c| c.bytes()).sum()
     }
 
-    fn forward_inner(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
+    /// Runs the batch through every layer and returns each entry's last row after the output
+    /// norm (`[batch.len(), d_model]`): what the output projection takes.
+    fn forward_inner(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Tensor> {
         let cfg = self.cfg.clone();
         // Row r of the hidden state belongs to (sequence, position).
         let mut rows: Vec<(SeqId, usize)> = Vec::new();
@@ -228,10 +237,37 @@ impl CpuModel {
         }
         let last = Tensor::from_vec(last, batch.len(), &Device::Cpu)?;
         let x = x.index_select(&last, 0)?;
-        let x = self.rms_norm_w(&x, &self.output_norm)?;
-        let logits = self.output.forward(&x)?;
-        let logits = logits.to_vec2::<f32>()?;
-        Ok(logits)
+        self.rms_norm_w(&x, &self.output_norm)
+    }
+
+    /// The output projection of rows of `d_model` values: one logit row each.
+    fn project(&self, x: &Tensor) -> Result<Vec<Vec<f32>>> {
+        Ok(self.output.forward(x)?.to_vec2::<f32>()?)
+    }
+
+    /// `forward_choose` on the CPU: each request's combine of its normalized rows, then one
+    /// output projection for all of them. The projection is linear, so this is the combine
+    /// of the logit rows up to rounding (docs/method.md §4), and amulet's two contexts take
+    /// one vocabulary-sized row instead of two. The rows themselves are projected too only
+    /// when a request wants their top candidates.
+    fn choose_inner(&mut self, batch: &[(SeqId, &[u32])], requests: &[TokenRequest]) -> Result<StepOutput> {
+        let d = self.cfg.d_model;
+        let hidden = self.forward_inner(batch)?;
+        let h = hidden.flatten_all()?.to_vec1::<f32>()?;
+        let row = |i: Option<usize>| -> Result<Option<&[f32]>> {
+            match i {
+                Some(i) if i < batch.len() => Ok(Some(&h[i * d..(i + 1) * d])),
+                Some(i) => Err(AmuletError::Compute(format!("a token request names row {i} of {}", batch.len()))),
+                None => Ok(None),
+            }
+        };
+        let mut mixed = vec![0f32; requests.len() * d];
+        for (r, out) in requests.iter().zip(mixed.chunks_exact_mut(d)) {
+            r.mix(row(r.base)?, row(r.pref)?, out)?;
+        }
+        let scores = self.project(&Tensor::from_vec(mixed, (requests.len(), d), &Device::Cpu)?)?;
+        let rows = if requests.iter().any(|r| r.top_n > 0) { self.project(&hidden)? } else { Vec::new() };
+        Ok(StepOutput::Combined { scores, rows })
     }
 
     fn rms_norm_w(&self, x: &Tensor, w: &[f32]) -> Result<Tensor> {
@@ -291,9 +327,36 @@ impl LanguageModel for CpuModel {
     }
 
     fn forward(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
+        let logits = self.guarded(batch, |m| {
+            let hidden = m.forward_inner(batch)?;
+            m.project(&hidden)
+        })?;
+        finite(&logits)?;
+        Ok(logits)
+    }
+
+    fn forward_choose<'a>(
+        &'a mut self,
+        batch: &'a [(SeqId, &'a [u32])],
+        requests: &'a [TokenRequest],
+    ) -> LocalFuture<'a, Result<StepOutput>> {
+        let out = self.guarded(batch, |m| m.choose_inner(batch, requests));
+        if let Ok(StepOutput::Combined { scores, rows }) = &out {
+            if let Err(e) = finite(scores).and_then(|_| finite(rows)) {
+                return Box::pin(std::future::ready(Err(e)));
+            }
+        }
+        Box::pin(std::future::ready(out))
+    }
+}
+
+impl CpuModel {
+    /// Runs `step` on the pool after the batch's checks; on an error every listed cache goes
+    /// back to its length before, so a failed step changes nothing.
+    fn guarded<T>(&mut self, batch: &[(SeqId, &[u32])], step: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         check_batch(&self.cfg, batch, |id| self.sequence_len(id))?;
         let before: Vec<usize> = batch.iter().map(|(id, _)| self.sequence_len(*id).unwrap_or(0)).collect();
-        let result = on_pool(|| self.forward_inner(batch));
+        let result = on_pool(|| step(self));
         if result.is_err() {
             let kv_dim = self.cfg.kv_dim();
             for ((id, _), len) in batch.iter().zip(before) {
@@ -302,12 +365,16 @@ impl LanguageModel for CpuModel {
                 }
             }
         }
-        let logits = result?;
-        if logits.iter().any(|row| row.iter().any(|v| !v.is_finite())) {
-            return Err(AmuletError::Compute("the model produced non-finite logits".into()));
-        }
-        Ok(logits)
+        result
     }
+}
+
+/// Logits with a NaN or an infinity are a compute failure, not scores to sample.
+fn finite(rows: &[Vec<f32>]) -> Result<()> {
+    if rows.iter().any(|row| row.iter().any(|v| !v.is_finite())) {
+        return Err(AmuletError::Compute("the model produced non-finite logits".into()));
+    }
+    Ok(())
 }
 
 /// RMS norm of the rows of `x` (any shape, normalised along its last dimension of
