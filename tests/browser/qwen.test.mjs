@@ -6,9 +6,12 @@
 // simd128 one with 1 thread (what an engine without relaxed SIMD gets).
 // The wasm kernels and the native ones (AVX2) sum in different orders, so the two may part
 // at a near-tie, and only there: the test allows a parting only after MIN_SAME equal tokens,
-// and only to one of the CLI's candidates within TIE nats of its best. (Amulet's combined
-// distribution multiplies the two contexts' small differences by its strength: on this
-// question both wasm builds part from the CLI at a four-way tie, 0.28 / 0.27 / 0.23 / 0.18.)
+// and only to one of the CLI's candidates within TIE nats of its best. Amulet's combined
+// distribution multiplies the two contexts' small differences by 1 + k and k (5.65 and
+// 4.65), so its near-ties are wider: on this question, at the ninth token, the CLI's four
+// candidates lie within 0.38 nats (0.28 / 0.26 / 0.22 / 0.20), the base rows of the simd128
+// build and the CLI put " allows" at 0.38 and 0.37, and that build took the third candidate
+// (0.27 nats under the best) where the CLI took the first.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -30,7 +33,7 @@ requirePrerequisites([
 ]);
 
 const QUESTION = 'What is a hash map?';
-const TIE = 0.25;
+const TIE = { base: 0.25, amulet: 0.4 };
 const MIN_SAME = 6;
 const REQUESTS = [
   { method: 'amulet', preference: 'concise', maxTokens: 10 },
@@ -111,7 +114,7 @@ for (const [file] of MODELS) {
           assert.ok(at >= MIN_SAME, `${what}: parted at token ${at}`);
           const took = step.find((c) => c.id === page.tokens[at]);
           assert.ok(took, `${what}: the page took none of the CLI's candidates ${JSON.stringify(step)}`);
-          assert.ok(Math.log(step[0].prob / took.prob) < TIE, `${what}: parted at ${JSON.stringify(step)}`);
+          assert.ok(Math.log(step[0].prob / took.prob) < TIE[r.method], `${what}: parted at ${JSON.stringify(step)}`);
         }
     } finally {
       await page.close();
