@@ -248,8 +248,9 @@ impl CpuModel {
     /// `forward_choose` on the CPU: each request's combine of its normalized rows, then one
     /// output projection for all of them. The projection is linear, so this is the combine
     /// of the logit rows up to rounding (docs/method.md §4), and amulet's two contexts take
-    /// one vocabulary-sized row instead of two. The rows themselves are projected too only
-    /// when a request wants their top candidates.
+    /// one vocabulary-sized row instead of two. When a request wants top candidates, the rows
+    /// go through the same product (the weights are read once), and a request that takes one
+    /// row takes that row's projection.
     fn choose_inner(&mut self, batch: &[(SeqId, &[u32])], requests: &[TokenRequest]) -> Result<StepOutput> {
         let d = self.cfg.d_model;
         let hidden = self.forward_inner(batch)?;
@@ -261,12 +262,39 @@ impl CpuModel {
                 None => Ok(None),
             }
         };
-        let mut mixed = vec![0f32; requests.len() * d];
-        for (r, out) in requests.iter().zip(mixed.chunks_exact_mut(d)) {
-            r.mix(row(r.base)?, row(r.pref)?, out)?;
+        let with_rows = requests.iter().any(|r| r.top_n > 0);
+        // Each request's scores: the projection of row i (Some(i)), or the next combined row.
+        let mut which = Vec::with_capacity(requests.len());
+        let mut stack: Vec<f32> = Vec::with_capacity((requests.len() + batch.len()) * d);
+        for r in requests {
+            match (r.base, r.pref) {
+                (Some(i), None) | (None, Some(i)) if with_rows => {
+                    row(Some(i))?;
+                    which.push(Some(i));
+                }
+                _ => {
+                    let at = stack.len();
+                    stack.resize(at + d, 0.0);
+                    r.mix(row(r.base)?, row(r.pref)?, &mut stack[at..])?;
+                    which.push(None);
+                }
+            }
         }
-        let scores = self.project(&Tensor::from_vec(mixed, (requests.len(), d), &Device::Cpu)?)?;
-        let rows = if requests.iter().any(|r| r.top_n > 0) { self.project(&hidden)? } else { Vec::new() };
+        let mixed = stack.len() / d;
+        if with_rows {
+            stack.extend_from_slice(&h);
+        }
+        let m = stack.len() / d;
+        let mut out = self.project(&Tensor::from_vec(stack, (m, d), &Device::Cpu)?)?;
+        let rows = out.split_off(mixed);
+        let mut combined = out.into_iter();
+        let scores = which
+            .into_iter()
+            .map(|w| match w {
+                Some(i) => Ok(rows[i].clone()),
+                None => combined.next().ok_or_else(|| AmuletError::Compute("a combined row went missing".into())),
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(StepOutput::Combined { scores, rows })
     }
 
