@@ -169,8 +169,16 @@ mod scalar {
 )))]
 use scalar as simd;
 
-/// `dot_blocks` of the SIMD forms: four blocks at a time (four independent chains hide the
-/// multiply-add latency), then the rest one by one, with the build's `score`.
+/// Key blocks scored together by the SIMD forms: one chain of multiply-adds each, `GROUP`
+/// chains in flight (x86: 8 of its 16 registers; wasm: a block takes two registers there).
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+const GROUP: usize = 8;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+const GROUP: usize = 4;
+
+/// `dot_blocks` of the SIMD forms: `GROUP` blocks at a time, then the rest together in one
+/// pass (one block at a time, each pass was a single chain of the multiply-add's latency:
+/// half the time of a 110-position head went to its last few blocks).
 ///
 /// # Safety
 /// As `scalar::dot_blocks`.
@@ -179,14 +187,23 @@ use scalar as simd;
     all(target_arch = "wasm32", target_feature = "simd128")
 ))]
 unsafe fn by_groups(q: &[f32], k: *const f32, stride: usize, out: &mut [[f32; LANES]]) {
-    let (groups, rest) = out.as_chunks_mut::<4>();
+    let (groups, rest) = out.as_chunks_mut::<GROUP>();
     for (i, o) in groups.iter_mut().enumerate() {
-        simd::score(q, k.add(i * 4 * stride), stride, o);
+        simd::score(q, k.add(i * GROUP * stride), stride, o);
     }
-    let done = groups.len() * 4;
-    for (i, o) in rest.iter_mut().enumerate() {
-        simd::score(q, k.add((done + i) * stride), stride, core::array::from_mut(o));
+    let k = k.add(groups.len() * GROUP * stride);
+    macro_rules! rest {
+        ($($g:literal)*) => {
+            match rest.len() {
+                $($g => simd::score::<$g>(q, k, stride, rest.try_into().expect("length matched")),)*
+                _ => {}
+            }
+        };
     }
+    #[cfg(target_arch = "x86_64")]
+    rest!(1 2 3 4 5 6 7);
+    #[cfg(target_arch = "wasm32")]
+    rest!(1 2 3);
 }
 
 /// AVX2 + FMA: `_mm256_fmadd_ps` rounds once, as `f32::mul_add` does.
@@ -274,14 +291,22 @@ mod wide {
     pub unsafe fn dot_blocks2(q: [&[f32]; 2], k: *const f32, stride: usize, mut out: [&mut [[f32; LANES]]; 2]) {
         let n = out[0].len();
         let mut b = 0;
-        // Four blocks at a time: four independent chains hide the multiply-add latency.
-        while b + 4 <= n {
-            score2::<4>(q, k.add(b * stride), stride, &mut out, b);
-            b += 4;
+        // Eight blocks at a time (eight independent chains hide the multiply-add latency),
+        // then the rest in one pass.
+        while b + 8 <= n {
+            score2::<8>(q, k.add(b * stride), stride, &mut out, b);
+            b += 8;
         }
-        while b < n {
-            score2::<1>(q, k.add(b * stride), stride, &mut out, b);
-            b += 1;
+        let k = k.add(b * stride);
+        match n - b {
+            1 => score2::<1>(q, k, stride, &mut out, b),
+            2 => score2::<2>(q, k, stride, &mut out, b),
+            3 => score2::<3>(q, k, stride, &mut out, b),
+            4 => score2::<4>(q, k, stride, &mut out, b),
+            5 => score2::<5>(q, k, stride, &mut out, b),
+            6 => score2::<6>(q, k, stride, &mut out, b),
+            7 => score2::<7>(q, k, stride, &mut out, b),
+            _ => {}
         }
     }
 

@@ -162,6 +162,9 @@ impl CpuModel {
         if let Some(s) = cfg.embedding_scale {
             x = (x * s as f64)?;
         }
+        // The residual stream as plain values: each block adds into it in place (candle's add
+        // allocated a new tensor twice a block).
+        let mut x = x.flatten_all()?.to_vec1::<f32>()?;
         let (q_dim, kv_dim, hd) = (cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
         let mut attn = vec![0f32; n_rows * q_dim];
         for (id, tokens) in batch {
@@ -170,14 +173,12 @@ impl CpuModel {
             }
         }
         for (li, layer) in self.layers.iter().enumerate() {
-            let h = self.rms_norm_w(&x, &layer.attn_norm)?;
+            let h = self.rms_rows(&x, n_rows, &layer.attn_norm)?;
             let mut qkv = layer.qkv.forward(&h)?;
             if let Some(b) = &layer.qkv_bias {
                 qkv = qkv.broadcast_add(b)?;
             }
-            let mut q = qkv.narrow(1, 0, q_dim)?.flatten_all()?.to_vec1::<f32>()?;
-            let mut k = qkv.narrow(1, q_dim, kv_dim)?.flatten_all()?.to_vec1::<f32>()?;
-            let v = qkv.narrow(1, q_dim + kv_dim, kv_dim)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+            let (mut q, mut k, v) = with_f32(&qkv, |all| split_qkv(all, n_rows, [q_dim, kv_dim, kv_dim]))??;
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
                 // Per head: the rows of q and k are whole heads of `hd` values.
                 q = norm::rms_norm(&q, qn, cfg.rms_eps)?;
@@ -207,8 +208,8 @@ impl CpuModel {
             if let Some(w) = &layer.post_attn_norm {
                 a = self.rms_norm_w(&a, w)?;
             }
-            x = (x + a)?;
-            let h = self.rms_norm_w(&x, &layer.ffn_norm)?;
+            add_into(&mut x, &a)?;
+            let h = self.rms_rows(&x, n_rows, &layer.ffn_norm)?;
             let gu = layer.gate_up.forward(&h)?;
             let act = match cfg.activation {
                 Activation::Silu => {
@@ -221,7 +222,7 @@ impl CpuModel {
             if let Some(w) = &layer.post_ffn_norm {
                 f = self.rms_norm_w(&f, w)?;
             }
-            x = (x + f)?;
+            add_into(&mut x, &f)?;
         }
         for (id, tokens) in batch {
             if let Some(c) = self.seqs[*id].as_mut() {
@@ -229,15 +230,14 @@ impl CpuModel {
             }
         }
         // Only each sequence's last row goes through the (vocabulary-sized) output matmul.
-        let mut last = Vec::with_capacity(batch.len());
-        let mut end = 0u32;
+        let d = cfg.d_model;
+        let mut last = Vec::with_capacity(batch.len() * d);
+        let mut end = 0;
         for (_, tokens) in batch {
-            end += tokens.len() as u32;
-            last.push(end - 1);
+            end += tokens.len();
+            last.extend_from_slice(&x[(end - 1) * d..end * d]);
         }
-        let last = Tensor::from_vec(last, batch.len(), &Device::Cpu)?;
-        let x = x.index_select(&last, 0)?;
-        self.rms_norm_w(&x, &self.output_norm)
+        self.rms_rows(&last, batch.len(), &self.output_norm)
     }
 
     /// The output projection of rows of `d_model` values: one logit row each.
@@ -300,6 +300,12 @@ impl CpuModel {
 
     fn rms_norm_w(&self, x: &Tensor, w: &[f32]) -> Result<Tensor> {
         rms_norm(x, w, self.cfg.rms_eps)
+    }
+
+    /// The RMS norm of `rows` rows of plain values, as a tensor for the next product.
+    fn rms_rows(&self, x: &[f32], rows: usize, w: &[f32]) -> Result<Tensor> {
+        let out = norm::rms_norm(x, w, self.cfg.rms_eps)?;
+        Ok(Tensor::from_vec(out, (rows, w.len()), &Device::Cpu)?)
     }
 }
 
@@ -407,6 +413,39 @@ fn finite(rows: &[Vec<f32>]) -> Result<()> {
 
 /// RMS norm of the rows of `x` (any shape, normalised along its last dimension of
 /// `w.len()` values), on the pool's threads (`backend::norm`).
+/// `x += a`, value by value (a block's output into the residual stream).
+fn add_into(x: &mut [f32], a: &Tensor) -> Result<()> {
+    with_f32(a, |a| {
+        if a.len() != x.len() {
+            return Err(AmuletError::Compute(format!("residual: {} values added to {}", a.len(), x.len())));
+        }
+        for (x, &a) in x.iter_mut().zip(a) {
+            *x += a;
+        }
+        Ok(())
+    })?
+}
+
+/// The rows of a fused q/k/v product (`rows` rows of `widths` summed) as three row-major
+/// blocks: plain copies of each row's parts (candle's narrow and flatten took two strided
+/// copies each, a tenth of a decode step's serial work for SmolLM2).
+fn split_qkv(all: &[f32], rows: usize, widths: [usize; 3]) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    let width: usize = widths.iter().sum();
+    if all.len() != rows * width {
+        return Err(AmuletError::Compute(format!("q/k/v: {} values for {rows} rows of {width}", all.len())));
+    }
+    let mut parts = widths.map(|w| Vec::with_capacity(rows * w));
+    for row in all.chunks_exact(width) {
+        let mut at = 0;
+        for (part, w) in parts.iter_mut().zip(widths) {
+            part.extend_from_slice(&row[at..at + w]);
+            at += w;
+        }
+    }
+    let [q, k, v] = parts;
+    Ok((q, k, v))
+}
+
 fn rms_norm(x: &Tensor, w: &[f32], eps: f32) -> Result<Tensor> {
     let last = x.dims().last().copied().unwrap_or(0);
     if last != w.len() {
