@@ -109,7 +109,7 @@ pub struct LayerKv {
 /// holds and `step` (a prefill), else that eighth or `step` (a decode step), where `Vec`
 /// would double (half of a long conversation's cache could be empty room). Each growth copies
 /// the whole cache: at short contexts `step` sets how often (every 16 positions took 28 us of
-/// SmolLM2's 4.4 ms decode step at 2 threads, a context; every 64, a quarter of that).
+/// SmolLM2's 4.4 ms decode step at 2 threads, a context; every 64, about a third of that).
 fn make_room(v: &mut Vec<f32>, more: usize, step: usize) {
     if v.capacity() - v.len() < more {
         v.reserve_exact(more.max(v.len() / 8).max(step));

@@ -411,8 +411,6 @@ fn finite(rows: &[Vec<f32>]) -> Result<()> {
     Ok(())
 }
 
-/// RMS norm of the rows of `x` (any shape, normalised along its last dimension of
-/// `w.len()` values), on the pool's threads (`backend::norm`).
 /// `x += a`, value by value (a block's output into the residual stream).
 fn add_into(x: &mut [f32], a: &Tensor) -> Result<()> {
     with_f32(a, |a| {
@@ -446,6 +444,8 @@ fn split_qkv(all: &[f32], rows: usize, widths: [usize; 3]) -> Result<(Vec<f32>, 
     Ok((q, k, v))
 }
 
+/// RMS norm of the rows of `x` (any shape, normalised along its last dimension of
+/// `w.len()` values), on the pool's threads (`backend::norm`).
 fn rms_norm(x: &Tensor, w: &[f32], eps: f32) -> Result<Tensor> {
     let last = x.dims().last().copied().unwrap_or(0);
     if last != w.len() {
