@@ -169,6 +169,22 @@ mod scalar {
 )))]
 use scalar as simd;
 
+/// Runs `$call` with the const `$G` equal to `$n`, for the counts listed (none for others):
+/// a run-time count of key blocks, the last ones of a chunk, to a const generic, so that
+/// they are scored together in one pass.
+#[allow(unused_macros)]
+macro_rules! for_count {
+    ($n:expr, [$($g:literal)*], $G:ident => $call:expr) => {
+        match $n {
+            $($g => {
+                const $G: usize = $g;
+                $call
+            })*
+            _ => {}
+        }
+    };
+}
+
 /// Key blocks scored together by the SIMD forms: one chain of multiply-adds each, `GROUP`
 /// chains in flight (x86: 8 of its 16 registers; wasm: a block takes two registers there).
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
@@ -192,18 +208,10 @@ unsafe fn by_groups(q: &[f32], k: *const f32, stride: usize, out: &mut [[f32; LA
         simd::score(q, k.add(i * GROUP * stride), stride, o);
     }
     let k = k.add(groups.len() * GROUP * stride);
-    macro_rules! rest {
-        ($($g:literal)*) => {
-            match rest.len() {
-                $($g => simd::score::<$g>(q, k, stride, rest.try_into().expect("length matched")),)*
-                _ => {}
-            }
-        };
-    }
     #[cfg(target_arch = "x86_64")]
-    rest!(1 2 3 4 5 6 7);
+    for_count!(rest.len(), [1 2 3 4 5 6 7], G => simd::score::<G>(q, k, stride, rest.try_into().expect("G blocks")));
     #[cfg(target_arch = "wasm32")]
-    rest!(1 2 3);
+    for_count!(rest.len(), [1 2 3], G => simd::score::<G>(q, k, stride, rest.try_into().expect("G blocks")));
 }
 
 /// AVX2 + FMA: `_mm256_fmadd_ps` rounds once, as `f32::mul_add` does.
@@ -298,16 +306,7 @@ mod wide {
             b += 8;
         }
         let k = k.add(b * stride);
-        match n - b {
-            1 => score2::<1>(q, k, stride, &mut out, b),
-            2 => score2::<2>(q, k, stride, &mut out, b),
-            3 => score2::<3>(q, k, stride, &mut out, b),
-            4 => score2::<4>(q, k, stride, &mut out, b),
-            5 => score2::<5>(q, k, stride, &mut out, b),
-            6 => score2::<6>(q, k, stride, &mut out, b),
-            7 => score2::<7>(q, k, stride, &mut out, b),
-            _ => {}
-        }
+        for_count!(n - b, [1 2 3 4 5 6 7], G => score2::<G>(q, k, stride, &mut out, b));
     }
 
     /// Blocks `b0..b0 + G`: the low half of each register head 0's lanes, the high half head 1's.

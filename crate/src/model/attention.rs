@@ -287,7 +287,7 @@ fn attend_heads(
         exp_shifted(p, max);
     }
     // Each head's total is one chain of adds in position order; the heads' chains run side by
-    // side (one at a time, each add waited for the one before: a tenth of the step).
+    // side (one head at a time, each add waited for the one before).
     let mut h = 0;
     while h < nh {
         let totals: &[f32] = match nh - h {

@@ -137,7 +137,8 @@ impl CpuModel {
     /// norm, what the projection takes (verification: an exact projection of these rows is
     /// what the logits and the combined scores approximate).
     pub fn forward_hidden(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
-        self.guarded(batch, |m| Ok(m.forward_inner(batch)?.to_vec2::<f32>()?))
+        let d = self.cfg.d_model;
+        self.guarded(batch, |m| Ok(m.forward_inner(batch)?.chunks_exact(d).map(<[f32]>::to_vec).collect()))
     }
 
     /// Bytes held by all KV caches (for the memory report).
@@ -146,8 +147,8 @@ impl CpuModel {
     }
 
     /// Runs the batch through every layer and returns each entry's last row after the output
-    /// norm (`[batch.len(), d_model]`): what the output projection takes.
-    fn forward_inner(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Tensor> {
+    /// norm (`batch.len()` rows of `d_model` values): what the output projection takes.
+    fn forward_inner(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<f32>> {
         let cfg = self.cfg.clone();
         // Row r of the hidden state belongs to (sequence, position).
         let mut rows: Vec<(SeqId, usize)> = Vec::new();
@@ -237,12 +238,13 @@ impl CpuModel {
             end += tokens.len();
             last.extend_from_slice(&x[(end - 1) * d..end * d]);
         }
-        self.rms_rows(&last, batch.len(), &self.output_norm)
+        norm::rms_norm(&last, &self.output_norm, cfg.rms_eps)
     }
 
-    /// The output projection of rows of `d_model` values: one logit row each.
-    fn project(&self, x: &Tensor) -> Result<Vec<Vec<f32>>> {
-        Ok(self.output.forward(x)?.to_vec2::<f32>()?)
+    /// The output projection of `rows` rows of `d_model` values: one logit row each.
+    fn project(&self, x: Vec<f32>, rows: usize) -> Result<Vec<Vec<f32>>> {
+        let x = Tensor::from_vec(x, (rows, self.cfg.d_model), &Device::Cpu)?;
+        Ok(self.output.forward(&x)?.to_vec2::<f32>()?)
     }
 
     /// `forward_choose` on the CPU: each request's combine of its normalized rows, then one
@@ -253,8 +255,7 @@ impl CpuModel {
     /// row takes that row's projection.
     fn choose_inner(&mut self, batch: &[(SeqId, &[u32])], requests: &[TokenRequest]) -> Result<StepOutput> {
         let d = self.cfg.d_model;
-        let hidden = self.forward_inner(batch)?;
-        let h = hidden.flatten_all()?.to_vec1::<f32>()?;
+        let h = self.forward_inner(batch)?;
         let row = |i: Option<usize>| -> Result<Option<&[f32]>> {
             match i {
                 Some(i) if i < batch.len() => Ok(Some(&h[i * d..(i + 1) * d])),
@@ -285,7 +286,7 @@ impl CpuModel {
             stack.extend_from_slice(&h);
         }
         let m = stack.len() / d;
-        let mut out = self.project(&Tensor::from_vec(stack, (m, d), &Device::Cpu)?)?;
+        let mut out = self.project(stack, m)?;
         let rows = out.split_off(mixed);
         let mut combined = out.into_iter();
         let scores = which
@@ -363,7 +364,7 @@ impl LanguageModel for CpuModel {
     fn forward(&mut self, batch: &[(SeqId, &[u32])]) -> Result<Vec<Vec<f32>>> {
         let logits = self.guarded(batch, |m| {
             let hidden = m.forward_inner(batch)?;
-            m.project(&hidden)
+            m.project(hidden, batch.len())
         })?;
         finite(&logits)?;
         Ok(logits)
