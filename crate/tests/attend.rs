@@ -120,9 +120,17 @@ fn exp_shifted_gives_f32_exp_bits() {
     // Every 4099th bit pattern (both signs, NaN, infinities, subnormals) and the edges of
     // libm's branches, shifted by zero (exact) and by a score maximum.
     let mut x: Vec<f32> = (0..=u32::MAX / 4099).map(|i| f32::from_bits(i * 4099)).collect();
-    for b in [0x3900_0000u32, 0x3eb1_7218, 0x3f85_1592, 0x42ae_ac50, 0x42b1_7218, 0x42cf_f1b5, 0x7f80_0000] {
-        for d in 0..3 {
-            x.extend([f32::from_bits(b - 1 + d), -f32::from_bits(b - 1 + d)]);
+    while !x.len().is_multiple_of(4) {
+        x.push(1.0);
+    }
+    // Groups of four edges (both signs, each one ulp apart), so that whole lanes of the wasm
+    // form's fast path (all four lanes neither tiny nor past 87.0) meet its edges too.
+    for b in [0x3900_0000u32, 0x3eb1_7218, 0x3f85_1592, 0x42ae_0000, 0x42ae_ac50, 0x42b1_7218, 0x42cf_f1b5, 0x7f80_0000]
+    {
+        for sign in [1.0f32, -1.0] {
+            for d in 0..4 {
+                x.push(sign * f32::from_bits(b - 2 + d));
+            }
         }
     }
     x.extend([0.0, -0.0, f32::MIN_POSITIVE, -f32::MIN_POSITIVE, f32::MAX, f32::MIN]);

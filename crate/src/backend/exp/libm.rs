@@ -19,15 +19,35 @@ pub fn exp_shifted(scores: &mut [f32], max: f32) {
     super::plain::exp_shifted(rest, max);
 }
 
+/// Above this |x| (87.0) `k` could leave -126..=126, where `scalbn4` has more to do.
+const FAST_MAX: u32 = 0x42ae_0000;
+/// At or below this |x| (2^-13) libm returns `1 + x`.
+const TINY: u32 = 0x3900_0000;
+
 #[inline(always)]
 fn expf4(x: v128) -> v128 {
+    // Most lanes of a softmax or a SwiGLU are neither tiny nor near a limit, nor NaN: when all
+    // four are, the special cases would all choose `y`, and with k in -126..=126 `scalbn4`
+    // is one product by 2^k, so this path skips both (about half of the operations) with the
+    // same bits.
+    let hx = v128_and(x, u32x4_splat(0x7fff_ffff));
+    if u32x4_all_true(u32x4_lt(i32x4_sub(hx, u32x4_splat(TINY + 1)), u32x4_splat(FAST_MAX - TINY - 1))) {
+        let (y, k) = reduced(x, hx);
+        return f32x4_mul(y, i32x4_shl(i32x4_add(k, i32x4_splat(0x7f)), 23));
+    }
+    expf4_full(x, hx)
+}
+
+/// libm's argument reduction and polynomial: `(y, k)` with exp(x) = y * 2^k, for lanes that
+/// are not special cases (those `expf4_full` chooses afterwards).
+#[inline(always)]
+fn reduced(x: v128, hx: v128) -> (v128, v128) {
     // libm's constants, by their bits.
     let ln2_hi = f32x4_splat(f32::from_bits(0x3f31_7200));
     let ln2_lo = f32x4_splat(f32::from_bits(0x35bf_be8e));
     let inv_ln2 = f32x4_splat(f32::from_bits(0x3fb8_aa3b));
     let (p1, p2) = (f32x4_splat(f32::from_bits(0x3e2a_aa8f)), f32x4_splat(f32::from_bits(0xbb35_5215)));
     let u = |v: u32| u32x4_splat(v);
-    let hx = v128_and(x, u(0x7fff_ffff));
     let neg = i32x4_shr(x, 31); // all ones where the sign bit is set
                                 // k: round(x / ln2) above 1.5 ln2 (`as i32`: toward zero, saturating), else +-1 above
                                 // 0.5 ln2, else 0; then x - k ln2 in two parts.
@@ -46,9 +66,18 @@ fn expf4(x: v128) -> v128 {
     let c = f32x4_sub(xr, f32x4_mul(xx, f32x4_add(p1, f32x4_mul(xx, p2))));
     let q = f32x4_div(f32x4_mul(xr, c), f32x4_sub(f32x4_splat(2.0), c));
     let y = f32x4_add(f32x4_splat(1.0), f32x4_add(f32x4_sub(q, lo), hi));
+    (y, k)
+}
+
+/// Every lane, special cases included.
+#[inline(always)]
+fn expf4_full(x: v128, hx: v128) -> v128 {
+    let u = |v: u32| u32x4_splat(v);
+    let neg = i32x4_shr(x, 31);
+    let (y, k) = reduced(x, hx);
     let y = scalbn4(y, k);
     // The special cases, as the scalar code returns them before the above.
-    let tiny = v128_not(u32x4_gt(hx, u(0x3900_0000)));
+    let tiny = v128_not(u32x4_gt(hx, u(TINY)));
     let y = v128_bitselect(f32x4_add(f32x4_splat(1.0), x), y, tiny);
     let under = v128_and(neg, u32x4_ge(hx, u(0x42cf_f1b5)));
     let y = v128_andnot(y, under);
