@@ -1,10 +1,12 @@
 // Two builds of the package in headless Chromium, alternately: each round loads the model in a
-// fresh page from each copy of www/ in turn (`AmuletEngine.load`, 1 thread, not isolated, so
-// the unthreaded build: relaxed SIMD where Chromium has it) and decodes base and then amulet
-// after the demo's question. Decode tok/s a round, then medians. For A/B runs of wasm changes
-// on a machine whose speed drifts; printed, never asserted.
+// fresh page from each copy of www/ in turn and decodes base and then amulet after the demo's
+// question. At 1 thread (the default) `AmuletEngine.load` on a plain origin: the unthreaded
+// build, relaxed SIMD where Chromium has it. With --threads N (N > 1) `createWorkerEngine` on a
+// cross-origin isolated origin: the threaded build in the package's Worker, as the browser
+// bench runs it. Decode tok/s a round, then medians. For A/B runs of wasm changes on a machine
+// whose speed drifts; printed, never asserted.
 //
-//   node tests/bench/ab-page.mjs --model models/cache/M.gguf [--rounds 3] [--tokens 128] A B
+//   node tests/bench/ab-page.mjs --model models/cache/M.gguf [--rounds 3] [--tokens 128] [--threads 1] A B
 //
 // A and B are folders laid out like www/ (src/, pkg/, pkg-relaxed/), e.g. copies of www/ taken
 // after `./build.sh build` at two commits. Each is served by the demo's server (www/demo/serve.mjs).
@@ -24,16 +26,17 @@ const opt = (name, dflt) => {
 const model = opt('--model', null);
 const rounds = Number(opt('--rounds', '3'));
 const tokens = Number(opt('--tokens', '128'));
+const threads = Number(opt('--threads', '1'));
 const builds = args.map((d) => path.resolve(d));
 if (!model || !fs.statSync(model, { throwIfNoEntry: false })?.isFile() || !builds.length) {
-  console.error('usage: node ab-page.mjs --model FILE.gguf [--rounds N] [--tokens N] WWW_A [WWW_B ...]');
+  console.error('usage: node ab-page.mjs --model FILE.gguf [--rounds N] [--tokens N] [--threads N] WWW_A [WWW_B ...]');
   process.exit(2);
 }
 for (const d of builds) if (!fs.existsSync(path.join(d, 'src', 'index.js'))) throw new Error(`${d}: no src/index.js`);
 
 // The demo's server, one per build: that build's folder at /, the model's folder at /models/.
 const servers = [];
-for (const www of builds) servers.push(await serveBuild(www, model));
+for (const www of builds) servers.push(await serveBuild(www, model, { isolate: threads > 1 }));
 const browser = await launchChromium();
 
 const runs = builds.map(() => []);
@@ -44,9 +47,15 @@ try {
       // Any document of the build's origin will do to import the package from.
       await page.goto(`${servers[b].origin}/package.json`);
       const got = await page.evaluate(
-        async ([modelUrl, prompt, tokens]) => {
-          const { AmuletEngine } = await import('/src/index.js');
-          const engine = await AmuletEngine.load(modelUrl, { device: 'cpu', threads: 1 });
+        async ([modelUrl, prompt, tokens, threads]) => {
+          const { AmuletEngine, createWorkerEngine } = await import('/src/index.js');
+          const options = { device: 'cpu', threads };
+          const engine =
+            threads > 1
+              ? await createWorkerEngine(null, modelUrl, options)
+              : await AmuletEngine.load(modelUrl, options);
+          if (engine.info.threads !== threads)
+            throw new Error(`asked for ${threads} threads, got ${engine.info.threads}`);
           const decode = async (method, maxTokens) => {
             let last;
             const request = { prompt, preference: 'concise', method, maxTokens, ignoreEos: true, temperature: 0 };
@@ -62,7 +71,7 @@ try {
           await engine.dispose();
           return { base, amulet, simd };
         },
-        [servers[b].modelUrl, PROMPT, tokens],
+        [servers[b].modelUrl, PROMPT, tokens, threads],
       );
       await page.close();
       runs[b].push(got);

@@ -11,10 +11,11 @@ export const PROMPT = 'How can I improve my eating habits without compromising o
 /**
  * Serves `www` (a folder laid out like www/: src/, pkg/, pkg-relaxed/) at / and the folder of
  * `model` at /models/: `origin` (any document there will do to import the package from),
- * `modelUrl` (the model, relative to it) and `close`.
+ * `modelUrl` (the model, relative to it) and `close`. `isolate`: with COOP/COEP headers, so
+ * its pages can run the threaded build.
  */
-export async function serveBuild(www, model) {
-  const server = createServer({ www, models: path.dirname(path.resolve(model)) });
+export async function serveBuild(www, model, { isolate = false } = {}) {
+  const server = createServer({ www, models: path.dirname(path.resolve(model)), isolate });
   await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
   return {
     origin: `http://127.0.0.1:${server.address().port}`,

@@ -2,11 +2,13 @@
 // bytes for 1 and 2 activation rows over one small matrix that stays in cache (the kernel's
 // arithmetic) and over copies of a real-shaped one, 128 MB or more (every call streams its
 // weights past the caches, as a decode step does), next to a plain 16-byte read and the
-// touch-ahead's one byte in 64 over as many bytes. Each figure is the fastest of 5 timed calls
-// after 2 warm-up calls (the engine's optimizing tier). Printed, never asserted.
+// touch-ahead's one byte in 64 over as many bytes; `exp`: ns a value of the engine's four-lane
+// exponentials (SwiGLU's gates and a softmax's scores) next to one `f32::exp` call a value.
+// Each figure is the fastest of 5 timed calls after 2 warm-up calls (the engine's optimizing
+// tier). Printed, never asserted.
 //
 // Run from the repository root: `node tests/bench/wasm-kernels/run.mjs [--node] [--simd128]
-// [formats...]` (formats: q4_1 q5_0 q8_0 q4_k q6_k; default all). It builds this crate for
+// [formats...]` (formats: q4_1 q5_0 q8_0 q4_k q6_k exp; default all). It builds this crate for
 // wasm32 (relaxed SIMD unless --simd128) into tests/bench/wasm-kernels/target.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -48,7 +50,7 @@ execFileSync('npm', ['run', '--silent', 'optimize-wasm', '--', optimized, '-o', 
 const SHAPES = { q4_1: [1536, 576], q5_0: [4864, 896], q8_0: [4864, 896], q4_k: [896, 4864], q6_k: [896, 4864] };
 
 /** Runs in the page or in Node: one line of figures a format. */
-async function measure(Bench, formats, shapes) {
+async function measure(Bench, exp_run, formats, shapes) {
   const best = (f) => {
     f();
     f();
@@ -65,6 +67,13 @@ async function measure(Bench, formats, shapes) {
     'format   rows x cols   cache m=1  cache m=2  stream m=1  stream m=2  m=2/m=1 (stream)  read  touch   GB/s',
   ];
   for (const f of formats) {
+    if (f === 'exp') {
+      // 1,664 values a rep (exp_run).
+      const reps = 2000;
+      const ns = (lanes) => ((best(() => exp_run(lanes, reps)) / (reps * 1664)) * 1e6).toFixed(2);
+      lines.push(`exp: ${ns(true)} ns a value on four lanes, ${ns(false)} one call a value`);
+      continue;
+    }
     const [n, k] = shapes[f];
     const hot = new Bench(f, 512, k, 1);
     // One copy of the real shape: its rows times the bytes of one of the hot matrix's 512.
@@ -86,20 +95,20 @@ async function measure(Bench, formats, shapes) {
   return lines.join('\n');
 }
 
-const chosen = formats.length ? formats : Object.keys(SHAPES);
+const chosen = formats.length ? formats : [...Object.keys(SHAPES), 'exp'];
 if (inNode) {
-  const { default: init, Bench } = await import(path.join(pkg, 'bench.js'));
+  const { default: init, Bench, exp_run } = await import(path.join(pkg, 'bench.js'));
   await init({ module_or_path: fs.readFileSync(path.join(pkg, 'bench_bg.wasm')) });
   console.log(`Node ${process.version}, ${simd}`);
-  console.log(await measure(Bench, chosen, SHAPES));
+  console.log(await measure(Bench, exp_run, chosen, SHAPES));
 } else {
   const { chromium } = await import('playwright-core');
   const { CHROMIUM, CHROMIUM_ARGS } = await import('../../chromium.mjs');
   const page = `<script type="module">
-    import init, { Bench } from './bench.js';
+    import init, { Bench, exp_run } from './bench.js';
     await init();
     const measure = ${measure.toString()};
-    window.RESULT = await measure(Bench, ${JSON.stringify(chosen)}, ${JSON.stringify(SHAPES)});
+    window.RESULT = await measure(Bench, exp_run, ${JSON.stringify(chosen)}, ${JSON.stringify(SHAPES)});
   </script>`;
   const server = http.createServer((req, res) => {
     const name = new URL(req.url, 'http://x').pathname.slice(1);

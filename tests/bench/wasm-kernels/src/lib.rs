@@ -1,7 +1,8 @@
 //! Our wasm weight kernels on their own (see run.mjs): a matrix of each format with random
 //! quants and small normal scales, run for 1 or 2 activation rows over one copy (small enough
 //! to stay in cache: the kernel's arithmetic) or many (every call streams from memory, as a
-//! decode step does), next to two plain reads of the same bytes.
+//! decode step does), next to two plain reads of the same bytes; and the exponentials of
+//! SwiGLU and of attention's softmax (`exp_run`).
 
 use amulet::backend::q4_1::Q41Matrix;
 use amulet::backend::q4_k::Q4KMatrix;
@@ -128,4 +129,29 @@ impl Bench {
         }
         u32x4_extract_lane::<0>(acc)
     }
+}
+
+/// `reps` times over 1,536 SwiGLU gates (-gate, from -3.3 to 3.3, as SmolLM2's step takes them)
+/// and 128 softmax scores (0 to 13.3, less their maximum), the exponentials of each: by the
+/// engine's lanes (`lanes`) or one `f32::exp` call a value. Returns a value of the last round,
+/// so that nothing is left out.
+#[wasm_bindgen]
+pub fn exp_run(lanes: bool, reps: usize) -> f32 {
+    use amulet::backend::exp::{exp_shifted, plain};
+    let gate: Vec<f32> = (0..1536).map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 300.0).collect();
+    let scores: Vec<f32> = (0..128).map(|i| (i * 7919 % 2003) as f32 / 150.0).collect();
+    let max = scores.iter().copied().fold(f32::MIN, f32::max);
+    let (mut g, mut s) = (gate.clone(), scores.clone());
+    for _ in 0..reps {
+        g.copy_from_slice(&gate);
+        s.copy_from_slice(&scores);
+        if lanes {
+            exp_shifted(&mut g, 0.0);
+            exp_shifted(&mut s, max);
+        } else {
+            plain::exp_shifted(&mut g, 0.0);
+            plain::exp_shifted(&mut s, max);
+        }
+    }
+    g[7] + s[3]
 }
