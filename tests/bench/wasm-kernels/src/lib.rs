@@ -131,8 +131,8 @@ impl Bench {
     }
 }
 
-/// `reps` times over 1,536 SwiGLU gates (-gate, from -3.3 to 3.3, as SmolLM2's step takes them)
-/// and 128 softmax scores (0 to 13.3, less their maximum), the exponentials of each: by the
+/// `reps` times over 1,536 SwiGLU gates (-gate, from -3.3 to 3.3; SmolLM2's width) and 128
+/// softmax scores (0 to 13.3, less their maximum), the exponentials of each: by the
 /// engine's lanes (`lanes`) or one `f32::exp` call a value. Returns a value of the last round,
 /// so that nothing is left out.
 #[wasm_bindgen]
