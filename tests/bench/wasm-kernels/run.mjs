@@ -50,7 +50,7 @@ execFileSync('npm', ['run', '--silent', 'optimize-wasm', '--', optimized, '-o', 
 const SHAPES = { q4_1: [1536, 576], q5_0: [4864, 896], q8_0: [4864, 896], q4_k: [896, 4864], q6_k: [896, 4864] };
 
 /** Runs in the page or in Node: one line of figures a format. */
-async function measure(Bench, exp_run, formats, shapes) {
+async function measure(Bench, exp, formats, shapes) {
   const best = (f) => {
     f();
     f();
@@ -68,9 +68,8 @@ async function measure(Bench, exp_run, formats, shapes) {
   ];
   for (const f of formats) {
     if (f === 'exp') {
-      // 1,664 values a rep (exp_run).
       const reps = 2000;
-      const ns = (lanes) => ((best(() => exp_run(lanes, reps)) / (reps * 1664)) * 1e6).toFixed(2);
+      const ns = (lanes) => ((best(() => exp.exp_run(lanes, reps)) / (reps * exp.exp_values())) * 1e6).toFixed(2);
       lines.push(`exp: ${ns(true)} ns a value on four lanes, ${ns(false)} one call a value`);
       continue;
     }
@@ -97,18 +96,18 @@ async function measure(Bench, exp_run, formats, shapes) {
 
 const chosen = formats.length ? formats : [...Object.keys(SHAPES), 'exp'];
 if (inNode) {
-  const { default: init, Bench, exp_run } = await import(path.join(pkg, 'bench.js'));
+  const { default: init, Bench, exp_run, exp_values } = await import(path.join(pkg, 'bench.js'));
   await init({ module_or_path: fs.readFileSync(path.join(pkg, 'bench_bg.wasm')) });
   console.log(`Node ${process.version}, ${simd}`);
-  console.log(await measure(Bench, exp_run, chosen, SHAPES));
+  console.log(await measure(Bench, { exp_run, exp_values }, chosen, SHAPES));
 } else {
   const { chromium } = await import('playwright-core');
   const { CHROMIUM, CHROMIUM_ARGS } = await import('../../chromium.mjs');
   const page = `<script type="module">
-    import init, { Bench, exp_run } from './bench.js';
+    import init, { Bench, exp_run, exp_values } from './bench.js';
     await init();
     const measure = ${measure.toString()};
-    window.RESULT = await measure(Bench, exp_run, ${JSON.stringify(chosen)}, ${JSON.stringify(SHAPES)});
+    window.RESULT = await measure(Bench, { exp_run, exp_values }, ${JSON.stringify(chosen)}, ${JSON.stringify(SHAPES)});
   </script>`;
   const server = http.createServer((req, res) => {
     const name = new URL(req.url, 'http://x').pathname.slice(1);

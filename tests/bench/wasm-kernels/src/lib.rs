@@ -131,15 +131,25 @@ impl Bench {
     }
 }
 
-/// `reps` times over 1,536 SwiGLU gates (-gate, from -3.3 to 3.3; SmolLM2's width) and 128
-/// softmax scores (0 to 13.3, less their maximum), the exponentials of each: by the
-/// engine's lanes (`lanes`) or one `f32::exp` call a value. Returns a value of the last round,
-/// so that nothing is left out.
+/// SwiGLU gates (SmolLM2's width) and softmax scores `exp_run` takes the exponentials of, a rep.
+const GATES: usize = 1536;
+const SCORES: usize = 128;
+
+/// Exponentials a rep of `exp_run`.
+#[wasm_bindgen]
+pub fn exp_values() -> usize {
+    GATES + SCORES
+}
+
+/// `reps` times over `GATES` SwiGLU gates (-gate, from -3.3 to 3.3) and `SCORES` softmax scores
+/// (0 to 13.3, less their maximum), the exponentials of each: by the engine's lanes (`lanes`)
+/// or one `f32::exp` call a value. Returns a value of the last round, so that nothing is left
+/// out.
 #[wasm_bindgen]
 pub fn exp_run(lanes: bool, reps: usize) -> f32 {
     use amulet::backend::exp::{exp_shifted, plain};
-    let gate: Vec<f32> = (0..1536).map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 300.0).collect();
-    let scores: Vec<f32> = (0..128).map(|i| (i * 7919 % 2003) as f32 / 150.0).collect();
+    let gate: Vec<f32> = (0..GATES).map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 300.0).collect();
+    let scores: Vec<f32> = (0..SCORES).map(|i| (i * 7919 % 2003) as f32 / 150.0).collect();
     let max = scores.iter().copied().fold(f32::MIN, f32::max);
     let (mut g, mut s) = (gate.clone(), scores.clone());
     for _ in 0..reps {
